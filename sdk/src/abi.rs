@@ -1,0 +1,198 @@
+//! The raw C ABI shared by the host and every plugin (version 1).
+//!
+//! Everything here is `#[repr(C)]` and made of plain integers, floats and raw pointers, so a
+//! plugin built by any rustc (or any C compiler) talks to any host. Rules of the contract:
+//!
+//! * A plugin exports one symbol, [`ENTRY_SYMBOL`] (`llq_plugin_entry`), an
+//!   `extern "C" fn() -> *const LlqPluginV1`. The descriptor lives as long as the library.
+//! * The first field of the descriptor is always `abi_version: u32`; a host reads it before
+//!   anything else and refuses versions it does not speak. `struct_size` lets later minor
+//!   revisions append fields without breaking v1 hosts.
+//! * Memory is freed by the side that allocated it: buffers the host passes in stay the
+//!   host's; results a plugin allocates (`LlqQuantized`) are handed back through
+//!   `release_quantized`.
+//! * Every function returns an [`LlqStatus`]; on failure the plugin writes a UTF-8 message
+//!   into the host's error buffer (truncated to its capacity). Panics never unwind across the
+//!   boundary: the SDK's thunks catch them and report [`LlqStatus::Panic`].
+//! * Strings are UTF-8 `(ptr, len)` pairs unless documented as NUL-terminated.
+
+use std::ffi::{c_char, c_void};
+
+/// The ABI version this SDK speaks.
+pub const ABI_VERSION: u32 = 1;
+
+/// The exported symbol name (without NUL) that returns the plugin descriptor.
+pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
+
+/// Signature of the exported entry point.
+pub type EntryFn = unsafe extern "C" fn() -> *const LlqPluginV1;
+
+/// Return code of every plugin function.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlqStatus {
+    Ok = 0,
+    /// The method rejected its input (message in the error buffer).
+    Error = 1,
+    /// The plugin panicked; the panic was caught (message in the error buffer).
+    Panic = 2,
+}
+
+/// What calibration data a method wants before quantizing (`LlqPluginV1::calibration`).
+pub const CALIBRATION_NONE: u32 = 0;
+/// Per-input-column statistics of the layer's activations (abs-max and mean square).
+pub const CALIBRATION_STATS: u32 = 1;
+/// The statistics plus raw activation rows (up to the host's sample budget).
+pub const CALIBRATION_SAMPLES: u32 = 2;
+
+/// A borrowed UTF-8 string.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqStr {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+/// A named byte buffer (borrowed for the duration of a call).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqBuffer {
+    pub name: LlqStr,
+    pub data: *const u8,
+    pub len: usize,
+}
+
+/// Where the plugin writes an error message. Host-owned.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LlqErrorBuf {
+    pub ptr: *mut u8,
+    pub cap: usize,
+    /// Set by the plugin to the number of bytes written.
+    pub len: usize,
+}
+
+/// One weight matrix to quantize: row-major f32, `rows` outputs × `cols` inputs
+/// (the layout of a `torch.nn.Linear` weight).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqWeights {
+    pub layer: LlqStr,
+    pub rows: u64,
+    pub cols: u64,
+    pub data: *const f32,
+}
+
+/// Calibration data for one layer (host-owned, optional). Pointers may be null when absent.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqCalibration {
+    /// Input features (= the weight's `cols`).
+    pub cols: u64,
+    /// Number of activation rows the statistics were computed over.
+    pub n_tokens: u64,
+    /// `cols` values: max |x| per input column.
+    pub abs_max: *const f32,
+    /// `cols` values: mean x² per input column.
+    pub mean_sq: *const f32,
+    /// `n_samples × cols` raw activation rows, or null.
+    pub samples: *const f32,
+    pub n_samples: u64,
+}
+
+/// A packed (quantized) matrix as the host holds it, passed back to the plugin.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqPacked {
+    pub rows: u64,
+    pub cols: u64,
+    pub buffers: *const LlqBuffer,
+    pub n_buffers: usize,
+    /// The JSON metadata the plugin produced at quantization time.
+    pub metadata: LlqStr,
+}
+
+/// A quantization result, allocated by the plugin. The host copies what it needs and then
+/// calls `release_quantized(handle)`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LlqQuantized {
+    pub buffers: *const LlqBuffer,
+    pub n_buffers: usize,
+    pub metadata: LlqStr,
+    /// Opaque plugin-side owner of the memory above.
+    pub handle: *mut c_void,
+}
+
+impl LlqQuantized {
+    pub const fn empty() -> Self {
+        LlqQuantized {
+            buffers: std::ptr::null(),
+            n_buffers: 0,
+            metadata: LlqStr { ptr: std::ptr::null(), len: 0 },
+            handle: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// The plugin descriptor, version 1.
+///
+/// NUL-terminated static strings: `name`, `version`, `description`, `options_json` (a JSON
+/// array of `{name, type, default, help}`), and the optional `cuda_source` /
+/// `cuda_kernels_json` (null when the plugin ships no GPU kernels; see the SDK docs).
+#[repr(C)]
+pub struct LlqPluginV1 {
+    pub abi_version: u32,
+    pub struct_size: u32,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub description: *const c_char,
+    pub options_json: *const c_char,
+    /// One of `CALIBRATION_*`.
+    pub calibration: u32,
+    /// Non-zero when `matmul` is implemented (numerics that are not weight-only).
+    pub has_matmul: u32,
+    pub cuda_source: *const c_char,
+    pub cuda_kernels_json: *const c_char,
+
+    /// Bytes the packed form of a `rows × cols` matrix occupies (all buffers together).
+    pub packed_size: unsafe extern "C" fn(
+        rows: u64,
+        cols: u64,
+        options: LlqStr,
+        out_bytes: *mut u64,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+
+    /// Quantize one matrix. `calibration` may be null.
+    pub quantize: unsafe extern "C" fn(
+        weights: *const LlqWeights,
+        options: LlqStr,
+        calibration: *const LlqCalibration,
+        out: *mut LlqQuantized,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+
+    /// Free a result of `quantize` (never fails).
+    pub release_quantized: unsafe extern "C" fn(handle: *mut c_void),
+
+    /// Dequantize into the host's `out` (`out_len` f32s). `written` receives the count written.
+    pub dequantize: unsafe extern "C" fn(
+        packed: *const LlqPacked,
+        out: *mut f32,
+        out_len: usize,
+        written: *mut usize,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+
+    /// Reference `y = x · Wᵀ` for `m` rows of `x` (m × cols) into `out` (m × rows).
+    /// Only called when `has_matmul != 0`.
+    pub matmul: unsafe extern "C" fn(
+        packed: *const LlqPacked,
+        x: *const f32,
+        m: u64,
+        out: *mut f32,
+        out_len: usize,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+}

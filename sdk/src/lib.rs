@@ -1,0 +1,355 @@
+//! # llq-sdk: the plugin contract for llq quantization methods
+//!
+//! A quantization method is a `cdylib` that the llq host loads at run time
+//! (`llq-host run --quant plugins/nf4.so`). This crate is everything a method author needs:
+//!
+//! * [`QuantMethod`]: the safe trait you implement (options, packed size, quantize,
+//!   dequantize, and optionally a reference `matmul`, calibration and CUDA kernels);
+//! * [`export_plugin!`]: one macro that exports the C-ABI entry point for your type. You never
+//!   write `unsafe` or `extern "C"` yourself;
+//! * [`abi`]: the raw, versioned C ABI (`#[repr(C)]`, no Rust std types cross it), which is
+//!   what makes a plugin built with any rustc load into any host of the same ABI version;
+//! * [`quant`]: shared quantization math (bitsandbytes' NF4/FP4 tables and decision trees,
+//!   blockwise absmax, nibble packing, the dynamic 8-bit map, double quantization, LLM.int8
+//!   row quantization), so built-in and third-party methods do not copy each other.
+//!
+//! ```ignore
+//! use llq_sdk::{export_plugin, OptionSpec, Options, PackedView, QuantMethod, Quantized, Weights, Calibration, Result};
+//!
+//! #[derive(Default)]
+//! struct Sign;
+//! impl QuantMethod for Sign {
+//!     const NAME: &'static str = "sign";
+//!     const VERSION: &'static str = "0.1.0";
+//!     const DESCRIPTION: &'static str = "1-bit sign quantization with a per-row scale";
+//!     fn packed_size(&self, rows: u64, cols: u64, _o: &Options) -> Result<u64> { Ok(rows * cols.div_ceil(8) + 4 * rows) }
+//!     fn quantize(&self, w: &Weights, _o: &Options, _c: Option<&Calibration>) -> Result<Quantized> { todo!() }
+//!     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> { todo!() }
+//! }
+//! export_plugin!(Sign);
+//! ```
+//!
+//! ## Calibration (for GPTQ / AWQ / SmoothQuant-style methods)
+//! Set [`QuantMethod::CALIBRATION`] to [`CalibrationNeed::Stats`] or
+//! [`CalibrationNeed::Samples`]. The host then runs calibration text through the unquantized
+//! model, records each linear layer's input activations, and passes a [`Calibration`] (per
+//! input column abs-max and mean square, plus raw rows when samples were asked for) to
+//! `quantize` for that layer.
+//!
+//! ## GPU kernels
+//! Return [`CudaKernels`] from [`QuantMethod::cuda_kernels`]: CUDA C source and the names of
+//! its `extern "C" __global__` entry points. The host compiles the source with NVRTC on first
+//! use (cached by source hash and GPU arch) and launches the entries on its stream with the
+//! argument conventions documented on [`CudaKernels`]. Methods without kernels still run on
+//! the GPU through their CPU `dequantize` (slow path, the host warns once).
+
+pub mod abi;
+#[doc(hidden)]
+pub mod ffi;
+pub mod quant;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An error a method returns to the host; the message is shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError(pub String);
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for PluginError {}
+impl From<String> for PluginError {
+    fn from(s: String) -> Self {
+        PluginError(s)
+    }
+}
+impl From<&str> for PluginError {
+    fn from(s: &str) -> Self {
+        PluginError(s.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PluginError>;
+
+/// Return early with a [`PluginError`] built like `format!`.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err($crate::PluginError(format!($($arg)*))) };
+}
+
+/// The type of an option value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionKind {
+    Int,
+    Float,
+    Bool,
+    String,
+}
+
+/// One option a method accepts (`--opt name=value` on the host's command line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptionSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: OptionKind,
+    pub default: String,
+    pub help: String,
+    /// Allowed values, when the option is an enumeration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+}
+
+impl OptionSpec {
+    pub fn new(name: &str, kind: OptionKind, default: &str, help: &str) -> Self {
+        OptionSpec { name: name.into(), kind, default: default.into(), help: help.into(), choices: vec![] }
+    }
+    pub fn choices(mut self, choices: &[&str]) -> Self {
+        self.choices = choices.iter().map(|c| c.to_string()).collect();
+        self
+    }
+}
+
+/// Validated option values (defaults filled in).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    /// Parse the host's JSON object (`{"block_size": "64"}`; JSON numbers and booleans are
+    /// accepted too) against `specs`: unknown names and ill-typed values are errors.
+    pub fn parse(method: &str, specs: &[OptionSpec], json: &str) -> Result<Options> {
+        let given: BTreeMap<String, serde_json::Value> = if json.trim().is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(json).map_err(|e| PluginError(format!("{method}: options are not a JSON object: {e}")))?
+        };
+        let mut values = BTreeMap::new();
+        for (k, v) in &given {
+            let Some(spec) = specs.iter().find(|s| &s.name == k) else {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                bail!("{method}: unknown option `{k}` (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") });
+            };
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => bail!("{method}: option `{k}` must be a scalar, got {other}"),
+            };
+            check_value(method, spec, &s)?;
+            values.insert(k.clone(), s);
+        }
+        for spec in specs {
+            values.entry(spec.name.clone()).or_insert_with(|| spec.default.clone());
+        }
+        Ok(Options { values })
+    }
+
+    pub fn get_str(&self, name: &str) -> Result<&str> {
+        self.values.get(name).map(|s| s.as_str()).ok_or_else(|| PluginError(format!("option `{name}` is not declared")))
+    }
+    pub fn get_usize(&self, name: &str) -> Result<usize> {
+        let s = self.get_str(name)?;
+        s.parse().map_err(|_| PluginError(format!("option `{name}`: `{s}` is not a non-negative integer")))
+    }
+    pub fn get_f64(&self, name: &str) -> Result<f64> {
+        let s = self.get_str(name)?;
+        s.parse().map_err(|_| PluginError(format!("option `{name}`: `{s}` is not a number")))
+    }
+    pub fn get_bool(&self, name: &str) -> Result<bool> {
+        parse_bool(self.get_str(name)?).ok_or_else(|| PluginError(format!("option `{name}` is not a boolean")))
+    }
+    /// All values, as the canonical JSON object the host records in results.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.values).unwrap_or_default()
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn check_value(method: &str, spec: &OptionSpec, s: &str) -> Result<()> {
+    let ok = match spec.kind {
+        OptionKind::Int => s.parse::<i64>().is_ok(),
+        OptionKind::Float => s.parse::<f64>().map(|v| v.is_finite()).unwrap_or(false),
+        OptionKind::Bool => parse_bool(s).is_some(),
+        OptionKind::String => true,
+    };
+    if !ok {
+        bail!("{method}: option `{}` expects {:?}, got `{s}`", spec.name, spec.kind);
+    }
+    if !spec.choices.is_empty() && !spec.choices.iter().any(|c| c == s) {
+        bail!("{method}: option `{}` must be one of {}, got `{s}`", spec.name, spec.choices.join(", "));
+    }
+    Ok(())
+}
+
+/// A weight matrix to quantize: `rows` outputs × `cols` inputs, row-major, all values finite
+/// (the SDK checks before calling the method).
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    pub layer: &'a str,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [f32],
+}
+
+/// Per-layer calibration data from the host (see the crate docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Calibration<'a> {
+    pub n_tokens: u64,
+    /// Max |x| per input column.
+    pub abs_max: &'a [f32],
+    /// Mean x² per input column.
+    pub mean_sq: &'a [f32],
+    /// `n_samples × cols` raw activation rows (empty unless samples were asked for).
+    pub samples: &'a [f32],
+    pub n_samples: usize,
+}
+
+/// What calibration data a method needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalibrationNeed {
+    None,
+    Stats,
+    Samples,
+}
+
+/// A packed matrix: named buffers plus JSON metadata (everything needed to dequantize it
+/// must be in here; options are not passed to `dequantize`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quantized {
+    pub buffers: Vec<(String, Vec<u8>)>,
+    pub metadata: serde_json::Value,
+}
+
+impl Quantized {
+    pub fn new(metadata: serde_json::Value) -> Self {
+        Quantized { buffers: vec![], metadata }
+    }
+    pub fn with_buffer(mut self, name: &str, data: Vec<u8>) -> Self {
+        self.buffers.push((name.to_string(), data));
+        self
+    }
+    pub fn total_bytes(&self) -> u64 {
+        self.buffers.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+}
+
+/// The host's view of a packed matrix, handed back to `dequantize` / `matmul`.
+#[derive(Debug, Clone)]
+pub struct PackedView<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub buffers: Vec<(&'a str, &'a [u8])>,
+    pub metadata: serde_json::Value,
+}
+
+impl<'a> PackedView<'a> {
+    /// The buffer called `name`, or a clear error.
+    pub fn buffer(&self, name: &str) -> Result<&'a [u8]> {
+        self.buffers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| PluginError(format!("packed matrix has no buffer `{name}`")))
+    }
+    /// A buffer reinterpreted as little-endian f32 values.
+    pub fn f32_buffer(&self, name: &str) -> Result<Vec<f32>> {
+        let b = self.buffer(name)?;
+        if b.len() % 4 != 0 {
+            bail!("buffer `{name}` has {} bytes, not a whole number of f32", b.len());
+        }
+        Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+    pub fn meta_u64(&self, key: &str) -> Result<u64> {
+        self.metadata.get(key).and_then(|v| v.as_u64()).ok_or_else(|| PluginError(format!("metadata has no integer `{key}`")))
+    }
+    pub fn meta_bool(&self, key: &str) -> Result<bool> {
+        self.metadata.get(key).and_then(|v| v.as_bool()).ok_or_else(|| PluginError(format!("metadata has no boolean `{key}`")))
+    }
+    pub fn meta_str(&self, key: &str) -> Result<&str> {
+        self.metadata.get(key).and_then(|v| v.as_str()).ok_or_else(|| PluginError(format!("metadata has no string `{key}`")))
+    }
+}
+
+/// Little-endian bytes of f32 values (the layout of every f32 buffer in llq).
+pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// CUDA kernels a method ships for the host to compile with NVRTC.
+///
+/// Argument conventions (all pointers are device pointers; buffers are passed in the order
+/// the method listed them in `quantize`'s result):
+/// * `dequantize`: `(const uint8_t* buf0, const uint8_t* buf1, const uint8_t* buf2,
+///   const uint8_t* buf3, long long rows, long long cols, __nv_bfloat16* out)`; unused
+///   buffer slots are null. Launched with `grid = ceil(rows*cols / (256*8))`, `block = 256`
+///   unless `launch` in the JSON says otherwise.
+/// * `matvec`: `(const uint8_t* buf0..buf3, long long rows, long long cols,
+///   const __nv_bfloat16* x, __nv_bfloat16* y, int batch)`: `y[b, r] = Σ_c x[b, c] · W[r, c]`
+///   for `batch` ≤ 8 rows of `x`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CudaKernels {
+    pub source: String,
+    /// Entry point of the dequantize-to-bf16 kernel.
+    pub dequantize: String,
+    /// Entry point of the fused dequantize-matvec kernel, if any.
+    pub matvec: Option<String>,
+    /// Free-form launch hints (threads per block, rows per block, …).
+    #[serde(default)]
+    pub launch: serde_json::Value,
+}
+
+/// The trait a quantization method implements. Every function must be deterministic.
+pub trait QuantMethod: Default + 'static {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+    /// What calibration data `quantize` wants.
+    const CALIBRATION: CalibrationNeed = CalibrationNeed::None;
+    /// Whether [`QuantMethod::matmul`] is implemented.
+    const HAS_MATMUL: bool = false;
+
+    fn options(&self) -> Vec<OptionSpec> {
+        vec![]
+    }
+    /// Total bytes of all buffers for a `rows × cols` matrix (the host checks results against it).
+    fn packed_size(&self, rows: u64, cols: u64, opts: &Options) -> Result<u64>;
+    fn quantize(&self, w: &Weights, opts: &Options, calib: Option<&Calibration>) -> Result<Quantized>;
+    /// Write all `rows × cols` values into `out`.
+    fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()>;
+    /// Reference `out[m × rows] = x[m × cols] · Wᵀ` for methods whose numerics are not
+    /// weight-only (e.g. LLM.int8 quantizes activations too).
+    fn matmul(&self, _p: &PackedView, _x: &[f32], _m: usize, _out: &mut [f32]) -> Result<()> {
+        bail!("{} has no matmul", Self::NAME)
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        None
+    }
+}
+
+/// Export `$t: QuantMethod` as an llq plugin (defines the `llq_plugin_entry` symbol).
+#[macro_export]
+macro_rules! export_plugin {
+    ($t:ty) => {
+        #[no_mangle]
+        pub extern "C" fn llq_plugin_entry() -> *const $crate::abi::LlqPluginV1 {
+            static DESC: ::std::sync::OnceLock<$crate::ffi::Descriptor> = ::std::sync::OnceLock::new();
+            DESC.get_or_init($crate::ffi::Descriptor::new::<$t>).as_ptr()
+        }
+    };
+}

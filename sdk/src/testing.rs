@@ -1,0 +1,121 @@
+//! Test helpers shared by the built-in plugins (feature `testing`): run a [`QuantMethod`]
+//! without the C ABI and compare against the bitsandbytes reference vectors in
+//! `tests/fixtures/bnb/` (made on an H100 by `bench/peers/bnb_reference.py`).
+
+use crate::{OptionSpec, Options, PackedView, QuantMethod, Quantized};
+use serde_json::Value;
+
+/// The bitsandbytes 0.50.2 reference file, parsed.
+pub fn bnb_reference() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/bnb/bnb-0.50.2-reference.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("reference JSON")
+}
+
+/// f32 values from a JSON array of IEEE bit patterns.
+pub fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|b| f32::from_bits(b.as_u64().expect("u32") as u32)).collect()
+}
+
+/// f16 bit patterns widened to f32.
+pub fn f16s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|b| half::f16::from_bits(b.as_u64().expect("u16") as u16).to_f32()).collect()
+}
+
+pub fn hex(v: &Value) -> Vec<u8> {
+    let s = v.as_str().expect("hex string");
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+pub fn options(method: &str, specs: &[OptionSpec], json: &str) -> Options {
+    Options::parse(method, specs, json).expect("options")
+}
+
+/// Call a method through its real C ABI (the same thunks a host calls), so tests cover the
+/// SDK's input checks and panic catching too.
+pub fn abi_quantize<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json: &str) -> Result<Quantized, String> {
+    use crate::abi::*;
+    let desc = crate::ffi::Descriptor::new::<T>();
+    // SAFETY: the descriptor is valid while `desc` lives; all pointers passed are valid.
+    let d = unsafe { &*desc.as_ptr() };
+    let mut errbuf = vec![0u8; 4096];
+    let mut err = LlqErrorBuf { ptr: errbuf.as_mut_ptr(), cap: errbuf.len(), len: 0 };
+    let layer = "test";
+    let w = LlqWeights { layer: LlqStr { ptr: layer.as_ptr(), len: layer.len() }, rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
+    let opts = LlqStr { ptr: json.as_ptr(), len: json.len() };
+    let mut out = LlqQuantized::empty();
+    let st = unsafe { (d.quantize)(&w, opts, std::ptr::null(), &mut out, &mut err) };
+    if st != LlqStatus::Ok {
+        return Err(String::from_utf8_lossy(&errbuf[..err.len]).into_owned());
+    }
+    let mut q = Quantized::default();
+    unsafe {
+        for b in std::slice::from_raw_parts(out.buffers, out.n_buffers) {
+            let name = std::str::from_utf8(std::slice::from_raw_parts(b.name.ptr, b.name.len)).unwrap().to_string();
+            q.buffers.push((name, std::slice::from_raw_parts(b.data, b.len).to_vec()));
+        }
+        let meta = std::str::from_utf8(std::slice::from_raw_parts(out.metadata.ptr, out.metadata.len)).unwrap();
+        q.metadata = serde_json::from_str(meta).unwrap();
+        (d.release_quantized)(out.handle);
+    }
+    Ok(q)
+}
+
+/// Quantize (through the ABI) then dequantize, checking the packed-size formula.
+pub fn round_trip<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json: &str) -> (Quantized, Vec<f32>) {
+    let m = T::default();
+    let o = options(T::NAME, &m.options(), json);
+    let q = abi_quantize::<T>(rows, cols, data, json).expect("quantize");
+    assert_eq!(q.total_bytes(), m.packed_size(rows as u64, cols as u64, &o).unwrap(), "packed size formula");
+    let mut out = vec![f32::NAN; rows * cols];
+    m.dequantize(&view(rows, cols, &q), &mut out).expect("dequantize");
+    (q, out)
+}
+
+pub fn view(rows: usize, cols: usize, q: &Quantized) -> PackedView<'_> {
+    PackedView {
+        rows,
+        cols,
+        buffers: q.buffers.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect(),
+        metadata: q.metadata.clone(),
+    }
+}
+
+pub fn buffer<'a>(q: &'a Quantized, name: &str) -> &'a [u8] {
+    &q.buffers.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no buffer {name}")).1
+}
+
+/// Compare a 4-bit method against every bitsandbytes record of its `quant_type`: packed
+/// bytes, absmax (or the double-quantized state) and dequantized values, bit for bit.
+/// Returns the number of records checked.
+pub fn check_four_bit_against_bnb<T: QuantMethod>(quant_type: &str) -> usize {
+    let r = bnb_reference();
+    let mut checked = 0;
+    for rec in r["four_bit"].as_array().unwrap().iter().filter(|r| r["quant_type"] == quant_type) {
+        let x = f32s(&rec["input_f32"]);
+        let bs = rec["blocksize"].as_u64().unwrap();
+        let dq = rec["double_quant"].as_bool().unwrap();
+        let name = format!("{} block {bs} dq {dq}", rec["name"]);
+        let (q, out) = round_trip::<T>(1, x.len(), &x, &format!(r#"{{"block_size":{bs},"double_quant":{dq}}}"#));
+        assert_eq!(buffer(&q, "codes"), hex(&rec["packed_hex"]).as_slice(), "{name}: packed codes");
+        if dq {
+            assert_eq!(buffer(&q, "absmax_codes"), hex(&rec["qabsmax_hex"]).as_slice(), "{name}: absmax codes");
+            let off = f32::from_bits(rec["offset_f32"].as_u64().unwrap() as u32);
+            let ours = f32::from_le_bytes(buffer(&q, "absmax_offset").try_into().unwrap());
+            assert_eq!(ours.to_bits(), off.to_bits(), "{name}: offset {ours} vs {off}");
+            assert_eq!(bytes_f32(buffer(&q, "absmax2")), f32s(&rec["state2_absmax_f32"]), "{name}: absmax2");
+        } else {
+            assert_eq!(bytes_f32(buffer(&q, "absmax")), f32s(&rec["absmax_f32"]), "{name}: absmax");
+        }
+        let want = f32s(&rec["dequant_f32"]);
+        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{name}: dequantized[{i}] {a} vs {b}");
+        }
+        checked += 1;
+    }
+    checked
+}
+
+pub fn bytes_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
