@@ -44,66 +44,41 @@ pub fn fp4_table() -> [f32; 16] {
     t
 }
 
-/// NF4 code of a normalized value: bitsandbytes' midpoint decision tree (`dQuantizeNF4`).
-/// A value exactly on a midpoint takes the lower code; NaN takes code 0. The thresholds are
-/// bitsandbytes' decimal literals rounded directly to f32 (as NVCC does): several differ by one
-/// ulp from the same decimals rounded through f64, and that decides ties.
+/// bitsandbytes' NF4 decision thresholds (`dQuantizeNF4`), ascending: the midpoints between
+/// consecutive table entries, as bitsandbytes' decimal literals rounded directly to f32 (as
+/// NVCC does; several differ by one ulp from the same decimals rounded through f64, and that
+/// decides ties).
 #[allow(clippy::excessive_precision)]
+pub const NF4_THRESHOLDS: [f32; 15] = [
+    -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
+    -0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
+    0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
+    0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+];
+
+/// NF4 code of a normalized value. bitsandbytes walks a binary decision tree over
+/// [`NF4_THRESHOLDS`]; counting the thresholds strictly below `x` gives the same code (a
+/// value exactly on a midpoint takes the lower code; NaN compares false everywhere and gets
+/// code 0) without branches, so the compiler vectorizes it.
+#[inline(always)]
 pub fn nf4_code(x: f32) -> u8 {
-    if x > 0.03979014977812767 {
-        if x > 0.3893125355243683 {
-            if x > 0.6427869200706482 {
-                if x > 0.8614784181118011 { 0b1111 } else { 0b1110 }
-            } else if x > 0.5016634166240692 {
-                0b1101
-            } else {
-                0b1100
-            }
-        } else if x > 0.2035212516784668 {
-            if x > 0.2920137718319893 { 0b1011 } else { 0b1010 }
-        } else if x > 0.1202552504837513 {
-            0b1001
-        } else {
-            0b1000
-        }
-    } else if x > -0.33967943489551544 {
-        if x > -0.13791173323988914 {
-            if x > -0.045525018125772476 { 0b0111 } else { 0b0110 }
-        } else if x > -0.23460740596055984 {
-            0b0101
-        } else {
-            0b0100
-        }
-    } else if x > -0.6106329262256622 {
-        if x > -0.4599952697753906 { 0b0011 } else { 0b0010 }
-    } else if x > -0.8480964004993439 {
-        0b0001
-    } else {
-        0b0000
-    }
+    NF4_THRESHOLDS.iter().map(|&t| (x > t) as u8).sum()
 }
 
-/// FP4 code of a normalized value: bitsandbytes' decision tree (`dQuantizeFP4`).
+/// bitsandbytes' FP4 pivots (`dQuantizeFP4`) on |x|, ascending.
 #[allow(clippy::excessive_precision)]
+pub const FP4_PIVOTS: [f32; 7] = [0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333];
+/// FP4 magnitude codes in ascending magnitude order: 0, 0.0625, 2, 3, 4, 6, 8, 12 (÷12).
+const FP4_BY_RANK: [u8; 8] = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
+
+/// FP4 code of a normalized value: the sign in bit 3 (`x < 0`), the magnitude code from the
+/// number of pivots strictly below |x| — the same result as bitsandbytes' decision tree.
+#[inline(always)]
 pub fn fp4_code(x: f32) -> u8 {
     let sign = if x < 0.0 { 0b1000 } else { 0 };
-    let x = x.abs();
-    let c = if x > 0.29166667 {
-        if x > 0.583333 {
-            if x > 0.8333333 { 0b0011 } else { 0b0010 }
-        } else if x > 0.4166667 {
-            0b0101
-        } else {
-            0b0100
-        }
-    } else if x > 0.0859375 {
-        if x > 0.20833333 { 0b0111 } else { 0b0110 }
-    } else if x > 0.00260417 {
-        0b0001
-    } else {
-        0b0000
-    };
-    c + sign
+    let a = x.abs();
+    let rank: u8 = FP4_PIVOTS.iter().map(|&t| (a > t) as u8).sum();
+    FP4_BY_RANK[rank as usize] | sign
 }
 
 /// Number of blocks of `block` elements covering `n` elements.
@@ -137,10 +112,16 @@ pub fn quantize_4bit(data: &[f32], block: usize, code_of: fn(f32) -> u8) -> (Vec
 
 /// Dequantize 4-bit packed data: `out[i] = table[code_i] · absmax[i / block]`.
 pub fn dequantize_4bit(packed: &[u8], absmax: &[f32], block: usize, table: &[f32; 16], out: &mut [f32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let byte = packed[i / 2];
-        let code = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
-        *o = table[code as usize] * absmax[i / block];
+    // Blocks are even-sized, so every block starts on a byte boundary.
+    for ((chunk, &a), bytes) in out.chunks_mut(block).zip(absmax).zip(packed.chunks(block / 2)) {
+        let mut pairs = chunk.chunks_exact_mut(2);
+        for (pair, &b) in (&mut pairs).zip(bytes) {
+            pair[0] = table[(b >> 4) as usize] * a;
+            pair[1] = table[(b & 15) as usize] * a;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = table[(bytes[bytes.len() - 1] >> 4) as usize] * a;
+        }
     }
 }
 
@@ -332,6 +313,56 @@ mod tests {
         assert_eq!(nf4_code(-1.0), 0);
         assert_eq!(nf4_code(0.0), 7);
         assert_eq!(nf4_code(f32::NAN), 0);
+    }
+
+    /// bitsandbytes' `dQuantizeNF4` decision tree, transcribed from its CUDA source.
+    #[allow(clippy::excessive_precision)]
+    fn bnb_nf4_tree(x: f32) -> u8 {
+        if x > 0.03979014977812767 {
+            if x > 0.3893125355243683 {
+                if x > 0.6427869200706482 {
+                    if x > 0.8614784181118011 { 15 } else { 14 }
+                } else if x > 0.5016634166240692 { 13 } else { 12 }
+            } else if x > 0.2035212516784668 {
+                if x > 0.2920137718319893 { 11 } else { 10 }
+            } else if x > 0.1202552504837513 { 9 } else { 8 }
+        } else if x > -0.33967943489551544 {
+            if x > -0.13791173323988914 {
+                if x > -0.045525018125772476 { 7 } else { 6 }
+            } else if x > -0.23460740596055984 { 5 } else { 4 }
+        } else if x > -0.6106329262256622 {
+            if x > -0.4599952697753906 { 3 } else { 2 }
+        } else if x > -0.8480964004993439 { 1 } else { 0 }
+    }
+
+    /// bitsandbytes' `dQuantizeFP4`, transcribed from its CUDA source.
+    #[allow(clippy::excessive_precision)]
+    fn bnb_fp4_tree(x: f32) -> u8 {
+        let sign = if x < 0.0 { 8 } else { 0 };
+        let x = x.abs();
+        let c = if x > 0.29166667 {
+            if x > 0.583333 {
+                if x > 0.8333333 { 3 } else { 2 }
+            } else if x > 0.4166667 { 5 } else { 4 }
+        } else if x > 0.0859375 {
+            if x > 0.20833333 { 7 } else { 6 }
+        } else if x > 0.00260417 { 1 } else { 0 };
+        c + sign
+    }
+
+    #[test]
+    fn branchless_codes_equal_the_bitsandbytes_trees() {
+        let mut xs: Vec<f32> = (-20000..=20000).map(|i| i as f32 / 19000.0).collect();
+        for t in NF4_THRESHOLDS.iter().chain(FP4_PIVOTS.iter()) {
+            for v in [*t, -*t] {
+                xs.extend([f32::from_bits(v.to_bits() - 1), v, f32::from_bits(v.to_bits() + 1)]);
+            }
+        }
+        xs.extend([f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0]);
+        for x in xs {
+            assert_eq!(nf4_code(x), bnb_nf4_tree(x), "nf4 {x}");
+            assert_eq!(fp4_code(x), bnb_fp4_tree(x), "fp4 {x}");
+        }
     }
 
     #[test]

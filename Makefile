@@ -1,0 +1,31 @@
+# llq front door. Cargo is the real build; this file only orders the steps and puts the
+# artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
+CARGO ?= cargo
+PLUGINS := fp16 int8 nf4 fp4
+HOST := target/release/llq-host
+
+.PHONY: build test demo models bench-quant clean
+
+build:
+	$(CARGO) build --release --workspace
+	@for p in $(PLUGINS); do cp -f target/release/lib$$p.so plugins/$$p.so; done
+	@echo "built $(HOST) and $(foreach p,$(PLUGINS),plugins/$(p).so)"
+
+test: build
+	$(CARGO) test --release --workspace
+
+# What exists end to end today: the plugins, their descriptors, and the quantization
+# benchmark on Llama-3.2-1B's exact matrix shapes (about 7 GiB of memory).
+demo: build
+	@for p in $(PLUGINS); do $(HOST) plugins inspect plugins/$$p.so | head -6; done
+	$(HOST) quant-bench --quant plugins/nf4.so
+
+# The committed figures in docs/benchmarks.md come from this target.
+bench-quant: build
+	@mkdir -p results
+	@for p in $(PLUGINS); do $(HOST) quant-bench --quant plugins/$$p.so --out results/quant-bench-$$p.json; done
+	$(HOST) quant-bench --quant plugins/nf4.so --opt double_quant=true --out results/quant-bench-nf4-dq.json
+
+clean:
+	$(CARGO) clean
+	rm -f plugins/*.so tasks/*.wasm

@@ -1,0 +1,133 @@
+//! Benchmarks that are not tests: `llq-host quant-bench` (quantize + dequantize throughput of a
+//! plugin over the exact linear-layer shapes of a model preset).
+
+use crate::quant::Plugin;
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Shapes (name, rows, cols) of every weight matrix of Llama-3.2-1B that bitsandbytes would
+/// touch, plus the tied embedding/lm_head: 1,235,746,816 weights in all.
+pub fn llama_3_2_1b_matrices() -> Vec<(String, usize, usize)> {
+    let (hidden, inter, kv, layers, vocab) = (2048, 8192, 512, 16, 128256);
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vocab, hidden)];
+    for l in 0..layers {
+        for (n, r, c) in [
+            ("self_attn.q_proj", hidden, hidden),
+            ("self_attn.k_proj", kv, hidden),
+            ("self_attn.v_proj", kv, hidden),
+            ("self_attn.o_proj", hidden, hidden),
+            ("mlp.gate_proj", inter, hidden),
+            ("mlp.up_proj", inter, hidden),
+            ("mlp.down_proj", hidden, inter),
+        ] {
+            v.push((format!("model.layers.{l}.{n}.weight"), r, c));
+        }
+    }
+    v
+}
+
+/// Seeded pseudo-normal weights (sum of two uniforms, σ ≈ 0.02): realistic enough for
+/// branchy code paths, fast to make.
+pub fn synthetic_weights(seed: u64, n: usize, sigma: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    };
+    let k = sigma * 6f32.sqrt();
+    (0..n).map(|_| (next() + next() - 1.0) * k).collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct QuantBenchReport {
+    pub plugin: String,
+    pub options: String,
+    pub preset: String,
+    pub matrices: usize,
+    pub weights: u64,
+    pub packed_bytes: u64,
+    pub bits_per_weight: f64,
+    pub threads: usize,
+    pub quantize_s: f64,
+    pub dequantize_s: f64,
+    pub total_s: f64,
+    pub weights_per_s: f64,
+    pub max_abs_error: f32,
+}
+
+/// Quantize then dequantize every matrix, `threads` matrices at a time (largest first).
+/// Weights are generated before the clock starts; quantize and dequantize are timed as two
+/// separate phases over all matrices.
+pub fn quant_bench(plugin: &Plugin, opts_json: &str, options: String, threads: usize) -> Result<QuantBenchReport> {
+    let mut mats = llama_3_2_1b_matrices();
+    mats.sort_by_key(|(_, r, c)| std::cmp::Reverse(r * c));
+    let threads = threads.max(1);
+    tracing::info!("generating {} synthetic matrices", mats.len());
+    let weights: Vec<Vec<f32>> = par_map(threads, &mats, |i, (_, r, c)| Ok(synthetic_weights(i as u64 + 1, r * c, 0.02)))?;
+    let t0 = Instant::now();
+    let packed = par_map(threads, &mats, |i, (n, r, c)| plugin.quantize(n, *r, *c, &weights[i], opts_json, None))?;
+    let tq = t0.elapsed().as_secs_f64();
+    // Dequantize is timed per call (busy time summed over threads, divided by the thread
+    // count); the error check after each call stays outside the clock.
+    let busy_ns = std::sync::atomic::AtomicU64::new(0);
+    let errs = par_map(threads, &mats, |i, _| {
+        let t = Instant::now();
+        let d = plugin.dequantize(&packed[i])?;
+        busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(d.iter().zip(&weights[i]).fold(0f32, |m, (a, b)| m.max((a - b).abs())))
+    })?;
+    let td = busy_ns.into_inner() as f64 / 1e9 / threads as f64;
+    let n: u64 = mats.iter().map(|(_, r, c)| (r * c) as u64).sum();
+    let bytes: u64 = packed.iter().map(|p| p.bytes()).sum();
+    Ok(QuantBenchReport {
+        plugin: plugin.info.name.clone(),
+        options,
+        preset: "llama-3.2-1b".into(),
+        matrices: mats.len(),
+        weights: n,
+        packed_bytes: bytes,
+        bits_per_weight: bytes as f64 * 8.0 / n as f64,
+        threads,
+        quantize_s: tq,
+        dequantize_s: td,
+        total_s: tq + td,
+        weights_per_s: n as f64 / (tq + td),
+        max_abs_error: errs.into_iter().fold(0f32, f32::max),
+    })
+}
+
+/// Map `f` over `items` on `threads` scoped threads (work-stealing by index), keeping order.
+fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(usize, &T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() || first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    break;
+                }
+                match f(i, &items[i]) {
+                    Ok(r) => results.lock().expect("lock")[i] = Some(r),
+                    Err(e) => {
+                        first_err.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let r = results.into_inner().expect("lock");
+    if r.iter().any(|x| x.is_none()) {
+        bail!("internal error: a worker did not finish");
+    }
+    Ok(r.into_iter().map(|x| x.expect("checked")).collect())
+}

@@ -1,0 +1,10 @@
+//! # llq-host
+//!
+//! The native side of llq: it owns the device, loads models, applies quantization plugins
+//! (`quant`), runs sandboxed WASM tasks, benchmarks, and writes results. The binary
+//! (`llq-host`) is a thin CLI over these modules.
+
+pub mod bench;
+pub mod cli;
+pub mod quant;
+pub mod quantize_cmd;

@@ -1,0 +1,333 @@
+//! Quantization plugins: loading a method's `.so` through the C ABI of `llq-sdk`, checking
+//! everything it hands back, and exposing a safe API to the rest of the host.
+//!
+//! A plugin is trusted native code (it runs in our process); what we can and do guard
+//! against is a wrong ABI version, a library that is not a plugin, panics (the SDK turns them
+//! into errors), results whose sizes disagree with the plugin's own declaration, and
+//! malformed metadata. Every error names the plugin file.
+
+use anyhow::{anyhow, bail, Context, Result};
+use llq_sdk::abi::*;
+use llq_sdk::{CalibrationNeed, CudaKernels, OptionSpec, Options};
+use serde::Serialize;
+use std::ffi::{c_char, CStr};
+use std::path::{Path, PathBuf};
+
+/// What a plugin says about itself (`llq-host plugins inspect`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub path: PathBuf,
+    pub abi_version: u32,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub options: Vec<OptionSpec>,
+    pub calibration: &'static str,
+    pub has_matmul: bool,
+    pub cuda_kernels: Option<CudaKernels>,
+}
+
+/// A loaded plugin. The library stays loaded as long as this value lives.
+pub struct Plugin {
+    desc: *const LlqPluginV1,
+    pub info: PluginInfo,
+    // Keep last: dropped after everything that points into it.
+    _lib: libloading::Library,
+}
+
+// SAFETY: the descriptor is immutable and the SDK's functions are stateless and thread-safe
+// by contract (documented in llq-sdk); the library handle is Send + Sync.
+unsafe impl Send for Plugin {}
+unsafe impl Sync for Plugin {}
+
+/// A packed matrix as produced by a plugin, owned by the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub buffers: Vec<(String, Vec<u8>)>,
+    pub metadata: String,
+}
+
+impl PackedMatrix {
+    pub fn bytes(&self) -> u64 {
+        self.buffers.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+}
+
+/// Activation statistics (and optionally samples) for one layer, from the host's calibration run.
+#[derive(Debug, Clone, Default)]
+pub struct CalibrationData {
+    pub n_tokens: u64,
+    pub abs_max: Vec<f32>,
+    pub mean_sq: Vec<f32>,
+    pub samples: Vec<f32>,
+    pub n_samples: usize,
+}
+
+const ERR_CAP: usize = 16 * 1024;
+
+unsafe fn cstr(p: *const c_char, what: &str) -> Result<String> {
+    if p.is_null() {
+        bail!("descriptor field `{what}` is null");
+    }
+    Ok(CStr::from_ptr(p).to_str().with_context(|| format!("descriptor field `{what}` is not UTF-8"))?.to_string())
+}
+
+fn llq_str(s: &str) -> LlqStr {
+    LlqStr { ptr: s.as_ptr(), len: s.len() }
+}
+
+impl Plugin {
+    /// Load and validate the plugin at `path`.
+    pub fn load(path: &Path) -> Result<Plugin> {
+        let shown = path.display();
+        if !path.exists() {
+            bail!("plugin {shown}: file not found (build the built-in plugins with `make build`)");
+        }
+        // An absolute path, so dlopen never searches the library path for a bare file name.
+        let abs = std::fs::canonicalize(path).with_context(|| format!("plugin {shown}: cannot resolve path"))?;
+        // SAFETY: loading a library runs its initializers; plugins are trusted native code.
+        let lib = unsafe { libloading::Library::new(&abs) }
+            .map_err(|e| anyhow!("plugin {shown}: not a loadable shared library: {e}"))?;
+        // SAFETY: the symbol's type is fixed by the ABI.
+        let entry: EntryFn = unsafe {
+            *lib.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()).map_err(|_| {
+                anyhow!("plugin {shown}: no `{ENTRY_SYMBOL}` symbol; is it an llq quantization plugin built with llq-sdk?")
+            })?
+        };
+        // SAFETY: calling the ABI entry point.
+        let desc = unsafe { entry() };
+        if desc.is_null() {
+            bail!("plugin {shown}: `{ENTRY_SYMBOL}` returned null");
+        }
+        // Read the version before anything else: later versions may have another layout.
+        // SAFETY: every ABI version starts with `abi_version: u32, struct_size: u32`.
+        let (abi_version, struct_size) = unsafe { (*(desc as *const u32), *(desc as *const u32).add(1)) };
+        if abi_version != ABI_VERSION {
+            bail!(
+                "plugin {shown}: speaks llq plugin ABI v{abi_version}, this host speaks v{ABI_VERSION}; rebuild the plugin against a matching llq-sdk"
+            );
+        }
+        if (struct_size as usize) < std::mem::size_of::<LlqPluginV1>() {
+            bail!("plugin {shown}: descriptor is {struct_size} bytes, ABI v1 needs {}", std::mem::size_of::<LlqPluginV1>());
+        }
+        // SAFETY: the version check passed, so the descriptor has the v1 layout.
+        let d = unsafe { &*desc };
+        let info = (|| -> Result<PluginInfo> { Ok(unsafe {
+            let options_json = cstr(d.options_json, "options_json")?;
+            let options: Vec<OptionSpec> = serde_json::from_str(&options_json)
+                .with_context(|| format!("plugin {shown}: options_json is not a valid option list"))?;
+            let cuda_kernels = if d.cuda_kernels_json.is_null() {
+                None
+            } else {
+                let j = cstr(d.cuda_kernels_json, "cuda_kernels_json")?;
+                Some(serde_json::from_str(&j).with_context(|| format!("plugin {shown}: cuda_kernels_json is malformed"))?)
+            };
+            PluginInfo {
+                path: path.to_path_buf(),
+                abi_version,
+                name: cstr(d.name, "name")?,
+                version: cstr(d.version, "version")?,
+                description: cstr(d.description, "description")?,
+                options,
+                calibration: match d.calibration {
+                    CALIBRATION_NONE => "none",
+                    CALIBRATION_STATS => "stats",
+                    CALIBRATION_SAMPLES => "samples",
+                    other => bail!("plugin {shown}: unknown calibration kind {other}"),
+                },
+                has_matmul: d.has_matmul != 0,
+                cuda_kernels,
+            }
+        }) })()
+        .with_context(|| format!("plugin {shown}: malformed descriptor"))?;
+        Ok(Plugin { desc, info, _lib: lib })
+    }
+
+    fn d(&self) -> &LlqPluginV1 {
+        // SAFETY: validated in `load`; lives as long as `_lib`.
+        unsafe { &*self.desc }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn calibration(&self) -> CalibrationNeed {
+        match self.info.calibration {
+            "stats" => CalibrationNeed::Stats,
+            "samples" => CalibrationNeed::Samples,
+            _ => CalibrationNeed::None,
+        }
+    }
+
+    /// Validate `--opt k=v` pairs against the plugin's declared options; returns the JSON
+    /// object passed across the ABI and the full option set with defaults (for results).
+    pub fn options(&self, pairs: &[(String, String)]) -> Result<(String, Options)> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let json = serde_json::Value::Object(map).to_string();
+        let opts = Options::parse(&self.info.name, &self.info.options, &json)
+            .map_err(|e| anyhow!("plugin {}: {e}", self.info.path.display()))?;
+        Ok((json, opts))
+    }
+
+    fn call(&self, what: &str, f: impl FnOnce(*mut LlqErrorBuf) -> LlqStatus) -> Result<()> {
+        let mut buf = vec![0u8; ERR_CAP];
+        let mut err = LlqErrorBuf { ptr: buf.as_mut_ptr(), cap: buf.len(), len: 0 };
+        let status = f(&mut err);
+        if status == LlqStatus::Ok {
+            return Ok(());
+        }
+        let msg = String::from_utf8_lossy(&buf[..err.len.min(ERR_CAP)]).into_owned();
+        let kind = match status {
+            LlqStatus::Panic => "panicked in",
+            _ => "failed in",
+        };
+        bail!("plugin {} ({}) {kind} {what}: {msg}", self.info.name, self.info.path.display())
+    }
+
+    /// Bytes the plugin declares for a packed `rows × cols` matrix.
+    pub fn packed_size(&self, rows: usize, cols: usize, opts_json: &str) -> Result<u64> {
+        let mut n = 0u64;
+        // SAFETY: all pointers are valid for the call.
+        self.call("packed_size", |err| unsafe {
+            (self.d().packed_size)(rows as u64, cols as u64, llq_str(opts_json), &mut n, err)
+        })?;
+        Ok(n)
+    }
+
+    /// Quantize one matrix (row-major f32, `rows` outputs × `cols` inputs).
+    pub fn quantize(
+        &self,
+        layer: &str,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        opts_json: &str,
+        calib: Option<&CalibrationData>,
+    ) -> Result<PackedMatrix> {
+        if data.len() != rows * cols {
+            bail!("layer {layer}: {} values for a {rows}×{cols} matrix", data.len());
+        }
+        let expected = self.packed_size(rows, cols, opts_json)?;
+        let w = LlqWeights { layer: llq_str(layer), rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
+        let c = calib.map(|c| LlqCalibration {
+            cols: c.abs_max.len() as u64,
+            n_tokens: c.n_tokens,
+            abs_max: c.abs_max.as_ptr(),
+            mean_sq: c.mean_sq.as_ptr(),
+            samples: if c.samples.is_empty() { std::ptr::null() } else { c.samples.as_ptr() },
+            n_samples: c.n_samples as u64,
+        });
+        let cptr = c.as_ref().map_or(std::ptr::null(), |c| c as *const LlqCalibration);
+        let mut out = LlqQuantized::empty();
+        // SAFETY: all pointers are valid for the call; `out` is written by the plugin.
+        self.call(&format!("quantize (layer {layer})"), |err| unsafe {
+            (self.d().quantize)(&w, llq_str(opts_json), cptr, &mut out, err)
+        })?;
+        // Copy out, then release on the plugin's side whatever happens.
+        let copied = unsafe { self.copy_quantized(&out) };
+        // SAFETY: the handle came from this plugin's quantize and is released once.
+        unsafe { (self.d().release_quantized)(out.handle) };
+        let (buffers, metadata) = copied.with_context(|| format!("plugin {}: layer {layer}: malformed quantize result", self.info.name))?;
+        let packed = PackedMatrix { rows, cols, buffers, metadata };
+        if packed.bytes() != expected {
+            bail!(
+                "plugin {} returned {} bytes for layer {layer} ({rows}×{cols}) but declared packed_size {expected}",
+                self.info.name,
+                packed.bytes()
+            );
+        }
+        Ok(packed)
+    }
+
+    /// # Safety: `out` must be a result just produced by this plugin's `quantize`.
+    unsafe fn copy_quantized(&self, out: &LlqQuantized) -> Result<(Vec<(String, Vec<u8>)>, String)> {
+        if out.n_buffers > 0 && out.buffers.is_null() {
+            bail!("{} buffers behind a null pointer", out.n_buffers);
+        }
+        let descs = if out.n_buffers == 0 { &[][..] } else { std::slice::from_raw_parts(out.buffers, out.n_buffers) };
+        let mut buffers: Vec<(String, Vec<u8>)> = Vec::with_capacity(descs.len());
+        for b in descs {
+            let name = raw_str(b.name).context("buffer name")?;
+            if name.is_empty() || buffers.iter().any(|(n, _)| n == &name) {
+                bail!("buffer name `{name}` is empty or repeated");
+            }
+            if b.len > 0 && b.data.is_null() {
+                bail!("buffer `{name}` has {} bytes behind a null pointer", b.len);
+            }
+            let data = if b.len == 0 { vec![] } else { std::slice::from_raw_parts(b.data, b.len).to_vec() };
+            buffers.push((name, data));
+        }
+        let metadata = raw_str(out.metadata).context("metadata")?;
+        serde_json::from_str::<serde_json::Value>(&metadata).with_context(|| format!("metadata is not JSON: {metadata:.80}"))?;
+        Ok((buffers, metadata))
+    }
+
+    fn with_packed<T>(&self, p: &PackedMatrix, f: impl FnOnce(&LlqPacked) -> Result<T>) -> Result<T> {
+        let descs: Vec<LlqBuffer> =
+            p.buffers.iter().map(|(n, b)| LlqBuffer { name: llq_str(n), data: b.as_ptr(), len: b.len() }).collect();
+        let packed = LlqPacked {
+            rows: p.rows as u64,
+            cols: p.cols as u64,
+            buffers: descs.as_ptr(),
+            n_buffers: descs.len(),
+            metadata: llq_str(&p.metadata),
+        };
+        f(&packed)
+    }
+
+    /// Dequantize to row-major f32.
+    pub fn dequantize(&self, p: &PackedMatrix) -> Result<Vec<f32>> {
+        let n = p.rows * p.cols;
+        let mut out = vec![0f32; n];
+        let mut written = 0usize;
+        self.with_packed(p, |packed| {
+            // SAFETY: pointers valid for the call; `out` holds `n` f32s.
+            self.call("dequantize", |err| unsafe { (self.d().dequantize)(packed, out.as_mut_ptr(), n, &mut written, err) })
+        })?;
+        if written != n {
+            bail!("plugin {} dequantize wrote {written} values for a {}×{} matrix", self.info.name, p.rows, p.cols);
+        }
+        Ok(out)
+    }
+
+    /// Reference `x · Wᵀ` for `m` rows of `x`, when the plugin has its own matmul semantics.
+    pub fn matmul(&self, p: &PackedMatrix, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        if !self.info.has_matmul {
+            bail!("plugin {} has no matmul", self.info.name);
+        }
+        if x.len() != m * p.cols {
+            bail!("matmul input has {} values, expected {m}×{}", x.len(), p.cols);
+        }
+        let mut out = vec![0f32; m * p.rows];
+        self.with_packed(p, |packed| {
+            // SAFETY: pointers valid for the call.
+            self.call("matmul", |err| unsafe {
+                (self.d().matmul)(packed, x.as_ptr(), m as u64, out.as_mut_ptr(), out.len(), err)
+            })
+        })?;
+        Ok(out)
+    }
+}
+
+unsafe fn raw_str(s: LlqStr) -> Result<String> {
+    if s.len == 0 {
+        return Ok(String::new());
+    }
+    if s.ptr.is_null() {
+        bail!("null string");
+    }
+    Ok(std::str::from_utf8(std::slice::from_raw_parts(s.ptr, s.len)).context("not UTF-8")?.to_string())
+}
+
+/// Parse `k=v` (for `--opt`).
+pub fn parse_opt(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
