@@ -1,0 +1,2 @@
+//! The CoQA task (see `tasks/wit/task.wit` for the contract it implements).
+pub mod metrics;
