@@ -13,6 +13,7 @@ build:
 
 test: build
 	$(CARGO) test --release --workspace
+	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir target
 
 # What exists end to end today: the plugins, their descriptors, and the quantization
 # benchmark on Llama-3.2-1B's exact matrix shapes (about 7 GiB of memory).
