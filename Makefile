@@ -2,18 +2,21 @@
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
 PLUGINS := fp16 int8 nf4 fp4
-HOST := target/release/llq-host
+# One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
+TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+export LLQ_TARGET_DIR := $(TARGET_DIR)
+HOST := $(TARGET_DIR)/release/llq-host
 
 .PHONY: build test demo models bench-quant clean
 
 build:
 	$(CARGO) build --release --workspace
-	@for p in $(PLUGINS); do cp -f target/release/lib$$p.so plugins/$$p.so; done
+	@for p in $(PLUGINS); do cp -f $(TARGET_DIR)/release/lib$$p.so plugins/$$p.so; done
 	@echo "built $(HOST) and $(foreach p,$(PLUGINS),plugins/$(p).so)"
 
 test: build
 	$(CARGO) test --release --workspace
-	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir target
+	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
 # What exists end to end today: the plugins, their descriptors, and the quantization
 # benchmark on Llama-3.2-1B's exact matrix shapes (about 7 GiB of memory).

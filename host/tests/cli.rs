@@ -3,6 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The cargo target dir: `LLQ_TARGET_DIR` (set by the Makefile), else `<repo>/target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -12,7 +17,7 @@ fn llq(args: &[&str]) -> Output {
 }
 
 fn plugin(name: &str) -> String {
-    root().join(format!("target/release/lib{name}.so")).display().to_string()
+    target_dir().join(format!("release/lib{name}.so")).display().to_string()
 }
 
 fn write_safetensors(path: &Path) -> Vec<f32> {

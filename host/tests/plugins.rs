@@ -6,12 +6,17 @@ use llq_host::quant::{CalibrationData, Plugin};
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The cargo target dir: `LLQ_TARGET_DIR` (set by the Makefile), else `<repo>/target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn so(name: &str) -> PathBuf {
-    let p = root().join(format!("target/release/lib{name}.so"));
+    let p = target_dir().join(format!("release/lib{name}.so"));
     assert!(p.exists(), "{} is missing: run `make build` (cargo build --release --workspace) first", p.display());
     p
 }
@@ -116,7 +121,7 @@ fn calibration_statistics_reach_the_plugin() {
 fn a_plugin_built_out_of_tree_loads_and_runs() {
     // Build it exactly as a third party would: its own workspace, SDK by path, own target dir.
     let dir = root().join("tests/third-party-plugin");
-    let target = root().join("target/third-party");
+    let target = target_dir().join("third-party");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
