@@ -112,7 +112,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 r.quantize_s, r.dequantize_s, r.total_s, r.weights_per_s / 1e6, r.max_abs_error
             );
             if let Some(out) = out {
-                crate::quantize_cmd::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes())
+                crate::results::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes())
                     .with_context(|| format!("cannot write report {}", out.display()))?;
             }
         }

@@ -1,5 +1,5 @@
 use super::Int8;
-use llq_sdk::testing::{abi_quantize, bnb_reference, buffer, bytes_f32, f16s, f32s, hex, options, round_trip, view};
+use llq_sdk::testing::{abi_quantize, bnb_reference, buffer, bytes_f32, f16s, f32s, hex, round_trip, view};
 use llq_sdk::QuantMethod;
 
 #[test]
@@ -56,5 +56,4 @@ fn weights_and_matmul_match_bitsandbytes() {
         }
         assert!(exact * 10 >= y.len() * 9, "threshold {thr}: only {exact}/{} exact", y.len());
     }
-    let _ = options("int8", &Int8.options(), "{}");
 }
