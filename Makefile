@@ -2,17 +2,22 @@
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
 PLUGINS := fp16 int8 nf4 fp4
+TASKS := coqa
 # One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
 TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
+WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
 .PHONY: build test demo models bench-quant clean
 
 build:
 	$(CARGO) build --release --workspace
 	@for p in $(PLUGINS); do cp -f $(TARGET_DIR)/release/lib$$p.so plugins/$$p.so; done
-	@echo "built $(HOST) and $(foreach p,$(PLUGINS),plugins/$(p).so)"
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	$(CARGO) build --release --target wasm32-wasip2 --workspace --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
+	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
+	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
 test: build
 	$(CARGO) test --release --workspace

@@ -2,6 +2,7 @@
 //! errors are printed with their context chain and give exit status 1 (2 for usage errors).
 
 use crate::quant::{parse_opt, Plugin};
+use crate::task::{Limits, TaskRuntime};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,66 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Inspect WASM tasks.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
+    /// Score existing predictions with a task, without a model. Prints the task's native
+    /// report (for CoQA official mode: the official script's JSON) to stdout.
+    Score {
+        /// Task component (e.g. tasks/coqa.wasm).
+        #[arg(long)]
+        task: PathBuf,
+        /// Dataset passed to the task (e.g. coqa-dev-v1.0.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// Predictions: the task's external layout (CoQA: [{"id","turn_id","answer"}]) or
+        /// llq's per-sample JSONL.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// Task option, repeatable (e.g. --task-opt mode=lm-eval).
+        #[arg(long = "task-opt", value_parser = parse_opt)]
+        task_opts: Vec<(String, String)>,
+        /// Also write a JSON report (metrics with standard errors, failures) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        limits: TaskLimitArgs,
+    },
+}
+
+/// Sandbox limits for a task, per call.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TaskLimitArgs {
+    /// Fuel (about one unit per WASM instruction) a single task call may use.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    pub task_fuel: u64,
+    /// Seconds a single task call may take.
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    pub task_timeout: f64,
+    /// Linear memory a task may use, in MiB.
+    #[arg(long, default_value_t = Limits::default().memory >> 20)]
+    pub task_memory: usize,
+}
+
+impl TaskLimitArgs {
+    pub fn limits(&self) -> Result<Limits> {
+        if !(self.task_timeout > 0.0 && self.task_timeout.is_finite()) {
+            anyhow::bail!("--task-timeout must be a positive number of seconds");
+        }
+        Ok(Limits { fuel: self.task_fuel, timeout: std::time::Duration::from_secs_f64(self.task_timeout), memory: self.task_memory << 20 })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// Print a task's description (name, version, metrics, options) as JSON.
+    Inspect {
+        path: PathBuf,
+        #[command(flatten)]
+        limits: TaskLimitArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,7 +120,17 @@ pub enum PluginsCommand {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // The WASM compiler logs every function it compiles at debug level: keep it quiet
+    // unless RUST_LOG names it.
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    for noisy in ["cranelift_codegen", "cranelift_frontend", "regalloc2", "wasmtime", "wasmtime_internal_cranelift", "wasmtime_environ"] {
+        if !asked.contains(noisy) {
+            if let Ok(d) = format!("{noisy}=warn").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
@@ -87,6 +158,27 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugins { command: PluginsCommand::Inspect { path } } => {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
+        }
+        Command::Tasks { command: TasksCommand::Inspect { path, limits } } => {
+            let mut rt = TaskRuntime::load(&path, limits.limits()?)?;
+            let i = rt.describe()?;
+            let j = serde_json::json!({
+                "name": i.name, "version": i.version, "description": i.description,
+                "metrics": i.metrics.iter().map(|m| serde_json::json!({"name": m.name, "higher_is_better": m.higher_is_better, "help": m.help})).collect::<Vec<_>>(),
+                "options": i.options.iter().map(|o| serde_json::json!({"name": o.name, "kind": o.kind, "default": o.default, "help": o.help})).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&j)?);
+        }
+        Command::Score { task, data, predictions, task_opts, out, limits } => {
+            let native = crate::score_cmd::run(&crate::score_cmd::ScoreArgs {
+                task: &task,
+                data: &data,
+                predictions: &predictions,
+                options: &task_opts,
+                limits: limits.limits()?,
+                out: out.as_deref(),
+            })?;
+            println!("{native}");
         }
         Command::Quantize { quant, opts, input, output, dequantize } => {
             let plugin = Plugin::load(&quant)?;

@@ -9,3 +9,5 @@ pub mod cli;
 pub mod quant;
 pub mod quantize_cmd;
 pub mod results;
+pub mod score_cmd;
+pub mod task;

@@ -11,6 +11,8 @@ pub struct Story {
     pub source: String,
     pub story: String,
     pub questions: Vec<String>,
+    /// The official file's `turn_id` of each question (1, 2, … in HF rows).
+    pub turn_ids: Vec<u64>,
     pub answers: Vec<String>,
     /// One list per additional annotator, aligned with `questions`.
     pub additional: Vec<Vec<String>>,
@@ -35,6 +37,14 @@ fn story_of(row: &Value, index: usize) -> Result<Story, String> {
     let story = row["story"].as_str().ok_or_else(|| format!("story {id}: no `story` text"))?.to_string();
     let questions = text_list(&row["questions"], "questions", &id)?;
     let answers = text_list(&row["answers"], "answers", &id)?;
+    let turn_ids = match row["questions"].as_array() {
+        Some(arr) => arr
+            .iter()
+            .enumerate()
+            .map(|(i, q)| q.get("turn_id").map_or(Some(i as u64 + 1), |t| t.as_u64()).ok_or_else(|| format!("story {id}: question {} has a turn_id that is not a whole number", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => (1..=questions.len() as u64).collect(),
+    };
     if questions.is_empty() || questions.len() != answers.len() {
         return Err(format!("story {id}: {} questions but {} answers", questions.len(), answers.len()));
     }
@@ -49,7 +59,7 @@ fn story_of(row: &Value, index: usize) -> Result<Story, String> {
         }
     }
     let source = row["source"].as_str().unwrap_or("unknown").to_string();
-    Ok(Story { id, source, story, questions, answers, additional })
+    Ok(Story { id, source, story, questions, turn_ids, answers, additional })
 }
 
 /// Parse either layout; anything else is an error saying what was expected.
@@ -58,6 +68,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Story>, String> {
     let rows: Vec<Value> = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => match o.get("data") {
             Some(Value::Array(a)) => a.clone(),
+            // A JSONL file with a single row parses as one JSON object.
+            None if o.contains_key("story") => vec![Value::Object(o)],
             _ => return Err("CoQA JSON object has no `data` list (expected the official coqa-dev-v1.0.json layout)".into()),
         },
         Ok(Value::Array(a)) => a,
@@ -126,6 +138,7 @@ mod tests {
         let hf = parse(jsonl.as_bytes()).unwrap();
         assert_eq!(hf.len(), 2);
         assert_eq!(&hf[0], off);
+        assert_eq!(parse(format!("{row}\n").as_bytes()).unwrap(), vec![off.clone()], "one-row JSONL");
     }
 
     #[test]
@@ -139,7 +152,7 @@ mod tests {
 
     #[test]
     fn prompt_matches_lm_eval_layout() {
-        let s = Story { id: "i".into(), source: "mctest".into(), story: "S.".into(), questions: vec!["Q1?".into(), "Q2?".into()], answers: vec!["a1".into(), "a2".into()], additional: vec![] };
+        let s = Story { id: "i".into(), source: "mctest".into(), story: "S.".into(), questions: vec!["Q1?".into(), "Q2?".into()], turn_ids: vec![1, 2], answers: vec!["a1".into(), "a2".into()], additional: vec![] };
         assert_eq!(prompt(&s, 0), "S.\n\nQ: Q1?\n\nA:");
         assert_eq!(prompt(&s, 1), "S.\n\nQ: Q1?\n\nA: a1\n\nQ: Q2?\n\nA:");
         assert_eq!(prediction("  white\nQ: next"), "white");

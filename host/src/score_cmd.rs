@@ -1,0 +1,78 @@
+//! `llq-host score`: score predictions made elsewhere (or by an earlier run) with a task,
+//! without a model. For CoQA in official mode the task's native report is the official
+//! script's JSON, printed to stdout so the two can be diffed.
+
+use crate::task::{score_all, Limits, Response, TaskRuntime};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Predictions in llq's own per-sample JSONL (`{"id": ..., "prediction": ...}` per line),
+/// or `None` when the file is not in that layout.
+fn llq_jsonl(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut out = vec![];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        out.push((v.get("id")?.as_str()?.to_string(), v.get("prediction")?.as_str()?.to_string()));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+pub struct ScoreArgs<'a> {
+    pub task: &'a Path,
+    pub data: &'a Path,
+    pub predictions: &'a Path,
+    pub options: &'a [(String, String)],
+    pub limits: Limits,
+    pub out: Option<&'a Path>,
+}
+
+/// Returns the report's native JSON; errors after scoring still leave `out` written.
+pub fn run(a: &ScoreArgs) -> Result<String> {
+    let mut rt = TaskRuntime::load(a.task, a.limits)?;
+    let info = rt.describe()?;
+    rt.check_options(a.options)?;
+    let data = std::fs::read(a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
+    let pred_bytes = std::fs::read(a.predictions).with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
+    let requests = rt.requests(&data, a.options).with_context(|| format!("data {}", a.data.display()))?;
+    let preds = match llq_jsonl(&pred_bytes) {
+        Some(p) => p,
+        None => rt.parse_predictions(&pred_bytes).with_context(|| format!("predictions {}", a.predictions.display()))?,
+    };
+    let preds: HashMap<String, String> = preds.into_iter().collect();
+    if let Some(r) = requests.iter().find(|r| !matches!(r.kind, crate::task::RequestKind::Generate(_))) {
+        bail!("task `{}` request {:?} asks for log-likelihoods: it needs a model (llq-host run), not a predictions file", info.name, r.id);
+    }
+    let known: std::collections::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+    let unknown = preds.keys().filter(|k| !known.contains(k.as_str())).count();
+    if unknown > 0 {
+        tracing::warn!("{unknown} predictions match no request of the data and are ignored");
+    }
+    let outcome = score_all(&mut rt, &requests, |r| preds.get(&r.id).map(|p| Response::Generated(p.clone())), a.options);
+    if outcome.missing > 0 {
+        tracing::warn!("{} of {} requests have no prediction; they count as 0 (as in the official CoQA script)", outcome.missing, requests.len());
+    }
+    let report = rt.aggregate(&outcome.samples, a.options)?;
+    for m in &report.metrics {
+        let se = m.stderr.map(|s| format!(" ± {s:.4}")).unwrap_or_default();
+        tracing::info!("{} {}: {:.4}{se} (n = {})", info.name, m.name, m.value, m.count);
+    }
+    if let Some(out) = a.out {
+        let j = serde_json::json!({
+            "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": a.options},
+            "data": a.data.display().to_string(),
+            "predictions": a.predictions.display().to_string(),
+            "requests": requests.len(), "missing": outcome.missing, "unknown_predictions": unknown,
+            "failed": outcome.failed.iter().map(|(id, e)| serde_json::json!({"id": id, "error": e})).collect::<Vec<_>>(),
+            "metrics": report.metrics.iter().map(|m| serde_json::json!({"name": m.name, "value": m.value, "stderr": m.stderr, "count": m.count})).collect::<Vec<_>>(),
+            "native": serde_json::from_str::<serde_json::Value>(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
+        });
+        crate::results::write_atomic(out, serde_json::to_string_pretty(&j)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if !outcome.failed.is_empty() {
+        println!("{}", report.native_json);
+        bail!("{} of {} samples could not be scored (first: {}: {}); the report above covers the others", outcome.failed.len(), requests.len(), outcome.failed[0].0, outcome.failed[0].1);
+    }
+    Ok(report.native_json)
+}
