@@ -2,7 +2,7 @@
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
 PLUGINS := fp16 int8 nf4 fp4
-TASKS := coqa
+TASKS := coqa perplexity
 # One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
 TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 export LLQ_TARGET_DIR := $(TARGET_DIR)

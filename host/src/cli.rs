@@ -51,6 +51,21 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Benchmark a CoQA-style task's scoring path (host↔guest crossings included) on a
+    /// synthetic official-layout dataset.
+    TaskBench {
+        #[arg(long, default_value = "tasks/coqa.wasm")]
+        task: PathBuf,
+        /// Number of stories (× --turns turns each).
+        #[arg(long, default_value_t = 625)]
+        stories: usize,
+        #[arg(long, default_value_t = 16)]
+        turns: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        limits: TaskLimitArgs,
+    },
     /// Inspect WASM tasks.
     Tasks {
         #[command(subcommand)]
@@ -158,6 +173,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugins { command: PluginsCommand::Inspect { path } } => {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
+        }
+        Command::TaskBench { task, stories, turns, out, limits } => {
+            let r = crate::bench::task_bench(&task, stories, turns, limits.limits()?)?;
+            println!(
+                "{}: {} samples ({:.1} MB data): compile {:.2} s, requests {:.3} s, score {:.3} s = {:.2} µs/sample, aggregate {:.3} s (F1 {:.2})",
+                r.task, r.samples, r.data_bytes as f64 / 1e6, r.compile_s, r.requests_s, r.score_s, r.score_us_per_sample, r.aggregate_s, r.f1
+            );
+            if let Some(out) = out {
+                crate::results::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes())
+                    .with_context(|| format!("cannot write report {}", out.display()))?;
+            }
         }
         Command::Tasks { command: TasksCommand::Inspect { path, limits } } => {
             let mut rt = TaskRuntime::load(&path, limits.limits()?)?;

@@ -275,3 +275,39 @@ fn a_task_built_out_of_tree_runs_in_the_same_host_binary() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((v["acc"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12, "{v}");
 }
+
+#[test]
+fn perplexity_and_kl_aggregate_to_hand_computed_values() {
+    use llq_host::task::{RequestKind, RollingResult};
+    let mut rt = TaskRuntime::load(&wasm("perplexity"), Limits::default()).unwrap();
+    let reqs = rt.requests("First doc,\nsame doc.\n\nSecond doc.\n".as_bytes(), &[]).unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert!(matches!(&reqs[0].kind, RequestKind::LoglikelihoodRolling(t) if t == "First doc,\nsame doc."));
+    let roll = |lp: &[f64], bytes: u32, kl: &[f64], top1: &[u8]| {
+        Response::Rolling(RollingResult { logprob: lp.iter().sum(), token_logprobs: lp.to_vec(), tokens: lp.len() as u32, bytes, kl: kl.to_vec(), top1_agree: top1.to_vec() })
+    };
+    let responses = [roll(&[-1.0, -2.0], 10, &[0.1, 0.3], &[1, 0]), roll(&[-0.5, -0.5], 6, &[0.0, 0.2], &[1, 1])];
+    let out = score_all(&mut rt, &reqs, |r| Some(responses[if r.id == "doc1" { 0 } else { 1 }].clone()), &[]);
+    assert!(out.failed.is_empty(), "{:?}", out.failed);
+    let report = rt.aggregate(&out.samples, &[]).unwrap();
+    let get = |n: &str| report.metrics.iter().find(|m| m.name == n).unwrap_or_else(|| panic!("no {n}")).clone();
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    // NLL per token 1, 2, 0.5, 0.5: mean 1 → perplexity e; sample variance (5.5 − 4)/3 = 0.5,
+    // stderr √(0.5/4) = 0.353553…; perplexity ± e·0.353553… = 0.961055…
+    close(get("nll").value, 1.0);
+    close(get("perplexity").value, std::f64::consts::E);
+    close(get("perplexity").stderr.unwrap(), std::f64::consts::E * 0.125f64.sqrt());
+    // 4 nats over 16 bytes: 4 / (16 ln 2) bits per byte.
+    close(get("bits_per_byte").value, 4.0 / (16.0 * std::f64::consts::LN_2));
+    // KL 0.1, 0.3, 0, 0.2: mean 0.15, variance (0.14 − 0.09)/3, stderr √(0.05/12); max 0.3; top-1 3/4.
+    close(get("kl_mean").value, 0.15);
+    close(get("kl_mean").stderr.unwrap(), (0.05f64 / 12.0).sqrt());
+    close(get("kl_max").value, 0.3);
+    close(get("top1_agree").value, 0.75);
+    // Inconsistent results from a host are the task's errors, naming the request.
+    let bad = roll(&[-1.0], 3, &[0.1, 0.2], &[1, 1]);
+    let e = format!("{:#}", rt.score(&reqs[0], &bad, &[]).unwrap_err());
+    assert!(e.contains("request doc1: baseline comparison has 2 KL values and 2 top-1 flags for 1 tokens"), "{e}");
+    let e = format!("{:#}", rt.score(&reqs[0], &Response::Generated("x".into()), &[]).unwrap_err());
+    assert!(e.contains("needs a rolling log-likelihood result"), "{e}");
+}

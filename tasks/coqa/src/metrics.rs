@@ -16,37 +16,64 @@ fn is_word(c: char) -> bool {
 /// `normalize_answer`: lowercase; drop ASCII punctuation (`string.punctuation`); replace the
 /// whole words a/an/the with a space; collapse whitespace like `' '.join(s.split())`.
 pub fn normalize_answer(s: &str) -> String {
+    // Whole-string lowercasing, as Python's str.lower() (context-sensitive final sigma).
     let lowered = s.to_lowercase();
-    let no_punc: String = lowered.chars().filter(|c| !c.is_ascii_punctuation()).collect();
-    // Remove articles: a maximal run of word characters equal to a, an or the.
-    let mut no_articles = String::with_capacity(no_punc.len());
-    let chars: Vec<char> = no_punc.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if is_word(chars[i]) {
-            let start = i;
-            while i < chars.len() && is_word(chars[i]) {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            if matches!(word.as_str(), "a" | "an" | "the") {
-                no_articles.push(' ');
-            } else {
-                no_articles.push_str(&word);
-            }
+    let mut no_articles = String::with_capacity(lowered.len());
+    // A maximal run of word characters (after punctuation removal) is dropped when it is
+    // exactly a, an or the.
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if matches!(word.as_str(), "a" | "an" | "the") {
+            out.push(' ');
         } else {
-            no_articles.push(chars[i]);
-            i += 1;
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in lowered.chars().filter(|c| !c.is_ascii_punctuation()) {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut no_articles);
+            no_articles.push(c);
         }
     }
-    no_articles.split(is_py_space).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(" ")
+    flush(&mut word, &mut no_articles);
+    let mut out = String::with_capacity(no_articles.len());
+    for t in no_articles.split(is_py_space).filter(|t| !t.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(t);
+    }
+    out
 }
 
-fn tokens(s: &str) -> Vec<String> {
-    if s.is_empty() {
-        return vec![];
+/// `get_tokens`: the normalized answer split on spaces (none for an empty string).
+fn tokens(normalized: &str) -> Vec<&str> {
+    normalized.split(' ').filter(|t| !t.is_empty()).collect()
+}
+
+/// Multiset-overlap F1 of two token lists (`compute_f1` after tokenization).
+fn f1_tokens(gold: &[&str], pred: &[&str]) -> f64 {
+    if gold.is_empty() || pred.is_empty() {
+        return (gold == pred) as u8 as f64;
     }
-    normalize_answer(s).split(' ').filter(|t| !t.is_empty()).map(|t| t.to_string()).collect()
+    // Each gold token can match one predicted token: the size of the multiset intersection.
+    let mut used = vec![false; gold.len()];
+    let mut same = 0usize;
+    for p in pred {
+        if let Some(i) = (0..gold.len()).find(|&i| !used[i] && gold[i] == *p) {
+            used[i] = true;
+            same += 1;
+        }
+    }
+    if same == 0 {
+        return 0.0;
+    }
+    let precision = same as f64 / pred.len() as f64;
+    let recall = same as f64 / gold.len() as f64;
+    2.0 * precision * recall / (precision + recall)
 }
 
 /// `compute_exact`: 1 when the normalized strings are equal.
@@ -56,47 +83,34 @@ pub fn exact(gold: &str, pred: &str) -> f64 {
 
 /// `compute_f1`: multiset token overlap; if either side has no tokens, 1 when both are empty.
 pub fn f1(gold: &str, pred: &str) -> f64 {
-    let g = tokens(gold);
-    let p = tokens(pred);
-    if g.is_empty() || p.is_empty() {
-        return (g == p) as u8 as f64;
-    }
-    let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-    for t in &g {
-        *counts.entry(t.as_str()).or_default() += 1;
-    }
-    let mut same = 0i64;
-    for t in &p {
-        if let Some(c) = counts.get_mut(t.as_str()) {
-            if *c > 0 {
-                *c -= 1;
-                same += 1;
-            }
-        }
-    }
-    if same == 0 {
-        return 0.0;
-    }
-    let precision = same as f64 / p.len() as f64;
-    let recall = same as f64 / g.len() as f64;
-    2.0 * precision * recall / (precision + recall)
+    f1_tokens(&tokens(&normalize_answer(gold)), &tokens(&normalize_answer(pred)))
 }
 
 /// `_compute_turn_score`: with n > 1 golds, average over i of the max over the other n−1;
-/// with one gold, the score against it. Returns (em, f1) on a 0–1 scale.
+/// with one gold, the score against it. Returns (em, f1) on a 0–1 scale. Each gold's score
+/// against the prediction does not depend on the subset, so it is computed once.
 pub fn turn_score(golds: &[String], pred: &str) -> (f64, f64) {
     if golds.is_empty() {
         return (0.0, 0.0);
     }
-    let best = |set: &mut dyn Iterator<Item = &String>| {
-        set.fold((0f64, 0f64), |(e, f), g| (e.max(exact(g, pred)), f.max(f1(g, pred))))
+    let p = normalize_answer(pred);
+    let pt = tokens(&p);
+    let each: Vec<(f64, f64)> = golds
+        .iter()
+        .map(|g| {
+            let g = normalize_answer(g);
+            ((g == p) as u8 as f64, f1_tokens(&tokens(&g), &pt))
+        })
+        .collect();
+    let best = |skip: Option<usize>| {
+        each.iter().enumerate().filter(|(j, _)| Some(*j) != skip).fold((0f64, 0f64), |(e, f), (_, s)| (e.max(s.0), f.max(s.1)))
     };
     if golds.len() == 1 {
-        return best(&mut golds.iter());
+        return best(None);
     }
     let (mut em, mut f) = (0.0, 0.0);
     for i in 0..golds.len() {
-        let (e, ff) = best(&mut golds.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, g)| g));
+        let (e, ff) = best(Some(i));
         em += e;
         f += ff;
     }
