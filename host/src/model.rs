@@ -1,0 +1,364 @@
+//! The Llama architecture, top to bottom, in the Hugging Face layout (rotate-half RoPE,
+//! grouped-query attention, SwiGLU MLP, RMSNorm), on candle tensors. Loaders for the
+//! formats llq reads (HF directory, GGUF, llama2.c, synthetic presets) live in `loader`;
+//! they all produce a [`Config`] and a [`Weights`] map in HF naming, which
+//! [`Llama::new`] turns into device tensors after the quantization plugin has replaced the
+//! linear layers' weights by their dequantized values.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Llama-3 style RoPE frequency scaling (`rope_scaling` in config.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    pub rope_type: String,
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+/// The model hyper-parameters, named as in HF `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_max_pos() -> usize {
+    4096
+}
+
+impl Config {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Check the numbers fit together before any tensor is touched.
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.hidden_size == 0 || c.num_hidden_layers == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 || c.intermediate_size == 0 {
+            bail!("hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive");
+        }
+        if c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
+            bail!("num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", c.num_attention_heads, c.kv_heads());
+        }
+        if c.head_dim() % 2 != 0 || c.head_dim() == 0 {
+            bail!("head dimension {} must be even", c.head_dim());
+        }
+        if !(c.rms_norm_eps > 0.0 && c.rope_theta > 0.0) {
+            bail!("rms_norm_eps and rope_theta must be positive");
+        }
+        Ok(())
+    }
+
+    /// The names and shapes (rows = out features, cols = in features) of every linear layer
+    /// a quantization method replaces.
+    pub fn linear_layers(&self) -> Vec<(String, usize, usize)> {
+        let (h, i, d) = (self.hidden_size, self.intermediate_size, self.head_dim());
+        let (q, kv) = (self.num_attention_heads * d, self.kv_heads() * d);
+        let mut out = vec![];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.self_attn.q_proj.weight"), q, h));
+            out.push((format!("{p}.self_attn.k_proj.weight"), kv, h));
+            out.push((format!("{p}.self_attn.v_proj.weight"), kv, h));
+            out.push((format!("{p}.self_attn.o_proj.weight"), h, q));
+            out.push((format!("{p}.mlp.gate_proj.weight"), i, h));
+            out.push((format!("{p}.mlp.up_proj.weight"), i, h));
+            out.push((format!("{p}.mlp.down_proj.weight"), h, i));
+        }
+        out
+    }
+
+    /// Every tensor the model needs, with its shape.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let h = self.hidden_size;
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h]), ("model.norm.weight".into(), vec![h])];
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), vec![self.vocab_size, h]));
+        }
+        for l in 0..self.num_hidden_layers {
+            out.push((format!("model.layers.{l}.input_layernorm.weight"), vec![h]));
+            out.push((format!("model.layers.{l}.post_attention_layernorm.weight"), vec![h]));
+        }
+        out.extend(self.linear_layers().into_iter().map(|(n, r, c)| (n, vec![r, c])));
+        out
+    }
+}
+
+/// A tensor in host memory, f32, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All of a model's tensors by HF name.
+pub type Weights = BTreeMap<String, HostTensor>;
+
+/// Check that `weights` holds exactly the tensors `cfg` needs, with the right shapes.
+pub fn check_weights(cfg: &Config, weights: &Weights) -> Result<()> {
+    for (name, shape) in cfg.expected_tensors() {
+        let t = weights.get(&name).with_context(|| format!("tensor `{name}` is missing"))?;
+        if t.shape != shape {
+            bail!("tensor `{name}` has shape {:?}, the config implies {:?}", t.shape, shape);
+        }
+        if t.data.len() != shape.iter().product::<usize>() {
+            bail!("tensor `{name}` holds {} values for shape {:?}", t.data.len(), shape);
+        }
+    }
+    Ok(())
+}
+
+/// Rotate-half RoPE tables (cos, sin), each (positions, head_dim), with Llama-3 scaling.
+fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let d = cfg.head_dim();
+    let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+    if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
+        let old = s.original_max_position_embeddings as f64;
+        let (low_wl, high_wl) = (old / s.low_freq_factor, old / s.high_freq_factor);
+        for f in inv.iter_mut() {
+            let wl = 2.0 * std::f64::consts::PI / *f;
+            if wl > low_wl {
+                *f /= s.factor;
+            } else if wl >= high_wl {
+                let smooth = (old / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+            }
+        }
+    }
+    let mut cos = Vec::with_capacity(positions * d);
+    let mut sin = Vec::with_capacity(positions * d);
+    for p in 0..positions {
+        for _half in 0..2 {
+            for f in &inv {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+    }
+    Ok((Tensor::from_vec(cos, (positions, d), dev)?, Tensor::from_vec(sin, (positions, d), dev)?))
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?.broadcast_mul(w)?)
+}
+
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// x (b, h, t, d) with cos/sin (b, 1, t, d): x·cos + rotate_half(x)·sin.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+}
+
+struct Layer {
+    input_norm: Tensor,
+    post_norm: Tensor,
+    /// Linear weights stored transposed, (in, out), so `x.matmul(w)` is the layer.
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+/// Per-layer key/value cache, (batch, kv_heads, positions, head_dim).
+#[derive(Default)]
+pub struct Cache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Cache {
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.kv.first().and_then(|x| x.as_ref()).map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Llama {
+    pub cfg: Config,
+    pub device: Device,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    /// (hidden, vocab)
+    lm_head: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// The longest sequence the RoPE tables cover.
+pub const MAX_POSITIONS: usize = 16_384;
+
+impl Llama {
+    /// Build the model from f32 host weights (already dequantized where a plugin applies).
+    pub fn new(cfg: &Config, w: &Weights, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        check_weights(cfg, w)?;
+        let t = |name: &str| -> Result<Tensor> {
+            let h = &w[name];
+            Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), device)?)
+        };
+        let lin = |name: &str| -> Result<Tensor> { Ok(t(name)?.t()?.contiguous()?) };
+        let mut layers = vec![];
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(Layer {
+                input_norm: t(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: t(&format!("{p}.post_attention_layernorm.weight"))?,
+                q: lin(&format!("{p}.self_attn.q_proj.weight"))?,
+                k: lin(&format!("{p}.self_attn.k_proj.weight"))?,
+                v: lin(&format!("{p}.self_attn.v_proj.weight"))?,
+                o: lin(&format!("{p}.self_attn.o_proj.weight"))?,
+                gate: lin(&format!("{p}.mlp.gate_proj.weight"))?,
+                up: lin(&format!("{p}.mlp.up_proj.weight"))?,
+                down: lin(&format!("{p}.mlp.down_proj.weight"))?,
+            });
+        }
+        let embed = t("model.embed_tokens.weight")?;
+        let lm_head = if cfg.tie_word_embeddings { embed.t()?.contiguous()? } else { lin("lm_head.weight")? };
+        let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), device)?;
+        Ok(Llama { cfg: cfg.clone(), device: device.clone(), embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
+    }
+
+    pub fn new_cache(&self) -> Cache {
+        Cache { kv: (0..self.cfg.num_hidden_layers).map(|_| None).collect() }
+    }
+
+    /// One step over `tokens` (b, t) at `positions` (b, t) (u32, each row's own RoPE
+    /// positions) with an additive attention `mask` (b, 1, t, past + t): 0 where a query may
+    /// look, −inf elsewhere. Appends to `cache`. Returns logits (b, t, vocab), or (b, 1, vocab)
+    /// for the last position only when `last_only`.
+    pub fn forward(&self, tokens: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let c = &self.cfg;
+        let (h, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let rep = h / kvh;
+        let flat_pos = positions.flatten_all()?;
+        let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, 1, t, d))?;
+        let sin = self.sin.index_select(&flat_pos, 0)?.reshape((b, 1, t, d))?;
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        for (i, l) in self.layers.iter().enumerate() {
+            let xn = rms_norm(&x, &l.input_norm, c.rms_norm_eps)?;
+            let q = xn.broadcast_matmul(&l.q)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+            let k = xn.broadcast_matmul(&l.k)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+            let v = xn.broadcast_matmul(&l.v)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+            let q = rope(&q, &cos, &sin)?;
+            let k = rope(&k, &cos, &sin)?;
+            let (k, v) = match cache.kv[i].take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            cache.kv[i] = Some((k.clone(), v.clone()));
+            let total = k.dim(2)?;
+            // Grouped-query attention: each KV head serves `rep` query heads.
+            let q = q.reshape((b, kvh, rep * t, d))?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, kvh, rep, t, total))?;
+            let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
+            let p = softmax_last(&scores)?.reshape((b, kvh, rep * t, total))?;
+            let a = p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+            x = (x + a.broadcast_matmul(&l.o)?)?;
+            let xn = rms_norm(&x, &l.post_norm, c.rms_norm_eps)?;
+            let g = xn.broadcast_matmul(&l.gate)?.silu()?;
+            let u = xn.broadcast_matmul(&l.up)?;
+            x = (x + (g * u)?.broadcast_matmul(&l.down)?)?;
+        }
+        let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
+        let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
+        Ok(x.broadcast_matmul(&self.lm_head)?)
+    }
+
+    /// Prefill-and-decode helper for rows that start at different lengths: builds positions
+    /// and the mask from each row's count of left padding `pad[r]`.
+    pub fn step(&self, tokens: &[Vec<u32>], pad: &[usize], cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, |r| r.len());
+        if b == 0 || t == 0 || tokens.iter().any(|r| r.len() != t) || pad.len() != b {
+            bail!("step needs {b} rows of equal, non-zero length and one padding count per row");
+        }
+        let past = cache.len();
+        let total = past + t;
+        if total > self.cos.dim(0)? {
+            bail!("sequence of {total} tokens is longer than the model's {} positions", self.cos.dim(0)?);
+        }
+        let mut pos = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t * total);
+        for r in 0..b {
+            for i in 0..t {
+                let abs = past + i;
+                pos.push(abs.saturating_sub(pad[r]) as u32);
+                for j in 0..total {
+                    // Causal, never into the row's padding; a padding query sees itself only.
+                    let ok = if abs < pad[r] { j == abs } else { j <= abs && j >= pad[r] };
+                    mask.push(if ok { 0f32 } else { f32::NEG_INFINITY });
+                }
+            }
+        }
+        let flat: Vec<u32> = tokens.iter().flatten().copied().collect();
+        let dev = &self.device;
+        let toks = Tensor::from_vec(flat, (b, t), dev)?;
+        let pos = Tensor::from_vec(pos, (b, t), dev)?;
+        let mask = Tensor::from_vec(mask, (b, 1, t, total), dev)?;
+        self.forward(&toks, &pos, &mask, cache, last_only)
+    }
+}
+
+/// Log-softmax over the last dimension, in f32 on the host: (rows, vocab) → rows of log-probs.
+pub fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let v = logits.to_dtype(DType::F32)?;
+    let dims = v.dims().to_vec();
+    let vocab = *dims.last().context("logits without dimensions")?;
+    let rows: Vec<f32> = v.flatten_all()?.to_vec1()?;
+    Ok(rows
+        .chunks(vocab)
+        .map(|r| {
+            let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + r.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+            r.iter().map(|x| x - lse).collect()
+        })
+        .collect())
+}

@@ -1,0 +1,223 @@
+//! Tokenizers: HF `tokenizer.json` (the `tokenizers` crate), GGUF metadata (a byte-level BPE
+//! rebuilt in the `tokenizers` crate from the vocabulary, merges and pre-tokenizer name),
+//! llama2.c's `tok*.bin` (its score-driven BPE, as `run.c` encodes), and raw bytes for
+//! synthetic models.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub enum Tokenizer {
+    Hf { inner: Box<tokenizers::Tokenizer>, bos: Option<u32> },
+    Llama2c(Llama2cTokenizer),
+    /// One token per byte (synthetic models).
+    Bytes(usize),
+}
+
+impl Tokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("{} is not a usable tokenizer.json: {e}", path.display()))?;
+        let bos = ["<|begin_of_text|>", "<s>"].iter().find_map(|t| inner.token_to_id(t));
+        Ok(Tokenizer::Hf { inner: Box::new(inner), bos })
+    }
+
+    /// Rebuild a GGUF (llama.cpp) byte-level BPE tokenizer from its metadata.
+    pub fn from_gguf(md: &HashMap<String, candle_core::quantized::gguf_file::Value>, tokens: Vec<String>) -> Result<Self> {
+        use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+        let s = |k: &str| md.get(k).and_then(|v| v.to_string().ok().cloned());
+        let model = s("tokenizer.ggml.model").unwrap_or_default();
+        if model != "gpt2" {
+            bail!("GGUF tokenizer model `{model}` is not supported (llq rebuilds `gpt2` byte-level BPE)");
+        }
+        let merges: Vec<(String, String)> = md
+            .get("tokenizer.ggml.merges")
+            .ok_or_else(|| anyhow!("GGUF metadata has no tokenizer.ggml.merges"))?
+            .to_vec()
+            .map_err(|e| anyhow!("{e}"))?
+            .iter()
+            .map(|v| {
+                let m = v.to_string().map_err(|e| anyhow!("{e}"))?;
+                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("malformed merge `{m}`"))
+            })
+            .collect::<Result<_>>()?;
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow!("GGUF BPE: {e}"))?;
+        let mut tk = tokenizers::Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre = s("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
+        let pre_tok: PreTokenizerWrapper = match pre.as_str() {
+            // llama.cpp: single digits split off, then the GPT-2 regex.
+            "smollm" | "starcoder" | "refact" => Sequence::new(vec![
+                Split::new(SplitPattern::Regex(r"\p{N}".into()), SplitDelimiterBehavior::Isolated, false).map_err(|e| anyhow!("{e}"))?.into(),
+                byte_level.into(),
+            ])
+            .into(),
+            "default" | "gpt2" | "gpt-2" => byte_level.into(),
+            "llama-bpe" | "llama3" => Sequence::new(vec![
+                Split::new(
+                    SplitPattern::Regex(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+".into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| anyhow!("{e}"))?
+                .into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into(),
+            other => bail!("GGUF pre-tokenizer `{other}` is not supported (known: smollm, starcoder, refact, gpt2, llama-bpe)"),
+        };
+        tk.with_pre_tokenizer(Some(pre_tok));
+        tk.with_decoder(Some(ByteLevelDecoder::default()));
+        // Control (3) and user-defined (4) tokens are matched whole, before BPE.
+        if let Some(types) = md.get("tokenizer.ggml.token_type").and_then(|v| v.to_vec().ok()) {
+            let special: Vec<AddedToken> = types
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches!(t.to_i32(), Ok(3) | Ok(4)))
+                .filter_map(|(i, _)| tokens.get(i).map(|t| AddedToken::from(t.clone(), true)))
+                .collect();
+            tk.add_special_tokens(&special);
+        }
+        let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+        let bos = if add_bos { md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()) } else { None };
+        Ok(Tokenizer::Hf { inner: Box::new(tk), bos })
+    }
+
+    pub fn from_llama2c(path: &Path, vocab: usize) -> Result<Self> {
+        Ok(Tokenizer::Llama2c(Llama2cTokenizer::read(path, vocab)?))
+    }
+
+    pub fn bytes(vocab: usize) -> Self {
+        Tokenizer::Bytes(vocab.max(256))
+    }
+
+    /// Token ids of `text`, with the BOS token first when the model expects one.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Hf { inner, bos } => {
+                let enc = inner.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?;
+                Ok(bos.iter().copied().chain(enc.get_ids().iter().copied()).collect())
+            }
+            Tokenizer::Llama2c(t) => Ok(t.encode(text, true)),
+            Tokenizer::Bytes(_) => Ok(text.bytes().map(u32::from).collect()),
+        }
+    }
+
+    /// Ids of `text` without BOS (for continuations).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Hf { inner, .. } => Ok(inner.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec()),
+            Tokenizer::Llama2c(t) => Ok(t.encode(text, false)),
+            Tokenizer::Bytes(_) => Ok(text.bytes().map(u32::from).collect()),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Hf { inner, .. } => inner.decode(ids, true).map_err(|e| anyhow!("detokenizing: {e}")),
+            Tokenizer::Llama2c(t) => Ok(t.decode(ids)),
+            Tokenizer::Bytes(_) => Ok(String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into_owned()),
+        }
+    }
+
+    /// The tokenizer as an HF `tokenizer.json`, where it has one.
+    pub fn to_json(&self) -> Option<String> {
+        match self {
+            Tokenizer::Hf { inner, .. } => inner.to_string(true).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// llama2.c's tokenizer: pieces with merge scores; encode = bytes/codepoints to pieces, then
+/// repeatedly merge the adjacent pair whose merged piece has the highest score.
+pub struct Llama2cTokenizer {
+    pieces: Vec<Vec<u8>>,
+    scores: Vec<f32>,
+    lookup: HashMap<Vec<u8>, u32>,
+}
+
+impl Llama2cTokenizer {
+    pub fn read(path: &Path, vocab: usize) -> Result<Self> {
+        let b = std::fs::read(path).with_context(|| format!("cannot read tokenizer {}", path.display()))?;
+        let mut at = 4usize; // max_token_length
+        let mut pieces = Vec::with_capacity(vocab);
+        let mut scores = Vec::with_capacity(vocab);
+        let rd4 = |at: usize| -> Result<[u8; 4]> { b.get(at..at + 4).and_then(|s| s.try_into().ok()).ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display())) };
+        for _ in 0..vocab {
+            scores.push(f32::from_le_bytes(rd4(at)?));
+            let len = i32::from_le_bytes(rd4(at + 4)?);
+            at += 8;
+            let len = usize::try_from(len).map_err(|_| anyhow!("tokenizer {} has a negative piece length", path.display()))?;
+            pieces.push(b.get(at..at + len).ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display()))?.to_vec());
+            at += len;
+        }
+        let lookup = pieces.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();
+        Ok(Llama2cTokenizer { pieces, scores, lookup })
+    }
+
+    pub fn encode(&self, text: &str, bos: bool) -> Vec<u32> {
+        let mut t: Vec<u32> = vec![];
+        if bos {
+            t.push(1);
+        }
+        if !text.is_empty() {
+            if let Some(&sp) = self.lookup.get(b" ".as_slice()) {
+                t.push(sp);
+            }
+        }
+        let mut buf = [0u8; 4];
+        for c in text.chars() {
+            let bytes = c.encode_utf8(&mut buf).as_bytes();
+            match self.lookup.get(bytes) {
+                Some(&id) => t.push(id),
+                None => t.extend(bytes.iter().map(|&b| b as u32 + 3)),
+            }
+        }
+        let start = bos as usize;
+        loop {
+            let mut best: Option<(f32, usize, u32)> = None;
+            for i in start..t.len().saturating_sub(1) {
+                let mut m = self.pieces[t[i] as usize].clone();
+                m.extend_from_slice(&self.pieces[t[i + 1] as usize]);
+                if let Some(&id) = self.lookup.get(&m) {
+                    if best.is_none_or(|(s, _, _)| self.scores[id as usize] > s) {
+                        best = Some((self.scores[id as usize], i, id));
+                    }
+                }
+            }
+            match best {
+                Some((_, i, id)) => {
+                    t[i] = id;
+                    t.remove(i + 1);
+                }
+                None => break,
+            }
+        }
+        t
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut out = vec![];
+        for &id in ids {
+            let Some(p) = self.pieces.get(id as usize) else { continue };
+            // <0xXX> byte tokens
+            if p.len() == 6 && p.starts_with(b"<0x") && p.ends_with(b">") {
+                if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&p[3..5]).unwrap_or(""), 16) {
+                    out.push(v);
+                    continue;
+                }
+            }
+            if id <= 2 {
+                continue; // <unk>, <s>, </s>
+            }
+            out.extend_from_slice(p);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
