@@ -23,11 +23,21 @@ test: build models
 	$(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
-# What exists end to end today: the plugins, their descriptors, and the quantization
-# benchmark on Llama-3.2-1B's exact matrix shapes (about 7 GiB of memory).
-demo: build
-	@for p in $(PLUGINS); do $(HOST) plugins inspect plugins/$$p.so | head -6; done
-	$(HOST) quant-bench --quant plugins/nf4.so
+# The main job end to end on the embedded default: SmolLM2-135M-Instruct (GGUF Q4_1,
+# dequantized: that is the "unquantized" baseline) on the real CoQA sample dialogue, once as
+# loaded (f32) and once per plugin, then a side-by-side table and each run's answer to Q1.
+DEMO_DATA := tests/fixtures/coqa/coqa-dev-sample.json
+DEMO_OUT := results/runs/demo
+DEMO_RUNS := f32 $(PLUGINS)
+demo: build models
+	@rm -rf $(DEMO_OUT)
+	@for r in $(DEMO_RUNS); do \
+	  q=$$( [ $$r = f32 ] || echo "--quant plugins/$$r.so" ); \
+	  echo "== $$r"; \
+	  $(HOST) run --model $(SMOLLM2) $$q --task tasks/coqa.wasm --data $(DEMO_DATA) --out $(DEMO_OUT)/$$r || exit 1; \
+	done
+	@echo; echo "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized = baseline), CoQA sample dialogue (12 turns, official scoring):"
+	@$(HOST) compare $(foreach r,$(DEMO_RUNS),$(DEMO_OUT)/$(r)/results.json) --sample 3dr23u6we5exclen4th8uq9rb42tel\#1
 
 # The committed figures in docs/benchmarks.md come from this target.
 bench-quant: build

@@ -107,8 +107,31 @@ pub enum Command {
         /// Tokens per window for rolling log-likelihood.
         #[arg(long, default_value_t = 2048)]
         window: usize,
+        /// Wrap each generation prompt in the model's chat template as one user turn
+        /// (lm-eval's --apply_chat_template); for instruct models.
+        #[arg(long)]
+        chat_template: bool,
         #[command(flatten)]
         limits: TaskLimitArgs,
+    },
+    /// Write any model llq can load as an HF directory (config.json, model.safetensors,
+    /// tokenizer.json), e.g. the GGUF SmolLM2 as a normal HF baseline.
+    Convert {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Store bf16 instead of f32.
+        #[arg(long)]
+        bf16: bool,
+    },
+    /// Print a side-by-side Markdown table of runs (their results.json files).
+    Compare {
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Also show each run's prediction for this request id.
+        #[arg(long)]
+        sample: Option<String>,
     },
     /// Inspect WASM tasks.
     Tasks {
@@ -218,7 +241,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
         }
-        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, limits } => {
+        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, chat_template, limits } => {
             let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let out = out.unwrap_or_else(|| {
                 let m = model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").replace(':', "-");
@@ -227,7 +250,7 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let s = crate::run_cmd::run(&crate::run_cmd::RunArgs {
-                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window,
+                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window, chat_template,
                 limits: limits.limits()?,
                 command_line: std::env::args().collect(),
             })?;
@@ -240,6 +263,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{} samples failed (see samples.jsonl); the results cover the others", s.failed);
             }
         }
+        Command::Convert { model, out, bf16 } => {
+            let m = crate::loader::load(&model)?;
+            crate::loader::write_hf(&m, &out, bf16)?;
+            tracing::info!("wrote {} ({}; {})", out.display(), if bf16 { "bf16" } else { "f32" }, m.precision_note);
+        }
+        Command::Compare { results, sample } => print!("{}", crate::results::compare(&results, sample.as_deref())?),
         Command::TaskBench { task, stories, turns, out, limits } => {
             let r = crate::bench::task_bench(&task, stories, turns, limits.limits()?)?;
             println!(

@@ -30,6 +30,25 @@ pub struct LoadedModel {
     pub eos: Vec<u32>,
     /// Bytes of the weights in their stored form.
     pub file_bytes: u64,
+    /// The model's chat template (Jinja), if it ships one.
+    pub chat_template: Option<String>,
+}
+
+impl LoadedModel {
+    /// `prompt` as a single user turn in the model's chat template, with the assistant's
+    /// turn opened (what lm-eval's `--apply_chat_template` does for a zero-shot request).
+    pub fn chat_prompt(&self, prompt: &str) -> Result<String> {
+        let tpl = self.chat_template.as_deref().ok_or_else(|| anyhow!("model {} has no chat template", self.id))?;
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", tpl).map_err(|e| anyhow!("the chat template of {} does not parse: {e}", self.id))?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => prompt }],
+            add_generation_prompt => true,
+            bos_token => "",
+            eos_token => "",
+        };
+        env.get_template("chat").and_then(|t| t.render(ctx)).map_err(|e| anyhow!("rendering the chat template of {}: {e}", self.id))
+    }
 }
 
 /// Meta/GGUF interleaved-pair rows → HF rotate-half rows, per head (inverse of the permute in
@@ -84,7 +103,46 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
             bail!("model file {spec} is neither GGUF nor a llama2.c .bin")
         }
     };
-    r.with_context(|| format!("cannot load model {spec}"))
+    let m = r.with_context(|| format!("cannot load model {spec}"))?;
+    if m.tokenizer.vocab_size() > m.config.vocab_size {
+        bail!("model {spec}: its tokenizer has {} tokens but the model's vocab_size is {} (wrong tokenizer?)", m.tokenizer.vocab_size(), m.config.vocab_size);
+    }
+    Ok(m)
+}
+
+/// Write `m` as an HF directory: config.json, model.safetensors (f32 or bf16),
+/// tokenizer.json (and tokenizer_config.json with the chat template, if any).
+pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
+    let tok = m.tokenizer.to_json().ok_or_else(|| anyhow!("the tokenizer of {} has no tokenizer.json form", m.id))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cfg = serde_json::to_value(&m.config)?;
+    let o = cfg.as_object_mut().context("config is not an object")?;
+    o.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
+    o.insert("model_type".into(), "llama".into());
+    o.insert("torch_dtype".into(), if bf16 { "bfloat16" } else { "float32" }.into());
+    o.insert("eos_token_id".into(), serde_json::json!(m.eos));
+    o.insert("llq_converted_from".into(), serde_json::json!({"id": m.id, "sha256": m.content_hash, "precision": m.precision_note}));
+    let write = |name: &str, bytes: &[u8]| crate::results::write_atomic(&dir.join(name), bytes).with_context(|| format!("cannot write {}", dir.join(name).display()));
+    write("config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    write("tokenizer.json", tok.as_bytes())?;
+    if let Some(t) = &m.chat_template {
+        write("tokenizer_config.json", serde_json::to_string_pretty(&serde_json::json!({"chat_template": t}))?.as_bytes())?;
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = m
+        .weights
+        .iter()
+        .map(|(n, t)| {
+            let b: Vec<u8> = if bf16 { t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect() } else { t.data.iter().flat_map(|v| v.to_le_bytes()).collect() };
+            (n.clone(), t.shape.clone(), b)
+        })
+        .collect();
+    let dtype = if bf16 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F32 };
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| Ok((n.as_str(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).map_err(|e| anyhow!("{n}: {e}"))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, None).map_err(|e| anyhow!("serializing: {e}"))?;
+    write("model.safetensors", &data)
 }
 
 // ---- llama2.c -------------------------------------------------------------------------------
@@ -185,6 +243,7 @@ pub fn load_llama2c(path: &Path) -> Result<LoadedModel> {
         content_hash: sha256_file(path)?,
         eos: vec![2],
         file_bytes: bytes.len() as u64,
+        chat_template: None,
     })
 }
 
@@ -259,6 +318,7 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
         content_hash: sha256_file(path)?,
         eos,
         file_bytes: std::fs::metadata(path)?.len(),
+        chat_template: md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok().cloned()),
     })
 }
 
@@ -354,6 +414,7 @@ pub fn load_hf(dir: &Path) -> Result<LoadedModel> {
         content_hash: hash,
         eos,
         file_bytes,
+        chat_template: read_json(&dir.join("tokenizer_config.json")).and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string)),
     })
 }
 
@@ -416,6 +477,7 @@ fn synthetic(name: &str, spec: &str) -> Result<LoadedModel> {
         content_hash: format!("synthetic:{name}:seed1"),
         eos: vec![],
         file_bytes: 0,
+        chat_template: None,
         config,
         weights: w,
         tokenizer,

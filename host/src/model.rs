@@ -265,7 +265,7 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> Cache {
-        Cache { kv: (0..self.cfg.num_hidden_layers).map(|_| None).collect() }
+        Cache::default()
     }
 
     /// One step over `tokens` (b, t) at `positions` (b, t) (u32, each row's own RoPE
@@ -275,6 +275,9 @@ impl Llama {
     pub fn forward(&self, tokens: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut Cache, last_only: bool) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let c = &self.cfg;
+        if cache.kv.len() != c.num_hidden_layers {
+            cache.kv = (0..c.num_hidden_layers).map(|_| None).collect();
+        }
         let (h, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let rep = h / kvh;
         let flat_pos = positions.flatten_all()?;

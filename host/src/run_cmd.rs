@@ -31,6 +31,8 @@ pub struct RunArgs {
     pub threads: usize,
     /// Tokens per window for rolling log-likelihood.
     pub window: usize,
+    /// Wrap generation prompts in the model's chat template.
+    pub chat_template: bool,
     pub command_line: Vec<String>,
 }
 
@@ -182,6 +184,9 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         None => (String::new(), "{}".into()),
     };
     prepare_out(&a.out, a.resume)?;
+    if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
+        bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
+    }
 
     tracing::info!("loading model {}", a.model);
     let t = Instant::now();
@@ -197,6 +202,9 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         }
         None => None,
     };
+    if a.chat_template {
+        m.chat_prompt("")?;
+    }
     let size = model_size(&m, quant.as_ref());
     let device = candle_core::Device::Cpu;
     let model = Llama::new(&m.config, &m.weights, &device)?;
@@ -210,6 +218,13 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
     let pending: Vec<&Request> = requests.iter().filter(|r| !done.contains_key(&r.id)).collect();
     if a.resume {
         tracing::info!("resuming: {} of {} samples already done", requests.len() - pending.len(), requests.len());
+        // Keep only the complete, successful records (drops a line cut short by a kill).
+        let mut kept = String::new();
+        for r in requests.iter().filter_map(|r| done.get(&r.id)) {
+            kept.push_str(&serde_json::to_string(r)?);
+            kept.push('\n');
+        }
+        crate::results::write_atomic(&samples_path, kept.as_bytes()).with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
     }
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&samples_path).with_context(|| format!("cannot open {}", samples_path.display()))?;
 
@@ -233,7 +248,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, &m, &batch, a.window);
+        let outcomes = run_batch(&model, &m, &batch, a.window, a.chat_template);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -308,7 +323,8 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         },
         "size": size,
         "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": a.task_opts,
-                 "data": a.data.display().to_string(), "data_sha256": sha256_hex(&data), "limit": a.limit},
+                 "data": a.data.display().to_string(), "data_sha256": sha256_hex(&data), "limit": a.limit,
+                 "chat_template": a.chat_template, "batch_size": a.batch_size},
         "metrics": report.metrics.iter().map(|m| serde_json::json!({"name": m.name, "value": m.value, "stderr": m.stderr, "count": m.count})).collect::<Vec<_>>(),
         "native": serde_json::from_str::<serde_json::Value>(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
         "samples": {"total": requests.len(), "failed": failed, "truncated_prompts_this_session": truncated, "file": "samples.jsonl"},
@@ -323,7 +339,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
 /// (response, prompt tokens, new tokens, prompt tokens truncated)
 type Outcome = Result<(Response, usize, usize, usize)>;
 
-fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize) -> Vec<Outcome> {
+fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize, chat: bool) -> Vec<Outcome> {
     match &batch[0].kind {
         RequestKind::Generate(_) => {
             let mut prompts = vec![];
@@ -331,7 +347,8 @@ fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize) 
             let mut max_new = vec![];
             for r in batch {
                 let RequestKind::Generate(g) = &r.kind else { unreachable!("batches hold one kind") };
-                match m.tokenizer.encode(&g.prompt) {
+                let text = if chat { m.chat_prompt(&g.prompt) } else { Ok(g.prompt.clone()) };
+                match text.and_then(|t| m.tokenizer.encode(&t)) {
                     Ok(p) => prompts.push(p),
                     Err(e) => return batch.iter().map(|_| Err(anyhow::anyhow!("{e:#}"))).collect(),
                 }
@@ -341,7 +358,7 @@ fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize) 
             match generate(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos) {
                 Ok(gs) => gs.into_iter().map(|g| Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated))).collect(),
                 // A batch failure is retried row by row so one bad prompt costs one sample.
-                Err(_) if batch.len() > 1 => batch.iter().flat_map(|r| run_batch(model, m, &[*r], window)).collect(),
+                Err(_) if batch.len() > 1 => batch.iter().flat_map(|r| run_batch(model, m, &[*r], window, chat)).collect(),
                 Err(e) => vec![Err(e)],
             }
         }

@@ -125,6 +125,15 @@ impl Tokenizer {
         }
     }
 
+    /// Number of token ids the tokenizer can produce.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Hf { inner, .. } => inner.get_vocab_size(true),
+            Tokenizer::Llama2c(t) => t.pieces.len(),
+            Tokenizer::Bytes(n) => (*n).min(256),
+        }
+    }
+
     /// The tokenizer as an HF `tokenizer.json`, where it has one.
     pub fn to_json(&self) -> Option<String> {
         match self {

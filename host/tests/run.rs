@@ -1,0 +1,217 @@
+//! `llq-host run` end to end on the 260K-parameter llama2.c model (fast enough for CI) with
+//! the real CoQA dialogue: results files, determinism, resume, and bad input; plus
+//! `convert` → HF directory → the same logits.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+fn target_dir() -> PathBuf {
+    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+fn p(rel: &str) -> String {
+    root().join(rel).display().to_string()
+}
+fn coqa() -> String {
+    target_dir().join("wasm32-wasip2/release/coqa.wasm").display().to_string()
+}
+fn plugin(name: &str) -> String {
+    target_dir().join(format!("release/lib{name}.so")).display().to_string()
+}
+fn llq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_llq-host")).args(args).output().expect("run llq-host")
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const STORIES: &str = "tests/fixtures/tinyllama/stories260K.bin";
+const SAMPLE: &str = "tests/fixtures/coqa/coqa-dev-sample.json";
+
+fn run(out: &Path, extra: &[&str]) -> Output {
+    let (model, data, task, out) = (p(STORIES), p(SAMPLE), coqa(), out.display().to_string());
+    let mut args = vec!["run", "--model", &model, "--task", &task, "--data", &data, "--out", &out, "--task-opt", "max_new_tokens=12"];
+    args.extend_from_slice(extra);
+    llq(&args)
+}
+
+fn predictions(dir: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("samples.jsonl")).unwrap();
+    let mut v: Vec<(String, String)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["prediction"].as_str().unwrap_or("").to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The schema of results/README.md, checked key by key.
+fn check_schema(r: &serde_json::Value) {
+    assert_eq!(r["schema"], "llq-results/1");
+    for k in ["version", "git_revision"] {
+        assert!(r["llq"][k].is_string(), "llq.{k}");
+    }
+    assert!(r["date"].as_str().unwrap().ends_with('Z'));
+    assert!(r["command_line"].as_array().unwrap().len() > 3);
+    for k in ["id", "format", "sha256", "precision"] {
+        assert!(r["model"][k].is_string(), "model.{k}");
+    }
+    assert!(r["model"]["config"]["hidden_size"].is_u64());
+    for k in ["params", "quantized_params", "quantized_bytes", "other_bytes", "total_bytes"] {
+        assert!(r["size"][k].is_u64(), "size.{k}");
+    }
+    assert!(r["size"]["bits_per_weight"].is_f64());
+    for k in ["name", "version", "path", "data", "data_sha256"] {
+        assert!(r["task"][k].is_string(), "task.{k}");
+    }
+    for m in r["metrics"].as_array().unwrap() {
+        assert!(m["name"].is_string() && m["value"].is_f64() && m["count"].is_u64(), "{m}");
+    }
+    assert!(r["native"].is_object());
+    for k in ["load_s", "generate_s", "wall_s"] {
+        assert!(r["timing"][k].is_f64(), "timing.{k}");
+    }
+    assert!(r["samples"]["total"].is_u64() && r["samples"]["failed"].is_u64());
+}
+
+#[test]
+fn run_writes_results_and_samples_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let nf4 = plugin("nf4");
+    let o = run(&a, &["--quant", &nf4, "--limit", "3", "--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
+    check_schema(&r);
+    assert_eq!(r["quantization"]["method"], "nf4");
+    assert_eq!(r["samples"]["total"], 3);
+    // NF4 block 64: 4 bits + one f32 absmax per 64 weights = 4.5 bits per weight.
+    assert_eq!(r["size"]["bits_per_weight"], 4.5);
+    assert_eq!(r["native"]["children_stories"]["turns"], 3);
+    assert_eq!(r["model"]["precision"], "f32 (llama2.c checkpoint)");
+    let first = predictions(&a);
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().any(|(_, p)| !p.trim().is_empty()), "{first:?}");
+    // The same command again: byte-identical predictions.
+    let o = run(&b, &["--quant", &nf4, "--limit", "3", "--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(predictions(&b), first);
+    // An existing run is not overwritten without --resume.
+    let o = run(&a, &["--quant", &nf4, "--limit", "3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already holds a run (samples.jsonl); pass --resume"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_interrupted_run_resumes_without_redoing_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    assert!(run(&full, &["--limit", "4"]).status.success());
+    let reference = predictions(&full);
+    // Simulate a kill mid-write: two complete samples and half of the third line.
+    std::fs::create_dir_all(&cut).unwrap();
+    let text = std::fs::read_to_string(full.join("samples.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(cut.join("samples.jsonl"), format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() / 2])).unwrap();
+    let o = run(&cut, &["--limit", "4", "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming: 2 of 4 samples already done"), "{}", stderr(&o));
+    // Every sample once (the cut line was dropped and redone), same predictions.
+    assert_eq!(predictions(&cut), reference);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(cut.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["native"]["overall"]["turns"], 4);
+}
+
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let (data, task) = (p(SAMPLE), coqa());
+    let run_model = |model: &str, extra: &[&str]| {
+        let o = out.display().to_string();
+        let mut args = vec!["run", "--model", model, "--task", &task, "--data", &data, "--out", &o, "--limit", "1"];
+        args.extend_from_slice(extra);
+        llq(&args)
+    };
+    assert_clean_failure(&run_model("no/such/model.gguf", &[]), "model no/such/model.gguf does not exist");
+    // --limit beyond the data.
+    let o = run(&dir.path().join("l"), &["--limit", "50"]);
+    assert_clean_failure(&o, "--limit 50 is out of range");
+    assert_clean_failure(&o, "holds 12 requests");
+    // An --out that cannot be a directory.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let o = run(&file.join("sub"), &[]);
+    assert_clean_failure(&o, "cannot create output directory");
+    // HF directories: missing config keys, corrupt safetensors, a tokenizer of another model.
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::write(hf.join("config.json"), r#"{"hidden_size": 64, "num_hidden_layers": 2}"#).unwrap();
+    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "is not a Llama config: missing field `intermediate_size`");
+    std::fs::write(
+        hf.join("config.json"),
+        r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 300, "tie_word_embeddings": true}"#,
+    )
+    .unwrap();
+    std::fs::write(hf.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "model.safetensors is not a valid safetensors file");
+    // Valid weights, but the tokenizer is SmolLM2's 49152-token one.
+    let conv = dir.path().join("smol");
+    let c = llq(&["convert", "--model", &p("models/smollm2-135m-instruct.gguf"), "--out", conv.to_str().unwrap(), "--bf16"]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    std::fs::copy(conv.join("tokenizer.json"), hf.join("tokenizer.json")).unwrap();
+    let names = ["model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"];
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names.iter().map(|n| (n.to_string(), if n.contains("embed") { vec![300, 64] } else { vec![64] })).map(|(n, s)| {
+        let len: usize = s.iter().product();
+        (n, s, vec![0u8; len * 4])
+    }).collect();
+    for (n, r, c) in [("q_proj", 64, 64), ("k_proj", 64, 64), ("v_proj", 64, 64), ("o_proj", 64, 64)] {
+        tensors.push((format!("model.layers.0.self_attn.{n}.weight"), vec![r, c], vec![0u8; r * c * 4]));
+    }
+    for (n, r, c) in [("gate_proj", 128, 64), ("up_proj", 128, 64), ("down_proj", 64, 128)] {
+        tensors.push((format!("model.layers.0.mlp.{n}.weight"), vec![r, c], vec![0u8; r * c * 4]));
+    }
+    let views: Vec<(&str, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(n, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &hf.join("model.safetensors")).unwrap();
+    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "its tokenizer has 49152 tokens but the model's vocab_size is 300");
+    // A tensor missing.
+    let views: Vec<(&str, safetensors::tensor::TensorView)> =
+        tensors.iter().skip(1).map(|(n, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &hf.join("model.safetensors")).unwrap();
+    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "tensor `model.embed_tokens.weight` is missing");
+}
+
+#[test]
+fn a_converted_hf_directory_gives_the_gguf_model_s_logits() {
+    use llq_host::loader::load;
+    use llq_host::model::Llama;
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = p("models/smollm2-135m-instruct.gguf");
+    assert!(Path::new(&gguf).exists(), "run `make models`");
+    let o = llq(&["convert", "--model", &gguf, "--out", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = load(&gguf).unwrap();
+    let b = load(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(a.config, b.config);
+    let text = "Q: What color was Cotton?\n\nA:";
+    let ids = a.tokenizer.encode(text).unwrap();
+    assert_eq!(b.tokenizer.encode(text).unwrap(), ids);
+    let dev = candle_core::Device::Cpu;
+    let la: Vec<f32> = Llama::new(&a.config, &a.weights, &dev).unwrap().step(&[ids.clone()], &[0], &mut Default::default(), true).map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).unwrap_or_default();
+    let mb = Llama::new(&b.config, &b.weights, &dev).unwrap();
+    let lb: Vec<f32> = mb.step(&[ids.clone()], &[0], &mut mb.new_cache(), true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(la, lb, "f32 round trip through safetensors must be exact");
+    assert_eq!(b.eos, vec![2]);
+    assert!(b.chat_template.is_some());
+}
