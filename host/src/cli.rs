@@ -133,6 +133,30 @@ pub enum Command {
         #[arg(long)]
         sample: Option<String>,
     },
+    /// Prefill and decode speed of a model, optionally quantized (CPU).
+    Bench {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        quant: Option<PathBuf>,
+        #[arg(long = "opt", value_parser = parse_opt)]
+        opts: Vec<(String, String)>,
+        /// Prompt lengths for prefill, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "128,512")]
+        prompt_lens: Vec<usize>,
+        /// Batch sizes for decode, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        batch_sizes: Vec<usize>,
+        /// Decode steps timed per repeat.
+        #[arg(long, default_value_t = 16)]
+        decode_steps: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inspect WASM tasks.
     Tasks {
         #[command(subcommand)]
@@ -269,6 +293,34 @@ pub fn run(cli: Cli) -> Result<()> {
             tracing::info!("wrote {} ({}; {})", out.display(), if bf16 { "bf16" } else { "f32" }, m.precision_note);
         }
         Command::Compare { results, sample } => print!("{}", crate::results::compare(&results, sample.as_deref())?),
+        Command::Bench { model, quant, opts, prompt_lens, batch_sizes, decode_steps, repeats, threads, out } => {
+            if repeats == 0 || decode_steps == 0 || prompt_lens.contains(&0) || batch_sizes.contains(&0) {
+                anyhow::bail!("--repeats, --decode-steps, --prompt-lens and --batch-sizes must be positive");
+            }
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let plugin = quant.as_deref().map(Plugin::load).transpose()?;
+            let popts = match &plugin {
+                Some(p) => {
+                    let (j, o) = p.options(&opts)?;
+                    Some((p, j, o.to_json()))
+                }
+                None => None,
+            };
+            let r = crate::bench::model_bench(&model, popts.as_ref().map(|(p, j, c)| (*p, j.as_str(), c.clone())), &prompt_lens, &batch_sizes, decode_steps, repeats, threads)?;
+            println!("{} [{}] {} {}", r.model, r.precision, r.method, r.options);
+            if let Some(d) = r.dequantize_all_s {
+                println!("  dequantize all layers once: {:.1} ms (per-call dequantization would add this to every forward)", d * 1e3);
+            }
+            for p in &r.prefill {
+                println!("  prefill {:>5} tokens: {:8.1} ms (min {:.1}, max {:.1}) = {:7.1} tok/s", p.prompt_tokens, p.seconds.median * 1e3, p.seconds.min * 1e3, p.seconds.max * 1e3, p.tokens_per_s);
+            }
+            for d in &r.decode {
+                println!("  decode batch {:>3} (context {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s", d.batch, d.context, d.step_seconds.median * 1e3, d.step_seconds.min * 1e3, d.step_seconds.max * 1e3, d.tokens_per_s);
+            }
+            if let Some(out) = out {
+                crate::results::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+        }
         Command::TaskBench { task, stories, turns, out, limits } => {
             let r = crate::bench::task_bench(&task, stories, turns, limits.limits()?)?;
             println!(
