@@ -111,6 +111,10 @@ pub enum Command {
         /// (lm-eval's --apply_chat_template); for instruct models.
         #[arg(long)]
         chat_template: bool,
+        /// For rolling log-likelihood tasks (perplexity): also run the unquantized model and
+        /// report per-token KL divergence and top-1 agreement against it (llama.cpp's KLD).
+        #[arg(long)]
+        kl_baseline: bool,
         #[command(flatten)]
         limits: TaskLimitArgs,
     },
@@ -265,7 +269,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
         }
-        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, chat_template, limits } => {
+        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, chat_template, kl_baseline, limits } => {
             let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let out = out.unwrap_or_else(|| {
                 let m = model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").replace(':', "-");
@@ -274,7 +278,7 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let s = crate::run_cmd::run(&crate::run_cmd::RunArgs {
-                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window, chat_template,
+                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window, chat_template, kl_baseline,
                 limits: limits.limits()?,
                 command_line: std::env::args().collect(),
             })?;

@@ -132,11 +132,29 @@ pub fn loglikelihood(model: &Llama, tok: &Tokenizer, context: &str, continuation
     Ok((lps.iter().sum(), greedy.iter().all(|&g| g), cont.len()))
 }
 
+/// Per-token results of a rolling log-likelihood.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rolling {
+    pub logprobs: Vec<f64>,
+    /// KL(baseline ‖ model) per token, when a baseline model is given.
+    pub kl: Vec<f64>,
+    /// 1 where the model's argmax equals the baseline's.
+    pub top1_agree: Vec<u8>,
+}
+
+/// Log-softmax rows for the last `n` positions of one forward pass over `inputs`.
+fn last_rows(model: &Llama, inputs: &[u32], n: usize) -> Result<Vec<Vec<f32>>> {
+    let logits = model.step(&[inputs.to_vec()], &[0], &mut model.new_cache(), false)?;
+    let mut rows = log_softmax_rows(&logits)?;
+    Ok(rows.split_off(rows.len() - n))
+}
+
 /// Rolling log-likelihood of `text` (lm-eval's `loglikelihood_rolling`): every token is
 /// predicted once, in windows of at most `window` tokens; the first is conditioned on BOS
-/// (when the tokenizer has one), later windows on the tokens just before them.
-/// Returns per-token log-probs and per-token log-prob rows when `keep_rows` (for KL).
-pub fn rolling(model: &Llama, tok: &Tokenizer, text: &str, window: usize) -> Result<Vec<f64>> {
+/// (when the tokenizer has one), later windows on the tokens just before them. With a
+/// `baseline` model (the same model unquantized), also the exact per-token KL divergence
+/// KL(P_baseline ‖ P_model) over the whole vocabulary and top-1 agreement.
+pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &str, window: usize) -> Result<Rolling> {
     let with_bos = tok.encode(text)?;
     let plain = tok.encode_plain(text)?;
     let prefix: Option<u32> = (with_bos.len() == plain.len() + 1).then(|| with_bos[0]);
@@ -145,7 +163,7 @@ pub fn rolling(model: &Llama, tok: &Tokenizer, text: &str, window: usize) -> Res
         bail!("the text encodes to no tokens");
     }
     let window = window.min(model.cfg.max_position_embeddings.min(crate::model::MAX_POSITIONS)).max(2);
-    let mut out = Vec::with_capacity(toks.len());
+    let mut out = Rolling::default();
     let mut done = 0usize;
     while done < toks.len() {
         let end = (done + window).min(toks.len());
@@ -154,10 +172,10 @@ pub fn rolling(model: &Llama, tok: &Tokenizer, text: &str, window: usize) -> Res
                 Some(b) => (std::iter::once(b).chain(toks[..end - 1].iter().copied()).collect(), &toks[..end]),
                 // No BOS: the first token cannot be predicted; score from the second.
                 None => {
-                    let end = end.max(2).min(toks.len());
-                    if end < 2 {
-                        break;
+                    if toks.len() < 2 {
+                        bail!("the text is a single token and the tokenizer has no BOS to condition it on");
                     }
+                    let end = end.max(2);
                     (toks[..end - 1].to_vec(), &toks[1..end])
                 }
             }
@@ -165,8 +183,16 @@ pub fn rolling(model: &Llama, tok: &Tokenizer, text: &str, window: usize) -> Res
             let start = end.saturating_sub(window + 1);
             (toks[start..end - 1].to_vec(), &toks[done..end])
         };
-        let (lps, _) = score_tokens(model, &inputs, targets)?;
-        out.extend(lps);
+        let rows = last_rows(model, &inputs, targets.len())?;
+        out.logprobs.extend(targets.iter().zip(&rows).map(|(&t, r)| r[t as usize] as f64));
+        if let Some(base) = baseline {
+            let brows = last_rows(base, &inputs, targets.len())?;
+            for (q, b) in rows.iter().zip(&brows) {
+                let kl: f64 = b.iter().zip(q).map(|(&lb, &lq)| (lb as f64).exp() * (lb as f64 - lq as f64)).sum();
+                out.kl.push(kl.max(0.0));
+                out.top1_agree.push((argmax(q) == argmax(b)) as u8);
+            }
+        }
         done = end;
     }
     Ok(out)

@@ -33,6 +33,8 @@ pub struct RunArgs {
     pub window: usize,
     /// Wrap generation prompts in the model's chat template.
     pub chat_template: bool,
+    /// Also run the unquantized model on rolling requests: per-token KL and top-1 agreement.
+    pub kl_baseline: bool,
     pub command_line: Vec<String>,
 }
 
@@ -193,6 +195,15 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
     let mut m = load(&a.model)?;
     let load_s = t.elapsed().as_secs_f64();
     tracing::info!("{} ({}, {} layers, hidden {}); {}", m.id, m.format, m.config.num_hidden_layers, m.config.hidden_size, m.precision_note);
+    // The unquantized model, for KL divergence against it (before the plugin touches weights).
+    let baseline = if a.kl_baseline {
+        if plugin.is_none() {
+            bail!("--kl-baseline compares a quantized model with the unquantized one: it needs --quant");
+        }
+        Some(Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?)
+    } else {
+        None
+    };
     let quant = match &plugin {
         Some(p) => {
             let q = quantize_model(p, &opts_json, opts_canonical.clone(), &mut m.config, &mut m.weights, a.quantize_lm_head, a.threads)
@@ -248,7 +259,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, &m, &batch, a.window, a.chat_template);
+        let outcomes = run_batch(&model, baseline.as_ref(), &m, &batch, a.window, a.chat_template);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -324,7 +335,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         "size": size,
         "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": a.task_opts,
                  "data": a.data.display().to_string(), "data_sha256": sha256_hex(&data), "limit": a.limit,
-                 "chat_template": a.chat_template, "batch_size": a.batch_size},
+                 "chat_template": a.chat_template, "batch_size": a.batch_size, "kl_baseline": a.kl_baseline},
         "metrics": report.metrics.iter().map(|m| serde_json::json!({"name": m.name, "value": m.value, "stderr": m.stderr, "count": m.count})).collect::<Vec<_>>(),
         "native": serde_json::from_str::<serde_json::Value>(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
         "samples": {"total": requests.len(), "failed": failed, "truncated_prompts_this_session": truncated, "file": "samples.jsonl"},
@@ -339,7 +350,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
 /// (response, prompt tokens, new tokens, prompt tokens truncated)
 type Outcome = Result<(Response, usize, usize, usize)>;
 
-fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize, chat: bool) -> Vec<Outcome> {
+fn run_batch(model: &Llama, baseline: Option<&Llama>, m: &LoadedModel, batch: &[&Request], window: usize, chat: bool) -> Vec<Outcome> {
     match &batch[0].kind {
         RequestKind::Generate(_) => {
             let mut prompts = vec![];
@@ -358,15 +369,16 @@ fn run_batch(model: &Llama, m: &LoadedModel, batch: &[&Request], window: usize, 
             match generate(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos) {
                 Ok(gs) => gs.into_iter().map(|g| Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated))).collect(),
                 // A batch failure is retried row by row so one bad prompt costs one sample.
-                Err(_) if batch.len() > 1 => batch.iter().flat_map(|r| run_batch(model, m, &[*r], window, chat)).collect(),
+                Err(_) if batch.len() > 1 => batch.iter().flat_map(|r| run_batch(model, baseline, m, &[*r], window, chat)).collect(),
                 Err(e) => vec![Err(e)],
             }
         }
         RequestKind::Loglikelihood(l) => vec![loglikelihood(model, &m.tokenizer, &l.context, &l.continuation)
             .map(|(lp, g, n)| (Response::Loglikelihood(LoglikelihoodResult { logprob: lp, is_greedy: g, tokens: n as u32 }), n, 0, 0))],
-        RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, &m.tokenizer, text, window).map(|lps| {
-            let n = lps.len();
-            (Response::Rolling(RollingResult { logprob: lps.iter().sum(), token_logprobs: lps, tokens: n as u32, bytes: text.len() as u32, kl: vec![], top1_agree: vec![] }), n, 0, 0)
+        RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, baseline, &m.tokenizer, text, window).map(|r| {
+            let n = r.logprobs.len();
+            let resp = RollingResult { logprob: r.logprobs.iter().sum(), token_logprobs: r.logprobs, tokens: n as u32, bytes: text.len() as u32, kl: r.kl, top1_agree: r.top1_agree };
+            (Response::Rolling(resp), n, 0, 0)
         })],
     }
 }

@@ -215,3 +215,48 @@ fn a_converted_hf_directory_gives_the_gguf_model_s_logits() {
     assert_eq!(b.eos, vec![2]);
     assert!(b.chat_template.is_some());
 }
+
+#[test]
+fn perplexity_with_kl_against_the_unquantized_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("story.txt");
+    std::fs::write(&text, "Once upon a time, there was a little girl named Lily. She loved to play outside.\n\nOne day, she saw a big red ball in the park. She ran to get it.\n").unwrap();
+    let ppl = target_dir().join("wasm32-wasip2/release/perplexity.wasm").display().to_string();
+    let model = p(STORIES);
+    let metrics = |q: Option<&str>, kl: bool, name: &str| -> std::collections::HashMap<String, f64> {
+        let out = dir.path().join(name).display().to_string();
+        let mut args = vec!["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", &out];
+        let qp;
+        if let Some(q) = q {
+            qp = plugin(q);
+            args.extend_from_slice(&["--quant", &qp]);
+        }
+        if kl {
+            args.push("--kl-baseline");
+        }
+        let o = llq(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(name).join("results.json")).unwrap()).unwrap();
+        // Perplexity is exp(mean NLL) of the per-token log-probs the samples file keeps.
+        let lps: Vec<f64> = std::fs::read_to_string(dir.path().join(name).join("samples.jsonl"))
+            .unwrap()
+            .lines()
+            .flat_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["token_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+            .collect();
+        let m: std::collections::HashMap<String, f64> = r["metrics"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap().to_string(), m["value"].as_f64().unwrap())).collect();
+        let direct = (-lps.iter().sum::<f64>() / lps.len() as f64).exp();
+        assert!((m["perplexity"] - direct).abs() < 1e-9 * direct, "{} vs {direct}", m["perplexity"]);
+        m
+    };
+    let base = metrics(None, false, "f32");
+    assert!(base["perplexity"] > 1.0 && base["perplexity"] < 512.0, "{base:?}");
+    let fp16 = metrics(Some("fp16"), true, "fp16");
+    let nf4 = metrics(Some("nf4"), true, "nf4");
+    // f16 rounding barely moves the distribution; NF4 moves it much more.
+    assert!(fp16["kl_mean"] < 1e-3 && fp16["top1_agree"] > 0.95, "{fp16:?}");
+    assert!(nf4["kl_mean"] > 10.0 * fp16["kl_mean"] && nf4["kl_mean"] > 0.0, "{nf4:?} vs {fp16:?}");
+    assert!(nf4["kl_max"] >= nf4["kl_mean"] && nf4["top1_agree"] <= 1.0);
+    // KL needs something to compare.
+    let o = llq(&["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--kl-baseline"]);
+    assert!(stderr(&o).contains("--kl-baseline compares a quantized model with the unquantized one: it needs --quant"), "{}", stderr(&o));
+}
