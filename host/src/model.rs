@@ -139,8 +139,10 @@ pub fn check_weights(cfg: &Config, weights: &Weights) -> Result<()> {
     Ok(())
 }
 
-/// Rotate-half RoPE tables (cos, sin), each (positions, head_dim), with Llama-3 scaling.
-fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+/// RoPE inverse frequencies, one per pair of dimensions, with Llama-3 scaling applied
+/// (transformers' `_compute_llama3_parameters`: long wavelengths divided by `factor`, short
+/// ones kept, a linear blend in between).
+pub fn rope_inv_freq(cfg: &Config) -> Vec<f64> {
     let d = cfg.head_dim();
     let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
     if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
@@ -156,6 +158,13 @@ fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, 
             }
         }
     }
+    inv
+}
+
+/// Rotate-half RoPE tables (cos, sin), each (positions, head_dim).
+fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let d = cfg.head_dim();
+    let inv = rope_inv_freq(cfg);
     let mut cos = Vec::with_capacity(positions * d);
     let mut sin = Vec::with_capacity(positions * d);
     for p in 0..positions {
@@ -364,4 +373,26 @@ pub fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
             r.iter().map(|x| x - lse).collect()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_matches_the_published_formula() {
+        // Expected values: Llama-3.2-1B's rope_scaling (factor 32, low 1, high 4, original
+        // context 8192, theta 500000, head_dim 64) through transformers'
+        // `_compute_llama3_parameters`, evaluated in Python with math (f64):
+        // pair 0 is high-frequency (kept), 15-17 are in the blend band, 31 is divided by 32.
+        let cfg = crate::loader::preset("llama-3.2-1b").unwrap();
+        let inv = rope_inv_freq(&cfg);
+        assert_eq!(inv.len(), 32);
+        for (i, want) in [(0, 1.0), (15, 0.001290547928209264), (16, 0.00042955679655936815), (17, 9.70828780262767e-05), (31, 9.418306725434909e-08)] {
+            assert!((inv[i] - want).abs() <= 1e-12 * want, "pair {i}: {} vs {want}", inv[i]);
+        }
+        // Without scaling: plain theta^(-2i/d).
+        let plain = Config { rope_scaling: None, ..cfg };
+        assert!((rope_inv_freq(&plain)[16] - 0.001414213562373095).abs() < 1e-15);
+    }
 }

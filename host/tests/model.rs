@@ -264,3 +264,20 @@ fn llama_3_2_tokenizer_fits_the_synthetic_preset() {
     assert_eq!(t.encode("Hello world").unwrap(), vec![128000, 9906, 1917]);
     assert_eq!(t.decode(&[128000, 9906, 1917]).unwrap(), "Hello world");
 }
+
+#[test]
+fn loglikelihood_scores_exactly_the_continuation_tokens() {
+    use llq_host::generate::{argmax, loglikelihood};
+    let m = load(stories().to_str().unwrap()).unwrap();
+    let model = Llama::new(&m.config, &m.weights, &Device::Cpu).unwrap();
+    let (ctx, cont) = ("Once upon a time, there was a", " little girl");
+    let (lp, greedy, n) = loglikelihood(&model, &m.tokenizer, ctx, cont).unwrap();
+    // By hand: one pass over the whole text, sum log p(token) over its last n tokens.
+    let all = m.tokenizer.encode(&format!("{ctx}{cont}")).unwrap();
+    let rows = log_softmax_rows(&model.step(&[all.clone()], &[0], &mut model.new_cache(), false).unwrap().squeeze(0).unwrap()).unwrap();
+    let first = all.len() - n;
+    let want: f64 = (first..all.len()).map(|i| rows[i - 1][all[i] as usize] as f64).sum();
+    assert!(n >= 2 && (lp - want).abs() < 1e-4, "{lp} vs {want} over {n} tokens");
+    assert_eq!(greedy, (first..all.len()).all(|i| argmax(&rows[i - 1]) == all[i]));
+    assert!(lp < 0.0);
+}

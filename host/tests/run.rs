@@ -99,6 +99,15 @@ fn run_writes_results_and_samples_and_is_deterministic() {
     let o = run(&b, &["--quant", &nf4, "--limit", "3", "--batch-size", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(predictions(&b), first);
+    // --quantize-lm-head adds the (tied, so untied and copied) 512×64 classifier to the
+    // quantized set; the embedding stays unquantized.
+    let c = dir.path().join("c");
+    let o = run(&c, &["--quant", &nf4, "--limit", "1", "--quantize-lm-head"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rc: serde_json::Value = serde_json::from_slice(&std::fs::read(c.join("results.json")).unwrap()).unwrap();
+    assert_eq!(rc["quantization"]["lm_head"], true);
+    assert_eq!(rc["size"]["quantized_params"].as_u64().unwrap(), r["size"]["quantized_params"].as_u64().unwrap() + 512 * 64);
+    assert_eq!(rc["quantization"]["layers"], r["quantization"]["layers"].as_u64().unwrap() + 1);
     // An existing run is not overwritten without --resume.
     let o = run(&a, &["--quant", &nf4, "--limit", "3"]);
     assert_eq!(o.status.code(), Some(1));
@@ -214,6 +223,28 @@ fn a_converted_hf_directory_gives_the_gguf_model_s_logits() {
     assert_eq!(la, lb, "f32 round trip through safetensors must be exact");
     assert_eq!(b.eos, vec![2]);
     assert!(b.chat_template.is_some());
+
+    // The same weights split over two shards with an index load identically.
+    let sharded = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.path().join(f), sharded.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    for (k, part) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", k + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &sharded.path().join(&file)).unwrap();
+        for n in part {
+            map.insert(n.clone(), file.clone().into());
+        }
+    }
+    std::fs::write(sharded.path().join("model.safetensors.index.json"), serde_json::json!({"weight_map": map}).to_string()).unwrap();
+    let c = load(sharded.path().to_str().unwrap()).unwrap();
+    assert_eq!(c.weights, b.weights);
 }
 
 #[test]

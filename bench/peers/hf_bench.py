@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The seeds' pipeline as a peer baseline: transformers (bf16, eager and SDPA attention) and
+transformers + bitsandbytes (NF4, FP4, LLM.int8) on a synthetic Llama-3.2-1B (its exact
+config, seeded random bf16 weights: speed does not depend on weight values), same shapes and
+timing method as `llq-host bench`.
+
+Run on the GPU machine (torch and transformers there; the bitsandbytes wheel travels in .whl/):
+    python3 bench/peers/hf_bench.py OUT_DIR [--quick]
+Measures, per method: model footprint on the device, peak device memory, prefill latency at
+prompt lengths 128/512/2048 (batch 1; 128 is also the time to first token), decode ms/step
+and tokens/s at batch 1/4/16/64 after a 128-token context; CUDA events, warm-up first,
+median (and min/max) of repeats. Also the device's copy bandwidth (bytes read + written), and
+for each decode case the bytes one step must read (weights incl. the tied lm_head + KV cache)
+over that bandwidth: the roofline floor, and the fraction of it achieved.
+Writes OUT_DIR/hf_bench.json and prints a Markdown table last.
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+QUICK = "--quick" in sys.argv
+OUT = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "."
+PROMPTS = [128, 512] if QUICK else [128, 512, 2048]
+BATCHES = [1, 4] if QUICK else [1, 4, 16, 64]
+CONTEXT = 128
+STEPS = 16 if QUICK else 32
+REPEATS = 3 if QUICK else 5
+
+# meta-llama/Llama-3.2-1B config.json
+CONFIG = dict(
+    vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+    rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True,
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    bos_token_id=128000, eos_token_id=128001,
+)
+
+
+def events_ms(fn, warmup=2, repeats=REPEATS):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return times
+
+
+def spread(ts):
+    return {"median": statistics.median(ts), "min": min(ts), "max": max(ts)}
+
+
+def copy_bandwidth():
+    n = 1 << 30  # 1 GiB
+    src = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ts = events_ms(lambda: dst.copy_(src), warmup=3, repeats=10)
+    return 2 * n / (statistics.median(ts) / 1e3)  # bytes read + written per second
+
+
+def ids(b, n, seed):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, CONFIG["vocab_size"], (b, n), generator=g).cuda()
+
+
+@torch.inference_mode()
+def bench_model(model, name, bw):
+    cfg = model.config
+    weight_bytes = model.get_memory_footprint()
+    torch.cuda.reset_peak_memory_stats()
+    rows = {"method": name, "footprint_bytes": weight_bytes, "prefill": [], "decode": []}
+    for n in PROMPTS:
+        x = ids(1, n, n)
+        ts = events_ms(lambda: model(input_ids=x, use_cache=True))
+        rows["prefill"].append({"prompt_tokens": n, "ms": spread(ts), "tokens_per_s": n / (statistics.median(ts) / 1e3)})
+    kv_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2  # bf16 K and V
+    for b in BATCHES:
+        per_step = []
+        for r in range(REPEATS + 1):
+            out = model(input_ids=ids(b, CONTEXT, 1000 + r), use_cache=True)
+            pkv = out.past_key_values
+            nxt = out.logits[:, -1:].argmax(-1)
+            torch.cuda.synchronize()
+            a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(STEPS):
+                out = model(input_ids=nxt, past_key_values=pkv, use_cache=True)
+                pkv = out.past_key_values
+                nxt = out.logits[:, -1:].argmax(-1)
+            e.record()
+            torch.cuda.synchronize()
+            if r > 0:  # the first is warm-up
+                per_step.append(a.elapsed_time(e) / STEPS)
+            del out, pkv
+        med = statistics.median(per_step)
+        step_bytes = weight_bytes + b * (CONTEXT + STEPS // 2) * kv_per_token
+        floor_ms = step_bytes / bw * 1e3
+        rows["decode"].append({"batch": b, "ms_per_step": spread(per_step), "tokens_per_s": b / (med / 1e3),
+                               "bytes_per_step": step_bytes, "roofline_ms": floor_ms, "roofline_fraction": floor_ms / med})
+    rows["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    return rows
+
+
+def main():
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+    import transformers
+    os.makedirs(OUT, exist_ok=True)
+    t0 = time.time()
+    dev = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth()
+    meta = {"device": f"{dev.name}, {dev.multi_processor_count} SMs, {dev.total_memory / 2**30:.0f} GiB",
+            "torch": torch.__version__, "transformers": transformers.__version__, "copy_bandwidth_Bps": bw,
+            "context": CONTEXT, "decode_steps": STEPS, "repeats": REPEATS}
+    try:
+        import bitsandbytes
+        meta["bitsandbytes"] = bitsandbytes.__version__
+    except Exception as e:  # noqa: BLE001
+        meta["bitsandbytes"] = f"unavailable: {e}"
+    print(json.dumps(meta), flush=True)
+
+    torch.manual_seed(0)
+    config = LlamaConfig(**CONFIG)
+    with torch.device("cuda"):
+        base = LlamaForCausalLM(config).to(torch.bfloat16)
+    tmp = tempfile.mkdtemp()
+    base.save_pretrained(tmp)
+    results = []
+    for attn in ["eager", "sdpa"]:
+        base.config._attn_implementation = attn
+        base.model.config._attn_implementation = attn
+        results.append(bench_model(base.eval(), f"transformers bf16 ({attn})", bw))
+        print(json.dumps(results[-1]), flush=True)
+    del base
+    torch.cuda.empty_cache()
+    quants = {
+        "bnb nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16),
+        "bnb fp4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.bfloat16),
+        "bnb int8": BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0),
+    }
+    for name, qc in quants.items():
+        try:
+            m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=qc, dtype=torch.bfloat16, device_map="cuda", attn_implementation="sdpa")
+            results.append(bench_model(m.eval(), f"transformers+{name} (sdpa)", bw))
+            print(json.dumps(results[-1]), flush=True)
+            del m
+            torch.cuda.empty_cache()
+        except Exception as e:  # noqa: BLE001
+            print(f"{name} failed: {e!r}", flush=True)
+            results.append({"method": name, "error": repr(e)})
+    meta["wall_s"] = time.time() - t0
+    with open(os.path.join(OUT, "hf_bench.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    print(f"\n{meta['device']}; copy bandwidth {bw / 1e12:.2f} TB/s; torch {meta['torch']}, transformers {meta['transformers']}, bitsandbytes {meta['bitsandbytes']}")
+    hdr = ["method", "size GB", "peak GB"] + [f"prefill {n} ms" for n in PROMPTS] + [f"decode b={b} ms/step (tok/s, roofline %)" for b in BATCHES]
+    print("| " + " | ".join(hdr) + " |\n|" + " --- |" * len(hdr))
+    for r in results:
+        if "error" in r:
+            print(f"| {r['method']} | failed: {r['error'][:80]} |")
+            continue
+        cells = [r["method"], f"{r['footprint_bytes'] / 1e9:.2f}", f"{r['peak_memory_bytes'] / 1e9:.2f}"]
+        cells += [f"{p['ms']['median']:.2f}" for p in r["prefill"]]
+        cells += [f"{d['ms_per_step']['median']:.2f} ({d['tokens_per_s']:.0f}, {100 * d['roofline_fraction']:.0f}%)" for d in r["decode"]]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
