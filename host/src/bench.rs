@@ -254,6 +254,10 @@ pub struct ModelBenchReport {
     pub device: String,
     pub repeats: usize,
     pub quantize_s: Option<f64>,
+    /// On a GPU: max |Δ| / max |ref| of last-position logits against the CPU f32 model.
+    pub logits_rel_err_vs_cpu: Option<f64>,
+    /// Device memory in use after loading the model (bytes), where the device reports it.
+    pub device_memory_bytes: Option<u64>,
     /// Time to dequantize every quantized layer once: what dequantizing per call would add
     /// to every forward pass (llq dequantizes once, at load).
     pub dequantize_all_s: Option<f64>,
@@ -263,8 +267,18 @@ pub struct ModelBenchReport {
 
 /// Prefill and decode speed of a model (optionally quantized) on the CPU: synthetic token
 /// ids, one warm-up, then `repeats` timed runs per case; median and spread.
-pub fn model_bench(model: &str, plugin: Option<(&Plugin, &str, String)>, prompt_lens: &[usize], batches: &[usize], decode_steps: usize, repeats: usize, threads: usize) -> Result<ModelBenchReport> {
+pub fn model_bench(
+    model: &str,
+    plugin: Option<(&Plugin, &str, String)>,
+    prompt_lens: &[usize],
+    batches: &[usize],
+    decode_steps: usize,
+    repeats: usize,
+    threads: usize,
+    device: &str,
+) -> Result<ModelBenchReport> {
     use crate::model::Llama;
+    let dev = crate::model::device(device)?;
     let mut m = crate::loader::load(model)?;
     let (mut quantize_s, mut dequantize_all_s) = (None, None);
     let (method, options) = match &plugin {
@@ -281,17 +295,32 @@ pub fn model_bench(model: &str, plugin: Option<(&Plugin, &str, String)>, prompt_
         }
         None => ("none".to_string(), "{}".to_string()),
     };
-    let llama = Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?;
-    m.weights.clear();
     let vocab = m.config.vocab_size as u64;
     let ids = |n: usize, salt: u64| -> Vec<u32> { (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect() };
+    let free_before = gpu_free_bytes(&dev);
+    let llama = Llama::new(&m.config, &m.weights, &dev)?;
+    let device_memory_bytes = free_before.zip(gpu_free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
+    let logits_rel_err_vs_cpu = if dev.is_cuda() {
+        let cpu = Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?;
+        let p = ids(32, 99);
+        let a: Vec<f32> = llama.step(&[p.clone()], &[0], &mut llama.new_cache(), true)?.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = cpu.step(&[p], &[0], &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        Some(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
+    } else {
+        None
+    };
+    m.weights.clear();
+    let sync = || dev.synchronize();
     let mut prefill = vec![];
     for &len in prompt_lens {
         let mut times = vec![];
         for r in 0..=repeats {
             let toks = ids(len, r as u64);
+            sync()?;
             let t = Instant::now();
             llama.step(&[toks], &[0], &mut llama.new_cache(), true)?;
+            sync()?;
             if r > 0 {
                 times.push(t.elapsed().as_secs_f64());
             }
@@ -307,11 +336,13 @@ pub fn model_bench(model: &str, plugin: Option<(&Plugin, &str, String)>, prompt_
             let rows: Vec<Vec<u32>> = (0..b).map(|i| ids(context, (r * 31 + i) as u64)).collect();
             let mut cache = llama.new_cache();
             llama.step(&rows, &vec![0; b], &mut cache, true)?;
+            sync()?;
             let t = Instant::now();
             for s in 0..decode_steps {
                 let next: Vec<Vec<u32>> = (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
                 llama.step(&next, &vec![0; b], &mut cache, true)?;
             }
+            sync()?;
             if r > 0 {
                 times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
             }
@@ -324,11 +355,28 @@ pub fn model_bench(model: &str, plugin: Option<(&Plugin, &str, String)>, prompt_
         precision: m.precision_note.clone(),
         method,
         options,
-        device: format!("cpu ({threads} threads for quantization; candle's own for matmuls)"),
+        device: if dev.is_cuda() { format!("{device} (bf16; layers dequantized on the host, no fused kernels)") } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
+        logits_rel_err_vs_cpu,
+        device_memory_bytes,
         repeats,
         quantize_s,
         dequantize_all_s,
         prefill,
         decode,
     })
+}
+
+/// Free device memory in bytes (CUDA only).
+#[cfg(feature = "cuda")]
+fn gpu_free_bytes(dev: &candle_core::Device) -> Option<u64> {
+    if !dev.is_cuda() {
+        return None;
+    }
+    dev.synchronize().ok()?;
+    candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok().map(|(free, _)| free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_free_bytes(_dev: &candle_core::Device) -> Option<u64> {
+    None
 }

@@ -115,6 +115,9 @@ pub enum Command {
         /// report per-token KL divergence and top-1 agreement against it (llama.cpp's KLD).
         #[arg(long)]
         kl_baseline: bool,
+        /// cpu, cuda, cuda:N, or auto (a GPU when built with --features cuda and present).
+        #[arg(long, default_value = "auto")]
+        device: String,
         #[command(flatten)]
         limits: TaskLimitArgs,
     },
@@ -160,6 +163,9 @@ pub enum Command {
         threads: Option<usize>,
         #[arg(long)]
         out: Option<PathBuf>,
+        /// cpu, cuda, cuda:N, or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
     /// Inspect WASM tasks.
     Tasks {
@@ -269,7 +275,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let p = Plugin::load(&path)?;
             println!("{}", serde_json::to_string_pretty(&p.info)?);
         }
-        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, chat_template, kl_baseline, limits } => {
+        Command::Run { model, quant, opts, quantize_lm_head, task, task_opts, data, limit, out, resume, batch_size, threads, window, chat_template, kl_baseline, device, limits } => {
             let stem = |p: &std::path::Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let out = out.unwrap_or_else(|| {
                 let m = model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").replace(':', "-");
@@ -278,7 +284,7 @@ pub fn run(cli: Cli) -> Result<()> {
             });
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let s = crate::run_cmd::run(&crate::run_cmd::RunArgs {
-                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window, chat_template, kl_baseline,
+                model, quant, opts, task, task_opts, data, limit, out, batch_size, resume, quantize_lm_head, threads, window, chat_template, kl_baseline, device,
                 limits: limits.limits()?,
                 command_line: std::env::args().collect(),
             })?;
@@ -297,7 +303,7 @@ pub fn run(cli: Cli) -> Result<()> {
             tracing::info!("wrote {} ({}; {})", out.display(), if bf16 { "bf16" } else { "f32" }, m.precision_note);
         }
         Command::Compare { results, sample } => print!("{}", crate::results::compare(&results, sample.as_deref())?),
-        Command::Bench { model, quant, opts, prompt_lens, batch_sizes, decode_steps, repeats, threads, out } => {
+        Command::Bench { model, quant, opts, prompt_lens, batch_sizes, decode_steps, repeats, threads, out, device } => {
             if repeats == 0 || decode_steps == 0 || prompt_lens.contains(&0) || batch_sizes.contains(&0) {
                 anyhow::bail!("--repeats, --decode-steps, --prompt-lens and --batch-sizes must be positive");
             }
@@ -310,8 +316,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            let r = crate::bench::model_bench(&model, popts.as_ref().map(|(p, j, c)| (*p, j.as_str(), c.clone())), &prompt_lens, &batch_sizes, decode_steps, repeats, threads)?;
-            println!("{} [{}] {} {}", r.model, r.precision, r.method, r.options);
+            let r = crate::bench::model_bench(&model, popts.as_ref().map(|(p, j, c)| (*p, j.as_str(), c.clone())), &prompt_lens, &batch_sizes, decode_steps, repeats, threads, &device)?;
+            println!("{} [{}] {} {} on {}", r.model, r.precision, r.method, r.options, r.device);
+            if let Some(e) = r.logits_rel_err_vs_cpu {
+                println!("  logits vs the CPU f32 model (32-token prompt): max relative error {e:.2e}");
+            }
             if let Some(d) = r.dequantize_all_s {
                 println!("  dequantize all layers once: {:.1} ms (per-call dequantization would add this to every forward)", d * 1e3);
             }

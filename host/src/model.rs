@@ -179,9 +179,12 @@ fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, 
     Ok((Tensor::from_vec(cos, (positions, d), dev)?, Tensor::from_vec(sin, (positions, d), dev)?))
 }
 
+/// RMSNorm, always computed in f32 (`w` is f32); the result comes back in `x`'s dtype.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dt = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?.broadcast_mul(w)?)
+    Ok(x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?.broadcast_mul(w)?.to_dtype(dt)?)
 }
 
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
@@ -230,6 +233,9 @@ impl Cache {
 pub struct Llama {
     pub cfg: Config,
     pub device: Device,
+    /// The dtype weights and activations are held in (f32 on the CPU, bf16 on CUDA);
+    /// norms, softmax and logits are computed in f32 either way.
+    pub dtype: DType,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -239,19 +245,49 @@ pub struct Llama {
     sin: Tensor,
 }
 
+/// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when built with the `cuda` feature and
+/// one is present, else the CPU; said in the log).
+pub fn device(spec: &str) -> Result<Device> {
+    let cuda = |n: usize| Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"));
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        "auto" => {
+            let d = if cfg!(feature = "cuda") { Device::cuda_if_available(0).unwrap_or(Device::Cpu) } else { Device::Cpu };
+            tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu" });
+            Ok(d)
+        }
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => cuda(n),
+            None => bail!("unknown device `{s}` (cpu, cuda, cuda:N or auto)"),
+        },
+    }
+}
+
 /// The longest sequence the RoPE tables cover.
 pub const MAX_POSITIONS: usize = 16_384;
 
 impl Llama {
-    /// Build the model from f32 host weights (already dequantized where a plugin applies).
+    /// Build the model from f32 host weights (already dequantized where a plugin applies),
+    /// in f32 on the CPU and bf16 on a GPU.
     pub fn new(cfg: &Config, w: &Weights, device: &Device) -> Result<Self> {
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        Self::with_dtype(cfg, w, device, dtype)
+    }
+
+    pub fn with_dtype(cfg: &Config, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
         cfg.validate()?;
         check_weights(cfg, w)?;
+        // Norm weights stay f32; matrices go to `dtype` (on the host first: one upload).
         let t = |name: &str| -> Result<Tensor> {
             let h = &w[name];
-            Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), device)?)
+            Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_device(device)?)
         };
-        let lin = |name: &str| -> Result<Tensor> { Ok(t(name)?.t()?.contiguous()?) };
+        let mat = |name: &str| -> Result<Tensor> {
+            let h = &w[name];
+            Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
+        };
+        let lin = |name: &str| -> Result<Tensor> { Ok(mat(name)?.t()?.contiguous()?) };
         let mut layers = vec![];
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -267,10 +303,11 @@ impl Llama {
                 down: lin(&format!("{p}.mlp.down_proj.weight"))?,
             });
         }
-        let embed = t("model.embed_tokens.weight")?;
+        let embed = mat("model.embed_tokens.weight")?;
         let lm_head = if cfg.tie_word_embeddings { embed.t()?.contiguous()? } else { lin("lm_head.weight")? };
-        let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), device)?;
-        Ok(Llama { cfg: cfg.clone(), device: device.clone(), embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
+        let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), &Device::Cpu)?;
+        let (cos, sin) = (cos.to_dtype(dtype)?.to_device(device)?, sin.to_dtype(dtype)?.to_device(device)?);
+        Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
     }
 
     pub fn new_cache(&self) -> Cache {
@@ -309,9 +346,9 @@ impl Llama {
             let total = k.dim(2)?;
             // Grouped-query attention: each KV head serves `rep` query heads.
             let q = q.reshape((b, kvh, rep * t, d))?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, kvh, rep, t, total))?;
+            let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?.reshape((b, kvh, rep, t, total))?;
             let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
-            let p = softmax_last(&scores)?.reshape((b, kvh, rep * t, total))?;
+            let p = softmax_last(&scores)?.to_dtype(self.dtype)?.reshape((b, kvh, rep * t, total))?;
             let a = p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
             x = (x + a.broadcast_matmul(&l.o)?)?;
             let xn = rms_norm(&x, &l.post_norm, c.rms_norm_eps)?;
@@ -321,7 +358,7 @@ impl Llama {
         }
         let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head)?)
+        Ok(x.broadcast_matmul(&self.lm_head)?.to_dtype(DType::F32)?)
     }
 
     /// Prefill-and-decode helper for rows that start at different lengths: builds positions

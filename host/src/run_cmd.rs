@@ -35,6 +35,8 @@ pub struct RunArgs {
     pub chat_template: bool,
     /// Also run the unquantized model on rolling requests: per-token KL and top-1 agreement.
     pub kl_baseline: bool,
+    /// `cpu`, `cuda[:N]` or `auto`.
+    pub device: String,
     pub command_line: Vec<String>,
 }
 
@@ -186,6 +188,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         None => (String::new(), "{}".into()),
     };
     prepare_out(&a.out, a.resume)?;
+    let device = crate::model::device(&a.device)?;
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
         bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
     }
@@ -200,7 +203,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         if plugin.is_none() {
             bail!("--kl-baseline compares a quantized model with the unquantized one: it needs --quant");
         }
-        Some(Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?)
+        Some(Llama::new(&m.config, &m.weights, &device)?)
     } else {
         None
     };
@@ -217,7 +220,9 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         m.chat_prompt("")?;
     }
     let size = model_size(&m, quant.as_ref());
-    let device = candle_core::Device::Cpu;
+    if plugin.is_some() && device.is_cuda() {
+        tracing::warn!("the plugin's layers run on the GPU as dequantized bf16 matrices (no fused kernels yet): speed and memory are bf16's");
+    }
     let model = Llama::new(&m.config, &m.weights, &device)?;
     m.weights.clear();
 
@@ -323,7 +328,7 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         "llq": {"version": env!("CARGO_PKG_VERSION"), "git_revision": env!("LLQ_GIT_REV")},
         "date": now_rfc3339(),
         "command_line": a.command_line,
-        "device": {"kind": "cpu", "threads": a.threads, "dtype": "f32"},
+        "device": {"kind": if device.is_cuda() { "cuda" } else { "cpu" }, "spec": a.device, "threads": a.threads, "dtype": format!("{:?}", model.dtype).to_lowercase()},
         "model": {"id": m.id, "format": m.format, "sha256": m.content_hash, "precision": m.precision_note,
                   "config": m.config, "file_bytes": m.file_bytes},
         "quantization": match &quant {
