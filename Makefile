@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build test demo models bench-quant bench-cpu task-bench clean
+.PHONY: build build-cuda test demo models bench-quant bench-cpu task-bench clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -78,3 +78,12 @@ bench-cpu: build models
 	@mkdir -p results
 	$(HOST) bench --model $(SMOLLM2) --out results/bench-cpu-f32.json
 	@for p in $(PLUGINS); do $(HOST) bench --model $(SMOLLM2) --quant plugins/$$p.so --out results/bench-cpu-$$p.json; done
+
+# llq-host with the CUDA backend, for machines without a CUDA toolkit too: source
+# scripts/cuda-build-env.sh first (pip's nvcc 13.0 + link stubs); run the binary where a GPU is
+# after sourcing scripts/cuda-device-env.sh there. Own target dir: the CPU build stays as is.
+CUDA_TARGET_DIR ?= $(CURDIR)/target-cuda
+build-cuda:
+	CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release -p llq-host --features cuda
+	@mkdir -p dist && cp -f $(CUDA_TARGET_DIR)/release/llq-host dist/llq-host-cuda && strip dist/llq-host-cuda
+	@echo "built dist/llq-host-cuda"
