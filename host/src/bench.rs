@@ -224,7 +224,7 @@ pub struct Spread {
     pub max: f64,
 }
 
-fn spread(mut v: Vec<f64>) -> Spread {
+pub fn spread(mut v: Vec<f64>) -> Spread {
     v.sort_by(|a, b| a.total_cmp(b));
     Spread { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
 }
@@ -281,10 +281,15 @@ pub fn model_bench(
     let dev = crate::model::device(device)?;
     let mut m = crate::loader::load(model)?;
     let (mut quantize_s, mut dequantize_all_s) = (None, None);
+    let mut packed = None;
+    let mut gpu_path = "bf16";
     let (method, options) = match &plugin {
         Some((p, json, canon)) => {
-            let q = crate::quant::quantize_model(p, json, canon.clone(), &mut m.config, &mut m.weights, false, threads)?;
+            let keep = dev.is_cuda() && p.info.cuda_kernels.is_some();
+            let mut q = crate::quant::quantize_model(p, json, canon.clone(), &mut m.config, &mut m.weights, false, threads, keep)?;
             quantize_s = Some(q.seconds);
+            packed = q.packed_layers(p, &dev);
+            gpu_path = if packed.is_some() { "plugin CUDA kernels: fused matvec for ≤ 8 rows, dequantize + cuBLAS above" } else { "layers dequantized on the host (plugin has no kernels)" };
             // Re-quantize the layers to time one full dequantize pass (outside the forward).
             let layers = m.config.linear_layers();
             let packed = par_map(threads, &layers, |_, (n, r, c)| p.quantize(n, *r, *c, &m.weights[n].data, json, None))?;
@@ -298,7 +303,8 @@ pub fn model_bench(
     let vocab = m.config.vocab_size as u64;
     let ids = |n: usize, salt: u64| -> Vec<u32> { (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect() };
     let free_before = gpu_free_bytes(&dev);
-    let llama = Llama::new(&m.config, &m.weights, &dev)?;
+    let llama = Llama::with_packed(&m.config, &m.weights, &dev, packed.as_ref())?;
+    drop(packed);
     let device_memory_bytes = free_before.zip(gpu_free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
     let logits_rel_err_vs_cpu = if dev.is_cuda() {
         let cpu = Llama::new(&m.config, &m.weights, &candle_core::Device::Cpu)?;
@@ -355,7 +361,7 @@ pub fn model_bench(
         precision: m.precision_note.clone(),
         method,
         options,
-        device: if dev.is_cuda() { format!("{device} (bf16; layers dequantized on the host, no fused kernels)") } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
+        device: if dev.is_cuda() { format!("{device} (bf16; {gpu_path})") } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
         logits_rel_err_vs_cpu,
         device_memory_bytes,
         repeats,

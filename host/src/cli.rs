@@ -140,7 +140,32 @@ pub enum Command {
         #[arg(long)]
         sample: Option<String>,
     },
-    /// Prefill and decode speed of a model, optionally quantized (CPU).
+    /// Check a plugin's CUDA kernels against its CPU dequantize (fresh random inputs,
+    /// poisoned outputs) and time them against the copy bandwidth and cuBLAS (needs a GPU
+    /// and a build with --features cuda).
+    Kernels {
+        #[arg(long)]
+        quant: PathBuf,
+        #[arg(long = "opt", value_parser = parse_opt)]
+        opts: Vec<(String, String)>,
+        /// Timed shapes rows x cols (out × in), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "2048x8192,8192x2048,2048x2048,512x2048")]
+        shapes: Vec<String>,
+        /// Batch sizes timed (the fused matvec covers 1–8; larger ones time cuBLAS only).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+        batch_sizes: Vec<usize>,
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+        /// Seed for the random inputs (default: a fresh one, reported).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Prefill and decode speed of a model, optionally quantized (CPU or GPU).
     Bench {
         #[arg(long)]
         model: String,
@@ -334,6 +359,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 crate::results::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
             }
         }
+        Command::Kernels { quant, opts, shapes, batch_sizes, repeats, seed, device, out } => {
+            let shapes = shapes
+                .iter()
+                .map(|s| {
+                    let (r, c) = s.split_once('x').with_context(|| format!("shape `{s}` is not ROWSxCOLS"))?;
+                    Ok((r.trim().parse::<usize>()?, c.trim().parse::<usize>()?))
+                })
+                .collect::<Result<Vec<_>>>()
+                .context("--shapes")?;
+            if repeats == 0 || shapes.iter().any(|&(r, c)| r == 0 || c == 0) || batch_sizes.contains(&0) {
+                anyhow::bail!("--repeats, --shapes and --batch-sizes must be positive");
+            }
+            let p = Plugin::load(&quant)?;
+            let (json, o) = p.options(&opts)?;
+            kernels_cmd(&p, &json, o.to_json(), &shapes, &batch_sizes, repeats, &device, seed, out.as_deref())?;
+        }
         Command::TaskBench { task, stories, turns, out, limits } => {
             let r = crate::bench::task_bench(&task, stories, turns, limits.limits()?)?;
             println!(
@@ -396,4 +437,24 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+fn kernels_cmd(p: &Plugin, json: &str, canon: String, shapes: &[(usize, usize)], batches: &[usize], repeats: usize, device: &str, seed: Option<u64>, out: Option<&std::path::Path>) -> Result<()> {
+    let r = crate::kernel_bench::kernels_cmd(p, json, canon, shapes, batches, repeats, device, seed)?;
+    crate::kernel_bench::print_table(&r);
+    if let Some(out) = out {
+        crate::results::write_atomic(out, serde_json::to_string_pretty(&r)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    crate::kernel_bench::require_passed(&r)
+}
+
+#[cfg(not(feature = "cuda"))]
+#[allow(clippy::too_many_arguments)]
+fn kernels_cmd(p: &Plugin, _: &str, _: String, _: &[(usize, usize)], _: &[usize], _: usize, _: &str, _: Option<u64>, _: Option<&std::path::Path>) -> Result<()> {
+    anyhow::bail!(
+        "plugin {}: checking and timing CUDA kernels needs llq-host built with --features cuda (README, \"GPU\")",
+        p.info.path.display()
+    )
 }

@@ -7,6 +7,10 @@
 pub mod bench;
 pub mod cli;
 pub mod generate;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+#[cfg(feature = "cuda")]
+pub mod kernel_bench;
 pub mod loader;
 pub mod model;
 pub mod quant;

@@ -6,7 +6,7 @@
 //! linear layers' weights by their dequantized values.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -161,57 +161,86 @@ pub fn rope_inv_freq(cfg: &Config) -> Vec<f64> {
     inv
 }
 
-/// Rotate-half RoPE tables (cos, sin), each (positions, head_dim).
+/// RoPE tables (cos, sin), each (positions, head_dim / 2): one angle per pair of
+/// dimensions, applied rotate-half style (dimension i pairs with i + head_dim/2).
 fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let d = cfg.head_dim();
+    let half = cfg.head_dim() / 2;
     let inv = rope_inv_freq(cfg);
-    let mut cos = Vec::with_capacity(positions * d);
-    let mut sin = Vec::with_capacity(positions * d);
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
     for p in 0..positions {
-        for _half in 0..2 {
-            for f in &inv {
-                let a = p as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
-            }
+        for f in &inv {
+            let a = p as f64 * f;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
         }
     }
-    Ok((Tensor::from_vec(cos, (positions, d), dev)?, Tensor::from_vec(sin, (positions, d), dev)?))
+    Ok((Tensor::from_vec(cos, (positions, half), dev)?, Tensor::from_vec(sin, (positions, half), dev)?))
 }
 
-/// RMSNorm, always computed in f32 (`w` is f32); the result comes back in `x`'s dtype.
+// The three element-wise pieces use candle-nn's fused kernels (one launch each on a GPU,
+// where a decode step is bound by launches): RMSNorm accumulates in f32 whatever the input
+// dtype, softmax runs on f32 scores, RoPE is the rotate-half form with per-row positions.
+
+/// RMSNorm; `w` has `x`'s dtype, the mean square is accumulated in f32.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let dt = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?.broadcast_mul(w)?.to_dtype(dt)?)
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
 }
 
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
 }
 
-/// x (b, h, t, d) with cos/sin (b, 1, t, d): x·cos + rotate_half(x)·sin.
+/// x (b, h, t, d) with cos/sin (b, t, d/2): x·cos + rotate_half(x)·sin.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+    Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?)
+}
+
+/// A linear layer `y = x · Wᵀ`: a dense matrix held as its transpose (in, out) (a view is
+/// fine: the tied lm_head is the embedding's transpose without a copy), or, on a GPU, a
+/// method's packed matrix run by its own kernels.
+pub enum Linear {
+    Dense(Tensor),
+    #[cfg(feature = "cuda")]
+    Packed(crate::gpu::PackedLinear),
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Dense(w) => Ok(x.broadcast_matmul(w)?),
+            #[cfg(feature = "cuda")]
+            Linear::Packed(p) => p.forward(x),
+        }
+    }
+    /// Bytes of the weights on the device.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Linear::Dense(w) => (w.elem_count() * w.dtype().size_in_bytes()) as u64,
+            #[cfg(feature = "cuda")]
+            Linear::Packed(p) => p.bytes(),
+        }
+    }
+}
+
+/// Linear layers kept packed by the quantization plugin (HF weight name → packed matrix),
+/// with the plugin's CUDA kernels: on a GPU these run without being dequantized at load.
+pub struct PackedLayers {
+    pub method: String,
+    pub kernels: llq_sdk::CudaKernels,
+    pub layers: std::collections::HashMap<String, crate::quant::PackedMatrix>,
 }
 
 struct Layer {
     input_norm: Tensor,
     post_norm: Tensor,
-    /// Linear weights stored transposed, (in, out), so `x.matmul(w)` is the layer.
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 /// Per-layer key/value cache, (batch, kv_heads, positions, head_dim).
@@ -234,13 +263,13 @@ pub struct Llama {
     pub cfg: Config,
     pub device: Device,
     /// The dtype weights and activations are held in (f32 on the CPU, bf16 on CUDA);
-    /// norms, softmax and logits are computed in f32 either way.
+    /// norms accumulate in f32, softmax and logits are computed in f32 either way.
     pub dtype: DType,
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    /// (hidden, vocab)
-    lm_head: Tensor,
+    /// (hidden, vocab): its own matrix, or the embedding's transpose when tied.
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
 }
@@ -248,12 +277,21 @@ pub struct Llama {
 /// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when built with the `cuda` feature and
 /// one is present, else the CPU; said in the log).
 pub fn device(spec: &str) -> Result<Device> {
-    let cuda = |n: usize| Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"));
+    let cuda = |n: usize| -> Result<Device> {
+        let d = Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"))?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(c) = &d {
+            // SAFETY: llq uses the one stream candle created, so the per-buffer events that
+            // order work across streams are not needed; they cost driver calls on every launch.
+            unsafe { c.disable_event_tracking() };
+        }
+        Ok(d)
+    };
     match spec {
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         "auto" => {
-            let d = if cfg!(feature = "cuda") { Device::cuda_if_available(0).unwrap_or(Device::Cpu) } else { Device::Cpu };
+            let d = if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() { cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu };
             tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu" });
             Ok(d)
         }
@@ -271,23 +309,46 @@ impl Llama {
     /// Build the model from f32 host weights (already dequantized where a plugin applies),
     /// in f32 on the CPU and bf16 on a GPU.
     pub fn new(cfg: &Config, w: &Weights, device: &Device) -> Result<Self> {
+        Self::with_packed(cfg, w, device, None)
+    }
+
+    /// As [`Llama::new`], with the layers in `packed` kept packed on a GPU (their entries in
+    /// `w` are then not uploaded). On the CPU `packed` is ignored: `w` holds the plugin's
+    /// dequantized values.
+    pub fn with_packed(cfg: &Config, w: &Weights, device: &Device, packed: Option<&PackedLayers>) -> Result<Self> {
         let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
-        Self::with_dtype(cfg, w, device, dtype)
+        Self::build(cfg, w, device, dtype, packed)
     }
 
     pub fn with_dtype(cfg: &Config, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+        Self::build(cfg, w, device, dtype, None)
+    }
+
+    fn build(cfg: &Config, w: &Weights, device: &Device, dtype: DType, packed: Option<&PackedLayers>) -> Result<Self> {
         cfg.validate()?;
         check_weights(cfg, w)?;
-        // Norm weights stay f32; matrices go to `dtype` (on the host first: one upload).
-        let t = |name: &str| -> Result<Tensor> {
-            let h = &w[name];
-            Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_device(device)?)
+        #[cfg(feature = "cuda")]
+        let kernels = match (packed, device) {
+            (Some(p), Device::Cuda(d)) => Some((p, crate::gpu::compile(&p.method, &p.kernels, d)?, d)),
+            _ => None,
         };
+        #[cfg(not(feature = "cuda"))]
+        let _ = packed;
+        // Everything goes to `dtype` on the host first: one upload per tensor.
         let mat = |name: &str| -> Result<Tensor> {
             let h = &w[name];
             Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
         };
-        let lin = |name: &str| -> Result<Tensor> { Ok(mat(name)?.t()?.contiguous()?) };
+        let t = mat;
+        let lin = |name: &str| -> Result<Linear> {
+            #[cfg(feature = "cuda")]
+            if let Some((p, k, d)) = &kernels {
+                if let Some(m) = p.layers.get(name) {
+                    return Ok(Linear::Packed(crate::gpu::PackedLinear::upload(m, k, d).with_context(|| format!("uploading packed {name}"))?));
+                }
+            }
+            Ok(Linear::Dense(mat(name)?.t()?.contiguous()?))
+        };
         let mut layers = vec![];
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -304,7 +365,7 @@ impl Llama {
             });
         }
         let embed = mat("model.embed_tokens.weight")?;
-        let lm_head = if cfg.tie_word_embeddings { embed.t()?.contiguous()? } else { lin("lm_head.weight")? };
+        let lm_head = if cfg.tie_word_embeddings { Linear::Dense(embed.t()?) } else { lin("lm_head.weight")? };
         let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), &Device::Cpu)?;
         let (cos, sin) = (cos.to_dtype(dtype)?.to_device(device)?, sin.to_dtype(dtype)?.to_device(device)?);
         Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
@@ -327,15 +388,15 @@ impl Llama {
         let (h, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let rep = h / kvh;
         let flat_pos = positions.flatten_all()?;
-        let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, 1, t, d))?;
-        let sin = self.sin.index_select(&flat_pos, 0)?.reshape((b, 1, t, d))?;
+        let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, t, d / 2))?;
+        let sin = self.sin.index_select(&flat_pos, 0)?.reshape((b, t, d / 2))?;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
         let scale = 1.0 / (d as f64).sqrt();
         for (i, l) in self.layers.iter().enumerate() {
             let xn = rms_norm(&x, &l.input_norm, c.rms_norm_eps)?;
-            let q = xn.broadcast_matmul(&l.q)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
-            let k = xn.broadcast_matmul(&l.k)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-            let v = xn.broadcast_matmul(&l.v)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+            let q = l.q.forward(&xn)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+            let k = l.k.forward(&xn)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+            let v = l.v.forward(&xn)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
             let q = rope(&q, &cos, &sin)?;
             let k = rope(&k, &cos, &sin)?;
             let (k, v) = match cache.kv[i].take() {
@@ -350,15 +411,15 @@ impl Llama {
             let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
             let p = softmax_last(&scores)?.to_dtype(self.dtype)?.reshape((b, kvh, rep * t, total))?;
             let a = p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
-            x = (x + a.broadcast_matmul(&l.o)?)?;
+            x = (x + l.o.forward(&a)?)?;
             let xn = rms_norm(&x, &l.post_norm, c.rms_norm_eps)?;
-            let g = xn.broadcast_matmul(&l.gate)?.silu()?;
-            let u = xn.broadcast_matmul(&l.up)?;
-            x = (x + (g * u)?.broadcast_matmul(&l.down)?)?;
+            let g = l.gate.forward(&xn)?.silu()?;
+            let u = l.up.forward(&xn)?;
+            x = (x + l.down.forward(&(g * u)?)?)?;
         }
         let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head)?.to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 
     /// Prefill-and-decode helper for rows that start at different lengths: builds positions

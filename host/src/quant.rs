@@ -343,11 +343,16 @@ pub struct ModelQuantization {
     pub quantized_params: u64,
     pub quantized_bytes: u64,
     pub seconds: f64,
+    /// The packed matrices by weight name, when asked to keep them (for GPU kernels).
+    #[serde(skip)]
+    pub packed: std::collections::HashMap<String, PackedMatrix>,
 }
 
 /// Quantize every linear layer (q/k/v/o/gate/up/down; `lm_head` too when asked) with
 /// `plugin` and replace each weight by its dequantized values: on the CPU the model then
 /// computes with exactly the plugin's dequantize semantics. Layers run on `threads` threads.
+/// With `keep_packed` the packed matrices are returned too (a GPU runs them with the
+/// plugin's kernels).
 pub fn quantize_model(
     plugin: &Plugin,
     opts_json: &str,
@@ -356,6 +361,7 @@ pub fn quantize_model(
     weights: &mut crate::model::Weights,
     include_lm_head: bool,
     threads: usize,
+    keep_packed: bool,
 ) -> Result<ModelQuantization> {
     let t = std::time::Instant::now();
     let mut layers: Vec<(String, usize, usize)> = cfg.linear_layers();
@@ -372,7 +378,7 @@ pub fn quantize_model(
         let w = weights.get(name).with_context(|| format!("layer {name} is missing"))?;
         let q = plugin.quantize(name, *r, *c, &w.data, opts_json, None)?;
         let d = plugin.dequantize(&q)?;
-        Ok((q.bytes(), d))
+        Ok((q.bytes(), d, keep_packed.then_some(q)))
     })?;
     let mut qm = ModelQuantization {
         method: plugin.info.name.clone(),
@@ -382,8 +388,12 @@ pub fn quantize_model(
         quantized_params: 0,
         quantized_bytes: 0,
         seconds: 0.0,
+        packed: Default::default(),
     };
-    for ((name, r, c), (bytes, data)) in layers.iter().zip(results) {
+    for ((name, r, c), (bytes, data, q)) in layers.iter().zip(results) {
+        if let Some(q) = q {
+            qm.packed.insert(name.clone(), q);
+        }
         qm.quantized_params += (*r * *c) as u64;
         qm.quantized_bytes += bytes;
         if let Some(w) = weights.get_mut(name) {
@@ -392,4 +402,28 @@ pub fn quantize_model(
     }
     qm.seconds = t.elapsed().as_secs_f64();
     Ok(qm)
+}
+
+impl ModelQuantization {
+    /// The kept packed layers with the plugin's kernels, when the model runs on a GPU and
+    /// the plugin ships kernels; `None` (with a warning on a GPU) otherwise.
+    pub fn packed_layers(&mut self, plugin: &Plugin, device: &candle_core::Device) -> Option<crate::model::PackedLayers> {
+        if !device.is_cuda() {
+            return None;
+        }
+        match &plugin.info.cuda_kernels {
+            Some(k) if !self.packed.is_empty() => Some(crate::model::PackedLayers {
+                method: plugin.info.name.clone(),
+                kernels: k.clone(),
+                layers: std::mem::take(&mut self.packed),
+            }),
+            _ => {
+                tracing::warn!(
+                    "plugin {} ships no CUDA kernels: its layers run on the GPU as bf16 matrices dequantized on the host (slow path; speed and memory are bf16's)",
+                    plugin.info.name
+                );
+                None
+            }
+        }
+    }
 }

@@ -207,9 +207,10 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
     } else {
         None
     };
-    let quant = match &plugin {
+    let mut quant = match &plugin {
         Some(p) => {
-            let q = quantize_model(p, &opts_json, opts_canonical.clone(), &mut m.config, &mut m.weights, a.quantize_lm_head, a.threads)
+            let keep = device.is_cuda() && p.info.cuda_kernels.is_some();
+            let q = quantize_model(p, &opts_json, opts_canonical.clone(), &mut m.config, &mut m.weights, a.quantize_lm_head, a.threads, keep)
                 .with_context(|| format!("quantizing with plugin {}", p.info.path.display()))?;
             tracing::info!("{} quantized {} layers in {:.2} s", q.method, q.layers, q.seconds);
             Some(q)
@@ -220,10 +221,12 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         m.chat_prompt("")?;
     }
     let size = model_size(&m, quant.as_ref());
-    if plugin.is_some() && device.is_cuda() {
-        tracing::warn!("the plugin's layers run on the GPU as dequantized bf16 matrices (no fused kernels yet): speed and memory are bf16's");
-    }
-    let model = Llama::new(&m.config, &m.weights, &device)?;
+    let packed = match (&plugin, quant.as_mut()) {
+        (Some(p), Some(q)) => q.packed_layers(p, &device),
+        _ => None,
+    };
+    let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
+    drop(packed);
     m.weights.clear();
 
     let samples_path = a.out.join("samples.jsonl");

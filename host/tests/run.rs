@@ -291,3 +291,26 @@ fn perplexity_with_kl_against_the_unquantized_model() {
     let o = llq(&["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--kl-baseline"]);
     assert!(stderr(&o).contains("--kl-baseline compares a quantized model with the unquantized one: it needs --quant"), "{}", stderr(&o));
 }
+
+/// Every built-in plugin ships CUDA kernels; on a CPU-only build `llq-host kernels` says
+/// what it needs instead of failing obscurely, and `--device cuda` is a clear error.
+#[test]
+fn cuda_kernels_are_declared_and_a_cpu_build_says_what_it_needs() {
+    for name in ["nf4", "fp4", "int8", "fp16"] {
+        let o = llq(&["plugins", "inspect", &plugin(name)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let k = &info["cuda_kernels"];
+        let src = k["source"].as_str().unwrap_or_else(|| panic!("{name} has no CUDA source"));
+        for entry in [k["dequantize"].as_str().unwrap(), k["matvec"].as_str().unwrap()] {
+            assert!(src.contains(&format!("LLQ_DEFINE_KERNELS(")) && entry.starts_with(name), "{name}: entry {entry}");
+        }
+    }
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let o = llq(&["kernels", "--quant", &plugin("nf4")]);
+    assert_clean_failure(&o, "needs llq-host built with --features cuda");
+    let o = llq(&["bench", "--model", &p(STORIES), "--device", "cuda"]);
+    assert_clean_failure(&o, "cannot open CUDA device 0");
+}

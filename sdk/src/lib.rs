@@ -44,6 +44,7 @@
 //! the GPU through their CPU `dequantize` (slow path, the host warns once).
 
 pub mod abi;
+pub mod cuda;
 #[doc(hidden)]
 pub mod ffi;
 pub mod quant;
@@ -291,17 +292,25 @@ pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// CUDA kernels a method ships for the host to compile with NVRTC.
+/// CUDA kernels a method ships for the host to compile with NVRTC (kernel convention v1).
 ///
-/// Argument conventions (all pointers are device pointers; buffers are passed in the order
-/// the method listed them in `quantize`'s result):
-/// * `dequantize`: `(const uint8_t* buf0, const uint8_t* buf1, const uint8_t* buf2,
-///   const uint8_t* buf3, long long rows, long long cols, __nv_bfloat16* out)`; unused
-///   buffer slots are null. Launched with `grid = ceil(rows*cols / (256*8))`, `block = 256`
-///   unless `launch` in the JSON says otherwise.
-/// * `matvec`: `(const uint8_t* buf0..buf3, long long rows, long long cols,
-///   const __nv_bfloat16* x, __nv_bfloat16* y, int batch)`: `y[b, r] = Σ_c x[b, c] · W[r, c]`
-///   for `batch` ≤ 8 rows of `x`.
+/// Signatures (all pointers are device pointers; `b0..b3` are the method's `quantize` buffers
+/// in the order it listed them, null when it has fewer; `p0..p3` are the metadata values
+/// named by [`CudaKernels::params`], 0 when unused; `llq_bf16` is `unsigned short`):
+/// * `dequantize(b0, b1, b2, b3, long long rows, long long cols, long long p0..p3,
+///   llq_bf16* out)`: writes all `rows × cols` weights, row-major. Launched with 256
+///   threads a block, each block owning 8192 consecutive weights:
+///   `grid = ceil(rows·cols / 8192)`.
+/// * `matvec(b0..b3, rows, cols, p0..p3, const llq_bf16* x, llq_bf16* y, int batch)`:
+///   `y[b, r] = Σ_c x[b, c] · W[r, c]` for `batch` ≤ 8 rows of `x` (`x` is batch × cols,
+///   `y` batch × rows, 16-byte aligned). Launched with 256 threads a block, each block
+///   owning 4 output rows: `grid = ceil(rows / 4)`. Entries named `<matvec>_b1` and `<matvec>_b4`
+///   with the same signature, if present, are used for batch 1 and 2–4 (the header defines them).
+///
+/// [`cuda::HEADER`] implements both for any packed format from a small decoder
+/// (`LLQ_DEFINE_KERNELS`); a method may also write them by hand. The kernels must compute
+/// the same function as the method's CPU `dequantize`: the host checks them against it
+/// (`llq-host kernels`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CudaKernels {
     pub source: String,
@@ -309,9 +318,41 @@ pub struct CudaKernels {
     pub dequantize: String,
     /// Entry point of the fused dequantize-matvec kernel, if any.
     pub matvec: Option<String>,
-    /// Free-form launch hints (threads per block, rows per block, …).
+    /// Metadata values passed as `p0..p3` (at most 4).
+    #[serde(default)]
+    pub params: Vec<KernelParam>,
+    /// Free-form notes (the host uses the launch shapes above).
     #[serde(default)]
     pub launch: serde_json::Value,
+}
+
+/// A metadata value a kernel receives as a `long long`: an integer or boolean key, or a
+/// string key mapped to its index in `values`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KernelParam {
+    Key(String),
+    Choice { key: String, values: Vec<String> },
+}
+
+impl KernelParam {
+    /// The value of this parameter in a packed matrix's metadata.
+    pub fn resolve(&self, metadata: &serde_json::Value) -> Result<i64> {
+        let key = match self {
+            KernelParam::Key(k) | KernelParam::Choice { key: k, .. } => k,
+        };
+        let v = metadata.get(key).ok_or_else(|| PluginError(format!("kernel parameter `{key}` is not in the metadata")))?;
+        match (self, v) {
+            (KernelParam::Key(_), serde_json::Value::Bool(b)) => Ok(*b as i64),
+            (KernelParam::Key(_), v) => v.as_i64().ok_or_else(|| PluginError(format!("kernel parameter `{key}` = {v} is not an integer"))),
+            (KernelParam::Choice { values, .. }, v) => {
+                let s = v.as_str().unwrap_or_default();
+                values.iter().position(|x| x == s).map(|i| i as i64).ok_or_else(|| {
+                    PluginError(format!("kernel parameter `{key}` = {v} is not one of {values:?}"))
+                })
+            }
+        }
+    }
 }
 
 /// The trait a quantization method implements. Every function must be deterministic.

@@ -481,6 +481,26 @@ pub mod four_bit {
         }
     }
 
+    /// GPU kernels (convention v1) for a 4-bit format: the shared 4-bit decoder with this
+    /// format's table; entry points `<quant_type>_dequantize` and `<quant_type>_matvec`.
+    pub fn cuda_kernels(fmt: Format) -> crate::CudaKernels {
+        use crate::cuda;
+        let q = fmt.quant_type;
+        let source = cuda::source(&[
+            &cuda::f32_table("LLQ_CODE_BITS", &(fmt.table)()),
+            &cuda::f32_table("LLQ_DYN_BITS", &dynamic_map()),
+            cuda::FOUR_BIT_DECODER,
+            &format!("LLQ_DEFINE_KERNELS(LlqFourBit, 4, {q})\n"),
+        ]);
+        crate::CudaKernels {
+            source,
+            dequantize: format!("{q}_dequantize"),
+            matvec: Some(format!("{q}_matvec")),
+            params: vec![crate::KernelParam::Key("block_size".into()), crate::KernelParam::Key("double_quant".into())],
+            launch: serde_json::Value::Null,
+        }
+    }
+
     pub fn dequantize(fmt: Format, p: &PackedView, out: &mut [f32]) -> Result<()> {
         if p.meta_str("quant_type")? != fmt.quant_type {
             bail!("packed matrix is {}, not {}", p.meta_str("quant_type")?, fmt.quant_type);

@@ -1,6 +1,6 @@
 //! `fp16`: the unquantized baseline. Weights are stored in 16-bit (f16 by default, or bf16)
 //! so every run, baseline included, goes through the same plugin path and size accounting.
-use llq_sdk::{bail, export_plugin, Calibration, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{bail, export_plugin, Calibration, CudaKernels, KernelParam, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
 use half::{bf16, f16};
 
 #[derive(Default)]
@@ -38,6 +38,15 @@ impl QuantMethod for Fp16 {
             *o = to_f32([c[0], c[1]]);
         }
         Ok(())
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        Some(CudaKernels {
+            source: llq_sdk::cuda::source(&[include_str!("fp16.cu")]),
+            dequantize: "fp16_dequantize".into(),
+            matvec: Some("fp16_matvec".into()),
+            params: vec![KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into(), "bf16".into()] }],
+            launch: serde_json::Value::Null,
+        })
     }
 }
 

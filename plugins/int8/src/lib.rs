@@ -4,7 +4,7 @@
 //! |x| ≥ `threshold` in 16-bit against the dequantized weight columns (mixed-precision
 //! decomposition); `threshold=0` disables the decomposition.
 use llq_sdk::quant::{int8_quantize_row, to_f16, INT8_DEQUANT, INT8_MM_DEQUANT};
-use llq_sdk::{bail, export_plugin, f32_to_bytes, Calibration, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{bail, export_plugin, f32_to_bytes, Calibration, CudaKernels, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
 
 #[derive(Default)]
 pub struct Int8;
@@ -67,6 +67,16 @@ impl QuantMethod for Int8 {
             *o = (k.cb[i] as i8 as f32 * k.scb[i / p.cols]) * INT8_DEQUANT;
         }
         Ok(())
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        use llq_sdk::cuda;
+        Some(CudaKernels {
+            source: cuda::source(&[&cuda::f32_define("LLQ_INT8_DEQUANT", INT8_DEQUANT), include_str!("int8.cu")]),
+            dequantize: "int8_dequantize".into(),
+            matvec: Some("int8_matvec".into()),
+            params: vec![],
+            launch: serde_json::Value::Null,
+        })
     }
     fn matmul(&self, p: &PackedView, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         let k = unpack(p)?;

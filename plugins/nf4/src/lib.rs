@@ -1,7 +1,7 @@
 //! `nf4`: bitsandbytes' 4-bit NormalFloat (QLoRA), blockwise absmax, optional double
 //! quantization — bit for bit as bitsandbytes 0.50's CUDA kernels pack it.
 use llq_sdk::quant::four_bit::{self, NF4};
-use llq_sdk::{export_plugin, Calibration, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
 
 #[derive(Default)]
 pub struct Nf4;
@@ -21,6 +21,9 @@ impl QuantMethod for Nf4 {
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         four_bit::dequantize(NF4, p, out)
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        Some(four_bit::cuda_kernels(NF4))
     }
 }
 

@@ -1,0 +1,261 @@
+//! GPU execution of plugin kernels (feature `cuda`): NVRTC compilation of a method's CUDA
+//! source with an on-disk PTX cache, packed weights resident on the device, and the
+//! quantized linear layer (fused dequantize-matvec for decode, dequantize + cuBLAS for
+//! prefill) launched on candle's stream.
+//!
+//! The kernel convention (argument order, launch shapes) is documented on
+//! `llq_sdk::CudaKernels`; the shared drivers every built-in method uses are in
+//! `sdk/src/cuda/llq_kernels.cuh`.
+
+use crate::quant::PackedMatrix;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions};
+use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use half::bf16;
+use llq_sdk::{CudaKernels, KernelParam};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Batch rows the fused matvec handles in one launch (`LLQ_MAX_BATCH` in the header).
+pub const MATVEC_MAX_BATCH: usize = 8;
+
+/// A method's kernels, compiled and loaded on one device.
+pub struct Kernels {
+    pub method: String,
+    dequantize: CudaFunction,
+    matvec: Option<CudaFunction>,
+    /// The optional specializations `<matvec>_b1` and `<matvec>_b4` (batch ≤ 1, ≤ 4).
+    matvec_b1: Option<CudaFunction>,
+    matvec_b4: Option<CudaFunction>,
+    params: Vec<KernelParam>,
+    /// Where the PTX came from: `cache` or `nvrtc` (with the compile time).
+    pub origin: String,
+}
+
+/// `$LLQ_CACHE_DIR`, else `$XDG_CACHE_HOME/llq`, else `~/.cache/llq`.
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LLQ_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("llq")
+}
+
+pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
+    match dev {
+        Device::Cuda(d) => Ok(d),
+        _ => bail!("this needs a CUDA device (--device cuda)"),
+    }
+}
+
+/// The device's `sm_XY` architecture.
+pub fn arch(dev: &CudaDevice) -> Result<String> {
+    let (major, minor) = dev.cuda_stream().context().compute_capability().map_err(|e| anyhow!("reading the compute capability: {e:?}"))?;
+    Ok(format!("sm_{major}{minor}"))
+}
+
+/// Compile (or fetch from the PTX cache) and load `k` for the method `method`.
+pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Kernels>> {
+    if k.params.len() > 4 {
+        bail!("plugin {method}: {} kernel parameters, the convention passes at most 4", k.params.len());
+    }
+    let arch = arch(dev)?;
+    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    let mut h = Sha256::new();
+    h.update(k.source.as_bytes());
+    h.update([0]);
+    h.update(options.join(" ").as_bytes());
+    let key: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let path = cache_dir().join("ptx").join(format!("{method}-{key}.ptx"));
+    let (ptx, origin) = match std::fs::read_to_string(&path) {
+        Ok(p) if p.contains(".entry") => (p, format!("cache {}", path.display())),
+        _ => {
+            let t = std::time::Instant::now();
+            let opts = CompileOptions { options: options.clone(), name: Some(format!("{method}.cu")), ..Default::default() };
+            let ptx = compile_ptx_with_opts(&k.source, opts).map_err(|e| match e {
+                CompileError::CompileError { log, .. } => {
+                    anyhow!("plugin {method}: NVRTC could not compile the kernel source for {arch}:\n{}", log.to_string_lossy())
+                }
+                e => anyhow!("plugin {method}: NVRTC failed: {e:?} (is libnvrtc on the library path?)"),
+            })?;
+            let src = ptx.to_src();
+            // The cache is an optimization: failing to write it is only logged.
+            let written = std::fs::create_dir_all(path.parent().unwrap_or(&path)).map_err(anyhow::Error::from).and_then(|_| crate::results::write_atomic(&path, src.as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache PTX at {}: {e:#}", path.display());
+            }
+            (src, format!("nvrtc {:.0} ms", t.elapsed().as_secs_f64() * 1e3))
+        }
+    };
+    let module = format!("llq-{method}-{key}");
+    let load = |name: &str| -> Result<CudaFunction> {
+        Ok(dev
+            .get_or_load_custom_func(name, &module, &ptx)
+            .with_context(|| format!("plugin {method}: kernel entry `{name}` not found in its CUDA source"))?
+            .into_cuda_function())
+    };
+    let dequantize = load(&k.dequantize)?;
+    let matvec = k.matvec.as_deref().map(load).transpose()?;
+    let special = |suffix: &str| {
+        k.matvec.as_deref().and_then(|m| dev.get_or_load_custom_func(&format!("{m}{suffix}"), &module, &ptx).ok()).map(|f| f.into_cuda_function())
+    };
+    let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
+    tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");
+    Ok(Arc::new(Kernels { method: method.to_string(), dequantize, matvec, matvec_b1, matvec_b4, params: k.params.clone(), origin }))
+}
+
+/// A packed matrix resident on the device, with the kernels that read it.
+pub struct PackedLinear {
+    pub rows: usize,
+    pub cols: usize,
+    bufs: Vec<CudaSlice<u8>>,
+    params: [i64; 4],
+    kernels: Arc<Kernels>,
+    dev: CudaDevice,
+}
+
+fn launch_err(what: &'static str, method: String) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
+    move |e| candle_core::Error::Msg(format!("plugin {method}: launching its {what} kernel failed: {e:?}"))
+}
+
+impl PackedLinear {
+    pub fn upload(p: &PackedMatrix, kernels: &Arc<Kernels>, dev: &CudaDevice) -> Result<Self> {
+        if p.buffers.len() > 4 {
+            bail!("plugin {}: {} buffers, the kernel convention passes at most 4", kernels.method, p.buffers.len());
+        }
+        let meta: serde_json::Value = serde_json::from_str(&p.metadata).context("packed metadata is not JSON")?;
+        let mut params = [0i64; 4];
+        for (slot, spec) in params.iter_mut().zip(&kernels.params) {
+            *slot = spec.resolve(&meta).map_err(|e| anyhow!("plugin {}: {e}", kernels.method))?;
+        }
+        let bufs = p
+            .buffers
+            .iter()
+            .map(|(_, b)| dev.clone_htod(b.as_slice()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(PackedLinear { rows: p.rows, cols: p.cols, bufs, params, kernels: kernels.clone(), dev: dev.clone() })
+    }
+
+    /// Device bytes of the packed buffers.
+    pub fn bytes(&self) -> u64 {
+        self.bufs.iter().map(|b| b.len() as u64).sum()
+    }
+
+    pub fn has_matvec(&self) -> bool {
+        self.kernels.matvec.is_some()
+    }
+
+    /// `y = x · Wᵀ` for x (…, cols) in bf16: the fused matvec for up to 8 rows, else
+    /// dequantize into a scratch bf16 matrix and multiply with cuBLAS.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let m = x.elem_count() / self.cols;
+        let mut out_dims = dims.clone();
+        *out_dims.last_mut().context("linear layer input has no dimensions")? = self.rows;
+        if m <= MATVEC_MAX_BATCH && self.has_matvec() {
+            let x = x.to_dtype(DType::BF16)?.reshape((m, self.cols))?.contiguous()?;
+            let x = if x.layout().start_offset() % 8 == 0 { x } else { x.copy()? };
+            Ok(x.apply_op1_no_bwd(&Matvec(self))?.reshape(out_dims)?)
+        } else {
+            let w = self.dequantize()?;
+            Ok(x.broadcast_matmul(&w.t()?)?)
+        }
+    }
+
+    /// The whole matrix as bf16 (rows, cols), by the method's dequantize kernel.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        // The op takes an input tensor; a one-element dummy on this device serves.
+        let dummy = Tensor::zeros(1, DType::BF16, &Device::Cuda(self.dev.clone()))?;
+        Ok(dummy.apply_op1_no_bwd(&Dequantize(self))?)
+    }
+
+    fn args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>, null: &'a u64, rc: &'a [i64; 2]) {
+        for i in 0..4 {
+            match self.bufs.get(i) {
+                Some(s) => b.arg(s),
+                None => b.arg(null),
+            };
+        }
+        b.arg(&rc[0]).arg(&rc[1]);
+        for p in &self.params {
+            b.arg(p);
+        }
+    }
+
+    /// Launch the dequantize kernel into `out` (rows·cols bf16).
+    pub fn launch_dequantize(&self, out: &mut CudaSlice<bf16>) -> candle_core::Result<()> {
+        let n = self.rows * self.cols;
+        let stream = self.dev.cuda_stream();
+        let mut b = stream.launch_builder(&self.kernels.dequantize);
+        let (null, rc) = (0u64, [self.rows as i64, self.cols as i64]);
+        self.args(&mut b, &null, &rc);
+        b.arg(out);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("dequantize", self.kernels.method.clone()))
+    }
+
+    /// Launch the matvec kernel: `y` (batch × rows) from `x` (batch × cols).
+    pub fn launch_matvec(&self, x: &CudaView<'_, bf16>, y: &mut CudaSlice<bf16>, batch: usize) -> candle_core::Result<()> {
+        let k = &self.kernels;
+        let f = match batch {
+            1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),
+            2..=4 => k.matvec_b4.as_ref().or(k.matvec.as_ref()),
+            _ => k.matvec.as_ref(),
+        };
+        let f = f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", self.kernels.method)))?;
+        if batch == 0 || batch > MATVEC_MAX_BATCH {
+            return Err(candle_core::Error::Msg(format!("matvec batch {batch} is outside 1..={MATVEC_MAX_BATCH}")));
+        }
+        let stream = self.dev.cuda_stream();
+        let mut b = stream.launch_builder(f);
+        let (null, rc, batch) = (0u64, [self.rows as i64, self.cols as i64], batch as i32);
+        self.args(&mut b, &null, &rc);
+        b.arg(x).arg(y).arg(&batch);
+        let cfg = LaunchConfig { grid_dim: (self.rows.div_ceil(4) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", self.kernels.method.clone()))
+    }
+}
+
+struct Matvec<'a>(&'a PackedLinear);
+struct Dequantize<'a>(&'a PackedLinear);
+
+impl CustomOp1 for Matvec<'_> {
+    fn name(&self) -> &'static str {
+        "llq-matvec"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("the fused matvec runs on CUDA only")
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let p = self.0;
+        let (m, cols) = l.shape().dims2()?;
+        if cols != p.cols || !l.is_contiguous() {
+            candle_core::bail!("matvec input must be contiguous (m, {}), got {:?}", p.cols, l.shape());
+        }
+        let x = s.as_cuda_slice::<bf16>()?.slice(l.start_offset()..);
+        let mut y = unsafe { s.device.alloc::<bf16>(m * p.rows)? };
+        p.launch_matvec(&x, &mut y, m)?;
+        Ok((CudaStorage::wrap_cuda_slice(y, s.device.clone()), Shape::from((m, p.rows))))
+    }
+}
+
+impl CustomOp1 for Dequantize<'_> {
+    fn name(&self) -> &'static str {
+        "llq-dequantize"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("plugin dequantize kernels run on CUDA only")
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let p = self.0;
+        let mut out = unsafe { s.device.alloc::<bf16>(p.rows * p.cols)? };
+        p.launch_dequantize(&mut out)?;
+        Ok((CudaStorage::wrap_cuda_slice(out, s.device.clone()), Shape::from((p.rows, p.cols))))
+    }
+}

@@ -1,0 +1,259 @@
+//! `llq-host kernels`: check a method's CUDA kernels against its CPU `dequantize` and time
+//! them against the memory-bandwidth floor and cuBLAS (feature `cuda`).
+//!
+//! Checks draw fresh random weights and activations on every invocation (the seed is
+//! reported), poison every output before the launch and verify every element was written:
+//! dequantize must equal the CPU dequantize rounded to bf16 bit for bit; the fused matvec
+//! must be within 1e-2 relative L2 error of an f64 product of the same bf16 activations and
+//! the CPU-dequantized weights. Timing: CUDA events around back-to-back launches that rotate
+//! over enough copies of the matrix to defeat the 50 MB L2, median of repeats.
+
+use crate::bench::{spread, synthetic_weights, Spread};
+use crate::gpu::{self, PackedLinear};
+use crate::quant::Plugin;
+use anyhow::{bail, Context, Result};
+use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream};
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::{DType, Device, Tensor};
+use half::bf16;
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct KernelCheck {
+    pub rows: usize,
+    pub cols: usize,
+    /// Elements of the dequantize output that differ from bf16(CPU dequantize).
+    pub dequantize_mismatches: usize,
+    pub dequantize_unwritten: usize,
+    /// Per batch size 1..=8: ‖y − ref‖ / ‖ref‖ of the fused matvec.
+    pub matvec_rel_err: Vec<f64>,
+    pub matvec_unwritten: usize,
+    pub passed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelTiming {
+    pub kernel: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub batch: usize,
+    /// Bytes one launch must move (packed weights or bf16 weights, activations in and out).
+    pub bytes: u64,
+    pub seconds: Spread,
+    pub gb_per_s: f64,
+    /// Achieved bandwidth over the measured device-to-device copy bandwidth.
+    pub fraction_of_copy_bw: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KernelReport {
+    pub method: String,
+    pub options: String,
+    pub device: String,
+    pub arch: String,
+    pub ptx: String,
+    pub seed: u64,
+    /// Device-to-device copy of 1 GiB, bytes read + written per second.
+    pub copy_gb_per_s: f64,
+    pub checks: Vec<KernelCheck>,
+    pub timings: Vec<KernelTiming>,
+    pub all_passed: bool,
+}
+
+fn ev(stream: &CudaStream) -> Result<candle_core::cuda_backend::cudarc::driver::CudaEvent> {
+    stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| anyhow::anyhow!("cuda event: {e:?}"))
+}
+
+/// Median seconds per call of `f` (called `iters` times between two events), over `repeats`.
+fn time_launches(stream: &Arc<CudaStream>, repeats: usize, iters: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Spread> {
+    for i in 0..iters.min(16) {
+        f(i)?; // warm-up
+    }
+    let mut times = vec![];
+    for _ in 0..repeats {
+        let a = ev(stream)?;
+        for i in 0..iters {
+            f(i)?;
+        }
+        let b = ev(stream)?;
+        let ms = a.elapsed_ms(&b).map_err(|e| anyhow::anyhow!("cuda event timing: {e:?}"))?;
+        times.push(ms as f64 * 1e-3 / iters as f64);
+    }
+    Ok(spread(times))
+}
+
+fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
+    let n = 512usize << 20;
+    let src: CudaSlice<u8> = dev.alloc_zeros(n)?;
+    let mut dst: CudaSlice<u8> = dev.alloc_zeros(n)?;
+    let stream = dev.cuda_stream();
+    let s = time_launches(&stream, repeats, 4, |_| Ok(dev.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * n as f64 / s.median / 1e9)
+}
+
+fn poisoned(dev: &CudaDevice, n: usize) -> Result<CudaSlice<bf16>> {
+    Ok(dev.clone_htod(&vec![bf16::from_bits(0xffff); n])?)
+}
+
+fn random_bf16(seed: u64, n: usize) -> Vec<bf16> {
+    synthetic_weights(seed, n, 1.0).into_iter().map(bf16::from_f32).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn kernels_cmd(
+    plugin: &Plugin,
+    opts_json: &str,
+    options: String,
+    shapes: &[(usize, usize)],
+    batches: &[usize],
+    repeats: usize,
+    device: &str,
+    seed: Option<u64>,
+) -> Result<KernelReport> {
+    let dev = crate::model::device(device)?;
+    let cd = gpu::cuda_device(&dev)?;
+    let name = plugin.info.name.clone();
+    let k = plugin.info.cuda_kernels.as_ref().with_context(|| format!("plugin {name} ships no CUDA kernels"))?;
+    let kernels = gpu::compile(&name, k, cd)?;
+    let stream = cd.cuda_stream();
+    let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let copy_gb_per_s = copy_bandwidth(cd, repeats)?;
+    tracing::info!("device-to-device copy: {copy_gb_per_s:.0} GB/s");
+
+    // Correctness: the timed shapes plus shapes that take the scalar path (cols % 8 != 0),
+    // a partial last block and a row count that is not a multiple of 8.
+    let mut check_shapes: Vec<(usize, usize)> = shapes.to_vec();
+    check_shapes.extend([(37, 100), (13, 72), (3, 1000)]);
+    let mut checks = vec![];
+    for (i, &(rows, cols)) in check_shapes.iter().enumerate() {
+        let s = seed.wrapping_add(i as u64 * 1_000_003);
+        let w = synthetic_weights(s, rows * cols, 0.02);
+        let q = plugin.quantize("check", rows, cols, &w, opts_json, None)?;
+        let reference = plugin.dequantize(&q)?;
+        let pl = PackedLinear::upload(&q, &kernels, cd)?;
+        let n = rows * cols;
+        let mut out = poisoned(cd, n)?;
+        pl.launch_dequantize(&mut out)?;
+        let got = cd.clone_dtoh(&out)?;
+        let (mut mismatches, mut unwritten) = (0, 0);
+        for (g, r) in got.iter().zip(&reference) {
+            let want = bf16::from_f32(*r);
+            if g.to_bits() == 0xffff && want.to_bits() != 0xffff {
+                unwritten += 1;
+            } else if g.to_bits() != want.to_bits() && !(g.is_nan() && want.is_nan()) {
+                mismatches += 1;
+            }
+        }
+        let mut rel = vec![];
+        let mut mv_unwritten = 0;
+        if pl.has_matvec() {
+            for b in 1..=gpu::MATVEC_MAX_BATCH {
+                let x = random_bf16(s ^ (b as u64 * 7919), b * cols);
+                let xd = cd.clone_htod(&x)?;
+                let mut y = poisoned(cd, b * rows)?;
+                pl.launch_matvec(&xd.slice(..), &mut y, b)?;
+                let y = cd.clone_dtoh(&y)?;
+                let (mut num, mut den) = (0f64, 0f64);
+                for bi in 0..b {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols).map(|c| x[bi * cols + c].to_f64() * reference[r * cols + c] as f64).sum();
+                        let g = y[bi * rows + r];
+                        if g.to_bits() == 0xffff {
+                            mv_unwritten += 1;
+                        }
+                        let g = g.to_f64();
+                        num += if g.is_finite() { (g - want).powi(2) } else { f64::INFINITY };
+                        den += want * want;
+                    }
+                }
+                rel.push((num / den.max(1e-300)).sqrt());
+            }
+        }
+        let passed = mismatches == 0 && unwritten == 0 && mv_unwritten == 0 && rel.iter().all(|e| *e <= 1e-2);
+        tracing::info!("check {rows}×{cols}: dequantize mismatches {mismatches}, unwritten {unwritten}; matvec rel err {rel:?} → {}", if passed { "ok" } else { "FAILED" });
+        checks.push(KernelCheck { rows, cols, dequantize_mismatches: mismatches, dequantize_unwritten: unwritten, matvec_rel_err: rel, matvec_unwritten: mv_unwritten, passed });
+    }
+
+    // Timing, rotating over copies so that the working set is ≥ 256 MB (the L2 is 50 MB).
+    let mut timings = vec![];
+    let frac = |bytes: u64, s: &Spread| (bytes as f64 / s.median / 1e9, bytes as f64 / s.median / 1e9 / copy_gb_per_s);
+    for &(rows, cols) in shapes {
+        let w = synthetic_weights(seed ^ 0xABCD, rows * cols, 0.02);
+        let q = plugin.quantize("bench", rows, cols, &w, opts_json, None)?;
+        let packed_bytes = q.bytes();
+        let copies = (256u64 << 20).div_ceil(packed_bytes).clamp(2, 64) as usize;
+        let pls: Vec<PackedLinear> = (0..copies).map(|_| PackedLinear::upload(&q, &kernels, cd)).collect::<Result<_>>()?;
+        let iters = copies * 4;
+        let n = rows * cols;
+        let mut out = cd.alloc_zeros::<bf16>(n)?;
+        let s = time_launches(&stream, repeats, iters, |i| Ok(pls[i % copies].launch_dequantize(&mut out)?))?;
+        let bytes = packed_bytes + 2 * n as u64;
+        let (g, f) = frac(bytes, &s);
+        timings.push(KernelTiming { kernel: "dequantize".into(), rows, cols, batch: 0, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+        drop(out);
+        // cuBLAS over the same weights in bf16, through candle (what the dense path runs).
+        let dense_bytes = 2 * n as u64;
+        let dcopies = (256u64 << 20).div_ceil(dense_bytes).clamp(2, 64) as usize;
+        let wd = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu)?.to_dtype(DType::BF16)?.to_device(&dev)?;
+        let dense: Vec<Tensor> = (0..dcopies).map(|_| wd.copy()).collect::<candle_core::Result<_>>()?;
+        drop(wd);
+        for &b in batches {
+            let x = random_bf16(seed ^ b as u64, b * cols);
+            if b <= gpu::MATVEC_MAX_BATCH && pls[0].has_matvec() {
+                let xd = cd.clone_htod(&x)?;
+                let mut y = cd.alloc_zeros::<bf16>(b * rows)?;
+                let xv = xd.slice(..);
+                let s = time_launches(&stream, repeats, iters, |i| Ok(pls[i % copies].launch_matvec(&xv, &mut y, b)?))?;
+                let bytes = packed_bytes + 2 * (b * (rows + cols)) as u64;
+                let (g, f) = frac(bytes, &s);
+                timings.push(KernelTiming { kernel: "matvec".into(), rows, cols, batch: b, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+            }
+            let xt = Tensor::from_vec(x, (b, cols), &dev)?;
+            let s = time_launches(&stream, repeats, dcopies * 4, |i| {
+                xt.matmul(&dense[i % dcopies].t()?)?;
+                Ok(())
+            })?;
+            let bytes = dense_bytes + 2 * (b * (rows + cols)) as u64;
+            let (g, f) = frac(bytes, &s);
+            timings.push(KernelTiming { kernel: "cublas-bf16".into(), rows, cols, batch: b, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+        }
+    }
+    let all_passed = checks.iter().all(|c| c.passed);
+    if !all_passed {
+        tracing::error!("plugin {name}: a kernel check failed (see checks in the report)");
+    }
+    let props = cd.cuda_stream().context().name().unwrap_or_else(|_| "CUDA device".into());
+    Ok(KernelReport { method: name, options, device: props, arch: gpu::arch(cd)?, ptx: kernels.origin.clone(), seed, copy_gb_per_s, checks, timings, all_passed })
+}
+
+/// The report as a table for the terminal.
+pub fn print_table(r: &KernelReport) {
+    println!("{} {} on {} ({}), copy {:.0} GB/s, seed {}", r.method, r.options, r.device, r.arch, r.copy_gb_per_s, r.seed);
+    for c in &r.checks {
+        let worst = c.matvec_rel_err.iter().cloned().fold(0f64, f64::max);
+        println!(
+            "  check {:>5}×{:<5} dequantize {} mismatches, {} unwritten; matvec worst rel err {:.1e}, {} unwritten: {}",
+            c.rows, c.cols, c.dequantize_mismatches, c.dequantize_unwritten, worst, c.matvec_unwritten, if c.passed { "ok" } else { "FAILED" }
+        );
+    }
+    println!("  {:<12} {:>11} {:>5} {:>10} {:>10} {:>8} {:>7}", "kernel", "shape", "batch", "MB", "µs", "GB/s", "of copy");
+    for t in &r.timings {
+        println!(
+            "  {:<12} {:>5}×{:<5} {:>5} {:>10.2} {:>10.2} {:>8.0} {:>6.0}%",
+            t.kernel, t.rows, t.cols, t.batch, t.bytes as f64 / 1e6, t.seconds.median * 1e6, t.gb_per_s, 100.0 * t.fraction_of_copy_bw
+        );
+    }
+    if !r.all_passed {
+        println!("  SOME CHECKS FAILED");
+    }
+}
+
+/// Fail the command (after the report is written) when a check failed.
+pub fn require_passed(r: &KernelReport) -> Result<()> {
+    if !r.all_passed {
+        bail!("plugin {}: its CUDA kernels disagree with its CPU dequantize (details above)", r.method);
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Building blocks for a method's CUDA kernels (kernel convention v1).
+//!
+//! The host compiles a method's CUDA C source with NVRTC and launches two entry points on
+//! its stream (see [`crate::CudaKernels`] for the signatures). Rather than writing the loops
+//! itself, a method writes a small *decoder* for its packed format and instantiates the
+//! shared drivers in [`HEADER`] with `LLQ_DEFINE_KERNELS(Decoder, unroll, prefix)`: the
+//! dequantize-to-bf16 kernel, and the fused dequantize-matvec for decode (batch 1–8), four
+//! output rows a block with f32 accumulation. The header's comment documents the decoder
+//! interface; `four_bit.cu` (NF4/FP4) is a complete example.
+//!
+//! Constants are emitted as exact bit patterns ([`f32_table`], [`f32_define`]) so the GPU
+//! uses the very same values as the CPU reference.
+
+/// The shared kernel drivers (`llq_kernels.cuh`), to be placed first in a method's source.
+pub const HEADER: &str = include_str!("cuda/llq_kernels.cuh");
+
+/// The decoder of bitsandbytes' 4-bit formats (needs `LLQ_CODE_BITS` and `LLQ_DYN_BITS`).
+pub const FOUR_BIT_DECODER: &str = include_str!("cuda/four_bit.cu");
+
+/// `__constant__ unsigned NAME[n] = {…};` holding the f32 bit patterns of `values`
+/// (read them with `__uint_as_float`).
+pub fn f32_table(name: &str, values: &[f32]) -> String {
+    let items: Vec<String> = values.iter().map(|v| format!("0x{:08x}u", v.to_bits())).collect();
+    format!("__constant__ unsigned {name}[{}] = {{{}}};\n", values.len(), items.join(", "))
+}
+
+/// `#define NAME` as an exact f32 value.
+pub fn f32_define(name: &str, v: f32) -> String {
+    format!("#define {name} __uint_as_float(0x{:08x}u)\n", v.to_bits())
+}
+
+/// A complete kernel source: the header, then `parts` in order.
+pub fn source(parts: &[&str]) -> String {
+    let mut s = String::from(HEADER);
+    for p in parts {
+        s.push('\n');
+        s.push_str(p);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_are_exact_bit_patterns() {
+        assert_eq!(f32_define("X", 1.0), "#define X __uint_as_float(0x3f800000u)\n");
+        let t = f32_table("T", &[-1.0, 0.5]);
+        assert_eq!(t, "__constant__ unsigned T[2] = {0xbf800000u, 0x3f000000u};\n");
+    }
+
+    #[test]
+    fn header_defines_the_convention() {
+        for needle in ["LLQ_DEFINE_KERNELS", "##_dequantize", "##_matvec", "llq_f32_to_bf16", "LLQ_MAX_BATCH 8"] {
+            assert!(HEADER.contains(needle), "header lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn four_bit_sources_carry_the_exact_tables_and_entries() {
+        use crate::quant::{dynamic_map, four_bit, fp4_table, NF4_TABLE};
+        for (fmt, table) in [(four_bit::NF4, NF4_TABLE), (four_bit::FP4, fp4_table())] {
+            let k = four_bit::cuda_kernels(fmt);
+            let q = fmt.quant_type;
+            assert_eq!(k.dequantize, format!("{q}_dequantize"));
+            assert_eq!(k.matvec.as_deref(), Some(format!("{q}_matvec").as_str()));
+            assert!(k.source.contains(&f32_table("LLQ_CODE_BITS", &table)));
+            assert!(k.source.contains(&f32_table("LLQ_DYN_BITS", &dynamic_map())));
+            assert!(k.source.contains(&format!("LLQ_DEFINE_KERNELS(LlqFourBit, 4, {q})")));
+        }
+    }
+
+    #[test]
+    fn kernel_params_resolve_from_metadata() {
+        use crate::KernelParam;
+        let meta = serde_json::json!({"block_size": 64, "double_quant": true, "dtype": "bf16", "x": 1.5});
+        assert_eq!(KernelParam::Key("block_size".into()).resolve(&meta).unwrap(), 64);
+        assert_eq!(KernelParam::Key("double_quant".into()).resolve(&meta).unwrap(), 1);
+        let choice = KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into(), "bf16".into()] };
+        assert_eq!(choice.resolve(&meta).unwrap(), 1);
+        assert!(KernelParam::Key("missing".into()).resolve(&meta).unwrap_err().0.contains("not in the metadata"));
+        assert!(KernelParam::Key("x".into()).resolve(&meta).unwrap_err().0.contains("not an integer"));
+        let bad = KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into()] };
+        assert!(bad.resolve(&meta).is_err());
+        // The JSON form plugins write: a bare key or an object.
+        let ps: Vec<KernelParam> = serde_json::from_str(r#"["block_size", {"key": "dtype", "values": ["f16", "bf16"]}]"#).unwrap();
+        assert_eq!(ps[1], choice);
+    }
+}

@@ -1,0 +1,42 @@
+// bitsandbytes 4-bit formats (NF4, FP4): packed codes two a byte (first element in the high
+// nibble), one absmax per block of p0 elements, optionally double-quantized (p1 != 0).
+// Buffers: b0 codes; b1 absmax (f32) or, with double quantization, b1 absmax codes (u8),
+// b2 the absmax offset (one f32), b3 absmax2 (f32, one per 256 absmax codes).
+// Needs LLQ_CODE_BITS[16] (the 4-bit table) and LLQ_DYN_BITS[256] (the dynamic 8-bit map).
+struct LlqFourBit {
+  enum { LUT = 16 + 256 };
+  static __device__ float lut(int i) { return __uint_as_float(i < 16 ? LLQ_CODE_BITS[i] : LLQ_DYN_BITS[i - 16]); }
+  typedef unsigned Raw;
+  static __device__ __forceinline__ float absmax(const LlqArgs& a, const float* lut, long long blk) {
+    if (a.p1) {
+      // dequantize_blockwise(code) * absmax2 + offset, rounded as the CPU does (no FMA).
+      const float s2 = __ldg(reinterpret_cast<const float*>(a.b3) + (blk >> 8));
+      return __fadd_rn(__fmul_rn(lut[16 + a.b1[blk]], s2), __ldg(reinterpret_cast<const float*>(a.b2)));
+    }
+    return __ldg(reinterpret_cast<const float*>(a.b1) + blk);
+  }
+  static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
+    return __ldg(reinterpret_cast<const unsigned*>(a.b0 + (i >> 1)));
+  }
+  static __device__ __forceinline__ void decode8(const LlqArgs& a, const float* lut, long long i, long long, Raw raw, float w[8]) {
+    if (a.p0 >= 8 && (a.p0 & (a.p0 - 1)) == 0) {
+      // 8 aligned weights never straddle a power-of-two block: one absmax, a shift to find it.
+      const float s = absmax(a, lut, i >> (__ffsll(a.p0) - 1));
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const unsigned byte = (raw >> (8 * k)) & 0xffu;
+        w[2 * k] = __fmul_rn(lut[byte >> 4], s);
+        w[2 * k + 1] = __fmul_rn(lut[byte & 15u], s);
+      }
+    } else {  // any other even block size: one division per weight (never taken by bitsandbytes' sizes)
+      for (int k = 0; k < 8; ++k) {
+        const unsigned byte = (raw >> (8 * (k >> 1))) & 0xffu;
+        w[k] = __fmul_rn(lut[(k & 1) ? (byte & 15u) : (byte >> 4)], absmax(a, lut, (i + k) / a.p0));
+      }
+    }
+  }
+  static __device__ __forceinline__ float at(const LlqArgs& a, const float* lut, long long i, long long) {
+    const unsigned byte = a.b0[i >> 1];
+    return __fmul_rn(lut[(i & 1) ? (byte & 15u) : (byte >> 4)], absmax(a, lut, llq_block_of(i, a.p0)));
+  }
+};

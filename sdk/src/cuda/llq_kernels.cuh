@@ -1,0 +1,234 @@
+// llq kernel header (llq-sdk, kernel convention v1): the shared drivers of every method's
+// GPU kernels. A method writes a *decoder* for its packed format and instantiates the
+// entry points with LLQ_DEFINE_KERNELS; the loops, the bf16 conversions, the launch shape
+// and the argument order live here once. Compiled by the host with NVRTC: no #include.
+//
+// A decoder D is a struct with
+//   enum { LUT = n };                       floats of shared-memory table it wants (≤ 512)
+//   static __device__ float lut(int i);     entry i of that table (filled once per block)
+//   typedef ... Raw;                        what load8 fetches for 8 consecutive weights
+//   static __device__ Raw load8(const LlqArgs&, long long i);
+//   static __device__ void decode8(const LlqArgs&, const float* lut, long long i,
+//                                  long long row, Raw raw, float w[8]);
+//   static __device__ float at(const LlqArgs&, const float* lut, long long i, long long row);
+// `i` is the flat row-major index of a weight (row * cols + col). The 8-wide path is used
+// only when cols % 8 == 0, so i is a multiple of 8 and the 8 weights share one row;
+// otherwise every weight goes through `at`.
+
+typedef unsigned short llq_bf16;
+
+struct LlqArgs {
+  const unsigned char* b0; const unsigned char* b1; const unsigned char* b2; const unsigned char* b3;
+  long long rows, cols;
+  long long p0, p1, p2, p3;
+};
+
+#define LLQ_MAX_BATCH 8
+#define LLQ_LUT_MAX 512
+
+static __device__ __forceinline__ float llq_bf16_to_f32(llq_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// Round to nearest even, NaN kept NaN (what __float2bfloat16 does).
+static __device__ __forceinline__ llq_bf16 llq_f32_to_bf16(float f) {
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (llq_bf16)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (llq_bf16)(u >> 16);
+}
+
+static __device__ __forceinline__ float llq_f16_to_f32(unsigned short h) {
+  float f;
+  asm("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+  return f;
+}
+
+// Index of the block holding element i, for blocks of `block` elements (a shift when the
+// block is a power of two, which every bitsandbytes block size is).
+static __device__ __forceinline__ long long llq_block_of(long long i, long long block) {
+  return (block & (block - 1)) == 0 ? (i >> (__ffsll(block) - 1)) : i / block;
+}
+
+template <class D>
+static __device__ __forceinline__ void llq_fill_lut(float* lut) {
+  for (int i = threadIdx.x; i < (int)D::LUT; i += blockDim.x) lut[i] = D::lut(i);
+  __syncthreads();
+}
+
+static __device__ __forceinline__ uint4 llq_pack8(const float w[8]) {
+  uint4 v;
+  v.x = llq_f32_to_bf16(w[0]) | ((unsigned)llq_f32_to_bf16(w[1]) << 16);
+  v.y = llq_f32_to_bf16(w[2]) | ((unsigned)llq_f32_to_bf16(w[3]) << 16);
+  v.z = llq_f32_to_bf16(w[4]) | ((unsigned)llq_f32_to_bf16(w[5]) << 16);
+  v.w = llq_f32_to_bf16(w[6]) | ((unsigned)llq_f32_to_bf16(w[7]) << 16);
+  return v;
+}
+
+// out[i] = bf16(W[i]) for all rows*cols weights. 256 threads a block; a block covers
+// LLQ_DQ_GROUPS * 256 groups of 8 weights, each thread LLQ_DQ_GROUPS of them (strided by
+// the block, so every load instruction is coalesced), all loads issued before any use.
+#define LLQ_DQ_GROUPS 4
+template <class D>
+static __device__ void llq_dequantize(const LlqArgs& a, llq_bf16* out) {
+  __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
+  llq_fill_lut<D>(lut);
+  const long long n = a.rows * a.cols;
+  const long long g0 = (long long)blockIdx.x * blockDim.x * LLQ_DQ_GROUPS + threadIdx.x;
+  if ((a.cols & 7) == 0) {
+    typename D::Raw raw[LLQ_DQ_GROUPS];
+#pragma unroll
+    for (int u = 0; u < LLQ_DQ_GROUPS; ++u) {
+      const long long i = (g0 + (long long)u * blockDim.x) * 8;
+      if (i < n) raw[u] = D::load8(a, i);
+    }
+#pragma unroll
+    for (int u = 0; u < LLQ_DQ_GROUPS; ++u) {
+      const long long i = (g0 + (long long)u * blockDim.x) * 8;
+      if (i < n) {
+        float w[8];
+        D::decode8(a, lut, i, i / a.cols, raw[u], w);
+        *reinterpret_cast<uint4*>(out + i) = llq_pack8(w);
+      }
+    }
+  } else {
+    for (int u = 0; u < LLQ_DQ_GROUPS; ++u) {
+      const long long i = (g0 + (long long)u * blockDim.x) * 8;
+      for (long long j = i; j < i + 8 && j < n; ++j) out[j] = llq_f32_to_bf16(D::at(a, lut, j, j / a.cols));
+    }
+  }
+}
+
+static __device__ __forceinline__ void llq_dot8(float& acc, const float w[8], uint4 xv) {
+  const unsigned xs[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    acc = fmaf(w[2 * k], __uint_as_float(xs[k] << 16), acc);
+    acc = fmaf(w[2 * k + 1], __uint_as_float(xs[k] & 0xffff0000u), acc);
+  }
+}
+
+// y[b, r] = sum_c x[b, c] * W[r, c] for b < batch <= 8, f32 accumulation, bf16 in and out;
+// x is (batch, cols), y (batch, rows), both row-major and 16-byte aligned.
+// A block of 256 threads owns RB rows and splits their columns: thread t takes the groups of
+// 8 columns t, t + 256, ...; for each step of UNROLL groups it first issues the RB * UNROLL
+// weight loads (all in flight together), then loads each 8-column slice of x once and uses
+// it for all RB rows. Partial sums meet through warp shuffles and shared memory.
+// The batch bound MAXB is a template parameter: PREFIX_matvec takes up to 8 rows,
+// PREFIX_matvec_b4 up to 4 and PREFIX_matvec_b1 one (fewer registers, more blocks an SM). The first weight loads are
+// issued before the decoder's table is staged, so the two latencies overlap.
+#define LLQ_MV_ROWS 4
+template <class D, int UNROLL, int MAXB>
+static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+  constexpr int RB = LLQ_MV_ROWS;
+  __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
+  __shared__ float part[8][RB][MAXB];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const long long r0 = (long long)blockIdx.x * RB;
+  const long long cols = a.cols;
+  float acc[RB][MAXB];
+#pragma unroll
+  for (int r = 0; r < RB; ++r)
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) acc[r][b] = 0.f;
+  if ((cols & 7) == 0) {
+    const long long groups = cols >> 3;
+    bool staged = false;
+    for (long long g0 = threadIdx.x; g0 - threadIdx.x < groups; g0 += 256LL * UNROLL) {
+      typename D::Raw raw[UNROLL][RB];
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const long long g = g0 + 256LL * u;
+#pragma unroll
+        for (int r = 0; r < RB; ++r)
+          if (g < groups && r0 + r < a.rows) raw[u][r] = D::load8(a, (r0 + r) * cols + g * 8);
+      }
+      if (!staged) {  // every thread of the block takes this branch on its first step
+        llq_fill_lut<D>(lut);
+        staged = true;
+      }
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const long long g = g0 + 256LL * u;
+        if (g < groups) {
+          uint4 xv[MAXB];
+#pragma unroll
+          for (int b = 0; b < MAXB; ++b)
+            if (b < batch) xv[b] = __ldg(reinterpret_cast<const uint4*>(x + b * cols + g * 8));
+#pragma unroll
+          for (int r = 0; r < RB; ++r) {
+            if (r0 + r < a.rows) {
+              float w[8];
+              D::decode8(a, lut, (r0 + r) * cols + g * 8, r0 + r, raw[u][r], w);
+#pragma unroll
+              for (int b = 0; b < MAXB; ++b)
+                if (b < batch) llq_dot8(acc[r][b], w, xv[b]);
+            }
+          }
+        }
+      }
+    }
+    if (!staged) llq_fill_lut<D>(lut);  // not reached for cols > 0; kept for safety
+  } else {
+    llq_fill_lut<D>(lut);
+    for (long long c = threadIdx.x; c < cols; c += 256) {
+#pragma unroll
+      for (int r = 0; r < RB; ++r) {
+        if (r0 + r < a.rows) {
+          const float w = D::at(a, lut, (r0 + r) * cols + c, r0 + r);
+#pragma unroll
+          for (int b = 0; b < MAXB; ++b)
+            if (b < batch) acc[r][b] = fmaf(w, llq_bf16_to_f32(x[b * cols + c]), acc[r][b]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < RB; ++r)
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+      if (b < batch) {
+        float v = acc[r][b];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) part[warp][r][b] = v;
+      }
+    }
+  __syncthreads();
+  if (threadIdx.x < RB * MAXB) {
+    const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
+    if (b < batch && r0 + r < a.rows) {
+      float v = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) v += part[w][r][b];
+      y[b * a.rows + r0 + r] = llq_f32_to_bf16(v);
+    }
+  }
+}
+
+
+#define LLQ_KERNEL_ARGS                                                                          \
+  const unsigned char *b0, const unsigned char *b1, const unsigned char *b2,                     \
+      const unsigned char *b3, long long rows, long long cols, long long p0, long long p1,       \
+      long long p2, long long p3
+#define LLQ_ARGS_INIT {b0, b1, b2, b3, rows, cols, p0, p1, p2, p3}
+
+// The two entry points of convention v1, named PREFIX_dequantize and PREFIX_matvec.
+#define LLQ_DEFINE_KERNELS(D, UNROLL, PREFIX)                                                     \
+  extern "C" __global__ void __launch_bounds__(256) PREFIX##_dequantize(LLQ_KERNEL_ARGS, llq_bf16* out) { \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_dequantize<D>(a, out);                                                                   \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {              \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_b<D, UNROLL, LLQ_MAX_BATCH>(a, x, y, batch);                                      \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec_b4(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_b<D, UNROLL, 4>(a, x, y, batch);                                                  \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec_b1(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_b<D, UNROLL, 1>(a, x, y, batch);                                                  \
+  }
