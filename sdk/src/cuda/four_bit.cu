@@ -6,7 +6,7 @@
 struct LlqFourBit {
   enum { LUT = 16 + 256 };
   static __device__ float lut(int i) { return __uint_as_float(i < 16 ? LLQ_CODE_BITS[i] : LLQ_DYN_BITS[i - 16]); }
-  typedef unsigned Raw;
+  static __device__ __forceinline__ bool pow2_block(const LlqArgs& a) { return a.p0 >= 8 && (a.p0 & (a.p0 - 1)) == 0; }
   static __device__ __forceinline__ float absmax(const LlqArgs& a, const float* lut, long long blk) {
     if (a.p1) {
       // dequantize_blockwise(code) * absmax2 + offset, rounded as the CPU does (no FMA).
@@ -15,22 +15,38 @@ struct LlqFourBit {
     }
     return __ldg(reinterpret_cast<const float*>(a.b1) + blk);
   }
+  // The codes of 8 weights and, for power-of-two blocks (all of bitsandbytes' sizes), their
+  // absmax (or, double-quantized, its 8-bit code), fetched together so both loads are in
+  // flight at once; the rest of a double-quantized absmax is shared by 16K weights (cached).
+  struct Raw { unsigned q; unsigned s; };
   static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
-    return __ldg(reinterpret_cast<const unsigned*>(a.b0 + (i >> 1)));
+    Raw r;
+    r.q = __ldg(reinterpret_cast<const unsigned*>(a.b0 + (i >> 1)));
+    r.s = 0;
+    if (pow2_block(a)) {
+      const long long blk = i >> (__ffsll(a.p0) - 1);
+      r.s = a.p1 ? (unsigned)__ldg(a.b1 + blk) : __ldg(reinterpret_cast<const unsigned*>(a.b1) + blk);
+    }
+    return r;
   }
   static __device__ __forceinline__ void decode8(const LlqArgs& a, const float* lut, long long i, long long, Raw raw, float w[8]) {
-    if (a.p0 >= 8 && (a.p0 & (a.p0 - 1)) == 0) {
-      // 8 aligned weights never straddle a power-of-two block: one absmax, a shift to find it.
-      const float s = absmax(a, lut, i >> (__ffsll(a.p0) - 1));
+    if (pow2_block(a)) {
+      // 8 aligned weights never straddle a power-of-two block: one absmax.
+      float s = __uint_as_float(raw.s);
+      if (a.p1) {
+        const long long blk = i >> (__ffsll(a.p0) - 1);
+        const float s2 = __ldg(reinterpret_cast<const float*>(a.b3) + (blk >> 8));
+        s = __fadd_rn(__fmul_rn(lut[16 + raw.s], s2), __ldg(reinterpret_cast<const float*>(a.b2)));
+      }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        const unsigned byte = (raw >> (8 * k)) & 0xffu;
+        const unsigned byte = (raw.q >> (8 * k)) & 0xffu;
         w[2 * k] = __fmul_rn(lut[byte >> 4], s);
         w[2 * k + 1] = __fmul_rn(lut[byte & 15u], s);
       }
     } else {  // any other even block size: one division per weight (never taken by bitsandbytes' sizes)
       for (int k = 0; k < 8; ++k) {
-        const unsigned byte = (raw >> (8 * (k >> 1))) & 0xffu;
+        const unsigned byte = (raw.q >> (8 * (k >> 1))) & 0xffu;
         w[k] = __fmul_rn(lut[(k & 1) ? (byte & 15u) : (byte >> 4)], absmax(a, lut, (i + k) / a.p0));
       }
     }
