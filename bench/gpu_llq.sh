@@ -2,14 +2,17 @@
 # One device call for llq's GPU path (issue #5). Builds nothing: it runs the binary made here
 # with `source scripts/cuda-build-env.sh && make build-cuda` (carried xz-compressed as
 # dist/llq-host-cuda.xz) and the plugins from `make build`.
-#   bench/gpu_llq.sh OUTDIR [kernels|models|smollm2|all]
+#   bench/gpu_llq.sh OUTDIR [kernels|models|peers|smollm2|study|all]
 # kernels: each plugin's CUDA kernels checked against its CPU dequantize and timed;
 # models:  llq-host bench on synthetic Llama-3.2-1B, bf16 and every plugin (same shapes as
 #          bench/peers/hf_bench.py);
+# peers:   bench/peers/hf_bench.py (transformers bf16 eager/SDPA, + bitsandbytes NF4/FP4/INT8
+#          from the wheel carried in .whl/) on the same model and shapes;
+# study:   kernels + models + peers, the H100 table of docs/benchmarks.md in one call;
 # smollm2: GPU-vs-CPU logits of SmolLM2 for every plugin, and an NF4 CoQA run on the GPU
 #          (needs models/smollm2-135m-instruct.gguf, or its split parts smollm2.part-*).
 set -u
-FINAL="${1:?usage: bench/gpu_llq.sh OUTDIR [kernels|models|smollm2|all]}"
+FINAL="${1:?usage: bench/gpu_llq.sh OUTDIR [kernels|models|peers|smollm2|study|all]}"
 WHAT="${2:-all}"
 # Everything is written to a work folder and packed into one archive at the end (the
 # device tool brings back a limited number of files); stdout is the summary.
@@ -24,13 +27,14 @@ export LLQ_CACHE_DIR="${LLQ_CACHE_DIR:-/tmp/llq-cache}" RUST_LOG="${RUST_LOG:-in
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
 PLUGINS="nf4 fp4 int8 fp16"
 M=synthetic:llama-3.2-1b
-if [ "$WHAT" = kernels ] || [ "$WHAT" = all ]; then
+want() { for w in "$@"; do [ "$WHAT" = "$w" ] && return 0; done; return 1; }
+if want kernels study all; then
   for p in $PLUGINS; do
     "$BIN" kernels --quant plugins/$p.so --out "$OUT/kernels-$p.json" > "$OUT/kernels-$p.txt" 2> "$OUT/kernels-$p.log"
     echo "kernels $p: exit $?"; cat "$OUT/kernels-$p.txt"
   done
 fi
-if [ "$WHAT" = models ] || [ "$WHAT" = all ]; then
+if want models study all; then
   B="--model $M --device cuda --prompt-lens 128,512,2048 --batch-sizes 1,4,16,64 --decode-steps 32 --repeats 5"
   "$BIN" bench $B --out "$OUT/llq-bf16.json" > "$OUT/bench-bf16.txt" 2> "$OUT/bench-bf16.log"; echo "bench bf16: exit $?"; cat "$OUT/bench-bf16.txt"
   for p in $PLUGINS; do
@@ -38,7 +42,12 @@ if [ "$WHAT" = models ] || [ "$WHAT" = all ]; then
     echo "bench $p: exit $?"; cat "$OUT/bench-$p.txt"
   done
 fi
-if [ "$WHAT" = smollm2 ] || [ "$WHAT" = all ]; then
+if want peers study all; then
+  python3 -m pip install -q --no-deps --target /tmp/llq-bnb .whl/bitsandbytes-*.whl > "$OUT/pip.log" 2>&1
+  PYTHONPATH="/tmp/llq-bnb${PYTHONPATH:+:$PYTHONPATH}" python3 bench/peers/hf_bench.py "$OUT/peers" > "$OUT/peers.txt" 2> "$OUT/peers.log"
+  echo "peers: exit $?"; tail -12 "$OUT/peers.txt"
+fi
+if want smollm2 all; then
   G=models/smollm2-135m-instruct.gguf
   [ -f "$G" ] || cat models/smollm2.part-* > "$G"
   for p in none $PLUGINS; do
