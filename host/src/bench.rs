@@ -243,6 +243,11 @@ pub struct DecodeRow {
     /// Seconds per decode step (one token for each of `batch` rows).
     pub step_seconds: Spread,
     pub tokens_per_s: f64,
+    /// Bytes one step must read (every weight matrix once, lm_head included, plus the KV
+    /// cache) and that over the measured copy bandwidth: the step's floor (GPU only).
+    pub bytes_per_step: u64,
+    pub roofline_s: Option<f64>,
+    pub roofline_fraction: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -258,6 +263,11 @@ pub struct ModelBenchReport {
     pub logits_rel_err_vs_cpu: Option<f64>,
     /// Device memory in use after loading the model (bytes), where the device reports it.
     pub device_memory_bytes: Option<u64>,
+    /// Most device memory in use during the benchmark (bytes over the free memory before the
+    /// model was loaded; sampled after every case).
+    pub peak_device_memory_bytes: Option<u64>,
+    /// Device-to-device copy bandwidth measured before the run (bytes read + written per s).
+    pub copy_bytes_per_s: Option<f64>,
     /// Time to dequantize every quantized layer once: what dequantizing per call would add
     /// to every forward pass (llq dequantizes once, at load).
     pub dequantize_all_s: Option<f64>,
@@ -317,6 +327,13 @@ pub fn model_bench(
         None
     };
     m.weights.clear();
+    let copy_bytes_per_s = copy_bandwidth(&dev)?;
+    let mut peak = device_memory_bytes;
+    let mut track = || {
+        if let (Some(b), Some(f)) = (free_before, gpu_free_bytes(&dev)) {
+            peak = Some(peak.unwrap_or(0).max(b.saturating_sub(f)));
+        }
+    };
     let sync = || dev.synchronize();
     let mut prefill = vec![];
     for &len in prompt_lens {
@@ -331,6 +348,7 @@ pub fn model_bench(
                 times.push(t.elapsed().as_secs_f64());
             }
         }
+        track();
         let s = spread(times);
         prefill.push(PrefillRow { prompt_tokens: len, tokens_per_s: len as f64 / s.median, seconds: s });
     }
@@ -353,8 +371,13 @@ pub fn model_bench(
                 times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
             }
         }
+        track();
         let s = spread(times);
-        decode.push(DecodeRow { batch: b, context, tokens_per_s: b as f64 / s.median, step_seconds: s });
+        // The KV cache grows from `context` to `context + decode_steps`: count its mean.
+        let bytes_per_step = llama.step_bytes(b, context + decode_steps / 2);
+        let roofline_s = copy_bytes_per_s.map(|bw| bytes_per_step as f64 / bw);
+        let roofline_fraction = roofline_s.map(|r| r / s.median);
+        decode.push(DecodeRow { batch: b, context, tokens_per_s: b as f64 / s.median, step_seconds: s, bytes_per_step, roofline_s, roofline_fraction });
     }
     Ok(ModelBenchReport {
         model: m.id.clone(),
@@ -364,12 +387,28 @@ pub fn model_bench(
         device: if dev.is_cuda() { format!("{device} (bf16; {gpu_path})") } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
         logits_rel_err_vs_cpu,
         device_memory_bytes,
+        peak_device_memory_bytes: peak,
+        copy_bytes_per_s,
         repeats,
         quantize_s,
         dequantize_all_s,
         prefill,
         decode,
     })
+}
+
+/// Device-to-device copy bandwidth (CUDA only).
+#[cfg(feature = "cuda")]
+fn copy_bandwidth(dev: &candle_core::Device) -> Result<Option<f64>> {
+    match dev {
+        candle_core::Device::Cuda(d) => Ok(Some(crate::kernel_bench::copy_bandwidth(d, 5)? * 1e9)),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn copy_bandwidth(_dev: &candle_core::Device) -> Result<Option<f64>> {
+    Ok(None)
 }
 
 /// Free device memory in bytes (CUDA only).

@@ -353,7 +353,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("  prefill {:>5} tokens: {:8.1} ms (min {:.1}, max {:.1}) = {:7.1} tok/s", p.prompt_tokens, p.seconds.median * 1e3, p.seconds.min * 1e3, p.seconds.max * 1e3, p.tokens_per_s);
             }
             for d in &r.decode {
-                println!("  decode batch {:>3} (context {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s", d.batch, d.context, d.step_seconds.median * 1e3, d.step_seconds.min * 1e3, d.step_seconds.max * 1e3, d.tokens_per_s);
+                let roof = d.roofline_fraction.map(|f| format!(", {:.0}% of the {:.2} ms roofline", 100.0 * f, d.roofline_s.unwrap_or(0.0) * 1e3)).unwrap_or_default();
+                println!("  decode batch {:>3} (context {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s{roof}", d.batch, d.context, d.step_seconds.median * 1e3, d.step_seconds.min * 1e3, d.step_seconds.max * 1e3, d.tokens_per_s);
+            }
+            if let (Some(m), Some(p)) = (r.device_memory_bytes, r.peak_device_memory_bytes) {
+                println!("  device memory: {:.2} GB after loading, {:.2} GB at peak", m as f64 / 1e9, p as f64 / 1e9);
             }
             if let Some(out) = out {
                 crate::results::write_atomic(&out, serde_json::to_string_pretty(&r)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;

@@ -84,7 +84,8 @@ fn time_launches(stream: &Arc<CudaStream>, repeats: usize, iters: usize, mut f: 
     Ok(spread(times))
 }
 
-fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
+/// Device-to-device copy of 1 GiB in GB/s (bytes read + written).
+pub fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
     let n = 512usize << 20;
     let src: CudaSlice<u8> = dev.alloc_zeros(n)?;
     let mut dst: CudaSlice<u8> = dev.alloc_zeros(n)?;

@@ -371,6 +371,16 @@ impl Llama {
         Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
     }
 
+    /// Bytes one decode step of `batch` rows at `context` cached positions must read: every
+    /// weight matrix once (lm_head included; the embedding lookup reads only `batch` rows)
+    /// plus the KV cache.
+    pub fn step_bytes(&self, batch: usize, context: usize) -> u64 {
+        let c = &self.cfg;
+        let linear: u64 = self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]).map(Linear::bytes).sum();
+        let kv = (c.num_hidden_layers * 2 * c.kv_heads() * c.head_dim() * context * batch * self.dtype.size_in_bytes()) as u64;
+        linear + self.lm_head.bytes() + kv
+    }
+
     pub fn new_cache(&self) -> Cache {
         Cache::default()
     }
