@@ -163,16 +163,10 @@ impl PackedLinear {
             let x = if x.layout().start_offset() % 8 == 0 { x } else { x.copy()? };
             Ok(x.apply_op1_no_bwd(&Matvec(self))?.reshape(out_dims)?)
         } else {
-            let w = self.dequantize()?;
+            // The op ignores its input; `x` only says which device the scratch matrix goes to.
+            let w = x.apply_op1_no_bwd(&Dequantize(self))?;
             Ok(x.broadcast_matmul(&w.t()?)?)
         }
-    }
-
-    /// The whole matrix as bf16 (rows, cols), by the method's dequantize kernel.
-    pub fn dequantize(&self) -> Result<Tensor> {
-        // The op takes an input tensor; a one-element dummy on this device serves.
-        let dummy = Tensor::zeros(1, DType::BF16, &Device::Cuda(self.dev.clone()))?;
-        Ok(dummy.apply_op1_no_bwd(&Dequantize(self))?)
     }
 
     fn args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>, null: &'a u64, rc: &'a [i64; 2]) {
@@ -245,6 +239,7 @@ impl CustomOp1 for Matvec<'_> {
     }
 }
 
+/// The whole matrix as bf16 (rows, cols), by the method's dequantize kernel.
 impl CustomOp1 for Dequantize<'_> {
     fn name(&self) -> &'static str {
         "llq-dequantize"

@@ -339,7 +339,6 @@ impl Llama {
             let h = &w[name];
             Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
         };
-        let t = mat;
         let lin = |name: &str| -> Result<Linear> {
             #[cfg(feature = "cuda")]
             if let Some((p, k, d)) = &kernels {
@@ -353,8 +352,8 @@ impl Llama {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             layers.push(Layer {
-                input_norm: t(&format!("{p}.input_layernorm.weight"))?,
-                post_norm: t(&format!("{p}.post_attention_layernorm.weight"))?,
+                input_norm: mat(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: mat(&format!("{p}.post_attention_layernorm.weight"))?,
                 q: lin(&format!("{p}.self_attn.q_proj.weight"))?,
                 k: lin(&format!("{p}.self_attn.k_proj.weight"))?,
                 v: lin(&format!("{p}.self_attn.v_proj.weight"))?,
@@ -368,7 +367,7 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings { Linear::Dense(embed.t()?) } else { lin("lm_head.weight")? };
         let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), &Device::Cpu)?;
         let (cos, sin) = (cos.to_dtype(dtype)?.to_device(device)?, sin.to_dtype(dtype)?.to_device(device)?);
-        Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, layers, norm: t("model.norm.weight")?, lm_head, cos, sin })
+        Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, layers, norm: mat("model.norm.weight")?, lm_head, cos, sin })
     }
 
     /// Bytes one decode step of `batch` rows at `context` cached positions must read: every
