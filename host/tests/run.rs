@@ -306,6 +306,9 @@ fn cuda_kernels_are_declared_and_a_cpu_build_says_what_it_needs() {
             assert!(src.contains(&format!("LLQ_DEFINE_KERNELS(")) && entry.starts_with(name), "{name}: entry {entry}");
         }
     }
+    // Malformed shapes are refused before any device is touched.
+    assert_clean_failure(&llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "12"]), "shape `12` is not ROWSxCOLS");
+    assert_clean_failure(&llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "0x8"]), "must be positive");
     if cfg!(feature = "cuda") {
         return;
     }
