@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda test demo models bench-quant bench-cpu task-bench clean
+.PHONY: build build-cuda test lint demo models bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -19,9 +19,22 @@ build:
 	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
 	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
-test: build models
+test: lint build models
 	$(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
+
+# Formatting (rustfmt.toml) and clippy with warnings as errors, on both workspaces (the tasks
+# natively: their scoring logic builds for the host too). Clippy checks in the dev profile,
+# into the same target dir.
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --all --check --manifest-path tasks/Cargo.toml
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR) -- -D warnings
+
+# results/README.md's schema tables, regenerated from host/src/results/schema.rs.
+results-doc:
+	LLQ_BLESS=1 $(CARGO) test --release -p llq-host --test results_doc
 
 # The main job end to end on the embedded default: SmolLM2-135M-Instruct (GGUF Q4_1,
 # dequantized: that is the "unquantized" baseline) on the real CoQA sample dialogue, once as

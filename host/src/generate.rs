@@ -2,9 +2,10 @@
 //! batches (stop sequences, EOS, token limit), log-likelihood of a continuation, and rolling
 //! log-likelihood of a whole text in windows (lm-eval's scheme).
 
-use crate::model::{log_softmax_rows, Llama};
+use crate::model::{Llama, MAX_POSITIONS};
 use crate::tokenizer::Tokenizer;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
 
 /// What one generation produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +43,7 @@ pub fn generate(model: &Llama, tok: &Tokenizer, prompts: &[Vec<u32>], stops: &[V
     if prompts.iter().any(|p| p.is_empty()) {
         bail!("a prompt encodes to no tokens");
     }
-    let limit = model.cfg.max_position_embeddings.min(crate::model::MAX_POSITIONS);
+    let limit = model.cfg.max_position_embeddings.min(MAX_POSITIONS);
     let budget = max_new.iter().copied().max().unwrap_or(0);
     if budget >= limit {
         bail!("max new tokens {budget} leaves no room for a prompt in the model's {limit} positions");
@@ -162,7 +163,7 @@ pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &
     if toks.is_empty() {
         bail!("the text encodes to no tokens");
     }
-    let window = window.min(model.cfg.max_position_embeddings.min(crate::model::MAX_POSITIONS)).max(2);
+    let window = window.min(model.cfg.max_position_embeddings.min(MAX_POSITIONS)).max(2);
     let mut out = Rolling::default();
     let mut done = 0usize;
     while done < toks.len() {
@@ -196,4 +197,20 @@ pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &
         done = end;
     }
     Ok(out)
+}
+
+/// Log-softmax over the last dimension, in f32 on the host: (rows, vocab) → rows of log-probs.
+pub fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let v = logits.to_dtype(DType::F32)?;
+    let dims = v.dims().to_vec();
+    let vocab = *dims.last().context("logits without dimensions")?;
+    let rows: Vec<f32> = v.flatten_all()?.to_vec1()?;
+    Ok(rows
+        .chunks(vocab)
+        .map(|r| {
+            let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + r.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+            r.iter().map(|x| x - lse).collect()
+        })
+        .collect())
 }

@@ -1,22 +1,34 @@
 //! # llq-host
 //!
-//! The native side of llq: it owns the device, loads models, applies quantization plugins
-//! (`quant`), runs sandboxed WASM tasks, benchmarks, and writes results. The binary
-//! (`llq-host`) is a thin CLI over these modules.
+//! The native side of llq: it owns the device, loads models, applies quantization plugins,
+//! runs sandboxed WASM tasks, benchmarks, and writes results. Layers, top to bottom (each
+//! module uses only modules below it; `tests/architecture.rs` checks that no two modules
+//! import each other, directly or through others):
+//!
+//! - [`cli`] → [`cmd`]: the command line, one module per subcommand;
+//! - [`bench`]: benchmarks (model speed, plugin throughput, task overhead, kernels);
+//! - [`quant`], [`generate`]: quantizing a model with a plugin; running it on requests;
+//! - [`loader`]: reading models from HF, GGUF, llama2.c and synthetic presets;
+//! - [`results`]: the typed results schema and the comparison of runs;
+//! - [`model`]: the Llama architecture on candle;
+//! - [`device`], [`gpu`]: choosing the device; the plugins' CUDA kernels;
+//! - [`plugin`], [`task`], [`tokenizer`]: the plugin C ABI, the WASM task sandbox, tokenizers;
+//! - [`util`]: small shared helpers.
+//!
+//! `docs/architecture.md` walks the data path of `run` and says where to add things.
 
 pub mod bench;
 pub mod cli;
+pub mod cmd;
+pub mod device;
 pub mod generate;
 #[cfg(feature = "cuda")]
 pub mod gpu;
-#[cfg(feature = "cuda")]
-pub mod kernel_bench;
 pub mod loader;
 pub mod model;
+pub mod plugin;
 pub mod quant;
-pub mod quantize_cmd;
 pub mod results;
-pub mod run_cmd;
-pub mod score_cmd;
 pub mod task;
 pub mod tokenizer;
+pub mod util;

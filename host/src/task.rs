@@ -166,10 +166,6 @@ impl TaskRuntime {
         Ok(TaskRuntime { path: path.to_path_buf(), engine, component, linker, limits, live: None, info: None, _ticker: ticker })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn label(&self) -> String {
         match &self.info {
             Some(i) => format!("task `{}` ({})", i.name, self.path.display()),
@@ -242,15 +238,18 @@ impl TaskRuntime {
         Ok(info)
     }
 
-    /// Check `options` against the task's own specs (names; the task checks values too).
+    /// Check `options` against the task's own specs with llq's one option parser (the one
+    /// plugin options go through, `llq_sdk::options`): names and values, before any work.
     pub fn check_options(&mut self, options: &[(String, String)]) -> Result<()> {
         let info = self.describe()?;
-        for (k, _) in options {
-            if !info.options.iter().any(|o| &o.name == k) {
-                let known: Vec<&str> = info.options.iter().map(|o| o.name.as_str()).collect();
-                bail!("task `{}` has no option `{k}` (it accepts: {})", info.name, if known.is_empty() { "none".into() } else { known.join(", ") });
-            }
-        }
+        let label = self.label();
+        let specs = info
+            .options
+            .iter()
+            .map(|o| llq_sdk::options::OptionSpec::from_spelling(&o.name, &o.kind, &o.default, &o.help))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| anyhow!("{label} declares a malformed option: {e}"))?;
+        llq_sdk::options::check(&specs, options).map_err(|e| anyhow!("{label}: {e}"))?;
         Ok(())
     }
 

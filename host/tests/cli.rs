@@ -1,24 +1,9 @@
 //! The `llq-host` binary end to end: `plugins inspect` and `quantize`, good and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-/// The cargo target dir: `LLQ_TARGET_DIR` (set by the Makefile), else `<repo>/target`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn llq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llq-host")).args(args).output().expect("run llq-host")
-}
-
-fn plugin(name: &str) -> String {
-    target_dir().join(format!("release/lib{name}.so")).display().to_string()
-}
+use common::{llq, plugin};
+use std::path::Path;
 
 fn write_safetensors(path: &Path) -> Vec<f32> {
     let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect();

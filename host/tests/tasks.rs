@@ -2,35 +2,16 @@
 //! modes, the sandbox against hostile tasks, and a task built out of tree. The components
 //! come from `make build` (cargo build --target wasm32-wasip2 of the tasks workspace).
 
+mod common;
+
+use common::{llq, root, stderr, target_dir, wasm, write};
 use llq_host::task::{score_all, Limits, Request, Response, TaskRuntime};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("LLQ_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-fn wasm(name: &str) -> PathBuf {
-    let p = target_dir().join(format!("wasm32-wasip2/release/{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `make build` first", p.display());
-    p
-}
 fn sample() -> PathBuf {
     root().join("tests/fixtures/coqa/coqa-dev-sample.json")
-}
-fn llq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llq-host")).args(args).output().expect("run llq-host")
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
 }
 
 /// Predictions for the 12 turns of the real sample dialogue (story 3dr23u6we5exclen4th8uq9rb42tel,
@@ -152,9 +133,12 @@ fn coqa_requests_carry_lm_eval_prompts_and_options() {
     assert_eq!((reqs.len(), g.max_new_tokens), (1, 32));
     // Bad options and bad data are errors that say what is wrong.
     let e = format!("{:#}", rt.requests(&data, &[("mode".into(), "fast".into())]).unwrap_err());
-    assert!(e.contains("option `mode` expects enum:official|lm-eval, got `fast`"), "{e}");
+    assert!(e.contains("option `mode` must be one of official, lm-eval, got `fast`"), "{e}");
     let e = format!("{:#}", rt.check_options(&[("limit".into(), "3".into())]).unwrap_err());
-    assert!(e.contains("task `coqa` has no option `limit` (it accepts: mode, max_new_tokens)"), "{e}");
+    assert!(e.contains("task `coqa`") && e.contains("unknown option `limit` (known: mode, max_new_tokens)"), "{e}");
+    // The host checks values with the same parser before any work, with the same message.
+    let e = format!("{:#}", rt.check_options(&[("max_new_tokens".into(), "many".into())]).unwrap_err());
+    assert!(e.contains("option `max_new_tokens` expects int, got `many`"), "{e}");
     let e = format!("{:#}", rt.requests(b"{\"version\": 1}", &[]).unwrap_err());
     assert!(e.contains("rejected the data: CoQA JSON object has no `data` list"), "{e}");
 }

@@ -47,13 +47,15 @@ pub mod abi;
 pub mod cuda;
 #[doc(hidden)]
 pub mod ffi;
+pub mod options;
 pub mod quant;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 
+pub use options::{OptionKind, OptionSpec, Options};
+
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// An error a method returns to the host; the message is shown to the user as is.
@@ -83,119 +85,6 @@ pub type Result<T> = std::result::Result<T, PluginError>;
 #[macro_export]
 macro_rules! bail {
     ($($arg:tt)*) => { return Err($crate::PluginError(format!($($arg)*))) };
-}
-
-/// The type of an option value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptionKind {
-    Int,
-    Float,
-    Bool,
-    String,
-}
-
-/// One option a method accepts (`--opt name=value` on the host's command line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OptionSpec {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: OptionKind,
-    pub default: String,
-    pub help: String,
-    /// Allowed values, when the option is an enumeration.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub choices: Vec<String>,
-}
-
-impl OptionSpec {
-    pub fn new(name: &str, kind: OptionKind, default: &str, help: &str) -> Self {
-        OptionSpec { name: name.into(), kind, default: default.into(), help: help.into(), choices: vec![] }
-    }
-    pub fn choices(mut self, choices: &[&str]) -> Self {
-        self.choices = choices.iter().map(|c| c.to_string()).collect();
-        self
-    }
-}
-
-/// Validated option values (defaults filled in).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Options {
-    values: BTreeMap<String, String>,
-}
-
-impl Options {
-    /// Parse the host's JSON object (`{"block_size": "64"}`; JSON numbers and booleans are
-    /// accepted too) against `specs`: unknown names and ill-typed values are errors.
-    pub fn parse(method: &str, specs: &[OptionSpec], json: &str) -> Result<Options> {
-        let given: BTreeMap<String, serde_json::Value> = if json.trim().is_empty() {
-            BTreeMap::new()
-        } else {
-            serde_json::from_str(json).map_err(|e| PluginError(format!("{method}: options are not a JSON object: {e}")))?
-        };
-        let mut values = BTreeMap::new();
-        for (k, v) in &given {
-            let Some(spec) = specs.iter().find(|s| &s.name == k) else {
-                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                bail!("{method}: unknown option `{k}` (known: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") });
-            };
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                other => bail!("{method}: option `{k}` must be a scalar, got {other}"),
-            };
-            check_value(method, spec, &s)?;
-            values.insert(k.clone(), s);
-        }
-        for spec in specs {
-            values.entry(spec.name.clone()).or_insert_with(|| spec.default.clone());
-        }
-        Ok(Options { values })
-    }
-
-    pub fn get_str(&self, name: &str) -> Result<&str> {
-        self.values.get(name).map(|s| s.as_str()).ok_or_else(|| PluginError(format!("option `{name}` is not declared")))
-    }
-    pub fn get_usize(&self, name: &str) -> Result<usize> {
-        let s = self.get_str(name)?;
-        s.parse().map_err(|_| PluginError(format!("option `{name}`: `{s}` is not a non-negative integer")))
-    }
-    pub fn get_f64(&self, name: &str) -> Result<f64> {
-        let s = self.get_str(name)?;
-        s.parse().map_err(|_| PluginError(format!("option `{name}`: `{s}` is not a number")))
-    }
-    pub fn get_bool(&self, name: &str) -> Result<bool> {
-        parse_bool(self.get_str(name)?).ok_or_else(|| PluginError(format!("option `{name}` is not a boolean")))
-    }
-    /// All values, as the canonical JSON object the host records in results.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.values).unwrap_or_default()
-    }
-}
-
-fn parse_bool(s: &str) -> Option<bool> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn check_value(method: &str, spec: &OptionSpec, s: &str) -> Result<()> {
-    let ok = match spec.kind {
-        OptionKind::Int => s.parse::<i64>().is_ok(),
-        OptionKind::Float => s.parse::<f64>().map(|v| v.is_finite()).unwrap_or(false),
-        OptionKind::Bool => parse_bool(s).is_some(),
-        OptionKind::String => true,
-    };
-    if !ok {
-        bail!("{method}: option `{}` expects {:?}, got `{s}`", spec.name, spec.kind);
-    }
-    if !spec.choices.is_empty() && !spec.choices.iter().any(|c| c == s) {
-        bail!("{method}: option `{}` must be one of {}, got `{s}`", spec.name, spec.choices.join(", "));
-    }
-    Ok(())
 }
 
 /// A weight matrix to quantize: `rows` outputs × `cols` inputs, row-major, all values finite
@@ -321,9 +210,17 @@ pub struct CudaKernels {
     /// Metadata values passed as `p0..p3` (at most 4).
     #[serde(default)]
     pub params: Vec<KernelParam>,
-    /// Free-form notes (the host uses the launch shapes above).
-    #[serde(default)]
-    pub launch: serde_json::Value,
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    #[test]
+    fn kernels_described_by_an_older_sdk_still_read() {
+        // SDK 0.1 plugins also sent a free-form `launch` field (always null); the host ignores it.
+        let k: super::CudaKernels =
+            serde_json::from_str(r#"{"source":"s","dequantize":"d","matvec":null,"params":["block_size"],"launch":null}"#).unwrap();
+        assert_eq!((k.dequantize.as_str(), k.params.len()), ("d", 1));
+    }
 }
 
 /// A metadata value a kernel receives as a `long long`: an integer or boolean key, or a

@@ -45,7 +45,6 @@ impl QuantMethod for Fp16 {
             dequantize: "fp16_dequantize".into(),
             matvec: Some("fp16_matvec".into()),
             params: vec![KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into(), "bf16".into()] }],
-            launch: serde_json::Value::Null,
         })
     }
 }

@@ -75,7 +75,6 @@ impl QuantMethod for Int8 {
             dequantize: "int8_dequantize".into(),
             matvec: Some("int8_matvec".into()),
             params: vec![],
-            launch: serde_json::Value::Null,
         })
     }
     fn matmul(&self, p: &PackedView, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {

@@ -52,7 +52,7 @@ impl Task for CoQA {
             description: "CoQA conversational QA: official evaluate-v1.0.py scoring (every turn, 0-100, per domain) or lm-eval's (last turn, 0-1)".into(),
             metrics: vec![spec("f1", "token F1 (official: leave-one-out average over golds)"), spec("em", "exact match after normalization")],
             options: vec![
-                opt("mode", "enum:official|lm-eval", "official", "official: every turn, evaluate-v1.0.py; lm-eval: last turn of each story"),
+                opt("mode", "string:official|lm-eval", "official", "official: every turn, evaluate-v1.0.py; lm-eval: last turn of each story"),
                 opt("max_new_tokens", "int", "256", "generation limit per answer (lm-eval uses 256)"),
             ],
         }

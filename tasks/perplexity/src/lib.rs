@@ -92,7 +92,7 @@ impl Task for Perplexity {
             ],
             options: vec![OptionSpec {
                 name: "split".into(),
-                kind: "enum:paragraph|line|none".into(),
+                kind: "string:paragraph|line|none".into(),
                 default: "paragraph".into(),
                 help: "documents are blank-line separated paragraphs, single lines, or the whole file".into(),
             }],

@@ -49,41 +49,17 @@ pub struct Options {
     values: Vec<(String, String)>,
 }
 
-fn check_kind(spec: &OptionSpec, value: &str) -> Result<(), String> {
-    let ok = match spec.kind.as_str() {
-        "int" => value.parse::<i64>().is_ok(),
-        "float" => value.parse::<f64>().map(f64::is_finite).unwrap_or(false),
-        "bool" => matches!(value, "true" | "false"),
-        "string" => true,
-        k if k.starts_with("enum:") => k[5..].split('|').any(|c| c == value),
-        other => return Err(format!("option `{}` has unknown kind `{other}`", spec.name)),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("option `{}` expects {}, got `{value}`", spec.name, spec.kind))
-    }
-}
-
 impl Options {
-    /// Check `given` against `specs`: unknown names and ill-typed values are errors.
+    /// Check `given` against `specs` with llq's one option parser (`llq_sdk::options`, the
+    /// same one plugins' options go through): unknown names and ill-typed values are errors,
+    /// defaults are filled in.
     pub fn new(specs: &[OptionSpec], given: &[(String, String)]) -> Result<Self, String> {
-        let mut values = Vec::with_capacity(specs.len());
-        for (name, value) in given {
-            let spec = specs.iter().find(|s| &s.name == name).ok_or_else(|| {
-                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                format!("unknown option `{name}` (this task accepts: {})", if known.is_empty() { "none".into() } else { known.join(", ") })
-            })?;
-            check_kind(spec, value)?;
-            values.retain(|(n, _): &(String, String)| n != name);
-            values.push((name.clone(), value.clone()));
-        }
-        for spec in specs {
-            if !values.iter().any(|(n, _)| n == &spec.name) {
-                values.push((spec.name.clone(), spec.default.clone()));
-            }
-        }
-        Ok(Options { values })
+        let specs = specs
+            .iter()
+            .map(|s| llq_sdk::options::OptionSpec::from_spelling(&s.name, &s.kind, &s.default, &s.help))
+            .collect::<Result<Vec<_>, String>>()?;
+        let values = llq_sdk::options::check(&specs, given)?;
+        Ok(Options { values: values.into_iter().collect() })
     }
 
     pub fn get(&self, name: &str) -> &str {
@@ -96,7 +72,7 @@ impl Options {
         self.get(name).parse().unwrap_or(0.0)
     }
     pub fn flag(&self, name: &str) -> bool {
-        self.get(name) == "true"
+        llq_sdk::options::parse_bool(self.get(name)).unwrap_or(false)
     }
 }
 
@@ -188,11 +164,11 @@ mod tests {
 
     #[test]
     fn options_fill_defaults_and_reject_bad_values() {
-        let specs = [spec("mode", "enum:official|lm-eval", "official"), spec("max_new_tokens", "int", "256")];
+        let specs = [spec("mode", "string:official|lm-eval", "official"), spec("max_new_tokens", "int", "256")];
         let o = Options::new(&specs, &[("max_new_tokens".into(), "32".into())]).unwrap();
         assert_eq!((o.get("mode"), o.int("max_new_tokens")), ("official", 32));
         let e = Options::new(&specs, &[("mode".into(), "fast".into())]).unwrap_err();
-        assert_eq!(e, "option `mode` expects enum:official|lm-eval, got `fast`");
+        assert_eq!(e, "option `mode` must be one of official, lm-eval, got `fast`");
         let e = Options::new(&specs, &[("modes".into(), "x".into())]).unwrap_err();
         assert!(e.contains("unknown option `modes`") && e.contains("mode, max_new_tokens"), "{e}");
         assert!(Options::new(&specs, &[("max_new_tokens".into(), "1.5".into())]).is_err());

@@ -2,10 +2,12 @@
 //! without a model. For CoQA in official mode the task's native report is the official
 //! script's JSON, printed to stdout so the two can be diffed.
 
-use crate::task::{score_all, Limits, Response, TaskRuntime};
+use super::args::{parse_opt, TaskLimitArgs};
+use crate::task::{score_all, RequestKind, Response, TaskRuntime};
+use crate::util::fs::write_json;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Predictions in llq's own per-sample JSONL (`{"id": ..., "prediction": ...}` per line),
 /// or `None` when the file is not in that layout.
@@ -19,29 +21,51 @@ fn llq_jsonl(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     (!out.is_empty()).then_some(out)
 }
 
-pub struct ScoreArgs<'a> {
-    pub task: &'a Path,
-    pub data: &'a Path,
-    pub predictions: &'a Path,
-    pub options: &'a [(String, String)],
-    pub limits: Limits,
-    pub out: Option<&'a Path>,
+/// Score existing predictions with a task, without a model. Prints the task's native
+/// report (for CoQA official mode: the official script's JSON) to stdout.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Task component (e.g. tasks/coqa.wasm).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Dataset passed to the task (e.g. coqa-dev-v1.0.json).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Predictions: the task's external layout (CoQA: [{"id","turn_id","answer"}]) or
+    /// llq's per-sample JSONL.
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Task option, repeatable (e.g. --task-opt mode=lm-eval).
+    #[arg(long = "task-opt", value_parser = parse_opt)]
+    pub task_opts: Vec<(String, String)>,
+    /// Also write a JSON report (metrics with standard errors, failures) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: TaskLimitArgs,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let native = score(&a)?;
+    println!("{native}");
+    Ok(())
 }
 
 /// Returns the report's native JSON; errors after scoring still leave `out` written.
-pub fn run(a: &ScoreArgs) -> Result<String> {
-    let mut rt = TaskRuntime::load(a.task, a.limits)?;
+fn score(a: &Args) -> Result<String> {
+    let options = &a.task_opts;
+    let mut rt = TaskRuntime::load(&a.task, a.limits.limits()?)?;
     let info = rt.describe()?;
-    rt.check_options(a.options)?;
-    let data = std::fs::read(a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
-    let pred_bytes = std::fs::read(a.predictions).with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
-    let requests = rt.requests(&data, a.options).with_context(|| format!("data {}", a.data.display()))?;
+    rt.check_options(options)?;
+    let data = std::fs::read(&a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
+    let pred_bytes = std::fs::read(&a.predictions).with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
+    let requests = rt.requests(&data, options).with_context(|| format!("data {}", a.data.display()))?;
     let preds = match llq_jsonl(&pred_bytes) {
         Some(p) => p,
         None => rt.parse_predictions(&pred_bytes).with_context(|| format!("predictions {}", a.predictions.display()))?,
     };
     let preds: HashMap<String, String> = preds.into_iter().collect();
-    if let Some(r) = requests.iter().find(|r| !matches!(r.kind, crate::task::RequestKind::Generate(_))) {
+    if let Some(r) = requests.iter().find(|r| !matches!(r.kind, RequestKind::Generate(_))) {
         bail!("task `{}` request {:?} asks for log-likelihoods: it needs a model (llq-host run), not a predictions file", info.name, r.id);
     }
     let known: std::collections::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
@@ -49,18 +73,18 @@ pub fn run(a: &ScoreArgs) -> Result<String> {
     if unknown > 0 {
         tracing::warn!("{unknown} predictions match no request of the data and are ignored");
     }
-    let outcome = score_all(&mut rt, &requests, |r| preds.get(&r.id).map(|p| Response::Generated(p.clone())), a.options);
+    let outcome = score_all(&mut rt, &requests, |r| preds.get(&r.id).map(|p| Response::Generated(p.clone())), options);
     if outcome.missing > 0 {
         tracing::warn!("{} of {} requests have no prediction; they count as 0 (as in the official CoQA script)", outcome.missing, requests.len());
     }
-    let report = rt.aggregate(&outcome.samples, a.options)?;
+    let report = rt.aggregate(&outcome.samples, options)?;
     for m in &report.metrics {
         let se = m.stderr.map(|s| format!(" ± {s:.4}")).unwrap_or_default();
         tracing::info!("{} {}: {:.4}{se} (n = {})", info.name, m.name, m.value, m.count);
     }
-    if let Some(out) = a.out {
+    if let Some(out) = &a.out {
         let j = serde_json::json!({
-            "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": a.options},
+            "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": options},
             "data": a.data.display().to_string(),
             "predictions": a.predictions.display().to_string(),
             "requests": requests.len(), "missing": outcome.missing, "unknown_predictions": unknown,
@@ -68,7 +92,7 @@ pub fn run(a: &ScoreArgs) -> Result<String> {
             "metrics": report.metrics.iter().map(|m| serde_json::json!({"name": m.name, "value": m.value, "stderr": m.stderr, "count": m.count})).collect::<Vec<_>>(),
             "native": serde_json::from_str::<serde_json::Value>(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
         });
-        crate::results::write_atomic(out, serde_json::to_string_pretty(&j)?.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+        write_json(out, &j)?;
     }
     if !outcome.failed.is_empty() {
         println!("{}", report.native_json);

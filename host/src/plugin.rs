@@ -1,5 +1,6 @@
 //! Quantization plugins: loading a method's `.so` through the C ABI of `llq-sdk`, checking
-//! everything it hands back, and exposing a safe API to the rest of the host.
+//! everything it hands back, and exposing a safe API to the rest of the host. A plugin and
+//! the options the user resolved for it travel together as a [`QuantConfig`].
 //!
 //! A plugin is trusted native code (it runs in our process); what we can and do guard
 //! against is a wrong ABI version, a library that is not a plugin, panics (the SDK turns them
@@ -162,15 +163,15 @@ impl Plugin {
         }
     }
 
-    /// Validate `--opt k=v` pairs against the plugin's declared options; returns the JSON
-    /// object passed across the ABI and the full option set with defaults (for results).
-    pub fn options(&self, pairs: &[(String, String)]) -> Result<(String, Options)> {
+    /// Validate `--opt k=v` pairs against the plugin's declared options (unknown names and
+    /// ill-typed values are errors naming the plugin file).
+    pub fn configure(&self, pairs: &[(String, String)]) -> Result<QuantConfig<'_>> {
         let map: serde_json::Map<String, serde_json::Value> =
             pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         let json = serde_json::Value::Object(map).to_string();
-        let opts = Options::parse(&self.info.name, &self.info.options, &json)
+        let options = Options::parse(&self.info.name, &self.info.options, &json)
             .map_err(|e| anyhow!("plugin {}: {e}", self.info.path.display()))?;
-        Ok((json, opts))
+        Ok(QuantConfig { plugin: self, json, options })
     }
 
     fn call(&self, what: &str, f: impl FnOnce(*mut LlqErrorBuf) -> LlqStatus) -> Result<()> {
@@ -323,107 +324,43 @@ unsafe fn raw_str(s: LlqStr) -> Result<String> {
     Ok(std::str::from_utf8(std::slice::from_raw_parts(s.ptr, s.len)).context("not UTF-8")?.to_string())
 }
 
-/// Parse `k=v` (for `--opt`).
-pub fn parse_opt(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
-    if k.is_empty() {
-        return Err(format!("`{s}` has an empty key"));
-    }
-    Ok((k.trim().to_string(), v.trim().to_string()))
+/// A plugin with the options resolved for one run: what every quantizing command passes
+/// around instead of a plugin, its option JSON and its canonical options separately.
+pub struct QuantConfig<'p> {
+    pub plugin: &'p Plugin,
+    /// The options as given, the JSON object passed across the ABI.
+    json: String,
+    /// Every option with defaults filled in (what results record).
+    options: Options,
 }
 
-/// What quantizing a model's linear layers cost and produced.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelQuantization {
-    pub method: String,
-    pub method_version: String,
-    pub options: String,
-    pub layers: usize,
-    /// Parameters in the quantized matrices, and the bytes of their packed form.
-    pub quantized_params: u64,
-    pub quantized_bytes: u64,
-    pub seconds: f64,
-    /// The packed matrices by weight name, when asked to keep them (for GPU kernels).
-    #[serde(skip)]
-    pub packed: std::collections::HashMap<String, PackedMatrix>,
-}
-
-/// Quantize every linear layer (q/k/v/o/gate/up/down; `lm_head` too when asked) with
-/// `plugin` and replace each weight by its dequantized values: on the CPU the model then
-/// computes with exactly the plugin's dequantize semantics. Layers run on `threads` threads.
-/// With `keep_packed` the packed matrices are returned too (a GPU runs them with the
-/// plugin's kernels).
-pub fn quantize_model(
-    plugin: &Plugin,
-    opts_json: &str,
-    options: String,
-    cfg: &mut crate::model::Config,
-    weights: &mut crate::model::Weights,
-    include_lm_head: bool,
-    threads: usize,
-    keep_packed: bool,
-) -> Result<ModelQuantization> {
-    let t = std::time::Instant::now();
-    let mut layers: Vec<(String, usize, usize)> = cfg.linear_layers();
-    if include_lm_head {
-        if cfg.tie_word_embeddings {
-            // The embedding stays unquantized (a lookup, not a matmul): untie a copy.
-            let e = weights.get("model.embed_tokens.weight").cloned().context("model has no embedding")?;
-            weights.insert("lm_head.weight".into(), e);
-            cfg.tie_word_embeddings = false;
-        }
-        layers.push(("lm_head.weight".into(), cfg.vocab_size, cfg.hidden_size));
+impl QuantConfig<'_> {
+    pub fn name(&self) -> &str {
+        self.plugin.name()
     }
-    let results = crate::bench::par_map(threads.max(1), &layers, |_, (name, r, c)| {
-        let w = weights.get(name).with_context(|| format!("layer {name} is missing"))?;
-        let q = plugin.quantize(name, *r, *c, &w.data, opts_json, None)?;
-        let d = plugin.dequantize(&q)?;
-        Ok((q.bytes(), d, keep_packed.then_some(q)))
-    })?;
-    let mut qm = ModelQuantization {
-        method: plugin.info.name.clone(),
-        method_version: plugin.info.version.clone(),
-        options,
-        layers: layers.len(),
-        quantized_params: 0,
-        quantized_bytes: 0,
-        seconds: 0.0,
-        packed: Default::default(),
-    };
-    for ((name, r, c), (bytes, data, q)) in layers.iter().zip(results) {
-        if let Some(q) = q {
-            qm.packed.insert(name.clone(), q);
-        }
-        qm.quantized_params += (*r * *c) as u64;
-        qm.quantized_bytes += bytes;
-        if let Some(w) = weights.get_mut(name) {
-            w.data = data;
-        }
-    }
-    qm.seconds = t.elapsed().as_secs_f64();
-    Ok(qm)
-}
 
-impl ModelQuantization {
-    /// The kept packed layers with the plugin's kernels, when the model runs on a GPU and
-    /// the plugin ships kernels; `None` (with a warning on a GPU) otherwise.
-    pub fn packed_layers(&mut self, plugin: &Plugin, device: &candle_core::Device) -> Option<crate::model::PackedLayers> {
-        if !device.is_cuda() {
-            return None;
-        }
-        match &plugin.info.cuda_kernels {
-            Some(k) if !self.packed.is_empty() => Some(crate::model::PackedLayers {
-                method: plugin.info.name.clone(),
-                kernels: k.clone(),
-                layers: std::mem::take(&mut self.packed),
-            }),
-            _ => {
-                tracing::warn!(
-                    "plugin {} ships no CUDA kernels: its layers run on the GPU as bf16 matrices dequantized on the host (slow path; speed and memory are bf16's)",
-                    plugin.info.name
-                );
-                None
-            }
-        }
+    /// The full option set as a canonical JSON object (defaults filled in).
+    pub fn canonical(&self) -> String {
+        self.options.to_json()
+    }
+
+    pub fn packed_size(&self, rows: usize, cols: usize) -> Result<u64> {
+        self.plugin.packed_size(rows, cols, &self.json)
+    }
+
+    /// Quantize one matrix with these options.
+    pub fn quantize(
+        &self,
+        layer: &str,
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        calib: Option<&CalibrationData>,
+    ) -> Result<PackedMatrix> {
+        self.plugin.quantize(layer, rows, cols, data, &self.json, calib)
+    }
+
+    pub fn dequantize(&self, p: &PackedMatrix) -> Result<Vec<f32>> {
+        self.plugin.dequantize(p)
     }
 }

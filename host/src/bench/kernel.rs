@@ -8,17 +8,17 @@
 //! the CPU-dequantized weights. Timing: CUDA events around back-to-back launches that rotate
 //! over enough copies of the matrix to defeat the 50 MB L2, median of repeats.
 
-use crate::bench::{spread, synthetic_weights, Spread};
+use crate::gpu::timing::{copy_bandwidth, time_launches};
 use crate::gpu::{self, PackedLinear};
-use crate::quant::Plugin;
+use crate::plugin::QuantConfig;
+use crate::util::stats::Spread;
+use crate::util::synth::synthetic_weights;
 use anyhow::{bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream};
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Device, Tensor};
 use half::bf16;
 use serde::Serialize;
-use std::sync::Arc;
 
 #[derive(Debug, Serialize)]
 pub struct KernelCheck {
@@ -62,38 +62,6 @@ pub struct KernelReport {
     pub all_passed: bool,
 }
 
-fn ev(stream: &CudaStream) -> Result<candle_core::cuda_backend::cudarc::driver::CudaEvent> {
-    stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| anyhow::anyhow!("cuda event: {e:?}"))
-}
-
-/// Median seconds per call of `f` (called `iters` times between two events), over `repeats`.
-fn time_launches(stream: &Arc<CudaStream>, repeats: usize, iters: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Spread> {
-    for i in 0..iters.min(16) {
-        f(i)?; // warm-up
-    }
-    let mut times = vec![];
-    for _ in 0..repeats {
-        let a = ev(stream)?;
-        for i in 0..iters {
-            f(i)?;
-        }
-        let b = ev(stream)?;
-        let ms = a.elapsed_ms(&b).map_err(|e| anyhow::anyhow!("cuda event timing: {e:?}"))?;
-        times.push(ms as f64 * 1e-3 / iters as f64);
-    }
-    Ok(spread(times))
-}
-
-/// Device-to-device copy of 1 GiB in GB/s (bytes read + written).
-pub fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
-    let n = 512usize << 20;
-    let src: CudaSlice<u8> = dev.alloc_zeros(n)?;
-    let mut dst: CudaSlice<u8> = dev.alloc_zeros(n)?;
-    let stream = dev.cuda_stream();
-    let s = time_launches(&stream, repeats, 4, |_| Ok(dev.memcpy_dtod(&src, &mut dst)?))?;
-    Ok(2.0 * n as f64 / s.median / 1e9)
-}
-
 fn poisoned(dev: &CudaDevice, n: usize) -> Result<CudaSlice<bf16>> {
     Ok(dev.clone_htod(&vec![bf16::from_bits(0xffff); n])?)
 }
@@ -102,20 +70,26 @@ fn random_bf16(seed: u64, n: usize) -> Vec<bf16> {
     synthetic_weights(seed, n, 1.0).into_iter().map(bf16::from_f32).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn kernels_cmd(
-    plugin: &Plugin,
-    opts_json: &str,
-    options: String,
-    shapes: &[(usize, usize)],
-    batches: &[usize],
-    repeats: usize,
-    device: &str,
-    seed: Option<u64>,
-) -> Result<KernelReport> {
-    let dev = crate::model::device(device)?;
+/// What `kernel_bench` checks and times.
+#[derive(Debug, Clone)]
+pub struct KernelBenchSettings {
+    /// Timed shapes (rows = out features, cols = in features).
+    pub shapes: Vec<(usize, usize)>,
+    /// Batch sizes timed (the fused matvec covers 1–8; larger ones time cuBLAS only).
+    pub batch_sizes: Vec<usize>,
+    pub repeats: usize,
+    pub device: String,
+    /// Seed for the random inputs (default: a fresh one, reported).
+    pub seed: Option<u64>,
+}
+
+pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelReport> {
+    let (shapes, batches, repeats, seed) = (&s.shapes, &s.batch_sizes, s.repeats, s.seed);
+    let plugin = q.plugin;
+    let dev = crate::device::open(&s.device)?;
     let cd = gpu::cuda_device(&dev)?;
     let name = plugin.info.name.clone();
+    let options = q.canonical();
     let k = plugin.info.cuda_kernels.as_ref().with_context(|| format!("plugin {name} ships no CUDA kernels"))?;
     let kernels = gpu::compile(&name, k, cd)?;
     let stream = cd.cuda_stream();
@@ -131,9 +105,9 @@ pub fn kernels_cmd(
     for (i, &(rows, cols)) in check_shapes.iter().enumerate() {
         let s = seed.wrapping_add(i as u64 * 1_000_003);
         let w = synthetic_weights(s, rows * cols, 0.02);
-        let q = plugin.quantize("check", rows, cols, &w, opts_json, None)?;
-        let reference = plugin.dequantize(&q)?;
-        let pl = PackedLinear::upload(&q, &kernels, cd)?;
+        let packed = q.quantize("check", rows, cols, &w, None)?;
+        let reference = q.dequantize(&packed)?;
+        let pl = PackedLinear::upload(&packed, &kernels, cd)?;
         let n = rows * cols;
         let mut out = poisoned(cd, n)?;
         pl.launch_dequantize(&mut out)?;
@@ -180,12 +154,12 @@ pub fn kernels_cmd(
     // Timing, rotating over copies so that the working set is ≥ 256 MB (the L2 is 50 MB).
     let mut timings = vec![];
     let frac = |bytes: u64, s: &Spread| (bytes as f64 / s.median / 1e9, bytes as f64 / s.median / 1e9 / copy_gb_per_s);
-    for &(rows, cols) in shapes {
+    for &(rows, cols) in shapes.iter() {
         let w = synthetic_weights(seed ^ 0xABCD, rows * cols, 0.02);
-        let q = plugin.quantize("bench", rows, cols, &w, opts_json, None)?;
-        let packed_bytes = q.bytes();
+        let packed = q.quantize("bench", rows, cols, &w, None)?;
+        let packed_bytes = packed.bytes();
         let copies = (256u64 << 20).div_ceil(packed_bytes).clamp(2, 64) as usize;
-        let pls: Vec<PackedLinear> = (0..copies).map(|_| PackedLinear::upload(&q, &kernels, cd)).collect::<Result<_>>()?;
+        let pls: Vec<PackedLinear> = (0..copies).map(|_| PackedLinear::upload(&packed, &kernels, cd)).collect::<Result<_>>()?;
         let iters = copies * 4;
         let n = rows * cols;
         let mut out = cd.alloc_zeros::<bf16>(n)?;
@@ -200,7 +174,7 @@ pub fn kernels_cmd(
         let wd = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu)?.to_dtype(DType::BF16)?.to_device(&dev)?;
         let dense: Vec<Tensor> = (0..dcopies).map(|_| wd.copy()).collect::<candle_core::Result<_>>()?;
         drop(wd);
-        for &b in batches {
+        for &b in batches.iter() {
             let x = random_bf16(seed ^ b as u64, b * cols);
             if b <= gpu::MATVEC_MAX_BATCH && pls[0].has_matvec() {
                 let xd = cd.clone_htod(&x)?;

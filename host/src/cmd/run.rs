@@ -1,77 +1,113 @@
-//! `llq-host run`: the main job. Load a model, quantize its linear layers with a plugin,
-//! ask a WASM task for requests, run the model on them, score each sample as it completes
+//! `llq-host run`: the main job. Load a model, quantize its linear layers with a plugin, ask
+//! a WASM task for requests, run the model on them, score each sample as it completes
 //! (appending it to `samples.jsonl`, so an interrupted run loses nothing and `--resume`
-//! continues it), aggregate, and write `results.json` (schema: `results/README.md`).
+//! continues it), aggregate, and write `results.json` (schema: `results::schema`).
 
+use super::args::{parse_opt, MaybePluginArgs, TaskLimitArgs};
 use crate::generate::{generate, loglikelihood, rolling};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
-use crate::quant::{quantize_model, ModelQuantization, Plugin};
-use crate::task::{Limits, LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
+use crate::quant::{model_size, prepare};
+use crate::results::schema::{
+    Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts, SampleRecord,
+    TaskRun, Timing, SCHEMA,
+};
+use crate::results::read_samples;
+use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
+use crate::util::digest::sha256_hex;
+use crate::util::fs::{write_atomic, write_json};
+use crate::util::par::default_threads;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub struct RunArgs {
+/// The main job: a model, quantized by a plugin, answering a task's requests; writes
+/// results.json and samples.jsonl to --out.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// HF directory, .gguf file, llama2.c .bin, or synthetic:<preset>.
+    #[arg(long)]
     pub model: String,
-    pub quant: Option<PathBuf>,
-    pub opts: Vec<(String, String)>,
-    pub task: PathBuf,
-    pub task_opts: Vec<(String, String)>,
-    pub data: PathBuf,
-    pub limit: Option<usize>,
-    pub out: PathBuf,
-    pub batch_size: usize,
-    pub resume: bool,
+    #[command(flatten)]
+    pub plugin: MaybePluginArgs,
+    /// Also quantize lm_head (transformers + bitsandbytes leave it unquantized).
+    #[arg(long)]
     pub quantize_lm_head: bool,
-    pub limits: Limits,
-    pub threads: usize,
+    /// Task component (e.g. tasks/coqa.wasm).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Task option, repeatable (e.g. --task-opt mode=lm-eval).
+    #[arg(long = "task-opt", value_parser = parse_opt)]
+    pub task_opts: Vec<(String, String)>,
+    /// Dataset passed to the task.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Only the first N requests.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output directory (default: results/runs/<model>-<method>-<task>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue a run in --out: samples already in its samples.jsonl are kept.
+    #[arg(long)]
+    pub resume: bool,
+    /// Generation requests per batch (left-padded).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Threads for quantization (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Tokens per window for rolling log-likelihood.
+    #[arg(long, default_value_t = 2048)]
     pub window: usize,
-    /// Wrap generation prompts in the model's chat template.
+    /// Wrap each generation prompt in the model's chat template as one user turn
+    /// (lm-eval's --apply_chat_template); for instruct models.
+    #[arg(long)]
     pub chat_template: bool,
-    /// Also run the unquantized model on rolling requests: per-token KL and top-1 agreement.
+    /// For rolling log-likelihood tasks (perplexity): also run the unquantized model and
+    /// report per-token KL divergence and top-1 agreement against it (llama.cpp's KLD).
+    #[arg(long)]
     pub kl_baseline: bool,
-    /// `cpu`, `cuda[:N]` or `auto`.
+    /// cpu, cuda, cuda:N, or auto (a GPU when built with --features cuda and present).
+    #[arg(long, default_value = "auto")]
     pub device: String,
-    pub command_line: Vec<String>,
+    #[command(flatten)]
+    pub limits: TaskLimitArgs,
 }
 
-/// One line of `samples.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SampleRecord {
-    pub id: String,
-    pub prompt_sha256: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prediction: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loglikelihood: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_logprobs: Option<Vec<f64>>,
-    #[serde(default)]
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    #[serde(default)]
-    pub prompt_tokens: usize,
-    #[serde(default)]
-    pub new_tokens: usize,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub truncated_tokens: usize,
-    #[serde(default)]
-    pub seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+impl Args {
+    /// `--out`, or results/runs/<model>-<method>-<task>.
+    fn out_dir(&self) -> PathBuf {
+        if let Some(o) = &self.out {
+            return o.clone();
+        }
+        let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let m = self.model.trim_end_matches('/').rsplit('/').next().unwrap_or("model").replace(':', "-");
+        let q = self.plugin.quant.as_deref().map(stem).unwrap_or_else(|| "none".into());
+        PathBuf::from("results/runs").join(format!("{m}-{q}-{}", stem(&self.task)))
+    }
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
+/// Run, print the metrics and where the results are; failed samples make the exit non-zero
+/// after everything else was written.
+pub fn main(a: Args) -> Result<()> {
+    let s = execute(&a)?;
+    for m in &s.results.metrics {
+        let se = m.stderr.map(|v| format!(" ± {v:.4}")).unwrap_or_default();
+        println!("{}: {:.4}{se}", m.name, m.value);
+    }
+    println!("results: {}", s.results_path.display());
+    if s.results.samples.failed > 0 {
+        bail!("{} samples failed (see samples.jsonl); the results cover the others", s.results.samples.failed);
+    }
+    Ok(())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(bytes))
+pub struct RunSummary {
+    pub results_path: PathBuf,
+    pub results: RunResults,
 }
 
 /// What the request asks the model, as hashed into `prompt_sha256`.
@@ -95,76 +131,17 @@ fn prepare_out(dir: &Path, resume: bool) -> Result<()> {
     Ok(())
 }
 
-fn read_samples(path: &Path) -> Result<HashMap<String, SampleRecord>> {
-    let mut out = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(out) };
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<SampleRecord>(line) {
-            Ok(r) => {
-                out.insert(r.id.clone(), r);
-            }
-            // A line cut short by an interruption: that sample runs again.
-            Err(e) => tracing::warn!("{}: line {} is not a sample record ({e}); it will be redone", path.display(), i + 1),
-        }
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelSize {
-    pub params: u64,
-    pub quantized_params: u64,
-    /// Bytes of the quantized (packed) linear layers; for runs without a plugin, those layers
-    /// at 4 bytes (f32, as computed).
-    pub quantized_bytes: u64,
-    /// Everything else (embeddings, norms, unquantized lm_head) at 2 bytes per parameter: fp16
-    /// storage, as transformers + bitsandbytes keep them.
-    pub other_bytes: u64,
-    pub total_bytes: u64,
-    /// 8 · quantized_bytes / quantized_params.
-    pub bits_per_weight: f64,
-    /// 8 · total_bytes / params.
-    pub bits_per_param_overall: f64,
-}
-
-pub struct RunSummary {
-    pub results_path: PathBuf,
-    pub results: serde_json::Value,
-    pub failed: usize,
-}
-
-fn model_size(m: &LoadedModel, q: Option<&ModelQuantization>) -> ModelSize {
-    let params: u64 = m.weights.values().map(|t| t.data.len() as u64).sum();
-    let (qp, qb) = match q {
-        Some(q) => (q.quantized_params, q.quantized_bytes),
-        None => {
-            let p: u64 = m.config.linear_layers().iter().map(|(_, r, c)| (*r * *c) as u64).sum();
-            (p, p * 4)
-        }
-    };
-    let other = (params - qp) * 2;
-    ModelSize {
-        params,
-        quantized_params: qp,
-        quantized_bytes: qb,
-        other_bytes: other,
-        total_bytes: qb + other,
-        bits_per_weight: 8.0 * qb as f64 / qp.max(1) as f64,
-        bits_per_param_overall: 8.0 * (qb + other) as f64 / params.max(1) as f64,
-    }
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-pub fn run(a: &RunArgs) -> Result<RunSummary> {
+pub fn execute(a: &Args) -> Result<RunSummary> {
     let wall = Instant::now();
+    let out = a.out_dir();
+    let threads = default_threads(a.threads);
+    let limits = a.limits.limits()?;
     // Everything that can be checked cheaply is checked before the model loads.
-    let mut task = TaskRuntime::load(&a.task, a.limits)?;
+    let mut task = TaskRuntime::load(&a.task, limits)?;
     let info = task.describe()?;
     task.check_options(&a.task_opts)?;
     let data = std::fs::read(&a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
@@ -178,17 +155,10 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let plugin = a.quant.as_deref().map(Plugin::load).transpose()?;
-    let (opts_json, opts_canonical) = match &plugin {
-        Some(p) => {
-            let (j, o) = p.options(&a.opts)?;
-            (j, o.to_json())
-        }
-        None if !a.opts.is_empty() => bail!("--opt needs --quant"),
-        None => (String::new(), "{}".into()),
-    };
-    prepare_out(&a.out, a.resume)?;
-    let device = crate::model::device(&a.device)?;
+    let plugin = a.plugin.load()?;
+    let quant_cfg = a.plugin.configure(plugin.as_ref())?;
+    prepare_out(&out, a.resume)?;
+    let device = crate::device::open(&a.device)?;
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
         bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
     }
@@ -200,38 +170,40 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
     tracing::info!("{} ({}, {} layers, hidden {}); {}", m.id, m.format, m.config.num_hidden_layers, m.config.hidden_size, m.precision_note);
     // The unquantized model, for KL divergence against it (before the plugin touches weights).
     let baseline = if a.kl_baseline {
-        if plugin.is_none() {
+        if quant_cfg.is_none() {
             bail!("--kl-baseline compares a quantized model with the unquantized one: it needs --quant");
         }
         Some(Llama::new(&m.config, &m.weights, &device)?)
     } else {
         None
     };
-    let mut quant = match &plugin {
-        Some(p) => {
-            let keep = device.is_cuda() && p.info.cuda_kernels.is_some();
-            let q = quantize_model(p, &opts_json, opts_canonical.clone(), &mut m.config, &mut m.weights, a.quantize_lm_head, a.threads, keep)
-                .with_context(|| format!("quantizing with plugin {}", p.info.path.display()))?;
-            tracing::info!("{} quantized {} layers in {:.2} s", q.method, q.layers, q.seconds);
-            Some(q)
+    let (quant, packed) = match &quant_cfg {
+        Some(q) => {
+            let p = prepare(q, &mut m, &device, a.quantize_lm_head, threads)?;
+            tracing::info!("{} quantized {} layers in {:.2} s", p.quantization.method, p.quantization.layers, p.quantization.seconds);
+            (Some(p.quantization), p.packed)
         }
-        None => None,
+        None => (None, None),
     };
     if a.chat_template {
         m.chat_prompt("")?;
     }
     let size = model_size(&m, quant.as_ref());
-    let packed = match (&plugin, quant.as_mut()) {
-        (Some(p), Some(q)) => q.packed_layers(p, &device),
-        _ => None,
-    };
     let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
     drop(packed);
     m.weights.clear();
 
-    let samples_path = a.out.join("samples.jsonl");
-    let mut done = if a.resume { read_samples(&samples_path)? } else { HashMap::new() };
+    let samples_path = out.join("samples.jsonl");
     let hashes: HashMap<&str, String> = requests.iter().map(|r| (r.id.as_str(), sha256_hex(request_text(r).as_bytes()))).collect();
+    let mut done: HashMap<String, SampleRecord> = HashMap::new();
+    if a.resume {
+        let (records, bad) = read_samples(&samples_path)?;
+        for line in bad {
+            // A line cut short by an interruption: that sample runs again.
+            tracing::warn!("{}: line {line} is not a sample record; it will be redone", samples_path.display());
+        }
+        done.extend(records.into_iter().map(|r| (r.id.clone(), r)));
+    }
     // A resumed sample only counts if it was the same request and it succeeded.
     done.retain(|id, r| hashes.get(id.as_str()) == Some(&r.prompt_sha256) && r.error.is_none());
     let pending: Vec<&Request> = requests.iter().filter(|r| !done.contains_key(&r.id)).collect();
@@ -243,9 +215,13 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
             kept.push_str(&serde_json::to_string(r)?);
             kept.push('\n');
         }
-        crate::results::write_atomic(&samples_path, kept.as_bytes()).with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
+        write_atomic(&samples_path, kept.as_bytes()).with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
     }
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&samples_path).with_context(|| format!("cannot open {}", samples_path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&samples_path)
+        .with_context(|| format!("cannot open {}", samples_path.display()))?;
 
     let bar = indicatif::ProgressBar::new(pending.len() as u64);
     bar.set_style(
@@ -261,7 +237,10 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         // Batch consecutive generation requests; others go one at a time.
         let mut batch = vec![pending[i]];
         if matches!(pending[i].kind, RequestKind::Generate(_)) {
-            while batch.len() < a.batch_size && i + batch.len() < pending.len() && matches!(pending[i + batch.len()].kind, RequestKind::Generate(_)) {
+            while batch.len() < a.batch_size
+                && i + batch.len() < pending.len()
+                && matches!(pending[i + batch.len()].kind, RequestKind::Generate(_))
+            {
                 batch.push(pending[i + batch.len()]);
             }
         }
@@ -292,7 +271,9 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
                     new_tokens_total += nt;
                     match &resp {
                         Response::Generated(s) => rec.prediction = Some(s.clone()),
-                        Response::Loglikelihood(l) => rec.loglikelihood = Some(serde_json::json!({"logprob": l.logprob, "is_greedy": l.is_greedy, "tokens": l.tokens})),
+                        Response::Loglikelihood(l) => {
+                            rec.loglikelihood = Some(LoglikelihoodRecord { logprob: l.logprob, is_greedy: l.is_greedy, tokens: l.tokens })
+                        }
                         Response::Rolling(r) => rec.token_logprobs = Some(r.token_logprobs.clone()),
                     }
                     match task.score(req, &resp, &a.task_opts) {
@@ -307,7 +288,9 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
                 bar.suspend(|| tracing::warn!("sample {}: {e}", rec.id));
             }
             let line = serde_json::to_string(&rec)?;
-            writeln!(file, "{line}").and_then(|_| file.flush()).with_context(|| format!("cannot append to {}", samples_path.display()))?;
+            writeln!(file, "{line}")
+                .and_then(|_| file.flush())
+                .with_context(|| format!("cannot append to {}", samples_path.display()))?;
             done.insert(rec.id.clone(), rec);
             bar.inc(1);
         }
@@ -322,37 +305,80 @@ pub fn run(a: &RunArgs) -> Result<RunSummary> {
         .iter()
         .map(|r| Scored {
             request: r.clone(),
-            metrics: done.get(&r.id).map(|s| s.metrics.iter().map(|(k, v)| crate::task::Metric { name: k.clone(), value: *v }).collect()).unwrap_or_default(),
+            metrics: done
+                .get(&r.id)
+                .map(|s| s.metrics.iter().map(|(k, v)| crate::task::Metric { name: k.clone(), value: *v }).collect())
+                .unwrap_or_default(),
         })
         .collect();
     let report = task.aggregate(&scored, &a.task_opts)?;
-    let results = serde_json::json!({
-        "schema": "llq-results/1",
-        "llq": {"version": env!("CARGO_PKG_VERSION"), "git_revision": env!("LLQ_GIT_REV")},
-        "date": now_rfc3339(),
-        "command_line": a.command_line,
-        "device": {"kind": if device.is_cuda() { "cuda" } else { "cpu" }, "spec": a.device, "threads": a.threads, "dtype": format!("{:?}", model.dtype).to_lowercase()},
-        "model": {"id": m.id, "format": m.format, "sha256": m.content_hash, "precision": m.precision_note,
-                  "config": m.config, "file_bytes": m.file_bytes},
-        "quantization": match &quant {
-            Some(q) => serde_json::json!({"method": q.method, "version": q.method_version, "options": serde_json::from_str::<serde_json::Value>(&q.options).unwrap_or_default(),
-                                           "plugin": a.quant.as_ref().map(|p| p.display().to_string()), "layers": q.layers, "seconds": q.seconds,
-                                           "lm_head": a.quantize_lm_head}),
-            None => serde_json::Value::Null,
+    let results = RunResults {
+        schema: SCHEMA.into(),
+        llq: Build::this(),
+        date: now_rfc3339(),
+        command_line: std::env::args().collect(),
+        device: DeviceInfo {
+            kind: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+            spec: a.device.clone(),
+            threads,
+            dtype: format!("{:?}", model.dtype).to_lowercase(),
         },
-        "size": size,
-        "task": {"name": info.name, "version": info.version, "path": a.task.display().to_string(), "options": a.task_opts,
-                 "data": a.data.display().to_string(), "data_sha256": sha256_hex(&data), "limit": a.limit,
-                 "chat_template": a.chat_template, "batch_size": a.batch_size, "kl_baseline": a.kl_baseline},
-        "metrics": report.metrics.iter().map(|m| serde_json::json!({"name": m.name, "value": m.value, "stderr": m.stderr, "count": m.count})).collect::<Vec<_>>(),
-        "native": serde_json::from_str::<serde_json::Value>(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
-        "samples": {"total": requests.len(), "failed": failed, "truncated_prompts_this_session": truncated, "file": "samples.jsonl"},
-        "timing": {"load_s": load_s, "quantize_s": quant.as_ref().map(|q| q.seconds), "generate_s": gen_s,
-                   "new_tokens": new_tokens_total, "wall_s": wall.elapsed().as_secs_f64()},
-    });
-    let path = a.out.join("results.json");
-    crate::results::write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(RunSummary { results_path: path, results, failed })
+        model: ModelInfo {
+            id: m.id.clone(),
+            format: m.format.clone(),
+            sha256: m.content_hash.clone(),
+            precision: m.precision_note.clone(),
+            config: m.config.clone(),
+            file_bytes: m.file_bytes,
+        },
+        quantization: match (&quant, &a.plugin.quant) {
+            (Some(q), Some(path)) => Some(QuantizationInfo {
+                method: q.method.clone(),
+                version: q.method_version.clone(),
+                options: serde_json::from_str(&q.options).context("the plugin's canonical options")?,
+                plugin: path.display().to_string(),
+                layers: q.layers,
+                seconds: q.seconds,
+                lm_head: a.quantize_lm_head,
+            }),
+            _ => None,
+        },
+        size,
+        task: TaskRun {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            path: a.task.display().to_string(),
+            options: a.task_opts.iter().cloned().collect(),
+            data: a.data.display().to_string(),
+            data_sha256: sha256_hex(&data),
+            limit: a.limit,
+            chat_template: a.chat_template,
+            batch_size: a.batch_size,
+            kl_baseline: a.kl_baseline,
+        },
+        metrics: report
+            .metrics
+            .iter()
+            .map(|m| Metric { name: m.name.clone(), value: m.value, stderr: m.stderr, count: m.count })
+            .collect(),
+        native: serde_json::from_str(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
+        samples: SampleCounts {
+            total: requests.len(),
+            failed,
+            truncated_prompts_this_session: truncated,
+            file: "samples.jsonl".into(),
+        },
+        timing: Timing {
+            load_s,
+            quantize_s: quant.as_ref().map(|q| q.seconds),
+            generate_s: gen_s,
+            new_tokens: new_tokens_total,
+            wall_s: wall.elapsed().as_secs_f64(),
+        },
+    };
+    let path = out.join("results.json");
+    write_json(&path, &results)?;
+    Ok(RunSummary { results_path: path, results })
 }
 
 /// (response, prompt tokens, new tokens, prompt tokens truncated)
@@ -381,11 +407,19 @@ fn run_batch(model: &Llama, baseline: Option<&Llama>, m: &LoadedModel, batch: &[
                 Err(e) => vec![Err(e)],
             }
         }
-        RequestKind::Loglikelihood(l) => vec![loglikelihood(model, &m.tokenizer, &l.context, &l.continuation)
-            .map(|(lp, g, n)| (Response::Loglikelihood(LoglikelihoodResult { logprob: lp, is_greedy: g, tokens: n as u32 }), n, 0, 0))],
+        RequestKind::Loglikelihood(l) => vec![loglikelihood(model, &m.tokenizer, &l.context, &l.continuation).map(|(lp, g, n)| {
+            (Response::Loglikelihood(LoglikelihoodResult { logprob: lp, is_greedy: g, tokens: n as u32 }), n, 0, 0)
+        })],
         RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, baseline, &m.tokenizer, text, window).map(|r| {
             let n = r.logprobs.len();
-            let resp = RollingResult { logprob: r.logprobs.iter().sum(), token_logprobs: r.logprobs, tokens: n as u32, bytes: text.len() as u32, kl: r.kl, top1_agree: r.top1_agree };
+            let resp = RollingResult {
+                logprob: r.logprobs.iter().sum(),
+                token_logprobs: r.logprobs,
+                tokens: n as u32,
+                bytes: text.len() as u32,
+                kl: r.kl,
+                top1_agree: r.top1_agree,
+            };
             (Response::Rolling(resp), n, 0, 0)
         })],
     }

@@ -1,0 +1,187 @@
+//! `llq-host bench`: prefill and decode speed of a model, optionally quantized, on the CPU
+//! or a GPU (with the plugin's kernels), against the copy-bandwidth roofline.
+
+use crate::device::{copy_bandwidth, free_bytes};
+use crate::model::Llama;
+use crate::plugin::QuantConfig;
+use crate::quant::{prepare, GpuPath};
+use crate::util::par::par_map;
+use crate::util::stats::{spread, Spread};
+use anyhow::Result;
+use candle_core::Device;
+use serde::Serialize;
+use std::time::Instant;
+
+/// What `model_bench` measures.
+#[derive(Debug, Clone)]
+pub struct ModelBenchSettings {
+    /// Prompt lengths for prefill.
+    pub prompt_lens: Vec<usize>,
+    /// Batch sizes for decode.
+    pub batch_sizes: Vec<usize>,
+    /// Decode steps timed per repeat.
+    pub decode_steps: usize,
+    /// Timed repeats after one warm-up.
+    pub repeats: usize,
+    /// Threads for quantization.
+    pub threads: usize,
+    /// `cpu`, `cuda[:N]` or `auto`.
+    pub device: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrefillRow {
+    pub prompt_tokens: usize,
+    pub seconds: Spread,
+    pub tokens_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecodeRow {
+    pub batch: usize,
+    pub context: usize,
+    /// Seconds per decode step (one token for each of `batch` rows).
+    pub step_seconds: Spread,
+    pub tokens_per_s: f64,
+    /// Bytes one step must read (every weight matrix once, lm_head included, plus the KV
+    /// cache) and that over the measured copy bandwidth: the step's floor (GPU only).
+    pub bytes_per_step: u64,
+    pub roofline_s: Option<f64>,
+    pub roofline_fraction: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelBenchReport {
+    pub model: String,
+    pub precision: String,
+    pub method: String,
+    pub options: String,
+    pub device: String,
+    pub repeats: usize,
+    pub quantize_s: Option<f64>,
+    /// On a GPU: max |Δ| / max |ref| of last-position logits against the CPU f32 model.
+    pub logits_rel_err_vs_cpu: Option<f64>,
+    /// Device memory in use after loading the model (bytes), where the device reports it.
+    pub device_memory_bytes: Option<u64>,
+    /// Most device memory in use during the benchmark (bytes over the free memory before the
+    /// model was loaded; sampled after every case).
+    pub peak_device_memory_bytes: Option<u64>,
+    /// Device-to-device copy bandwidth measured before the run (bytes read + written per s).
+    pub copy_bytes_per_s: Option<f64>,
+    /// Time to dequantize every quantized layer once: what dequantizing per call would add
+    /// to every forward pass (llq dequantizes once, at load).
+    pub dequantize_all_s: Option<f64>,
+    pub prefill: Vec<PrefillRow>,
+    pub decode: Vec<DecodeRow>,
+}
+
+/// Prefill and decode speed of a model (optionally quantized) on the CPU: synthetic token
+/// ids, one warm-up, then `repeats` timed runs per case; median and spread.
+pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBenchSettings) -> Result<ModelBenchReport> {
+    let (threads, repeats, decode_steps) = (settings.threads, settings.repeats, settings.decode_steps);
+    let dev = crate::device::open(&settings.device)?;
+    let mut m = crate::loader::load(model)?;
+    let (mut quantize_s, mut dequantize_all_s) = (None, None);
+    let mut packed = None;
+    let mut gpu_path = GpuPath::Dense;
+    let (method, options) = match quant {
+        Some(q) => {
+            let p = prepare(q, &mut m, &dev, false, threads)?;
+            quantize_s = Some(p.quantization.seconds);
+            (packed, gpu_path) = (p.packed, p.path);
+            // Re-quantize the layers to time one full dequantize pass (outside the forward).
+            let layers = m.config.linear_layers();
+            let packed = par_map(threads, &layers, |_, (n, r, c)| q.quantize(n, *r, *c, &m.weights[n].data, None))?;
+            let t = Instant::now();
+            par_map(threads, &packed, |_, p| q.dequantize(p).map(|_| ()))?;
+            dequantize_all_s = Some(t.elapsed().as_secs_f64());
+            (q.name().to_string(), q.canonical())
+        }
+        None => ("none".to_string(), "{}".to_string()),
+    };
+    let vocab = m.config.vocab_size as u64;
+    let ids = |n: usize, salt: u64| -> Vec<u32> { (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect() };
+    let free_before = free_bytes(&dev);
+    let llama = Llama::with_packed(&m.config, &m.weights, &dev, packed.as_ref())?;
+    drop(packed);
+    let device_memory_bytes = free_before.zip(free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
+    let logits_rel_err_vs_cpu = if dev.is_cuda() {
+        let cpu = Llama::new(&m.config, &m.weights, &Device::Cpu)?;
+        let p = ids(32, 99);
+        let a: Vec<f32> = llama.step(&[p.clone()], &[0], &mut llama.new_cache(), true)?.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = cpu.step(&[p], &[0], &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        Some(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
+    } else {
+        None
+    };
+    m.weights.clear();
+    let copy_bytes_per_s = copy_bandwidth(&dev)?;
+    let mut peak = device_memory_bytes;
+    let mut track = || {
+        if let (Some(b), Some(f)) = (free_before, free_bytes(&dev)) {
+            peak = Some(peak.unwrap_or(0).max(b.saturating_sub(f)));
+        }
+    };
+    let sync = || dev.synchronize();
+    let mut prefill = vec![];
+    for &len in &settings.prompt_lens {
+        let mut times = vec![];
+        for r in 0..=repeats {
+            let toks = ids(len, r as u64);
+            sync()?;
+            let t = Instant::now();
+            llama.step(&[toks], &[0], &mut llama.new_cache(), true)?;
+            sync()?;
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        track();
+        let s = spread(times);
+        prefill.push(PrefillRow { prompt_tokens: len, tokens_per_s: len as f64 / s.median, seconds: s });
+    }
+    let context = 128;
+    let mut decode = vec![];
+    for &b in &settings.batch_sizes {
+        let mut times = vec![];
+        for r in 0..=repeats {
+            let rows: Vec<Vec<u32>> = (0..b).map(|i| ids(context, (r * 31 + i) as u64)).collect();
+            let mut cache = llama.new_cache();
+            llama.step(&rows, &vec![0; b], &mut cache, true)?;
+            sync()?;
+            let t = Instant::now();
+            for s in 0..decode_steps {
+                let next: Vec<Vec<u32>> = (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
+                llama.step(&next, &vec![0; b], &mut cache, true)?;
+            }
+            sync()?;
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
+            }
+        }
+        track();
+        let s = spread(times);
+        // The KV cache grows from `context` to `context + decode_steps`: count its mean.
+        let bytes_per_step = llama.step_bytes(b, context + decode_steps / 2);
+        let roofline_s = copy_bytes_per_s.map(|bw| bytes_per_step as f64 / bw);
+        let roofline_fraction = roofline_s.map(|r| r / s.median);
+        decode.push(DecodeRow { batch: b, context, tokens_per_s: b as f64 / s.median, step_seconds: s, bytes_per_step, roofline_s, roofline_fraction });
+    }
+    Ok(ModelBenchReport {
+        model: m.id.clone(),
+        precision: m.precision_note.clone(),
+        method,
+        options,
+        device: if dev.is_cuda() { format!("{} (bf16; {})", settings.device, gpu_path.describe()) } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
+        logits_rel_err_vs_cpu,
+        device_memory_bytes,
+        peak_device_memory_bytes: peak,
+        copy_bytes_per_s,
+        repeats,
+        quantize_s,
+        dequantize_all_s,
+        prefill,
+        decode,
+    })
+}

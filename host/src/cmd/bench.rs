@@ -1,0 +1,97 @@
+//! `llq-host bench`: prefill and decode speed of a model, optionally quantized.
+
+use super::args::MaybePluginArgs;
+use crate::bench::model::{model_bench, ModelBenchReport, ModelBenchSettings};
+use crate::util::fs::write_json;
+use crate::util::par::default_threads;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// Prefill and decode speed of a model, optionally quantized (CPU or GPU).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub plugin: MaybePluginArgs,
+    /// Prompt lengths for prefill, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub prompt_lens: Vec<usize>,
+    /// Batch sizes for decode, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub batch_sizes: Vec<usize>,
+    /// Decode steps timed per repeat.
+    #[arg(long, default_value_t = 16)]
+    pub decode_steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// cpu, cuda, cuda:N, or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    if a.repeats == 0 || a.decode_steps == 0 || a.prompt_lens.contains(&0) || a.batch_sizes.contains(&0) {
+        bail!("--repeats, --decode-steps, --prompt-lens and --batch-sizes must be positive");
+    }
+    let plugin = a.plugin.load()?;
+    let q = a.plugin.configure(plugin.as_ref())?;
+    let settings = ModelBenchSettings {
+        prompt_lens: a.prompt_lens,
+        batch_sizes: a.batch_sizes,
+        decode_steps: a.decode_steps,
+        repeats: a.repeats,
+        threads: default_threads(a.threads),
+        device: a.device,
+    };
+    let r = model_bench(&a.model, q.as_ref(), &settings)?;
+    print_report(&r);
+    if let Some(out) = a.out {
+        write_json(&out, &r)?;
+    }
+    Ok(())
+}
+
+fn print_report(r: &ModelBenchReport) {
+    println!("{} [{}] {} {} on {}", r.model, r.precision, r.method, r.options, r.device);
+    if let Some(e) = r.logits_rel_err_vs_cpu {
+        println!("  logits vs the CPU f32 model (32-token prompt): max relative error {e:.2e}");
+    }
+    if let Some(d) = r.dequantize_all_s {
+        println!("  dequantize all layers once: {:.1} ms (per-call dequantization would add this to every forward)", d * 1e3);
+    }
+    for p in &r.prefill {
+        let s = &p.seconds;
+        println!(
+            "  prefill {:>5} tokens: {:8.1} ms (min {:.1}, max {:.1}) = {:7.1} tok/s",
+            p.prompt_tokens,
+            s.median * 1e3,
+            s.min * 1e3,
+            s.max * 1e3,
+            p.tokens_per_s
+        );
+    }
+    for d in &r.decode {
+        let roof = d
+            .roofline_fraction
+            .map(|f| format!(", {:.0}% of the {:.2} ms roofline", 100.0 * f, d.roofline_s.unwrap_or(0.0) * 1e3))
+            .unwrap_or_default();
+        let s = &d.step_seconds;
+        println!(
+            "  decode batch {:>3} (context {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s{roof}",
+            d.batch,
+            d.context,
+            s.median * 1e3,
+            s.min * 1e3,
+            s.max * 1e3,
+            d.tokens_per_s
+        );
+    }
+    if let (Some(m), Some(p)) = (r.device_memory_bytes, r.peak_device_memory_bytes) {
+        println!("  device memory: {:.2} GB after loading, {:.2} GB at peak", m as f64 / 1e9, p as f64 / 1e9);
+    }
+}

@@ -1,0 +1,25 @@
+//! `llq-host convert`: any model llq can load, written as an HF directory.
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Write any model llq can load as an HF directory (config.json, model.safetensors,
+/// tokenizer.json), e.g. the GGUF SmolLM2 as a normal HF baseline.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Store bf16 instead of f32.
+    #[arg(long)]
+    pub bf16: bool,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let m = crate::loader::load(&a.model)?;
+    crate::loader::write_hf(&m, &a.out, a.bf16)?;
+    let dtype = if a.bf16 { "bf16" } else { "f32" };
+    tracing::info!("wrote {} ({dtype}; {})", a.out.display(), m.precision_note);
+    Ok(())
+}

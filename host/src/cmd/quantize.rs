@@ -1,0 +1,83 @@
+//! `llq-host quantize`: run a plugin over every 2-D tensor of a safetensors file and write
+//! the packed buffers (plus metadata) or the dequantized f32 tensors, for inspection and
+//! cross-checks against other implementations.
+
+use super::args::PluginArgs;
+use crate::loader::hf::tensor_to_f32;
+use crate::plugin::{PackedMatrix, QuantConfig};
+use crate::util::fs::write_atomic;
+use anyhow::{Context, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Quantize every 2-D tensor of a safetensors file with a plugin.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Write the dequantized f32 tensors instead of the packed buffers.
+    #[arg(long)]
+    pub dequantize: bool,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let plugin = a.plugin.load()?;
+    let q = plugin.configure(&a.plugin.opts)?;
+    let (n, c) = quantize_file(&q, &a.input, &a.output, a.dequantize)?;
+    tracing::info!("{}: quantized {n} tensors, copied {c}, wrote {}", plugin.name(), a.output.display());
+    Ok(())
+}
+
+/// Returns (tensors quantized, tensors copied).
+pub fn quantize_file(q: &QuantConfig, input: &Path, output: &Path, dequantize: bool) -> Result<(usize, usize)> {
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a valid safetensors file", input.display()))?;
+    let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+    names.sort();
+    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut meta: HashMap<String, String> = HashMap::new();
+    let (mut quantized, mut copied) = (0, 0);
+    for name in &names {
+        let t = st.tensor(name)?;
+        let shape = t.shape().to_vec();
+        if shape.len() != 2 || !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            out.push((name.clone(), t.dtype(), shape, t.data().to_vec()));
+            copied += 1;
+            continue;
+        }
+        let w = tensor_to_f32(name, t.dtype(), t.data())?;
+        let (rows, cols) = (shape[0], shape[1]);
+        let p: PackedMatrix = q.quantize(name, rows, cols, &w, None)?;
+        if dequantize {
+            let d = q.dequantize(&p)?;
+            out.push((name.clone(), Dtype::F32, shape, d.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        } else {
+            for (b, data) in p.buffers {
+                out.push((format!("{name}.{b}"), Dtype::U8, vec![data.len()], data));
+            }
+            meta.insert(name.clone(), serde_json::json!({"rows": rows, "cols": cols, "metadata": serde_json::from_str::<serde_json::Value>(&p.metadata)?}).to_string());
+        }
+        quantized += 1;
+    }
+    meta.insert(
+        "__llq__".into(),
+        serde_json::json!({
+            "plugin": q.plugin.info.name, "plugin_version": q.plugin.info.version,
+            "options": serde_json::from_str::<serde_json::Value>(&q.canonical())?,
+            "content": if dequantize { "dequantized-f32" } else { "packed" },
+        })
+        .to_string(),
+    );
+    let views: Vec<(String, safetensors::tensor::TensorView)> = out
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b)?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(output, &bytes)?;
+    Ok((quantized, copied))
+}

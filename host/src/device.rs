@@ -1,0 +1,53 @@
+//! Choosing the device (`--device cpu|cuda[:N]|auto`) and what it can report about itself
+//! (free memory, copy bandwidth), with the same answers on a build without CUDA.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+
+/// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when built with the `cuda` feature and
+/// one is present, else the CPU; said in the log).
+pub fn open(spec: &str) -> Result<Device> {
+    let cuda = |n: usize| -> Result<Device> {
+        let d = Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"))?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(c) = &d {
+            // SAFETY: llq uses the one stream candle created, so the per-buffer events that
+            // order work across streams are not needed; they cost driver calls on every launch.
+            unsafe { c.disable_event_tracking() };
+        }
+        Ok(d)
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        "auto" => {
+            let d = if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() { cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu };
+            tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu" });
+            Ok(d)
+        }
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => cuda(n),
+            None => bail!("unknown device `{s}` (cpu, cuda, cuda:N or auto)"),
+        },
+    }
+}
+
+/// Free device memory in bytes (CUDA only).
+pub fn free_bytes(dev: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    return crate::gpu::timing::free_bytes(dev);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = dev;
+        None
+    }
+}
+
+/// Device-to-device copy bandwidth in bytes read + written per second (CUDA only).
+pub fn copy_bandwidth(dev: &Device) -> Result<Option<f64>> {
+    match dev {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => Ok(Some(crate::gpu::timing::copy_bandwidth(d, 5)? * 1e9)),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,50 @@
+//! Timing on the device: CUDA events around back-to-back launches, the device-to-device copy
+//! bandwidth every roofline is measured against, and free device memory.
+
+use crate::util::stats::{spread, Spread};
+use anyhow::Result;
+use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream};
+use candle_core::cuda_backend::CudaDevice;
+use std::sync::Arc;
+
+fn ev(stream: &CudaStream) -> Result<candle_core::cuda_backend::cudarc::driver::CudaEvent> {
+    stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| anyhow::anyhow!("cuda event: {e:?}"))
+}
+
+/// Median seconds per call of `f` (called `iters` times between two events), over `repeats`.
+pub fn time_launches(stream: &Arc<CudaStream>, repeats: usize, iters: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Spread> {
+    for i in 0..iters.min(16) {
+        f(i)?; // warm-up
+    }
+    let mut times = vec![];
+    for _ in 0..repeats {
+        let a = ev(stream)?;
+        for i in 0..iters {
+            f(i)?;
+        }
+        let b = ev(stream)?;
+        let ms = a.elapsed_ms(&b).map_err(|e| anyhow::anyhow!("cuda event timing: {e:?}"))?;
+        times.push(ms as f64 * 1e-3 / iters as f64);
+    }
+    Ok(spread(times))
+}
+
+/// Device-to-device copy of 1 GiB in GB/s (bytes read + written).
+pub fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
+    let n = 512usize << 20;
+    let src: CudaSlice<u8> = dev.alloc_zeros(n)?;
+    let mut dst: CudaSlice<u8> = dev.alloc_zeros(n)?;
+    let stream = dev.cuda_stream();
+    let s = time_launches(&stream, repeats, 4, |_| Ok(dev.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * n as f64 / s.median / 1e9)
+}
+
+/// Free device memory in bytes, after the device's queued work has finished.
+pub fn free_bytes(dev: &candle_core::Device) -> Option<u64> {
+    if !dev.is_cuda() {
+        return None;
+    }
+    dev.synchronize().ok()?;
+    candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok().map(|(free, _)| free as u64)
+}

@@ -1,0 +1,384 @@
+//! The Llama model: [`Attention`], [`Mlp`] and [`Block`] (each with `load` and `forward`,
+//! like candle-transformers' `llama.rs`), the model itself and its KV cache. Weights come
+//! from a [`WeightSource`], which names every tensor through [`layer_tensor`].
+
+use super::config::{layer_tensor, Config, LayerTensor, EMBED, LM_HEAD, NORM};
+use super::linear::{Linear, PackedLayers};
+use super::weights::{check_weights, Weights};
+use anyhow::{bail, Result};
+#[cfg(feature = "cuda")]
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+
+/// The longest sequence the RoPE tables cover.
+pub const MAX_POSITIONS: usize = 16_384;
+
+/// RoPE inverse frequencies, one per pair of dimensions, with Llama-3 scaling applied
+/// (transformers' `_compute_llama3_parameters`: long wavelengths divided by `factor`, short
+/// ones kept, a linear blend in between).
+pub fn rope_inv_freq(cfg: &Config) -> Vec<f64> {
+    let d = cfg.head_dim();
+    let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+    if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
+        let old = s.original_max_position_embeddings as f64;
+        let (low_wl, high_wl) = (old / s.low_freq_factor, old / s.high_freq_factor);
+        for f in inv.iter_mut() {
+            let wl = 2.0 * std::f64::consts::PI / *f;
+            if wl > low_wl {
+                *f /= s.factor;
+            } else if wl >= high_wl {
+                let smooth = (old / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
+            }
+        }
+    }
+    inv
+}
+
+/// RoPE tables (cos, sin), each (positions, head_dim / 2): one angle per pair of
+/// dimensions, applied rotate-half style (dimension i pairs with i + head_dim/2).
+fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim() / 2;
+    let inv = rope_inv_freq(cfg);
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for f in &inv {
+            let a = p as f64 * f;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    Ok((Tensor::from_vec(cos, (positions, half), dev)?, Tensor::from_vec(sin, (positions, half), dev)?))
+}
+
+// The three element-wise pieces use candle-nn's fused kernels (one launch each on a GPU,
+// where a decode step is bound by launches): RMSNorm accumulates in f32 whatever the input
+// dtype, softmax runs on f32 scores, RoPE is the rotate-half form with per-row positions.
+
+/// RMSNorm; `w` has `x`'s dtype, the mean square is accumulated in f32.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+}
+
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+}
+
+/// x (b, h, t, d) with cos/sin (b, t, d/2): x·cos + rotate_half(x)·sin.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?)
+}
+
+/// Where a model's tensors come from when it is built on a device: the host weights, in the
+/// dtype the model computes in, and the layers a plugin keeps packed (GPU only).
+pub struct WeightSource<'a> {
+    weights: &'a Weights,
+    device: &'a Device,
+    dtype: DType,
+    #[cfg(feature = "cuda")]
+    packed: Option<(&'a PackedLayers, std::sync::Arc<crate::gpu::Kernels>, &'a candle_core::cuda_backend::CudaDevice)>,
+}
+
+impl<'a> WeightSource<'a> {
+    /// On the CPU `packed` is ignored: the weights already hold the plugin's dequantized values.
+    pub fn new(weights: &'a Weights, device: &'a Device, dtype: DType, packed: Option<&'a PackedLayers>) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        let packed = match (packed, device) {
+            (Some(p), Device::Cuda(d)) => Some((p, crate::gpu::compile(&p.method, &p.kernels, d)?, d)),
+            _ => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let _ = packed;
+        Ok(WeightSource {
+            weights,
+            device,
+            dtype,
+            #[cfg(feature = "cuda")]
+            packed,
+        })
+    }
+
+    /// A tensor as stored (norms, the embedding), converted on the host: one upload each.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let h = &self.weights[name];
+        Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_dtype(self.dtype)?.to_device(self.device)?)
+    }
+
+    /// A linear layer: the plugin's packed matrix with its kernels when there is one, else
+    /// the dense matrix held transposed.
+    pub fn linear(&self, name: &str) -> Result<Linear> {
+        #[cfg(feature = "cuda")]
+        if let Some((p, k, d)) = &self.packed {
+            if let Some(m) = p.layers.get(name) {
+                let up = crate::gpu::PackedLinear::upload(m, k, d).with_context(|| format!("uploading packed {name}"))?;
+                return Ok(Linear::Packed(up));
+            }
+        }
+        Ok(Linear::Dense(self.tensor(name)?.t()?.contiguous()?))
+    }
+}
+
+/// Self-attention with grouped-query heads and rotate-half RoPE.
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+}
+
+impl Attention {
+    pub fn load(w: &WeightSource, cfg: &Config, layer: usize) -> Result<Self> {
+        let lin = |t| w.linear(&layer_tensor(layer, t));
+        Ok(Attention {
+            q: lin(LayerTensor::Q)?,
+            k: lin(LayerTensor::K)?,
+            v: lin(LayerTensor::V)?,
+            o: lin(LayerTensor::O)?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_dim(),
+            dtype: w.dtype,
+        })
+    }
+
+    /// `x` (b, t, hidden) → (b, t, hidden); appends this layer's keys and values to `kv`.
+    pub fn forward(&self, x: &Tensor, rope_cs: (&Tensor, &Tensor), mask: &Tensor, kv: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let rep = h / kvh;
+        let (cos, sin) = rope_cs;
+        let q = self.q.forward(x)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+        let k = self.k.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let v = self.v.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let q = rope(&q, cos, sin)?;
+        let k = rope(&k, cos, sin)?;
+        let (k, v) = match kv.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *kv = Some((k.clone(), v.clone()));
+        let total = k.dim(2)?;
+        // Grouped-query attention: each KV head serves `rep` query heads.
+        let q = q.reshape((b, kvh, rep * t, d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?.reshape((b, kvh, rep, t, total))?;
+        let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
+        let p = softmax_last(&scores)?.to_dtype(self.dtype)?.reshape((b, kvh, rep * t, total))?;
+        let a = p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        self.o.forward(&a)
+    }
+
+    fn linears(&self) -> [&Linear; 4] {
+        [&self.q, &self.k, &self.v, &self.o]
+    }
+}
+
+/// The SwiGLU MLP: down(silu(gate(x)) · up(x)).
+pub struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    pub fn load(w: &WeightSource, layer: usize) -> Result<Self> {
+        let lin = |t| w.linear(&layer_tensor(layer, t));
+        Ok(Mlp { gate: lin(LayerTensor::Gate)?, up: lin(LayerTensor::Up)?, down: lin(LayerTensor::Down)? })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        let u = self.up.forward(x)?;
+        self.down.forward(&(g * u)?)
+    }
+
+    fn linears(&self) -> [&Linear; 3] {
+        [&self.gate, &self.up, &self.down]
+    }
+}
+
+/// One decoder layer: pre-norm attention and pre-norm MLP, each with a residual.
+pub struct Block {
+    input_norm: Tensor,
+    attn: Attention,
+    post_norm: Tensor,
+    mlp: Mlp,
+    eps: f64,
+}
+
+impl Block {
+    pub fn load(w: &WeightSource, cfg: &Config, layer: usize) -> Result<Self> {
+        Ok(Block {
+            input_norm: w.tensor(&layer_tensor(layer, LayerTensor::InputNorm))?,
+            attn: Attention::load(w, cfg, layer)?,
+            post_norm: w.tensor(&layer_tensor(layer, LayerTensor::PostNorm))?,
+            mlp: Mlp::load(w, layer)?,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, rope_cs: (&Tensor, &Tensor), mask: &Tensor, kv: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let a = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, rope_cs, mask, kv)?;
+        let x = (x + a)?;
+        let m = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps)?)?;
+        Ok((x + m)?)
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.attn.linears().into_iter().chain(self.mlp.linears())
+    }
+}
+
+/// Per-layer key/value cache, (batch, kv_heads, positions, head_dim).
+#[derive(Default)]
+pub struct Cache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Cache {
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.kv.first().and_then(|x| x.as_ref()).map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Llama {
+    pub cfg: Config,
+    pub device: Device,
+    /// The dtype weights and activations are held in (f32 on the CPU, bf16 on CUDA);
+    /// norms accumulate in f32, softmax and logits are computed in f32 either way.
+    pub dtype: DType,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    /// (hidden, vocab): its own matrix, or the embedding's transpose when tied.
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Llama {
+    /// Build the model from f32 host weights (already dequantized where a plugin applies),
+    /// in f32 on the CPU and bf16 on a GPU.
+    pub fn new(cfg: &Config, w: &Weights, device: &Device) -> Result<Self> {
+        Self::with_packed(cfg, w, device, None)
+    }
+
+    /// As [`Llama::new`], with the layers in `packed` kept packed on a GPU (their entries in
+    /// `w` are then not uploaded). On the CPU `packed` is ignored: `w` holds the plugin's
+    /// dequantized values.
+    pub fn with_packed(cfg: &Config, w: &Weights, device: &Device, packed: Option<&PackedLayers>) -> Result<Self> {
+        cfg.validate()?;
+        check_weights(cfg, w)?;
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let src = WeightSource::new(w, device, dtype, packed)?;
+        let blocks = (0..cfg.num_hidden_layers).map(|l| Block::load(&src, cfg, l)).collect::<Result<Vec<_>>>()?;
+        let embed = src.tensor(EMBED)?;
+        let lm_head = if cfg.tie_word_embeddings { Linear::Dense(embed.t()?) } else { src.linear(LM_HEAD)? };
+        let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), &Device::Cpu)?;
+        let (cos, sin) = (cos.to_dtype(dtype)?.to_device(device)?, sin.to_dtype(dtype)?.to_device(device)?);
+        Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, blocks, norm: src.tensor(NORM)?, lm_head, cos, sin })
+    }
+
+    /// Bytes one decode step of `batch` rows at `context` cached positions must read: every
+    /// weight matrix once (lm_head included; the embedding lookup reads only `batch` rows)
+    /// plus the KV cache.
+    pub fn step_bytes(&self, batch: usize, context: usize) -> u64 {
+        let c = &self.cfg;
+        let linear: u64 = self.blocks.iter().flat_map(Block::linears).map(Linear::bytes).sum();
+        let kv = (c.num_hidden_layers * 2 * c.kv_heads() * c.head_dim() * context * batch * self.dtype.size_in_bytes()) as u64;
+        linear + self.lm_head.bytes() + kv
+    }
+
+    pub fn new_cache(&self) -> Cache {
+        Cache::default()
+    }
+
+    /// One step over `tokens` (b, t) at `positions` (b, t) (u32, each row's own RoPE
+    /// positions) with an additive attention `mask` (b, 1, t, past + t): 0 where a query may
+    /// look, −inf elsewhere. Appends to `cache`. Returns logits (b, t, vocab), or (b, 1, vocab)
+    /// for the last position only when `last_only`.
+    pub fn forward(&self, tokens: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let c = &self.cfg;
+        if cache.kv.len() != c.num_hidden_layers {
+            cache.kv = (0..c.num_hidden_layers).map(|_| None).collect();
+        }
+        let d = c.head_dim();
+        let flat_pos = positions.flatten_all()?;
+        let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, t, d / 2))?;
+        let sin = self.sin.index_select(&flat_pos, 0)?.reshape((b, t, d / 2))?;
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        for (block, kv) in self.blocks.iter().zip(cache.kv.iter_mut()) {
+            x = block.forward(&x, (&cos, &sin), mask, kv)?;
+        }
+        let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
+        let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// Prefill-and-decode helper for rows that start at different lengths: builds positions
+    /// and the mask from each row's count of left padding `pad[r]`.
+    pub fn step(&self, tokens: &[Vec<u32>], pad: &[usize], cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, |r| r.len());
+        if b == 0 || t == 0 || tokens.iter().any(|r| r.len() != t) || pad.len() != b {
+            bail!("step needs {b} rows of equal, non-zero length and one padding count per row");
+        }
+        let past = cache.len();
+        let total = past + t;
+        if total > self.cos.dim(0)? {
+            bail!("sequence of {total} tokens is longer than the model's {} positions", self.cos.dim(0)?);
+        }
+        let mut pos = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t * total);
+        for r in 0..b {
+            for i in 0..t {
+                let abs = past + i;
+                pos.push(abs.saturating_sub(pad[r]) as u32);
+                for j in 0..total {
+                    // Causal, never into the row's padding; a padding query sees itself only.
+                    let ok = if abs < pad[r] { j == abs } else { j <= abs && j >= pad[r] };
+                    mask.push(if ok { 0f32 } else { f32::NEG_INFINITY });
+                }
+            }
+        }
+        let flat: Vec<u32> = tokens.iter().flatten().copied().collect();
+        let dev = &self.device;
+        let toks = Tensor::from_vec(flat, (b, t), dev)?;
+        let pos = Tensor::from_vec(pos, (b, t), dev)?;
+        let mask = Tensor::from_vec(mask, (b, 1, t, total), dev)?;
+        self.forward(&toks, &pos, &mask, cache, last_only)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_matches_the_published_formula() {
+        // Expected values: Llama-3.2-1B's rope_scaling (factor 32, low 1, high 4, original
+        // context 8192, theta 500000, head_dim 64) through transformers'
+        // `_compute_llama3_parameters`, evaluated in Python with math (f64):
+        // pair 0 is high-frequency (kept), 15-17 are in the blend band, 31 is divided by 32.
+        let cfg = crate::model::config::preset("llama-3.2-1b").unwrap();
+        let inv = rope_inv_freq(&cfg);
+        assert_eq!(inv.len(), 32);
+        for (i, want) in [(0, 1.0), (15, 0.001290547928209264), (16, 0.00042955679655936815), (17, 9.70828780262767e-05), (31, 9.418306725434909e-08)] {
+            assert!((inv[i] - want).abs() <= 1e-12 * want, "pair {i}: {} vs {want}", inv[i]);
+        }
+        // Without scaling: plain theta^(-2i/d).
+        let plain = Config { rope_scaling: None, ..cfg };
+        assert!((rope_inv_freq(&plain)[16] - 0.001414213562373095).abs() < 1e-15);
+    }
+}

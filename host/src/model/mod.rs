@@ -1,0 +1,18 @@
+//! The Llama architecture in the Hugging Face layout (rotate-half RoPE, grouped-query
+//! attention, SwiGLU MLP, RMSNorm) on candle tensors.
+//!
+//! - [`config`]: hyper-parameters, published presets, and the one place tensor names are built;
+//! - [`weights`]: host-side f32 tensors by HF name, as every loader produces them;
+//! - [`linear`]: a linear layer, dense or packed (a plugin's kernels on a GPU);
+//! - [`llama`]: attention, MLP and decoder block structs (each with `load` and `forward`),
+//!   the model and its KV cache.
+
+pub mod config;
+pub mod linear;
+pub mod llama;
+pub mod weights;
+
+pub use config::{Config, LayerTensor, RopeScaling};
+pub use linear::{Linear, PackedLayers};
+pub use llama::{Cache, Llama, MAX_POSITIONS};
+pub use weights::{check_weights, HostTensor, Weights};

@@ -1,0 +1,7 @@
+//! What llq writes and reads back: the typed results schema ([`schema`]) and the
+//! side-by-side comparison of runs ([`compare`]).
+
+pub mod compare;
+pub mod schema;
+
+pub use schema::{read_samples, RunResults, SampleRecord, SCHEMA};

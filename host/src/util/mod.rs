@@ -1,0 +1,8 @@
+//! Small helpers shared by several concerns, each in its own named module. Nothing here
+//! depends on any other module of the host.
+
+pub mod digest;
+pub mod fs;
+pub mod par;
+pub mod stats;
+pub mod synth;
