@@ -45,14 +45,25 @@ fn init_logging() {
     // The WASM compiler logs every function it compiles at debug level: keep it quiet
     // unless RUST_LOG names it.
     let asked = std::env::var("RUST_LOG").unwrap_or_default();
-    for noisy in ["cranelift_codegen", "cranelift_frontend", "regalloc2", "wasmtime", "wasmtime_internal_cranelift", "wasmtime_environ"] {
+    for noisy in [
+        "cranelift_codegen",
+        "cranelift_frontend",
+        "regalloc2",
+        "wasmtime",
+        "wasmtime_internal_cranelift",
+        "wasmtime_environ",
+    ] {
         if !asked.contains(noisy) {
             if let Ok(d) = format!("{noisy}=warn").parse() {
                 filter = filter.add_directive(d);
             }
         }
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// Entry point; returns the process exit code.

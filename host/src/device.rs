@@ -8,7 +8,11 @@ use candle_core::Device;
 /// one is present, else the CPU; said in the log).
 pub fn open(spec: &str) -> Result<Device> {
     let cuda = |n: usize| -> Result<Device> {
-        let d = Device::new_cuda(n).with_context(|| format!("cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"))?;
+        let d = Device::new_cuda(n).with_context(|| {
+            format!(
+                "cannot open CUDA device {n} (is llq-host built with --features cuda, and is there a GPU?)"
+            )
+        })?;
         #[cfg(feature = "cuda")]
         if let Device::Cuda(c) = &d {
             // SAFETY: llq uses the one stream candle created, so the per-buffer events that
@@ -21,7 +25,11 @@ pub fn open(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         "auto" => {
-            let d = if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() { cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu };
+            let d = if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
+                cuda(0).unwrap_or(Device::Cpu)
+            } else {
+                Device::Cpu
+            };
             tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu" });
             Ok(d)
         }

@@ -35,7 +35,14 @@ fn cut_at_stop(text: &str, stop: &[String]) -> Option<String> {
 
 /// Greedy generation for a batch of prompts (already tokenized), each with its own stop
 /// sequences and token limit. Rows are left-padded to a common length.
-pub fn generate(model: &Llama, tok: &Tokenizer, prompts: &[Vec<u32>], stops: &[Vec<String>], max_new: &[usize], eos: &[u32]) -> Result<Vec<Generated>> {
+pub fn generate(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    stops: &[Vec<String>],
+    max_new: &[usize],
+    eos: &[u32],
+) -> Result<Vec<Generated>> {
     let b = prompts.len();
     if b == 0 {
         return Ok(vec![]);
@@ -54,7 +61,10 @@ pub fn generate(model: &Llama, tok: &Tokenizer, prompts: &[Vec<u32>], stops: &[V
     let prompts: Vec<&[u32]> = prompts.iter().zip(&truncated).map(|(p, &t)| &p[t..]).collect();
     let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()).collect()).collect();
+    let rows: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()).collect())
+        .collect();
     let mut cache = model.new_cache();
     let mut logits = model.step(&rows, &pad, &mut cache, true)?;
     let mut out: Vec<Vec<u32>> = vec![vec![]; b];
@@ -92,7 +102,12 @@ pub fn generate(model: &Llama, tok: &Tokenizer, prompts: &[Vec<u32>], stops: &[V
                 Some(t) => t,
                 None => tok.decode(&out[r])?,
             };
-            Ok(Generated { text, prompt_tokens: prompts[r].len(), new_tokens: out[r].len(), truncated: truncated[r] })
+            Ok(Generated {
+                text,
+                prompt_tokens: prompts[r].len(),
+                new_tokens: out[r].len(),
+                truncated: truncated[r],
+            })
         })
         .collect()
 }
@@ -116,11 +131,20 @@ fn score_tokens(model: &Llama, inputs: &[u32], targets: &[u32]) -> Result<(Vec<f
 }
 
 /// log P(continuation | context): (sum of log-probs, greedy, continuation tokens).
-pub fn loglikelihood(model: &Llama, tok: &Tokenizer, context: &str, continuation: &str) -> Result<(f64, bool, usize)> {
+pub fn loglikelihood(
+    model: &Llama,
+    tok: &Tokenizer,
+    context: &str,
+    continuation: &str,
+) -> Result<(f64, bool, usize)> {
     let ctx = tok.encode(context)?;
     let whole = tok.encode(&format!("{context}{continuation}"))?;
     // Split where the context's tokens end if they are a prefix, else encode apart.
-    let cont: Vec<u32> = if whole.starts_with(&ctx) && whole.len() > ctx.len() { whole[ctx.len()..].to_vec() } else { tok.encode_plain(continuation)? };
+    let cont: Vec<u32> = if whole.starts_with(&ctx) && whole.len() > ctx.len() {
+        whole[ctx.len()..].to_vec()
+    } else {
+        tok.encode_plain(continuation)?
+    };
     if cont.is_empty() {
         bail!("the continuation encodes to no tokens");
     }
@@ -155,7 +179,13 @@ fn last_rows(model: &Llama, inputs: &[u32], n: usize) -> Result<Vec<Vec<f32>>> {
 /// (when the tokenizer has one), later windows on the tokens just before them. With a
 /// `baseline` model (the same model unquantized), also the exact per-token KL divergence
 /// KL(P_baseline ‖ P_model) over the whole vocabulary and top-1 agreement.
-pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &str, window: usize) -> Result<Rolling> {
+pub fn rolling(
+    model: &Llama,
+    baseline: Option<&Llama>,
+    tok: &Tokenizer,
+    text: &str,
+    window: usize,
+) -> Result<Rolling> {
     let with_bos = tok.encode(text)?;
     let plain = tok.encode_plain(text)?;
     let prefix: Option<u32> = (with_bos.len() == plain.len() + 1).then(|| with_bos[0]);
@@ -170,7 +200,9 @@ pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &
         let end = (done + window).min(toks.len());
         let (inputs, targets): (Vec<u32>, &[u32]) = if done == 0 {
             match prefix {
-                Some(b) => (std::iter::once(b).chain(toks[..end - 1].iter().copied()).collect(), &toks[..end]),
+                Some(b) => {
+                    (std::iter::once(b).chain(toks[..end - 1].iter().copied()).collect(), &toks[..end])
+                }
                 // No BOS: the first token cannot be predicted; score from the second.
                 None => {
                     if toks.len() < 2 {
@@ -189,7 +221,8 @@ pub fn rolling(model: &Llama, baseline: Option<&Llama>, tok: &Tokenizer, text: &
         if let Some(base) = baseline {
             let brows = last_rows(base, &inputs, targets.len())?;
             for (q, b) in rows.iter().zip(&brows) {
-                let kl: f64 = b.iter().zip(q).map(|(&lb, &lq)| (lb as f64).exp() * (lb as f64 - lq as f64)).sum();
+                let kl: f64 =
+                    b.iter().zip(q).map(|(&lb, &lq)| (lb as f64).exp() * (lb as f64 - lq as f64)).sum();
                 out.kl.push(kl.max(0.0));
                 out.top1_agree.push((argmax(q) == argmax(b)) as u8);
             }

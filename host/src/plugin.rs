@@ -41,12 +41,15 @@ pub struct Plugin {
 unsafe impl Send for Plugin {}
 unsafe impl Sync for Plugin {}
 
+/// Named byte buffers of a packed matrix, in the plugin's order.
+pub type Buffers = Vec<(String, Vec<u8>)>;
+
 /// A packed matrix as produced by a plugin, owned by the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedMatrix {
     pub rows: usize,
     pub cols: usize,
-    pub buffers: Vec<(String, Vec<u8>)>,
+    pub buffers: Buffers,
     pub metadata: String,
 }
 
@@ -72,7 +75,10 @@ unsafe fn cstr(p: *const c_char, what: &str) -> Result<String> {
     if p.is_null() {
         bail!("descriptor field `{what}` is null");
     }
-    Ok(CStr::from_ptr(p).to_str().with_context(|| format!("descriptor field `{what}` is not UTF-8"))?.to_string())
+    Ok(CStr::from_ptr(p)
+        .to_str()
+        .with_context(|| format!("descriptor field `{what}` is not UTF-8"))?
+        .to_string())
 }
 
 fn llq_str(s: &str) -> LlqStr {
@@ -87,7 +93,8 @@ impl Plugin {
             bail!("plugin {shown}: file not found (build the built-in plugins with `make build`)");
         }
         // An absolute path, so dlopen never searches the library path for a bare file name.
-        let abs = std::fs::canonicalize(path).with_context(|| format!("plugin {shown}: cannot resolve path"))?;
+        let abs =
+            std::fs::canonicalize(path).with_context(|| format!("plugin {shown}: cannot resolve path"))?;
         // SAFETY: loading a library runs its initializers; plugins are trusted native code.
         let lib = unsafe { libloading::Library::new(&abs) }
             .map_err(|e| anyhow!("plugin {shown}: not a loadable shared library: {e}"))?;
@@ -111,37 +118,45 @@ impl Plugin {
             );
         }
         if (struct_size as usize) < std::mem::size_of::<LlqPluginV1>() {
-            bail!("plugin {shown}: descriptor is {struct_size} bytes, ABI v1 needs {}", std::mem::size_of::<LlqPluginV1>());
+            bail!(
+                "plugin {shown}: descriptor is {struct_size} bytes, ABI v1 needs {}",
+                std::mem::size_of::<LlqPluginV1>()
+            );
         }
         // SAFETY: the version check passed, so the descriptor has the v1 layout.
         let d = unsafe { &*desc };
-        let info = (|| -> Result<PluginInfo> { Ok(unsafe {
-            let options_json = cstr(d.options_json, "options_json")?;
-            let options: Vec<OptionSpec> = serde_json::from_str(&options_json)
-                .with_context(|| format!("plugin {shown}: options_json is not a valid option list"))?;
-            let cuda_kernels = if d.cuda_kernels_json.is_null() {
-                None
-            } else {
-                let j = cstr(d.cuda_kernels_json, "cuda_kernels_json")?;
-                Some(serde_json::from_str(&j).with_context(|| format!("plugin {shown}: cuda_kernels_json is malformed"))?)
-            };
-            PluginInfo {
-                path: path.to_path_buf(),
-                abi_version,
-                name: cstr(d.name, "name")?,
-                version: cstr(d.version, "version")?,
-                description: cstr(d.description, "description")?,
-                options,
-                calibration: match d.calibration {
-                    CALIBRATION_NONE => "none",
-                    CALIBRATION_STATS => "stats",
-                    CALIBRATION_SAMPLES => "samples",
-                    other => bail!("plugin {shown}: unknown calibration kind {other}"),
-                },
-                has_matmul: d.has_matmul != 0,
-                cuda_kernels,
-            }
-        }) })()
+        let info = (|| -> Result<PluginInfo> {
+            Ok(unsafe {
+                let options_json = cstr(d.options_json, "options_json")?;
+                let options: Vec<OptionSpec> = serde_json::from_str(&options_json)
+                    .with_context(|| format!("plugin {shown}: options_json is not a valid option list"))?;
+                let cuda_kernels = if d.cuda_kernels_json.is_null() {
+                    None
+                } else {
+                    let j = cstr(d.cuda_kernels_json, "cuda_kernels_json")?;
+                    Some(
+                        serde_json::from_str(&j)
+                            .with_context(|| format!("plugin {shown}: cuda_kernels_json is malformed"))?,
+                    )
+                };
+                PluginInfo {
+                    path: path.to_path_buf(),
+                    abi_version,
+                    name: cstr(d.name, "name")?,
+                    version: cstr(d.version, "version")?,
+                    description: cstr(d.description, "description")?,
+                    options,
+                    calibration: match d.calibration {
+                        CALIBRATION_NONE => "none",
+                        CALIBRATION_STATS => "stats",
+                        CALIBRATION_SAMPLES => "samples",
+                        other => bail!("plugin {shown}: unknown calibration kind {other}"),
+                    },
+                    has_matmul: d.has_matmul != 0,
+                    cuda_kernels,
+                }
+            })
+        })()
         .with_context(|| format!("plugin {shown}: malformed descriptor"))?;
         Ok(Plugin { desc, info, _lib: lib })
     }
@@ -213,7 +228,8 @@ impl Plugin {
             bail!("layer {layer}: {} values for a {rows}×{cols} matrix", data.len());
         }
         let expected = self.packed_size(rows, cols, opts_json)?;
-        let w = LlqWeights { layer: llq_str(layer), rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
+        let w =
+            LlqWeights { layer: llq_str(layer), rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
         let c = calib.map(|c| LlqCalibration {
             cols: c.abs_max.len() as u64,
             n_tokens: c.n_tokens,
@@ -232,7 +248,9 @@ impl Plugin {
         let copied = unsafe { self.copy_quantized(&out) };
         // SAFETY: the handle came from this plugin's quantize and is released once.
         unsafe { (self.d().release_quantized)(out.handle) };
-        let (buffers, metadata) = copied.with_context(|| format!("plugin {}: layer {layer}: malformed quantize result", self.info.name))?;
+        let (buffers, metadata) = copied.with_context(|| {
+            format!("plugin {}: layer {layer}: malformed quantize result", self.info.name)
+        })?;
         let packed = PackedMatrix { rows, cols, buffers, metadata };
         if packed.bytes() != expected {
             bail!(
@@ -245,12 +263,13 @@ impl Plugin {
     }
 
     /// # Safety: `out` must be a result just produced by this plugin's `quantize`.
-    unsafe fn copy_quantized(&self, out: &LlqQuantized) -> Result<(Vec<(String, Vec<u8>)>, String)> {
+    unsafe fn copy_quantized(&self, out: &LlqQuantized) -> Result<(Buffers, String)> {
         if out.n_buffers > 0 && out.buffers.is_null() {
             bail!("{} buffers behind a null pointer", out.n_buffers);
         }
-        let descs = if out.n_buffers == 0 { &[][..] } else { std::slice::from_raw_parts(out.buffers, out.n_buffers) };
-        let mut buffers: Vec<(String, Vec<u8>)> = Vec::with_capacity(descs.len());
+        let descs =
+            if out.n_buffers == 0 { &[][..] } else { std::slice::from_raw_parts(out.buffers, out.n_buffers) };
+        let mut buffers: Buffers = Vec::with_capacity(descs.len());
         for b in descs {
             let name = raw_str(b.name).context("buffer name")?;
             if name.is_empty() || buffers.iter().any(|(n, _)| n == &name) {
@@ -263,13 +282,17 @@ impl Plugin {
             buffers.push((name, data));
         }
         let metadata = raw_str(out.metadata).context("metadata")?;
-        serde_json::from_str::<serde_json::Value>(&metadata).with_context(|| format!("metadata is not JSON: {metadata:.80}"))?;
+        serde_json::from_str::<serde_json::Value>(&metadata)
+            .with_context(|| format!("metadata is not JSON: {metadata:.80}"))?;
         Ok((buffers, metadata))
     }
 
     fn with_packed<T>(&self, p: &PackedMatrix, f: impl FnOnce(&LlqPacked) -> Result<T>) -> Result<T> {
-        let descs: Vec<LlqBuffer> =
-            p.buffers.iter().map(|(n, b)| LlqBuffer { name: llq_str(n), data: b.as_ptr(), len: b.len() }).collect();
+        let descs: Vec<LlqBuffer> = p
+            .buffers
+            .iter()
+            .map(|(n, b)| LlqBuffer { name: llq_str(n), data: b.as_ptr(), len: b.len() })
+            .collect();
         let packed = LlqPacked {
             rows: p.rows as u64,
             cols: p.cols as u64,
@@ -287,10 +310,17 @@ impl Plugin {
         let mut written = 0usize;
         self.with_packed(p, |packed| {
             // SAFETY: pointers valid for the call; `out` holds `n` f32s.
-            self.call("dequantize", |err| unsafe { (self.d().dequantize)(packed, out.as_mut_ptr(), n, &mut written, err) })
+            self.call("dequantize", |err| unsafe {
+                (self.d().dequantize)(packed, out.as_mut_ptr(), n, &mut written, err)
+            })
         })?;
         if written != n {
-            bail!("plugin {} dequantize wrote {written} values for a {}×{} matrix", self.info.name, p.rows, p.cols);
+            bail!(
+                "plugin {} dequantize wrote {written} values for a {}×{} matrix",
+                self.info.name,
+                p.rows,
+                p.cols
+            );
         }
         Ok(out)
     }

@@ -21,7 +21,10 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 wasmtime::component::bindgen!({ world: "task", path: "../tasks/wit" });
 
-pub use llq::task::types::{AggregateMetric, GenerateUntil, Loglikelihood, LoglikelihoodResult, MetricSpec, OptionSpec, RequestKind, RollingResult};
+pub use llq::task::types::{
+    AggregateMetric, GenerateUntil, Loglikelihood, LoglikelihoodResult, MetricSpec, OptionSpec, RequestKind,
+    RollingResult,
+};
 
 /// Per-call resource limits of a task.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +124,9 @@ impl TaskRuntime {
         let engine = Engine::new(&config).map_err(|e| anyhow!("{e}"))?;
         let component = Component::from_binary(&engine, &bytes)
             .map_err(|e| anyhow!("{}", anyhow::Error::from(e).root_cause()))
-            .with_context(|| format!("task {} is not a WASM component (build tasks for wasm32-wasip2)", path.display()))?;
+            .with_context(|| {
+                format!("task {} is not a WASM component (build tasks for wasm32-wasip2)", path.display())
+            })?;
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         linker.root().func_wrap("log", |mut cx, (message,): (String,)| {
@@ -145,7 +150,10 @@ impl TaskRuntime {
         let mut refused = vec![];
         for (name, _) in ty.imports(&engine) {
             tracing::debug!("task {} imports {name}", path.display());
-            if name == "log" || name.starts_with("llq:task/types@") || STUBBED.iter().any(|p| name.starts_with(p)) {
+            if name == "log"
+                || name.starts_with("llq:task/types@")
+                || STUBBED.iter().any(|p| name.starts_with(p))
+            {
                 continue;
             }
             if name.starts_with(RANDOM) {
@@ -163,7 +171,16 @@ impl TaskRuntime {
         }
         linker.define_unknown_imports_as_traps(&component).map_err(|e| anyhow!("{e:#}"))?;
         let ticker = start_ticker(&engine);
-        Ok(TaskRuntime { path: path.to_path_buf(), engine, component, linker, limits, live: None, info: None, _ticker: ticker })
+        Ok(TaskRuntime {
+            path: path.to_path_buf(),
+            engine,
+            component,
+            linker,
+            limits,
+            live: None,
+            info: None,
+            _ticker: ticker,
+        })
     }
 
     fn label(&self) -> String {
@@ -175,7 +192,13 @@ impl TaskRuntime {
 
     fn instance(&mut self) -> Result<&mut (Store<HostState>, Task)> {
         if self.live.is_none() {
-            let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory).instances(16).tables(64).memories(16).trap_on_grow_failure(true).build();
+            let limits = StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory)
+                .instances(16)
+                .tables(64)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build();
             let mut store = Store::new(&self.engine, HostState { limits, log: VecDeque::new() });
             store.limiter(|s| &mut s.limits);
             store.set_fuel(self.limits.fuel).map_err(|e| anyhow!("{e}"))?;
@@ -193,7 +216,11 @@ impl TaskRuntime {
     }
 
     /// Run one export under fresh limits; a failed instance is discarded.
-    fn call<R>(&mut self, what: &str, f: impl FnOnce(&mut Store<HostState>, &Task) -> wasmtime::Result<R>) -> Result<R> {
+    fn call<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Store<HostState>, &Task) -> wasmtime::Result<R>,
+    ) -> Result<R> {
         let ticks = self.ticks();
         let fuel = self.limits.fuel;
         let (store, task) = self.instance()?;
@@ -205,18 +232,27 @@ impl TaskRuntime {
             Err(e) => {
                 let reason = match e.downcast_ref::<Trap>() {
                     Some(Trap::OutOfFuel) => format!("ran out of fuel ({fuel} units; raise --task-fuel)"),
-                    Some(Trap::Interrupt) => format!("exceeded its time limit ({:?}; raise --task-timeout)", self.limits.timeout),
+                    Some(Trap::Interrupt) => {
+                        format!("exceeded its time limit ({:?}; raise --task-timeout)", self.limits.timeout)
+                    }
                     Some(t) => format!("trapped: {t}"),
                     None => {
                         let root = anyhow::Error::from(e).root_cause().to_string();
                         if root.contains("growing memory") {
-                            format!("hit its memory limit ({} MiB; raise --task-memory): {root}", self.limits.memory >> 20)
+                            format!(
+                                "hit its memory limit ({} MiB; raise --task-memory): {root}",
+                                self.limits.memory >> 20
+                            )
                         } else {
                             format!("failed: {root}")
                         }
                     }
                 };
-                let log: Vec<String> = self.live.take().map(|(s, _)| s.into_data().log.into_iter().collect()).unwrap_or_default();
+                let log: Vec<String> = self
+                    .live
+                    .take()
+                    .map(|(s, _)| s.into_data().log.into_iter().collect())
+                    .unwrap_or_default();
                 let mut msg = format!("{} {reason} in {what}", self.label());
                 if !log.is_empty() {
                     msg.push_str(&format!("; task said: {}", log.join(" | ")));
@@ -231,7 +267,9 @@ impl TaskRuntime {
             return Ok(i.clone());
         }
         let info = self.call("describe()", |s, t| t.call_describe(s))?;
-        if info.name.is_empty() || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if info.name.is_empty()
+            || !info.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("task {} describes itself with an invalid name {:?}", self.path.display(), info.name);
         }
         self.info = Some(info.clone());
@@ -281,10 +319,17 @@ impl TaskRuntime {
     }
 
     /// Score one sample; the error names the request.
-    pub fn score(&mut self, req: &Request, resp: &Response, options: &[(String, String)]) -> Result<Vec<Metric>> {
+    pub fn score(
+        &mut self,
+        req: &Request,
+        resp: &Response,
+        options: &[(String, String)],
+    ) -> Result<Vec<Metric>> {
         let what = format!("score(request {:?})", req.id);
         let label = self.label();
-        let metrics = self.call(&what, |s, t| t.call_score(s, req, resp, options))?.map_err(|e| anyhow!("{label} could not score request {:?}: {e}", req.id))?;
+        let metrics = self
+            .call(&what, |s, t| t.call_score(s, req, resp, options))?
+            .map_err(|e| anyhow!("{label} could not score request {:?}: {e}", req.id))?;
         if let Some(m) = metrics.iter().find(|m| !m.value.is_finite()) {
             bail!("{label} returned a non-finite metric `{}` = {} for request {:?}", m.name, m.value, req.id);
         }
@@ -293,12 +338,14 @@ impl TaskRuntime {
 
     pub fn aggregate(&mut self, samples: &[Scored], options: &[(String, String)]) -> Result<Report> {
         let label = self.label();
-        self.call("aggregate()", |s, t| t.call_aggregate(s, samples, options))?.map_err(|e| anyhow!("{label} could not aggregate: {e}"))
+        self.call("aggregate()", |s, t| t.call_aggregate(s, samples, options))?
+            .map_err(|e| anyhow!("{label} could not aggregate: {e}"))
     }
 
     pub fn parse_predictions(&mut self, data: &[u8]) -> Result<Vec<(String, String)>> {
         let label = self.label();
-        self.call("parse-predictions()", |s, t| t.call_parse_predictions(s, data))?.map_err(|e| anyhow!("{label}: {e}"))
+        self.call("parse-predictions()", |s, t| t.call_parse_predictions(s, data))?
+            .map_err(|e| anyhow!("{label}: {e}"))
     }
 }
 
@@ -317,12 +364,20 @@ pub const MAX_CONSECUTIVE_FAILURES: usize = 10;
 /// Score each request that has a response; a failing sample is recorded and skipped, the
 /// others are kept (a trapped instance is replaced before the next sample). After
 /// [`MAX_CONSECUTIVE_FAILURES`] failures in a row the rest are marked failed unscored.
-pub fn score_all(rt: &mut TaskRuntime, requests: &[Request], response: impl Fn(&Request) -> Option<Response>, options: &[(String, String)]) -> ScoreOutcome {
+pub fn score_all(
+    rt: &mut TaskRuntime,
+    requests: &[Request],
+    response: impl Fn(&Request) -> Option<Response>,
+    options: &[(String, String)],
+) -> ScoreOutcome {
     let mut out = ScoreOutcome { samples: Vec::with_capacity(requests.len()), failed: vec![], missing: 0 };
     let mut streak = 0;
     for req in requests {
         if streak >= MAX_CONSECUTIVE_FAILURES {
-            out.failed.push((req.id.clone(), format!("not scored: the task failed on {MAX_CONSECUTIVE_FAILURES} samples in a row")));
+            out.failed.push((
+                req.id.clone(),
+                format!("not scored: the task failed on {MAX_CONSECUTIVE_FAILURES} samples in a row"),
+            ));
             out.samples.push(Scored { request: req.clone(), metrics: vec![] });
             continue;
         }

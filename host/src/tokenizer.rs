@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub enum Tokenizer {
-    Hf { inner: Box<tokenizers::Tokenizer>, bos: Option<u32> },
+    Hf {
+        inner: Box<tokenizers::Tokenizer>,
+        bos: Option<u32>,
+    },
     Llama2c(Llama2cTokenizer),
     /// One token per byte (synthetic models).
     Bytes(usize),
@@ -16,13 +19,17 @@ pub enum Tokenizer {
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("{} is not a usable tokenizer.json: {e}", path.display()))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{} is not a usable tokenizer.json: {e}", path.display()))?;
         let bos = ["<|begin_of_text|>", "<s>"].iter().find_map(|t| inner.token_to_id(t));
         Ok(Tokenizer::Hf { inner: Box::new(inner), bos })
     }
 
     /// Rebuild a GGUF (llama.cpp) byte-level BPE tokenizer from its metadata.
-    pub fn from_gguf(md: &HashMap<String, candle_core::quantized::gguf_file::Value>, tokens: Vec<String>) -> Result<Self> {
+    pub fn from_gguf(
+        md: &HashMap<String, candle_core::quantized::gguf_file::Value>,
+        tokens: Vec<String>,
+    ) -> Result<Self> {
         use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
         use tokenizers::models::bpe::BPE;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -42,11 +49,15 @@ impl Tokenizer {
             .iter()
             .map(|v| {
                 let m = v.to_string().map_err(|e| anyhow!("{e}"))?;
-                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow!("malformed merge `{m}`"))
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| anyhow!("malformed merge `{m}`"))
             })
             .collect::<Result<_>>()?;
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow!("GGUF BPE: {e}"))?;
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe =
+            BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow!("GGUF BPE: {e}"))?;
         let mut tk = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let pre = s("tokenizer.ggml.pre").unwrap_or_else(|| "default".into());
@@ -84,7 +95,8 @@ impl Tokenizer {
             tk.add_special_tokens(&special);
         }
         let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        let bos = if add_bos { md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()) } else { None };
+        let bos =
+            if add_bos { md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()) } else { None };
         Ok(Tokenizer::Hf { inner: Box::new(tk), bos })
     }
 
@@ -111,7 +123,9 @@ impl Tokenizer {
     /// Ids of `text` without BOS (for continuations).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         match self {
-            Tokenizer::Hf { inner, .. } => Ok(inner.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec()),
+            Tokenizer::Hf { inner, .. } => {
+                Ok(inner.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
+            }
             Tokenizer::Llama2c(t) => Ok(t.encode(text, false)),
             Tokenizer::Bytes(_) => Ok(text.bytes().map(u32::from).collect()),
         }
@@ -121,7 +135,9 @@ impl Tokenizer {
         match self {
             Tokenizer::Hf { inner, .. } => inner.decode(ids, true).map_err(|e| anyhow!("detokenizing: {e}")),
             Tokenizer::Llama2c(t) => Ok(t.decode(ids)),
-            Tokenizer::Bytes(_) => Ok(String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into_owned()),
+            Tokenizer::Bytes(_) => {
+                Ok(String::from_utf8_lossy(&ids.iter().map(|&i| i as u8).collect::<Vec<_>>()).into_owned())
+            }
         }
     }
 
@@ -165,13 +181,22 @@ impl Llama2cTokenizer {
         let mut at = 4usize; // max_token_length
         let mut pieces = Vec::with_capacity(vocab);
         let mut scores = Vec::with_capacity(vocab);
-        let rd4 = |at: usize| -> Result<[u8; 4]> { b.get(at..at + 4).and_then(|s| s.try_into().ok()).ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display())) };
+        let rd4 = |at: usize| -> Result<[u8; 4]> {
+            b.get(at..at + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display()))
+        };
         for _ in 0..vocab {
             scores.push(f32::from_le_bytes(rd4(at)?));
             let len = i32::from_le_bytes(rd4(at + 4)?);
             at += 8;
-            let len = usize::try_from(len).map_err(|_| anyhow!("tokenizer {} has a negative piece length", path.display()))?;
-            pieces.push(b.get(at..at + len).ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display()))?.to_vec());
+            let len = usize::try_from(len)
+                .map_err(|_| anyhow!("tokenizer {} has a negative piece length", path.display()))?;
+            pieces.push(
+                b.get(at..at + len)
+                    .ok_or_else(|| anyhow!("tokenizer {} is truncated", path.display()))?
+                    .to_vec(),
+            );
             at += len;
         }
         let lookup = pieces.iter().enumerate().map(|(i, p)| (p.clone(), i as u32)).collect();

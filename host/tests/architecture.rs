@@ -87,7 +87,12 @@ fn references(module: &str, text: &str) -> Vec<Vec<String>> {
 
 /// A cycle in `graph`, if there is one (as the path of nodes around it).
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-    fn visit(n: &str, g: &BTreeMap<String, BTreeSet<String>>, state: &mut BTreeMap<String, u8>, path: &mut Vec<String>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
         match state.get(n) {
             Some(2) => return None,
             Some(1) => {
@@ -118,7 +123,8 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mods = modules(src);
     let known: BTreeSet<&String> = mods.keys().collect();
-    let mut g: BTreeMap<String, BTreeSet<String>> = mods.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
+    let mut g: BTreeMap<String, BTreeSet<String>> =
+        mods.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
     for (m, text) in &mods {
         for segs in references(m, text) {
             let target = (1..=segs.len()).rev().map(|n| segs[..n].join("::")).find(|p| known.contains(p));

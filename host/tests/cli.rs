@@ -7,11 +7,14 @@ use std::path::Path;
 
 fn write_safetensors(path: &Path) -> Vec<f32> {
     let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5).collect();
-    let bias = vec![1.0f32, 2.0, 3.0, 4.0];
+    let bias = [1.0f32, 2.0, 3.0, 4.0];
     let wb: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
     let bb: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
     let tensors = vec![
-        ("layer.weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4, 64], &wb).unwrap()),
+        (
+            "layer.weight",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4, 64], &wb).unwrap(),
+        ),
         ("layer.bias", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bb).unwrap()),
     ];
     safetensors::serialize_to_file(tensors, None, path).unwrap();
@@ -34,17 +37,45 @@ fn quantize_writes_packed_and_dequantized_safetensors() {
     let input = dir.path().join("in.safetensors");
     let w = write_safetensors(&input);
     let packed = dir.path().join("packed.safetensors");
-    let out = llq(&["quantize", "--quant", &plugin("nf4"), "--opt", "double_quant=true", "--input", input.to_str().unwrap(), "--output", packed.to_str().unwrap()]);
+    let out = llq(&[
+        "quantize",
+        "--quant",
+        &plugin("nf4"),
+        "--opt",
+        "double_quant=true",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        packed.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&packed).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(names, vec!["layer.bias", "layer.weight.absmax2", "layer.weight.absmax_codes", "layer.weight.absmax_offset", "layer.weight.codes"]);
+    assert_eq!(
+        names,
+        vec![
+            "layer.bias",
+            "layer.weight.absmax2",
+            "layer.weight.absmax_codes",
+            "layer.weight.absmax_offset",
+            "layer.weight.codes"
+        ]
+    );
     assert_eq!(st.tensor("layer.weight.codes").unwrap().data().len(), 128);
 
     let deq = dir.path().join("deq.safetensors");
-    let out = llq(&["quantize", "--quant", &plugin("fp16"), "--input", input.to_str().unwrap(), "--output", deq.to_str().unwrap(), "--dequantize"]);
+    let out = llq(&[
+        "quantize",
+        "--quant",
+        &plugin("fp16"),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        deq.to_str().unwrap(),
+        "--dequantize",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&deq).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -64,9 +95,44 @@ fn bad_input_gives_a_clear_error_and_nonzero_exit() {
     let corrupt = dir.path().join("corrupt.safetensors");
     std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["quantize".into(), "--quant".into(), plugin("nf4"), "--input".into(), corrupt.display().to_string(), "--output".into(), dir.path().join("o").display().to_string()], "is not a valid safetensors file"),
-        (vec!["quantize".into(), "--quant".into(), plugin("nf4"), "--opt".into(), "block_size=7".into(), "--input".into(), input.display().to_string(), "--output".into(), dir.path().join("o").display().to_string()], "must be one of"),
-        (vec!["quantize".into(), "--quant".into(), plugin("nf4"), "--input".into(), input.display().to_string(), "--output".into(), "/nonexistent-dir/o.safetensors".into()], "cannot write"),
+        (
+            vec![
+                "quantize".into(),
+                "--quant".into(),
+                plugin("nf4"),
+                "--input".into(),
+                corrupt.display().to_string(),
+                "--output".into(),
+                dir.path().join("o").display().to_string(),
+            ],
+            "is not a valid safetensors file",
+        ),
+        (
+            vec![
+                "quantize".into(),
+                "--quant".into(),
+                plugin("nf4"),
+                "--opt".into(),
+                "block_size=7".into(),
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                dir.path().join("o").display().to_string(),
+            ],
+            "must be one of",
+        ),
+        (
+            vec![
+                "quantize".into(),
+                "--quant".into(),
+                plugin("nf4"),
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                "/nonexistent-dir/o.safetensors".into(),
+            ],
+            "cannot write",
+        ),
         (vec!["plugins".into(), "inspect".into(), "/no/such/plugin.so".into()], "file not found"),
     ];
     for (args, want) in cases {

@@ -11,8 +11,8 @@ mod common;
 use candle_core::Device;
 use common::root;
 use llq_host::generate::generate;
-use llq_host::loader::load;
 use llq_host::generate::log_softmax_rows;
+use llq_host::loader::load;
 use llq_host::model::Llama;
 use std::path::PathBuf;
 
@@ -42,7 +42,8 @@ struct RunC {
 impl RunC {
     fn read(path: &std::path::Path) -> Self {
         let b = std::fs::read(path).unwrap();
-        let h: Vec<usize> = b[..28].chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+        let h: Vec<usize> =
+            b[..28].chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as usize).collect();
         let w: Vec<f32> = b[28..].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         let (dim, hidden, layers, heads, kv_heads, vocab) = (h[0], h[1], h[2], h[3], h[4], h[5]);
         let kv_dim = dim * kv_heads / heads;
@@ -112,7 +113,11 @@ impl RunC {
                 for h in 0..self.heads {
                     let qh = &q[h * hs..(h + 1) * hs];
                     let kvh = h / kv_mul;
-                    let mut att: Vec<f32> = (0..=pos).map(|p| (0..hs).map(|i| qh[i] * kc[l][p][kvh * hs + i]).sum::<f32>() / (hs as f32).sqrt()).collect();
+                    let mut att: Vec<f32> = (0..=pos)
+                        .map(|p| {
+                            (0..hs).map(|i| qh[i] * kc[l][p][kvh * hs + i]).sum::<f32>() / (hs as f32).sqrt()
+                        })
+                        .collect();
                     let m = att.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                     att.iter_mut().for_each(|a| *a = (*a - m).exp());
                     let s: f32 = att.iter().sum();
@@ -127,7 +132,8 @@ impl RunC {
                 let xb = self.rmsnorm(&x, "rms_ffn", l);
                 let h1 = self.mat("w1", l, self.hidden, dim, &xb);
                 let h3 = self.mat("w3", l, self.hidden, dim, &xb);
-                let hb: Vec<f32> = h1.iter().zip(&h3).map(|(a, b)| a * (1.0 / (1.0 + (-a).exp())) * b).collect();
+                let hb: Vec<f32> =
+                    h1.iter().zip(&h3).map(|(a, b)| a * (1.0 / (1.0 + (-a).exp())) * b).collect();
                 let d = self.mat("w2", l, dim, self.hidden, &hb);
                 x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
             }
@@ -147,7 +153,7 @@ fn stories260k_logits_match_llama2c_semantics() {
     let reference = RunC::read(&stories()).logits(&tokens);
     // Whole sequence in one pass.
     let mut cache = model.new_cache();
-    let ours = model.step(&[tokens.clone()], &[0], &mut cache, false).unwrap();
+    let ours = model.step(std::slice::from_ref(&tokens), &[0], &mut cache, false).unwrap();
     let ours: Vec<Vec<f32>> = ours.squeeze(0).unwrap().to_vec2().unwrap();
     for (p, (a, b)) in ours.iter().zip(&reference).enumerate() {
         let e = rel_err(a, b);
@@ -170,8 +176,18 @@ fn left_padded_batches_generate_what_single_prompts_do() {
     let texts = ["Once upon a time", "The little dog ran to the park and saw", "Lily"];
     let prompts: Vec<Vec<u32>> = texts.iter().map(|t| m.tokenizer.encode(t).unwrap()).collect();
     let stops = vec![vec![".".to_string()]; 3];
-    let single: Vec<String> = (0..3).map(|i| generate(&model, &m.tokenizer, &prompts[i..i + 1], &stops[..1], &[24], &m.eos).unwrap()[0].text.clone()).collect();
-    let batched: Vec<String> = generate(&model, &m.tokenizer, &prompts, &stops, &[24; 3], &m.eos).unwrap().into_iter().map(|g| g.text).collect();
+    let single: Vec<String> = (0..3)
+        .map(|i| {
+            generate(&model, &m.tokenizer, &prompts[i..i + 1], &stops[..1], &[24], &m.eos).unwrap()[0]
+                .text
+                .clone()
+        })
+        .collect();
+    let batched: Vec<String> = generate(&model, &m.tokenizer, &prompts, &stops, &[24; 3], &m.eos)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
     assert_eq!(single, batched);
     // Stop sequences cut the text; greedy decoding is deterministic.
     assert!(single.iter().all(|s| !s.contains('.')), "{single:?}");
@@ -218,7 +234,13 @@ fn smollm2_logits_match_candle_transformers_quantized_llama() {
     let model = Llama::new(&m.config, &m.weights, &Device::Cpu).unwrap();
     let tokens = m.tokenizer.encode("Cotton was a little white kitten who lived in a barn.").unwrap();
     let mut cache = model.new_cache();
-    let ours: Vec<Vec<f32>> = model.step(&[tokens.clone()], &[0], &mut cache, false).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let ours: Vec<Vec<f32>> = model
+        .step(std::slice::from_ref(&tokens), &[0], &mut cache, false)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     let mut worst = 0f32;
     for (p, &t) in tokens.iter().enumerate() {
         let x = candle_core::Tensor::new(&[t], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
@@ -230,8 +252,16 @@ fn smollm2_logits_match_candle_transformers_quantized_llama() {
     eprintln!("worst relative error over {} positions: {worst:e}", tokens.len());
     // And the model is a working language model: log-softmax is normalized and the text's
     // own next tokens are far likelier than uniform (ln 49152 ≈ 10.8 nats).
-    let lp = log_softmax_rows(&model.step(&[tokens.clone()], &[0], &mut model.new_cache(), false).unwrap().squeeze(0).unwrap()).unwrap();
-    let nll: f32 = (1..tokens.len()).map(|i| -lp[i - 1][tokens[i] as usize]).sum::<f32>() / (tokens.len() - 1) as f32;
+    let lp = log_softmax_rows(
+        &model
+            .step(std::slice::from_ref(&tokens), &[0], &mut model.new_cache(), false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap(),
+    )
+    .unwrap();
+    let nll: f32 =
+        (1..tokens.len()).map(|i| -lp[i - 1][tokens[i] as usize]).sum::<f32>() / (tokens.len() - 1) as f32;
     assert!(nll < 7.0, "mean NLL {nll}");
 }
 
@@ -240,13 +270,21 @@ fn gguf_tokenizer_matches_transformers_conversion_of_the_same_file() {
     // Reference ids: transformers' own GGUF → fast-tokenizer conversion of this file
     // (bench/peers/smollm2_tokenizer_reference.py), an implementation independent of ours.
     let m = load(smollm2().to_str().unwrap()).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/smollm2-tokenizer-reference.json")).unwrap()).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/smollm2-tokenizer-reference.json")).unwrap(),
+    )
+    .unwrap();
     for case in fixture["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> =
+            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let got = m.tokenizer.encode(text).unwrap();
         assert_eq!(got, want, "{text:?}");
-        assert_eq!(m.tokenizer.decode(&got).unwrap(), text.replace("<|im_start|>", "").replace("<|im_end|>", ""), "round trip of {text:?}");
+        assert_eq!(
+            m.tokenizer.decode(&got).unwrap(),
+            text.replace("<|im_start|>", "").replace("<|im_end|>", ""),
+            "round trip of {text:?}"
+        );
     }
 }
 
@@ -275,7 +313,14 @@ fn loglikelihood_scores_exactly_the_continuation_tokens() {
     let (lp, greedy, n) = loglikelihood(&model, &m.tokenizer, ctx, cont).unwrap();
     // By hand: one pass over the whole text, sum log p(token) over its last n tokens.
     let all = m.tokenizer.encode(&format!("{ctx}{cont}")).unwrap();
-    let rows = log_softmax_rows(&model.step(&[all.clone()], &[0], &mut model.new_cache(), false).unwrap().squeeze(0).unwrap()).unwrap();
+    let rows = log_softmax_rows(
+        &model
+            .step(std::slice::from_ref(&all), &[0], &mut model.new_cache(), false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap(),
+    )
+    .unwrap();
     let first = all.len() - n;
     let want: f64 = (first..all.len()).map(|i| rows[i - 1][all[i] as usize] as f64).sum();
     assert!(n >= 2 && (lp - want).abs() < 1e-4, "{lp} vs {want} over {n} tokens");

@@ -17,7 +17,9 @@ fn load_err(path: &std::path::Path) -> String {
 
 #[test]
 fn builtin_plugins_load_and_describe_themselves() {
-    for (name, opts, bits) in [("nf4", 2, 4.5), ("fp4", 2, 4.5), ("int8", 1, 8.0 + 32.0 / 64.0), ("fp16", 1, 16.0)] {
+    for (name, opts, bits) in
+        [("nf4", 2, 4.5), ("fp4", 2, 4.5), ("int8", 1, 8.0 + 32.0 / 64.0), ("fp16", 1, 16.0)]
+    {
         let p = Plugin::load(&so(name)).unwrap();
         assert_eq!(p.info.name, name);
         assert_eq!(p.info.abi_version, 1);
@@ -57,7 +59,12 @@ fn plugin_panics_become_errors_and_the_host_survives() {
     let p = Plugin::load(&so("test_panicky")).unwrap();
     let e = format!("{:#}", p.quantize("layer.0", 2, 2, &[1.0; 4], "{}", None).unwrap_err());
     assert!(e.contains("panicked in quantize (layer layer.0)") && e.contains("index out of bounds"), "{e}");
-    let packed = llq_host::plugin::PackedMatrix { rows: 1, cols: 1, buffers: vec![("x".into(), vec![0])], metadata: "{}".into() };
+    let packed = llq_host::plugin::PackedMatrix {
+        rows: 1,
+        cols: 1,
+        buffers: vec![("x".into(), vec![0])],
+        metadata: "{}".into(),
+    };
     let e = format!("{:#}", p.dequantize(&packed).unwrap_err());
     assert!(e.contains("panicked in dequantize") && e.contains("exploded on purpose"), "{e}");
     // The process is fine: another plugin still works.
@@ -92,7 +99,12 @@ fn calibration_statistics_reach_the_plugin() {
     let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 10.0).collect();
     let e = format!("{:#}", p.quantize("l", 3, 4, &w, "{}", None).unwrap_err());
     assert!(e.contains("needs calibration statistics"), "{e}");
-    let calib = CalibrationData { n_tokens: 17, abs_max: vec![1.0, 2.0, 3.0, 4.0], mean_sq: vec![0.25, 1.0, 4.0, 9.0], ..Default::default() };
+    let calib = CalibrationData {
+        n_tokens: 17,
+        abs_max: vec![1.0, 2.0, 3.0, 4.0],
+        mean_sq: vec![0.25, 1.0, 4.0, 9.0],
+        ..Default::default()
+    };
     let q = p.quantize("l", 3, 4, &w, "{}", Some(&calib)).unwrap();
     let meta: serde_json::Value = serde_json::from_str(&q.metadata).unwrap();
     assert_eq!(meta["n_tokens"], 17);

@@ -10,7 +10,19 @@ use std::process::Output;
 
 fn run(out: &Path, extra: &[&str]) -> Output {
     let (model, data, task, out) = (p(STORIES), p(SAMPLE), coqa(), out.display().to_string());
-    let mut args = vec!["run", "--model", &model, "--task", &task, "--data", &data, "--out", &out, "--task-opt", "max_new_tokens=12"];
+    let mut args = vec![
+        "run",
+        "--model",
+        &model,
+        "--task",
+        &task,
+        "--data",
+        &data,
+        "--out",
+        &out,
+        "--task-opt",
+        "max_new_tokens=12",
+    ];
     args.extend_from_slice(extra);
     llq(&args)
 }
@@ -30,7 +42,8 @@ fn predictions(dir: &Path) -> Vec<(String, String)> {
 fn check_schema(r: &serde_json::Value) {
     assert_eq!(r["schema"], "llq-results/2");
     // The typed schema reads back everything the run wrote.
-    serde_json::from_value::<llq_host::results::RunResults>(r.clone()).expect("results.json follows the typed schema");
+    serde_json::from_value::<llq_host::results::RunResults>(r.clone())
+        .expect("results.json follows the typed schema");
     for k in ["version", "git_revision"] {
         assert!(r["llq"][k].is_string(), "llq.{k}");
     }
@@ -64,7 +77,8 @@ fn run_writes_results_and_samples_and_is_deterministic() {
     let nf4 = plugin("nf4");
     let o = run(&a, &["--quant", &nf4, "--limit", "3", "--batch-size", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
     check_schema(&r);
     assert_eq!(r["quantization"]["method"], "nf4");
     assert_eq!(r["samples"]["total"], 3);
@@ -84,9 +98,13 @@ fn run_writes_results_and_samples_and_is_deterministic() {
     let c = dir.path().join("c");
     let o = run(&c, &["--quant", &nf4, "--limit", "1", "--quantize-lm-head"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let rc: serde_json::Value = serde_json::from_slice(&std::fs::read(c.join("results.json")).unwrap()).unwrap();
+    let rc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.join("results.json")).unwrap()).unwrap();
     assert_eq!(rc["quantization"]["lm_head"], true);
-    assert_eq!(rc["size"]["quantized_params"].as_u64().unwrap(), r["size"]["quantized_params"].as_u64().unwrap() + 512 * 64);
+    assert_eq!(
+        rc["size"]["quantized_params"].as_u64().unwrap(),
+        r["size"]["quantized_params"].as_u64().unwrap() + 512 * 64
+    );
     assert_eq!(rc["quantization"]["layers"], r["quantization"]["layers"].as_u64().unwrap() + 1);
     // An existing run is not overwritten without --resume.
     let o = run(&a, &["--quant", &nf4, "--limit", "3"]);
@@ -104,13 +122,18 @@ fn an_interrupted_run_resumes_without_redoing_samples() {
     std::fs::create_dir_all(&cut).unwrap();
     let text = std::fs::read_to_string(full.join("samples.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(cut.join("samples.jsonl"), format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() / 2])).unwrap();
+    std::fs::write(
+        cut.join("samples.jsonl"),
+        format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() / 2]),
+    )
+    .unwrap();
     let o = run(&cut, &["--limit", "4", "--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming: 2 of 4 samples already done"), "{}", stderr(&o));
     // Every sample once (the cut line was dropped and redone), same predictions.
     assert_eq!(predictions(&cut), reference);
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(cut.join("results.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cut.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["native"]["overall"]["turns"], 4);
 }
 
@@ -128,7 +151,8 @@ fn bad_input_is_a_clear_error() {
     let (data, task) = (p(SAMPLE), coqa());
     let run_model = |model: &str, extra: &[&str]| {
         let o = out.display().to_string();
-        let mut args = vec!["run", "--model", model, "--task", &task, "--data", &data, "--out", &o, "--limit", "1"];
+        let mut args =
+            vec!["run", "--model", model, "--task", &task, "--data", &data, "--out", &o, "--limit", "1"];
         args.extend_from_slice(extra);
         llq(&args)
     };
@@ -146,39 +170,77 @@ fn bad_input_is_a_clear_error() {
     let hf = dir.path().join("hf");
     std::fs::create_dir_all(&hf).unwrap();
     std::fs::write(hf.join("config.json"), r#"{"hidden_size": 64, "num_hidden_layers": 2}"#).unwrap();
-    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "is not a Llama config: missing field `intermediate_size`");
+    assert_clean_failure(
+        &run_model(hf.to_str().unwrap(), &[]),
+        "is not a Llama config: missing field `intermediate_size`",
+    );
     std::fs::write(
         hf.join("config.json"),
         r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 300, "tie_word_embeddings": true}"#,
     )
     .unwrap();
-    std::fs::write(hf.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
-    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "model.safetensors is not a valid safetensors file");
+    std::fs::write(hf.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+        .unwrap();
+    assert_clean_failure(
+        &run_model(hf.to_str().unwrap(), &[]),
+        "model.safetensors is not a valid safetensors file",
+    );
     // Valid weights, but the tokenizer is SmolLM2's 49152-token one.
     let conv = dir.path().join("smol");
-    let c = llq(&["convert", "--model", &p("models/smollm2-135m-instruct.gguf"), "--out", conv.to_str().unwrap(), "--bf16"]);
+    let c = llq(&[
+        "convert",
+        "--model",
+        &p("models/smollm2-135m-instruct.gguf"),
+        "--out",
+        conv.to_str().unwrap(),
+        "--bf16",
+    ]);
     assert!(c.status.success(), "{}", stderr(&c));
     std::fs::copy(conv.join("tokenizer.json"), hf.join("tokenizer.json")).unwrap();
-    let names = ["model.embed_tokens.weight", "model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight"];
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names.iter().map(|n| (n.to_string(), if n.contains("embed") { vec![300, 64] } else { vec![64] })).map(|(n, s)| {
-        let len: usize = s.iter().product();
-        (n, s, vec![0u8; len * 4])
-    }).collect();
+    let names = [
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "model.layers.0.input_layernorm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+    ];
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|n| (n.to_string(), if n.contains("embed") { vec![300, 64] } else { vec![64] }))
+        .map(|(n, s)| {
+            let len: usize = s.iter().product();
+            (n, s, vec![0u8; len * 4])
+        })
+        .collect();
     for (n, r, c) in [("q_proj", 64, 64), ("k_proj", 64, 64), ("v_proj", 64, 64), ("o_proj", 64, 64)] {
         tensors.push((format!("model.layers.0.self_attn.{n}.weight"), vec![r, c], vec![0u8; r * c * 4]));
     }
     for (n, r, c) in [("gate_proj", 128, 64), ("up_proj", 128, 64), ("down_proj", 64, 128)] {
         tensors.push((format!("model.layers.0.mlp.{n}.weight"), vec![r, c], vec![0u8; r * c * 4]));
     }
-    let views: Vec<(&str, safetensors::tensor::TensorView)> =
-        tensors.iter().map(|(n, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
     safetensors::serialize_to_file(views, None, &hf.join("model.safetensors")).unwrap();
-    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "its tokenizer has 49152 tokens but the model's vocab_size is 300");
+    assert_clean_failure(
+        &run_model(hf.to_str().unwrap(), &[]),
+        "its tokenizer has 49152 tokens but the model's vocab_size is 300",
+    );
     // A tensor missing.
-    let views: Vec<(&str, safetensors::tensor::TensorView)> =
-        tensors.iter().skip(1).map(|(n, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .skip(1)
+        .map(|(n, s, b)| {
+            (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
     safetensors::serialize_to_file(views, None, &hf.join("model.safetensors")).unwrap();
-    assert_clean_failure(&run_model(hf.to_str().unwrap(), &[]), "tensor `model.embed_tokens.weight` is missing");
+    assert_clean_failure(
+        &run_model(hf.to_str().unwrap(), &[]),
+        "tensor `model.embed_tokens.weight` is missing",
+    );
 }
 
 #[test]
@@ -197,9 +259,19 @@ fn a_converted_hf_directory_gives_the_gguf_model_s_logits() {
     let ids = a.tokenizer.encode(text).unwrap();
     assert_eq!(b.tokenizer.encode(text).unwrap(), ids);
     let dev = candle_core::Device::Cpu;
-    let la: Vec<f32> = Llama::new(&a.config, &a.weights, &dev).unwrap().step(&[ids.clone()], &[0], &mut Default::default(), true).map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).unwrap_or_default();
+    let la: Vec<f32> = Llama::new(&a.config, &a.weights, &dev)
+        .unwrap()
+        .step(std::slice::from_ref(&ids), &[0], &mut Default::default(), true)
+        .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+        .unwrap_or_default();
     let mb = Llama::new(&b.config, &b.weights, &dev).unwrap();
-    let lb: Vec<f32> = mb.step(&[ids.clone()], &[0], &mut mb.new_cache(), true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let lb: Vec<f32> = mb
+        .step(std::slice::from_ref(&ids), &[0], &mut mb.new_cache(), true)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(la, lb, "f32 round trip through safetensors must be exact");
     assert_eq!(b.eos, vec![2]);
     assert!(b.chat_template.is_some());
@@ -216,13 +288,18 @@ fn a_converted_hf_directory_gives_the_gguf_model_s_logits() {
     let mut map = serde_json::Map::new();
     for (k, part) in names.chunks(names.len() / 2 + 1).enumerate() {
         let file = format!("model-{:05}-of-00002.safetensors", k + 1);
-        let views: Vec<(String, safetensors::tensor::TensorView)> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> =
+            part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
         safetensors::serialize_to_file(views, None, &sharded.path().join(&file)).unwrap();
         for n in part {
             map.insert(n.clone(), file.clone().into());
         }
     }
-    std::fs::write(sharded.path().join("model.safetensors.index.json"), serde_json::json!({"weight_map": map}).to_string()).unwrap();
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        serde_json::json!({"weight_map": map}).to_string(),
+    )
+    .unwrap();
     let c = load(sharded.path().to_str().unwrap()).unwrap();
     assert_eq!(c.weights, b.weights);
 }
@@ -236,7 +313,8 @@ fn perplexity_with_kl_against_the_unquantized_model() {
     let model = p(STORIES);
     let metrics = |q: Option<&str>, kl: bool, name: &str| -> std::collections::HashMap<String, f64> {
         let out = dir.path().join(name).display().to_string();
-        let mut args = vec!["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", &out];
+        let mut args =
+            vec!["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", &out];
         let qp;
         if let Some(q) = q {
             qp = plugin(q);
@@ -247,14 +325,28 @@ fn perplexity_with_kl_against_the_unquantized_model() {
         }
         let o = llq(&args);
         assert!(o.status.success(), "{}", stderr(&o));
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(name).join("results.json")).unwrap()).unwrap();
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(name).join("results.json")).unwrap())
+                .unwrap();
         // Perplexity is exp(mean NLL) of the per-token log-probs the samples file keeps.
         let lps: Vec<f64> = std::fs::read_to_string(dir.path().join(name).join("samples.jsonl"))
             .unwrap()
             .lines()
-            .flat_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["token_logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+            .flat_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["token_logprobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        let m: std::collections::HashMap<String, f64> = r["metrics"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap().to_string(), m["value"].as_f64().unwrap())).collect();
+        let m: std::collections::HashMap<String, f64> = r["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().to_string(), m["value"].as_f64().unwrap()))
+            .collect();
         let direct = (-lps.iter().sum::<f64>() / lps.len() as f64).exp();
         assert!((m["perplexity"] - direct).abs() < 1e-9 * direct, "{} vs {direct}", m["perplexity"]);
         m
@@ -268,8 +360,24 @@ fn perplexity_with_kl_against_the_unquantized_model() {
     assert!(nf4["kl_mean"] > 10.0 * fp16["kl_mean"] && nf4["kl_mean"] > 0.0, "{nf4:?} vs {fp16:?}");
     assert!(nf4["kl_max"] >= nf4["kl_mean"] && nf4["top1_agree"] <= 1.0);
     // KL needs something to compare.
-    let o = llq(&["run", "--model", &model, "--task", &ppl, "--data", text.to_str().unwrap(), "--out", dir.path().join("x").to_str().unwrap(), "--kl-baseline"]);
-    assert!(stderr(&o).contains("--kl-baseline compares a quantized model with the unquantized one: it needs --quant"), "{}", stderr(&o));
+    let o = llq(&[
+        "run",
+        "--model",
+        &model,
+        "--task",
+        &ppl,
+        "--data",
+        text.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+        "--kl-baseline",
+    ]);
+    assert!(
+        stderr(&o)
+            .contains("--kl-baseline compares a quantized model with the unquantized one: it needs --quant"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Every built-in plugin ships CUDA kernels; on a CPU-only build `llq-host kernels` says
@@ -283,12 +391,21 @@ fn cuda_kernels_are_declared_and_a_cpu_build_says_what_it_needs() {
         let k = &info["cuda_kernels"];
         let src = k["source"].as_str().unwrap_or_else(|| panic!("{name} has no CUDA source"));
         for entry in [k["dequantize"].as_str().unwrap(), k["matvec"].as_str().unwrap()] {
-            assert!(src.contains(&format!("LLQ_DEFINE_KERNELS(")) && entry.starts_with(name), "{name}: entry {entry}");
+            assert!(
+                src.contains(&"LLQ_DEFINE_KERNELS(".to_string()) && entry.starts_with(name),
+                "{name}: entry {entry}"
+            );
         }
     }
     // Malformed shapes are refused before any device is touched.
-    assert_clean_failure(&llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "12"]), "shape `12` is not ROWSxCOLS");
-    assert_clean_failure(&llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "0x8"]), "must be positive");
+    assert_clean_failure(
+        &llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "12"]),
+        "shape `12` is not ROWSxCOLS",
+    );
+    assert_clean_failure(
+        &llq(&["kernels", "--quant", &plugin("nf4"), "--shapes", "0x8"]),
+        "must be positive",
+    );
     if cfg!(feature = "cuda") {
         return;
     }

@@ -61,7 +61,17 @@ fn coqa_official_scores_of_the_sample_dialogue_match_the_hand_derived_ones() {
         .collect();
     let p = write(dir.path(), "preds.json", &serde_json::to_string(&preds).unwrap());
     let out_json = dir.path().join("report.json");
-    let out = llq(&["score", "--task", wasm("coqa").to_str().unwrap(), "--data", sample().to_str().unwrap(), "--predictions", &p, "--out", out_json.to_str().unwrap()]);
+    let out = llq(&[
+        "score",
+        "--task",
+        wasm("coqa").to_str().unwrap(),
+        "--data",
+        sample().to_str().unwrap(),
+        "--predictions",
+        &p,
+        "--out",
+        out_json.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 of 12 requests have no prediction"), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -97,13 +107,31 @@ fn white_grey_story(dir: &Path) -> String {
 fn coqa_modes_differ_exactly_where_lm_eval_deduplicates() {
     let dir = tempfile::tempdir().unwrap();
     let data = white_grey_story(dir.path());
-    let preds = write(dir.path(), "p.json", r#"[{"id":"s1","turn_id":1,"answer":"a cat"},{"id":"s1","turn_id":2,"answer":"white"}]"#);
+    let preds = write(
+        dir.path(),
+        "p.json",
+        r#"[{"id":"s1","turn_id":1,"answer":"a cat"},{"id":"s1","turn_id":2,"answer":"white"}]"#,
+    );
     let f1_of = |mode: &str| {
         let out_json = dir.path().join(format!("{mode}.json"));
-        let o = llq(&["score", "--task", wasm("coqa").to_str().unwrap(), "--data", &data, "--predictions", &preds, "--task-opt", &format!("mode={mode}"), "--out", out_json.to_str().unwrap()]);
+        let o = llq(&[
+            "score",
+            "--task",
+            wasm("coqa").to_str().unwrap(),
+            "--data",
+            &data,
+            "--predictions",
+            &preds,
+            "--task-opt",
+            &format!("mode={mode}"),
+            "--out",
+            out_json.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(out_json).unwrap()).unwrap();
-        let f1 = r["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "f1").unwrap()["value"].as_f64().unwrap();
+        let f1 = r["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "f1").unwrap()["value"]
+            .as_f64()
+            .unwrap();
         (r["requests"].as_u64().unwrap(), f1, serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap())
     };
     // Official: both turns, no de-duplication: every leave-one-out set of turn 2 still holds a
@@ -126,16 +154,25 @@ fn coqa_requests_carry_lm_eval_prompts_and_options() {
     assert_eq!(reqs.len(), 12);
     assert_eq!(reqs[1].id, "3dr23u6we5exclen4th8uq9rb42tel#2");
     let llq_host::task::RequestKind::Generate(g) = &reqs[1].kind else { panic!("not a generation request") };
-    assert!(g.prompt.ends_with("\n\nQ: What color was Cotton?\n\nA: white\n\nQ: Where did she live?\n\nA:"), "{}", g.prompt);
+    assert!(
+        g.prompt.ends_with("\n\nQ: What color was Cotton?\n\nA: white\n\nQ: Where did she live?\n\nA:"),
+        "{}",
+        g.prompt
+    );
     assert_eq!((g.stop.clone(), g.max_new_tokens), (vec!["\nQ:".to_string()], 256));
-    let reqs = rt.requests(&data, &[("max_new_tokens".into(), "32".into()), ("mode".into(), "lm-eval".into())]).unwrap();
+    let reqs = rt
+        .requests(&data, &[("max_new_tokens".into(), "32".into()), ("mode".into(), "lm-eval".into())])
+        .unwrap();
     let llq_host::task::RequestKind::Generate(g) = &reqs[0].kind else { panic!() };
     assert_eq!((reqs.len(), g.max_new_tokens), (1, 32));
     // Bad options and bad data are errors that say what is wrong.
     let e = format!("{:#}", rt.requests(&data, &[("mode".into(), "fast".into())]).unwrap_err());
     assert!(e.contains("option `mode` must be one of official, lm-eval, got `fast`"), "{e}");
     let e = format!("{:#}", rt.check_options(&[("limit".into(), "3".into())]).unwrap_err());
-    assert!(e.contains("task `coqa`") && e.contains("unknown option `limit` (known: mode, max_new_tokens)"), "{e}");
+    assert!(
+        e.contains("task `coqa`") && e.contains("unknown option `limit` (known: mode, max_new_tokens)"),
+        "{e}"
+    );
     // The host checks values with the same parser before any work, with the same message.
     let e = format!("{:#}", rt.check_options(&[("max_new_tokens".into(), "many".into())]).unwrap_err());
     assert!(e.contains("option `max_new_tokens` expects int, got `many`"), "{e}");
@@ -147,10 +184,30 @@ fn coqa_requests_carry_lm_eval_prompts_and_options() {
 fn score_command_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let bad_preds = write(dir.path(), "bad.json", "{\"answers\": 3}");
-    let o = llq(&["score", "--task", wasm("coqa").to_str().unwrap(), "--data", sample().to_str().unwrap(), "--predictions", &bad_preds]);
+    let o = llq(&[
+        "score",
+        "--task",
+        wasm("coqa").to_str().unwrap(),
+        "--data",
+        sample().to_str().unwrap(),
+        "--predictions",
+        &bad_preds,
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("bad.json") && stderr(&o).contains("not the official CoQA layout"), "{}", stderr(&o));
-    let o = llq(&["score", "--task", "no/such.wasm", "--data", sample().to_str().unwrap(), "--predictions", &bad_preds]);
+    assert!(
+        stderr(&o).contains("bad.json") && stderr(&o).contains("not the official CoQA layout"),
+        "{}",
+        stderr(&o)
+    );
+    let o = llq(&[
+        "score",
+        "--task",
+        "no/such.wasm",
+        "--data",
+        sample().to_str().unwrap(),
+        "--predictions",
+        &bad_preds,
+    ]);
     assert!(stderr(&o).contains("cannot read task no/such.wasm"), "{}", stderr(&o));
     let not_wasm = write(dir.path(), "fake.wasm", "hello");
     let o = llq(&["tasks", "inspect", &not_wasm]);
@@ -181,9 +238,15 @@ fn a_trap_in_score_costs_one_sample_and_shows_the_panic_message() {
     assert_eq!(out.failed.len(), 1);
     let (id, e) = &out.failed[0];
     assert_eq!(id, "b");
-    assert!(e.contains("task `hostile`") && e.contains("score(request \"b\")") && e.contains("hostile task gives up on request b"), "{e}");
+    assert!(
+        e.contains("task `hostile`")
+            && e.contains("score(request \"b\")")
+            && e.contains("hostile task gives up on request b"),
+        "{e}"
+    );
     // a and c were scored, c by a fresh instance after the trap.
-    let scored: Vec<&str> = out.samples.iter().filter(|s| !s.metrics.is_empty()).map(|s| s.request.id.as_str()).collect();
+    let scored: Vec<&str> =
+        out.samples.iter().filter(|s| !s.metrics.is_empty()).map(|s| s.request.id.as_str()).collect();
     assert_eq!(scored, ["a", "c"]);
     let report = rt.aggregate(&out.samples, &mode("panic")).unwrap();
     assert_eq!(report.native_json, "{\"scored\": 2}");
@@ -194,7 +257,13 @@ fn an_infinite_loop_runs_out_of_fuel() {
     let mut rt = hostile(Limits { fuel: 50_000_000, ..Limits::default() });
     let reqs = three_requests(&mut rt, "loop");
     let out = score_all(&mut rt, &reqs[..1], answer, &mode("loop"));
-    assert!(out.failed[0].1.contains("ran out of fuel (50000000 units; raise --task-fuel) in score(request \"a\")"), "{}", out.failed[0].1);
+    assert!(
+        out.failed[0]
+            .1
+            .contains("ran out of fuel (50000000 units; raise --task-fuel) in score(request \"a\")"),
+        "{}",
+        out.failed[0].1
+    );
     // The host and the runtime survive: the next call works on a fresh instance.
     assert_eq!(rt.describe().unwrap().name, "hostile");
     assert_eq!(rt.score(&reqs[1], &Response::Generated("x".into()), &mode("none")).unwrap()[0].value, 1.0);
@@ -235,7 +304,12 @@ fn a_task_importing_the_filesystem_is_refused_at_load() {
         Ok(_) => panic!("a filesystem-importing task loaded"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(e.contains("imports") && e.contains("wasi:filesystem/preopens") && e.contains("grants tasks no filesystem"), "{e}");
+    assert!(
+        e.contains("imports")
+            && e.contains("wasi:filesystem/preopens")
+            && e.contains("grants tasks no filesystem"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -268,13 +342,22 @@ fn perplexity_and_kl_aggregate_to_hand_computed_values() {
     assert_eq!(reqs.len(), 2);
     assert!(matches!(&reqs[0].kind, RequestKind::LoglikelihoodRolling(t) if t == "First doc,\nsame doc."));
     let roll = |lp: &[f64], bytes: u32, kl: &[f64], top1: &[u8]| {
-        Response::Rolling(RollingResult { logprob: lp.iter().sum(), token_logprobs: lp.to_vec(), tokens: lp.len() as u32, bytes, kl: kl.to_vec(), top1_agree: top1.to_vec() })
+        Response::Rolling(RollingResult {
+            logprob: lp.iter().sum(),
+            token_logprobs: lp.to_vec(),
+            tokens: lp.len() as u32,
+            bytes,
+            kl: kl.to_vec(),
+            top1_agree: top1.to_vec(),
+        })
     };
-    let responses = [roll(&[-1.0, -2.0], 10, &[0.1, 0.3], &[1, 0]), roll(&[-0.5, -0.5], 6, &[0.0, 0.2], &[1, 1])];
+    let responses =
+        [roll(&[-1.0, -2.0], 10, &[0.1, 0.3], &[1, 0]), roll(&[-0.5, -0.5], 6, &[0.0, 0.2], &[1, 1])];
     let out = score_all(&mut rt, &reqs, |r| Some(responses[if r.id == "doc1" { 0 } else { 1 }].clone()), &[]);
     assert!(out.failed.is_empty(), "{:?}", out.failed);
     let report = rt.aggregate(&out.samples, &[]).unwrap();
-    let get = |n: &str| report.metrics.iter().find(|m| m.name == n).unwrap_or_else(|| panic!("no {n}")).clone();
+    let get =
+        |n: &str| report.metrics.iter().find(|m| m.name == n).unwrap_or_else(|| panic!("no {n}")).clone();
     let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     // NLL per token 1, 2, 0.5, 0.5: mean 1 → perplexity e; sample variance (5.5 − 4)/3 = 0.5,
     // stderr √(0.5/4) = 0.353553…; perplexity ± e·0.353553… = 0.961055…
@@ -291,7 +374,10 @@ fn perplexity_and_kl_aggregate_to_hand_computed_values() {
     // Inconsistent results from a host are the task's errors, naming the request.
     let bad = roll(&[-1.0], 3, &[0.1, 0.2], &[1, 1]);
     let e = format!("{:#}", rt.score(&reqs[0], &bad, &[]).unwrap_err());
-    assert!(e.contains("request doc1: baseline comparison has 2 KL values and 2 top-1 flags for 1 tokens"), "{e}");
+    assert!(
+        e.contains("request doc1: baseline comparison has 2 KL values and 2 top-1 flags for 1 tokens"),
+        "{e}"
+    );
     let e = format!("{:#}", rt.score(&reqs[0], &Response::Generated("x".into()), &[]).unwrap_err());
     assert!(e.contains("needs a rolling log-likelihood result"), "{e}");
 }

@@ -52,7 +52,9 @@ mod tests {
 
     #[test]
     fn header_defines_the_convention() {
-        for needle in ["LLQ_DEFINE_KERNELS", "##_dequantize", "##_matvec", "llq_f32_to_bf16", "LLQ_MAX_BATCH 8"] {
+        for needle in
+            ["LLQ_DEFINE_KERNELS", "##_dequantize", "##_matvec", "llq_f32_to_bf16", "LLQ_MAX_BATCH 8"]
+        {
             assert!(HEADER.contains(needle), "header lacks {needle}");
         }
     }
@@ -79,12 +81,17 @@ mod tests {
         assert_eq!(KernelParam::Key("double_quant".into()).resolve(&meta).unwrap(), 1);
         let choice = KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into(), "bf16".into()] };
         assert_eq!(choice.resolve(&meta).unwrap(), 1);
-        assert!(KernelParam::Key("missing".into()).resolve(&meta).unwrap_err().0.contains("not in the metadata"));
+        assert!(KernelParam::Key("missing".into())
+            .resolve(&meta)
+            .unwrap_err()
+            .0
+            .contains("not in the metadata"));
         assert!(KernelParam::Key("x".into()).resolve(&meta).unwrap_err().0.contains("not an integer"));
         let bad = KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into()] };
         assert!(bad.resolve(&meta).is_err());
         // The JSON form plugins write: a bare key or an object.
-        let ps: Vec<KernelParam> = serde_json::from_str(r#"["block_size", {"key": "dtype", "values": ["f16", "bf16"]}]"#).unwrap();
+        let ps: Vec<KernelParam> =
+            serde_json::from_str(r#"["block_size", {"key": "dtype", "values": ["f16", "bf16"]}]"#).unwrap();
         assert_eq!(ps[1], choice);
     }
 }

@@ -26,7 +26,8 @@ impl Descriptor {
         let m = T::default();
         let options = serde_json::to_string(&m.options()).unwrap_or_else(|_| "[]".into());
         let kernels = m.cuda_kernels();
-        let mut strings = vec![cstring(T::NAME), cstring(T::VERSION), cstring(T::DESCRIPTION), cstring(&options)];
+        let mut strings =
+            vec![cstring(T::NAME), cstring(T::VERSION), cstring(T::DESCRIPTION), cstring(&options)];
         let (src, kjson) = match &kernels {
             Some(k) => {
                 strings.push(cstring(&k.source));
@@ -186,7 +187,9 @@ unsafe extern "C" fn quantize<T: QuantMethod>(
                     n_tokens: c.n_tokens,
                     abs_max: unsafe { slice_of(c.abs_max, cols, "calibration abs_max")? },
                     mean_sq: unsafe { slice_of(c.mean_sq, cols, "calibration mean_sq")? },
-                    samples: unsafe { slice_of(c.samples, c.n_samples as usize * cols, "calibration samples")? },
+                    samples: unsafe {
+                        slice_of(c.samples, c.n_samples as usize * cols, "calibration samples")?
+                    },
                     n_samples: c.n_samples as usize,
                 })
             }
@@ -202,7 +205,11 @@ unsafe extern "C" fn quantize<T: QuantMethod>(
             .names
             .iter()
             .zip(&owned.bufs)
-            .map(|(n, b)| LlqBuffer { name: LlqStr { ptr: n.as_ptr(), len: n.len() }, data: b.as_ptr(), len: b.len() })
+            .map(|(n, b)| LlqBuffer {
+                name: LlqStr { ptr: n.as_ptr(), len: n.len() },
+                data: b.as_ptr(),
+                len: b.len(),
+            })
             .collect();
         owned.descs = descs;
         let result = LlqQuantized {
@@ -252,7 +259,10 @@ unsafe extern "C" fn dequantize<T: QuantMethod>(
         let view = unsafe { packed_view(packed)? };
         let n = elements(view.rows as u64, view.cols as u64)?;
         if out_len != n {
-            return Err(PluginError(format!("output has {out_len} slots for a {}×{} matrix", view.rows, view.cols)));
+            return Err(PluginError(format!(
+                "output has {out_len} slots for a {}×{} matrix",
+                view.rows, view.cols
+            )));
         }
         if out.is_null() && n > 0 {
             return Err("null output buffer".into());
@@ -281,7 +291,10 @@ unsafe extern "C" fn matmul<T: QuantMethod>(
         let m = m as usize;
         let x = unsafe { slice_of(x, m * view.cols, "matmul input")? };
         if out_len != m * view.rows || (out.is_null() && out_len > 0) {
-            return Err(PluginError(format!("matmul output has {out_len} slots, expected {}", m * view.rows)));
+            return Err(PluginError(format!(
+                "matmul output has {out_len} slots, expected {}",
+                m * view.rows
+            )));
         }
         let out = unsafe { std::slice::from_raw_parts_mut(out, out_len) };
         T::default().matmul(&view, x, m, out)

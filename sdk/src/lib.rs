@@ -9,6 +9,8 @@
 //!   write `unsafe` or `extern "C"` yourself;
 //! * [`abi`]: the raw, versioned C ABI (`#[repr(C)]`, no Rust std types cross it), which is
 //!   what makes a plugin built with any rustc load into any host of the same ABI version;
+//! * [`options`]: the one option format of plugins and tasks (declaration, spelling, parser,
+//!   error messages);
 //! * [`quant`]: shared quantization math (bitsandbytes' NF4/FP4 tables and decision trees,
 //!   blockwise absmax, nibble packing, the dynamic 8-bit map, double quantization, LLM.int8
 //!   row quantization), so built-in and third-party methods do not copy each other.
@@ -166,13 +168,22 @@ impl<'a> PackedView<'a> {
         Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
     pub fn meta_u64(&self, key: &str) -> Result<u64> {
-        self.metadata.get(key).and_then(|v| v.as_u64()).ok_or_else(|| PluginError(format!("metadata has no integer `{key}`")))
+        self.metadata
+            .get(key)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| PluginError(format!("metadata has no integer `{key}`")))
     }
     pub fn meta_bool(&self, key: &str) -> Result<bool> {
-        self.metadata.get(key).and_then(|v| v.as_bool()).ok_or_else(|| PluginError(format!("metadata has no boolean `{key}`")))
+        self.metadata
+            .get(key)
+            .and_then(|v| v.as_bool())
+            .ok_or_else(|| PluginError(format!("metadata has no boolean `{key}`")))
     }
     pub fn meta_str(&self, key: &str) -> Result<&str> {
-        self.metadata.get(key).and_then(|v| v.as_str()).ok_or_else(|| PluginError(format!("metadata has no string `{key}`")))
+        self.metadata
+            .get(key)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| PluginError(format!("metadata has no string `{key}`")))
     }
 }
 
@@ -217,8 +228,10 @@ mod kernel_tests {
     #[test]
     fn kernels_described_by_an_older_sdk_still_read() {
         // SDK 0.1 plugins also sent a free-form `launch` field (always null); the host ignores it.
-        let k: super::CudaKernels =
-            serde_json::from_str(r#"{"source":"s","dequantize":"d","matvec":null,"params":["block_size"],"launch":null}"#).unwrap();
+        let k: super::CudaKernels = serde_json::from_str(
+            r#"{"source":"s","dequantize":"d","matvec":null,"params":["block_size"],"launch":null}"#,
+        )
+        .unwrap();
         assert_eq!((k.dequantize.as_str(), k.params.len()), ("d", 1));
     }
 }
@@ -238,10 +251,14 @@ impl KernelParam {
         let key = match self {
             KernelParam::Key(k) | KernelParam::Choice { key: k, .. } => k,
         };
-        let v = metadata.get(key).ok_or_else(|| PluginError(format!("kernel parameter `{key}` is not in the metadata")))?;
+        let v = metadata
+            .get(key)
+            .ok_or_else(|| PluginError(format!("kernel parameter `{key}` is not in the metadata")))?;
         match (self, v) {
             (KernelParam::Key(_), serde_json::Value::Bool(b)) => Ok(*b as i64),
-            (KernelParam::Key(_), v) => v.as_i64().ok_or_else(|| PluginError(format!("kernel parameter `{key}` = {v} is not an integer"))),
+            (KernelParam::Key(_), v) => v
+                .as_i64()
+                .ok_or_else(|| PluginError(format!("kernel parameter `{key}` = {v} is not an integer"))),
             (KernelParam::Choice { values, .. }, v) => {
                 let s = v.as_str().unwrap_or_default();
                 values.iter().position(|x| x == s).map(|i| i as i64).ok_or_else(|| {

@@ -66,7 +66,11 @@ impl OptionSpec {
             "float" => OptionKind::Float,
             "bool" => OptionKind::Bool,
             "string" | "enum" => OptionKind::String,
-            _ => return Err(format!("option `{name}` has unknown kind `{kind}` (int, float, bool or string, optionally `:a|b`)")),
+            _ => {
+                return Err(format!(
+                "option `{name}` has unknown kind `{kind}` (int, float, bool or string, optionally `:a|b`)"
+            ))
+            }
         };
         if k == "enum" && choices.is_empty() {
             return Err(format!("option `{name}` has kind `enum` without values"));
@@ -95,7 +99,11 @@ impl OptionSpec {
             return Err(format!("option `{}` expects {}, got `{value}`", self.name, self.kind.name()));
         }
         if !self.choices.is_empty() && !self.choices.iter().any(|c| c == value) {
-            return Err(format!("option `{}` must be one of {}, got `{value}`", self.name, self.choices.join(", ")));
+            return Err(format!(
+                "option `{}` must be one of {}, got `{value}`",
+                self.name,
+                self.choices.join(", ")
+            ));
         }
         Ok(())
     }
@@ -159,7 +167,10 @@ impl Options {
     }
 
     pub fn get_str(&self, name: &str) -> crate::Result<&str> {
-        self.values.get(name).map(|s| s.as_str()).ok_or_else(|| format!("option `{name}` is not declared").into())
+        self.values
+            .get(name)
+            .map(|s| s.as_str())
+            .ok_or_else(|| format!("option `{name}` is not declared").into())
     }
     pub fn get_usize(&self, name: &str) -> crate::Result<usize> {
         let s = self.get_str(name)?;
@@ -193,8 +204,12 @@ mod tests {
     #[test]
     fn one_parser_one_set_of_messages() {
         let s = specs();
-        let v = check(&s, &[("double_quant".into(), "YES".into()), ("mode".into(), "lm-eval".into())]).unwrap();
-        assert_eq!((v["block_size"].as_str(), v["mode"].as_str(), v["double_quant"].as_str()), ("64", "lm-eval", "YES"));
+        let v =
+            check(&s, &[("double_quant".into(), "YES".into()), ("mode".into(), "lm-eval".into())]).unwrap();
+        assert_eq!(
+            (v["block_size"].as_str(), v["mode"].as_str(), v["double_quant"].as_str()),
+            ("64", "lm-eval", "YES")
+        );
         let e = |k: &str, v: &str| check(&s, &[(k.into(), v.into())]).unwrap_err();
         assert_eq!(e("mode", "fast"), "option `mode` must be one of official, lm-eval, got `fast`");
         assert_eq!(e("block_size", "1.5"), "option `block_size` expects int, got `1.5`");

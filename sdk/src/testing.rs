@@ -19,7 +19,11 @@ pub fn f32s(v: &Value) -> Vec<f32> {
 
 /// f16 bit patterns widened to f32.
 pub fn f16s(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|b| half::f16::from_bits(b.as_u64().expect("u16") as u16).to_f32()).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|b| half::f16::from_bits(b.as_u64().expect("u16") as u16).to_f32())
+        .collect()
 }
 
 pub fn hex(v: &Value) -> Vec<u8> {
@@ -33,7 +37,12 @@ pub fn options(method: &str, specs: &[OptionSpec], json: &str) -> Options {
 
 /// Call a method through its real C ABI (the same thunks a host calls), so tests cover the
 /// SDK's input checks and panic catching too.
-pub fn abi_quantize<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json: &str) -> Result<Quantized, String> {
+pub fn abi_quantize<T: QuantMethod>(
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    json: &str,
+) -> Result<Quantized, String> {
     use crate::abi::*;
     let desc = crate::ffi::Descriptor::new::<T>();
     // SAFETY: the descriptor is valid while `desc` lives; all pointers passed are valid.
@@ -41,7 +50,12 @@ pub fn abi_quantize<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json
     let mut errbuf = vec![0u8; 4096];
     let mut err = LlqErrorBuf { ptr: errbuf.as_mut_ptr(), cap: errbuf.len(), len: 0 };
     let layer = "test";
-    let w = LlqWeights { layer: LlqStr { ptr: layer.as_ptr(), len: layer.len() }, rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
+    let w = LlqWeights {
+        layer: LlqStr { ptr: layer.as_ptr(), len: layer.len() },
+        rows: rows as u64,
+        cols: cols as u64,
+        data: data.as_ptr(),
+    };
     let opts = LlqStr { ptr: json.as_ptr(), len: json.len() };
     let mut out = LlqQuantized::empty();
     let st = unsafe { (d.quantize)(&w, opts, std::ptr::null(), &mut out, &mut err) };
@@ -51,10 +65,12 @@ pub fn abi_quantize<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json
     let mut q = Quantized::default();
     unsafe {
         for b in std::slice::from_raw_parts(out.buffers, out.n_buffers) {
-            let name = std::str::from_utf8(std::slice::from_raw_parts(b.name.ptr, b.name.len)).unwrap().to_string();
+            let name =
+                std::str::from_utf8(std::slice::from_raw_parts(b.name.ptr, b.name.len)).unwrap().to_string();
             q.buffers.push((name, std::slice::from_raw_parts(b.data, b.len).to_vec()));
         }
-        let meta = std::str::from_utf8(std::slice::from_raw_parts(out.metadata.ptr, out.metadata.len)).unwrap();
+        let meta =
+            std::str::from_utf8(std::slice::from_raw_parts(out.metadata.ptr, out.metadata.len)).unwrap();
         q.metadata = serde_json::from_str(meta).unwrap();
         (d.release_quantized)(out.handle);
     }
@@ -62,7 +78,12 @@ pub fn abi_quantize<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json
 }
 
 /// Quantize (through the ABI) then dequantize, checking the packed-size formula.
-pub fn round_trip<T: QuantMethod>(rows: usize, cols: usize, data: &[f32], json: &str) -> (Quantized, Vec<f32>) {
+pub fn round_trip<T: QuantMethod>(
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    json: &str,
+) -> (Quantized, Vec<f32>) {
     let m = T::default();
     let o = options(T::NAME, &m.options(), json);
     let q = abi_quantize::<T>(rows, cols, data, json).expect("quantize");
@@ -96,10 +117,15 @@ pub fn check_four_bit_against_bnb<T: QuantMethod>(quant_type: &str) -> usize {
         let bs = rec["blocksize"].as_u64().unwrap();
         let dq = rec["double_quant"].as_bool().unwrap();
         let name = format!("{} block {bs} dq {dq}", rec["name"]);
-        let (q, out) = round_trip::<T>(1, x.len(), &x, &format!(r#"{{"block_size":{bs},"double_quant":{dq}}}"#));
+        let (q, out) =
+            round_trip::<T>(1, x.len(), &x, &format!(r#"{{"block_size":{bs},"double_quant":{dq}}}"#));
         assert_eq!(buffer(&q, "codes"), hex(&rec["packed_hex"]).as_slice(), "{name}: packed codes");
         if dq {
-            assert_eq!(buffer(&q, "absmax_codes"), hex(&rec["qabsmax_hex"]).as_slice(), "{name}: absmax codes");
+            assert_eq!(
+                buffer(&q, "absmax_codes"),
+                hex(&rec["qabsmax_hex"]).as_slice(),
+                "{name}: absmax codes"
+            );
             let off = f32::from_bits(rec["offset_f32"].as_u64().unwrap() as u32);
             let ours = f32::from_le_bytes(buffer(&q, "absmax_offset").try_into().unwrap());
             assert_eq!(ours.to_bits(), off.to_bits(), "{name}: offset {ours} vs {off}");

@@ -90,10 +90,16 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
     let cd = gpu::cuda_device(&dev)?;
     let name = plugin.info.name.clone();
     let options = q.canonical();
-    let k = plugin.info.cuda_kernels.as_ref().with_context(|| format!("plugin {name} ships no CUDA kernels"))?;
+    let k =
+        plugin.info.cuda_kernels.as_ref().with_context(|| format!("plugin {name} ships no CUDA kernels"))?;
     let kernels = gpu::compile(&name, k, cd)?;
     let stream = cd.cuda_stream();
-    let seed = seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
     let copy_gb_per_s = copy_bandwidth(cd, repeats)?;
     tracing::info!("device-to-device copy: {copy_gb_per_s:.0} GB/s");
 
@@ -133,7 +139,9 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
                 let (mut num, mut den) = (0f64, 0f64);
                 for bi in 0..b {
                     for r in 0..rows {
-                        let want: f64 = (0..cols).map(|c| x[bi * cols + c].to_f64() * reference[r * cols + c] as f64).sum();
+                        let want: f64 = (0..cols)
+                            .map(|c| x[bi * cols + c].to_f64() * reference[r * cols + c] as f64)
+                            .sum();
                         let g = y[bi * rows + r];
                         if g.to_bits() == 0xffff {
                             mv_unwritten += 1;
@@ -148,30 +156,52 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
         }
         let passed = mismatches == 0 && unwritten == 0 && mv_unwritten == 0 && rel.iter().all(|e| *e <= 1e-2);
         tracing::info!("check {rows}×{cols}: dequantize mismatches {mismatches}, unwritten {unwritten}; matvec rel err {rel:?} → {}", if passed { "ok" } else { "FAILED" });
-        checks.push(KernelCheck { rows, cols, dequantize_mismatches: mismatches, dequantize_unwritten: unwritten, matvec_rel_err: rel, matvec_unwritten: mv_unwritten, passed });
+        checks.push(KernelCheck {
+            rows,
+            cols,
+            dequantize_mismatches: mismatches,
+            dequantize_unwritten: unwritten,
+            matvec_rel_err: rel,
+            matvec_unwritten: mv_unwritten,
+            passed,
+        });
     }
 
     // Timing, rotating over copies so that the working set is ≥ 256 MB (the L2 is 50 MB).
     let mut timings = vec![];
-    let frac = |bytes: u64, s: &Spread| (bytes as f64 / s.median / 1e9, bytes as f64 / s.median / 1e9 / copy_gb_per_s);
+    let frac = |bytes: u64, s: &Spread| {
+        (bytes as f64 / s.median / 1e9, bytes as f64 / s.median / 1e9 / copy_gb_per_s)
+    };
     for &(rows, cols) in shapes.iter() {
         let w = synthetic_weights(seed ^ 0xABCD, rows * cols, 0.02);
         let packed = q.quantize("bench", rows, cols, &w, None)?;
         let packed_bytes = packed.bytes();
         let copies = (256u64 << 20).div_ceil(packed_bytes).clamp(2, 64) as usize;
-        let pls: Vec<PackedLinear> = (0..copies).map(|_| PackedLinear::upload(&packed, &kernels, cd)).collect::<Result<_>>()?;
+        let pls: Vec<PackedLinear> =
+            (0..copies).map(|_| PackedLinear::upload(&packed, &kernels, cd)).collect::<Result<_>>()?;
         let iters = copies * 4;
         let n = rows * cols;
         let mut out = cd.alloc_zeros::<bf16>(n)?;
         let s = time_launches(&stream, repeats, iters, |i| Ok(pls[i % copies].launch_dequantize(&mut out)?))?;
         let bytes = packed_bytes + 2 * n as u64;
         let (g, f) = frac(bytes, &s);
-        timings.push(KernelTiming { kernel: "dequantize".into(), rows, cols, batch: 0, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+        timings.push(KernelTiming {
+            kernel: "dequantize".into(),
+            rows,
+            cols,
+            batch: 0,
+            bytes,
+            seconds: s,
+            gb_per_s: g,
+            fraction_of_copy_bw: f,
+        });
         drop(out);
         // cuBLAS over the same weights in bf16, through candle (what the dense path runs).
         let dense_bytes = 2 * n as u64;
         let dcopies = (256u64 << 20).div_ceil(dense_bytes).clamp(2, 64) as usize;
-        let wd = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu)?.to_dtype(DType::BF16)?.to_device(&dev)?;
+        let wd = Tensor::from_vec(w.clone(), (rows, cols), &Device::Cpu)?
+            .to_dtype(DType::BF16)?
+            .to_device(&dev)?;
         let dense: Vec<Tensor> = (0..dcopies).map(|_| wd.copy()).collect::<candle_core::Result<_>>()?;
         drop(wd);
         for &b in batches.iter() {
@@ -180,10 +210,21 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
                 let xd = cd.clone_htod(&x)?;
                 let mut y = cd.alloc_zeros::<bf16>(b * rows)?;
                 let xv = xd.slice(..);
-                let s = time_launches(&stream, repeats, iters, |i| Ok(pls[i % copies].launch_matvec(&xv, &mut y, b)?))?;
+                let s = time_launches(&stream, repeats, iters, |i| {
+                    Ok(pls[i % copies].launch_matvec(&xv, &mut y, b)?)
+                })?;
                 let bytes = packed_bytes + 2 * (b * (rows + cols)) as u64;
                 let (g, f) = frac(bytes, &s);
-                timings.push(KernelTiming { kernel: "matvec".into(), rows, cols, batch: b, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+                timings.push(KernelTiming {
+                    kernel: "matvec".into(),
+                    rows,
+                    cols,
+                    batch: b,
+                    bytes,
+                    seconds: s,
+                    gb_per_s: g,
+                    fraction_of_copy_bw: f,
+                });
             }
             let xt = Tensor::from_vec(x, (b, cols), &dev)?;
             let s = time_launches(&stream, repeats, dcopies * 4, |i| {
@@ -192,7 +233,16 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
             })?;
             let bytes = dense_bytes + 2 * (b * (rows + cols)) as u64;
             let (g, f) = frac(bytes, &s);
-            timings.push(KernelTiming { kernel: "cublas-bf16".into(), rows, cols, batch: b, bytes, seconds: s, gb_per_s: g, fraction_of_copy_bw: f });
+            timings.push(KernelTiming {
+                kernel: "cublas-bf16".into(),
+                rows,
+                cols,
+                batch: b,
+                bytes,
+                seconds: s,
+                gb_per_s: g,
+                fraction_of_copy_bw: f,
+            });
         }
     }
     let all_passed = checks.iter().all(|c| c.passed);
@@ -200,12 +250,26 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
         tracing::error!("plugin {name}: a kernel check failed (see checks in the report)");
     }
     let props = cd.cuda_stream().context().name().unwrap_or_else(|_| "CUDA device".into());
-    Ok(KernelReport { method: name, options, device: props, arch: gpu::arch(cd)?, ptx: kernels.origin.clone(), seed, copy_gb_per_s, checks, timings, all_passed })
+    Ok(KernelReport {
+        method: name,
+        options,
+        device: props,
+        arch: gpu::arch(cd)?,
+        ptx: kernels.origin.clone(),
+        seed,
+        copy_gb_per_s,
+        checks,
+        timings,
+        all_passed,
+    })
 }
 
 /// The report as a table for the terminal.
 pub fn print_table(r: &KernelReport) {
-    println!("{} {} on {} ({}), copy {:.0} GB/s, seed {}", r.method, r.options, r.device, r.arch, r.copy_gb_per_s, r.seed);
+    println!(
+        "{} {} on {} ({}), copy {:.0} GB/s, seed {}",
+        r.method, r.options, r.device, r.arch, r.copy_gb_per_s, r.seed
+    );
     for c in &r.checks {
         let worst = c.matvec_rel_err.iter().cloned().fold(0f64, f64::max);
         println!(
@@ -213,11 +277,21 @@ pub fn print_table(r: &KernelReport) {
             c.rows, c.cols, c.dequantize_mismatches, c.dequantize_unwritten, worst, c.matvec_unwritten, if c.passed { "ok" } else { "FAILED" }
         );
     }
-    println!("  {:<12} {:>11} {:>5} {:>10} {:>10} {:>8} {:>7}", "kernel", "shape", "batch", "MB", "µs", "GB/s", "of copy");
+    println!(
+        "  {:<12} {:>11} {:>5} {:>10} {:>10} {:>8} {:>7}",
+        "kernel", "shape", "batch", "MB", "µs", "GB/s", "of copy"
+    );
     for t in &r.timings {
         println!(
             "  {:<12} {:>5}×{:<5} {:>5} {:>10.2} {:>10.2} {:>8.0} {:>6.0}%",
-            t.kernel, t.rows, t.cols, t.batch, t.bytes as f64 / 1e6, t.seconds.median * 1e6, t.gb_per_s, 100.0 * t.fraction_of_copy_bw
+            t.kernel,
+            t.rows,
+            t.cols,
+            t.batch,
+            t.bytes as f64 / 1e6,
+            t.seconds.median * 1e6,
+            t.gb_per_s,
+            100.0 * t.fraction_of_copy_bw
         );
     }
     if !r.all_passed {

@@ -77,7 +77,11 @@ pub struct ModelBenchReport {
 
 /// Prefill and decode speed of a model (optionally quantized) on the CPU: synthetic token
 /// ids, one warm-up, then `repeats` timed runs per case; median and spread.
-pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBenchSettings) -> Result<ModelBenchReport> {
+pub fn model_bench(
+    model: &str,
+    quant: Option<&QuantConfig>,
+    settings: &ModelBenchSettings,
+) -> Result<ModelBenchReport> {
     let (threads, repeats, decode_steps) = (settings.threads, settings.repeats, settings.decode_steps);
     let dev = crate::device::open(&settings.device)?;
     let mut m = crate::loader::load(model)?;
@@ -91,7 +95,8 @@ pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBen
             (packed, gpu_path) = (p.packed, p.path);
             // Re-quantize the layers to time one full dequantize pass (outside the forward).
             let layers = m.config.linear_layers();
-            let packed = par_map(threads, &layers, |_, (n, r, c)| q.quantize(n, *r, *c, &m.weights[n].data, None))?;
+            let packed =
+                par_map(threads, &layers, |_, (n, r, c)| q.quantize(n, *r, *c, &m.weights[n].data, None))?;
             let t = Instant::now();
             par_map(threads, &packed, |_, p| q.dequantize(p).map(|_| ()))?;
             dequantize_all_s = Some(t.elapsed().as_secs_f64());
@@ -100,7 +105,9 @@ pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBen
         None => ("none".to_string(), "{}".to_string()),
     };
     let vocab = m.config.vocab_size as u64;
-    let ids = |n: usize, salt: u64| -> Vec<u32> { (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect() };
+    let ids = |n: usize, salt: u64| -> Vec<u32> {
+        (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect()
+    };
     let free_before = free_bytes(&dev);
     let llama = Llama::with_packed(&m.config, &m.weights, &dev, packed.as_ref())?;
     drop(packed);
@@ -108,7 +115,10 @@ pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBen
     let logits_rel_err_vs_cpu = if dev.is_cuda() {
         let cpu = Llama::new(&m.config, &m.weights, &Device::Cpu)?;
         let p = ids(32, 99);
-        let a: Vec<f32> = llama.step(&[p.clone()], &[0], &mut llama.new_cache(), true)?.flatten_all()?.to_vec1()?;
+        let a: Vec<f32> = llama
+            .step(std::slice::from_ref(&p), &[0], &mut llama.new_cache(), true)?
+            .flatten_all()?
+            .to_vec1()?;
         let b: Vec<f32> = cpu.step(&[p], &[0], &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
         Some(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
@@ -152,7 +162,8 @@ pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBen
             sync()?;
             let t = Instant::now();
             for s in 0..decode_steps {
-                let next: Vec<Vec<u32>> = (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
+                let next: Vec<Vec<u32>> =
+                    (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
                 llama.step(&next, &vec![0; b], &mut cache, true)?;
             }
             sync()?;
@@ -166,14 +177,26 @@ pub fn model_bench(model: &str, quant: Option<&QuantConfig>, settings: &ModelBen
         let bytes_per_step = llama.step_bytes(b, context + decode_steps / 2);
         let roofline_s = copy_bytes_per_s.map(|bw| bytes_per_step as f64 / bw);
         let roofline_fraction = roofline_s.map(|r| r / s.median);
-        decode.push(DecodeRow { batch: b, context, tokens_per_s: b as f64 / s.median, step_seconds: s, bytes_per_step, roofline_s, roofline_fraction });
+        decode.push(DecodeRow {
+            batch: b,
+            context,
+            tokens_per_s: b as f64 / s.median,
+            step_seconds: s,
+            bytes_per_step,
+            roofline_s,
+            roofline_fraction,
+        });
     }
     Ok(ModelBenchReport {
         model: m.id.clone(),
         precision: m.precision_note.clone(),
         method,
         options,
-        device: if dev.is_cuda() { format!("{} (bf16; {})", settings.device, gpu_path.describe()) } else { format!("cpu ({threads} threads for quantization; candle's own for matmuls)") },
+        device: if dev.is_cuda() {
+            format!("{} (bf16; {})", settings.device, gpu_path.describe())
+        } else {
+            format!("cpu ({threads} threads for quantization; candle's own for matmuls)")
+        },
         logits_rel_err_vs_cpu,
         device_memory_bytes,
         peak_device_memory_bytes: peak,

@@ -44,7 +44,8 @@ pub fn quant_bench(q: &QuantConfig, threads: usize) -> Result<QuantBenchReport> 
     mats.sort_by_key(|(_, r, c)| std::cmp::Reverse(r * c));
     let threads = threads.max(1);
     tracing::info!("generating {} synthetic matrices", mats.len());
-    let weights: Vec<Vec<f32>> = par_map(threads, &mats, |i, (_, r, c)| Ok(synthetic_weights(i as u64 + 1, r * c, 0.02)))?;
+    let weights: Vec<Vec<f32>> =
+        par_map(threads, &mats, |i, (_, r, c)| Ok(synthetic_weights(i as u64 + 1, r * c, 0.02)))?;
     let t0 = Instant::now();
     let packed = par_map(threads, &mats, |i, (n, r, c)| q.quantize(n, *r, *c, &weights[i], None))?;
     let tq = t0.elapsed().as_secs_f64();

@@ -13,12 +13,14 @@ use std::time::Instant;
 /// count), plus one prediction per turn. Deterministic for a given seed.
 pub fn synthetic_coqa(stories: usize, turns: usize, seed: u64) -> (Vec<u8>, Vec<(String, String)>) {
     const WORDS: &[&str] = &[
-        "the", "cat", "white", "barn", "farmer", "paint", "orange", "bucket", "water", "sisters", "mother", "a", "laughing", "face", "an",
-        "happy", "old", "color", "lived", "with", "her", "tiger", "stripes", "no", "yes", "five", "big", "into", "dropped", "licked",
+        "the", "cat", "white", "barn", "farmer", "paint", "orange", "bucket", "water", "sisters", "mother",
+        "a", "laughing", "face", "an", "happy", "old", "color", "lived", "with", "her", "tiger", "stripes",
+        "no", "yes", "five", "big", "into", "dropped", "licked",
     ];
     let mut rng = XorShift::new(seed);
     let mut next = move |n: usize| (rng.next_u64() >> 33) as usize % n;
-    let mut phrase = |len: usize| (0..1 + next(len)).map(|_| WORDS[next(WORDS.len())]).collect::<Vec<_>>().join(" ");
+    let mut phrase =
+        |len: usize| (0..1 + next(len)).map(|_| WORDS[next(WORDS.len())]).collect::<Vec<_>>().join(" ");
     let mut data = vec![];
     let mut preds = vec![];
     for st in 0..stories {
@@ -26,8 +28,11 @@ pub fn synthetic_coqa(stories: usize, turns: usize, seed: u64) -> (Vec<u8>, Vec<
         let turn = |k: usize, text: String| serde_json::json!({"turn_id": k + 1, "input_text": text});
         let questions: Vec<_> = (0..turns).map(|k| turn(k, format!("{}?", phrase(8)))).collect();
         let answers: Vec<_> = (0..turns).map(|k| turn(k, phrase(5))).collect();
-        let extra: serde_json::Map<String, serde_json::Value> =
-            (0..3).map(|a| (a.to_string(), serde_json::Value::Array((0..turns).map(|k| turn(k, phrase(5))).collect()))).collect();
+        let extra: serde_json::Map<String, serde_json::Value> = (0..3)
+            .map(|a| {
+                (a.to_string(), serde_json::Value::Array((0..turns).map(|k| turn(k, phrase(5))).collect()))
+            })
+            .collect();
         for k in 0..turns {
             preds.push((format!("{id}#{}", k + 1), phrase(6)));
         }

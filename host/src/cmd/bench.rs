@@ -78,7 +78,9 @@ fn print_report(r: &ModelBenchReport) {
     for d in &r.decode {
         let roof = d
             .roofline_fraction
-            .map(|f| format!(", {:.0}% of the {:.2} ms roofline", 100.0 * f, d.roofline_s.unwrap_or(0.0) * 1e3))
+            .map(|f| {
+                format!(", {:.0}% of the {:.2} ms roofline", 100.0 * f, d.roofline_s.unwrap_or(0.0) * 1e3)
+            })
             .unwrap_or_default();
         let s = &d.step_seconds;
         println!(

@@ -45,7 +45,13 @@ pub fn main(a: Args) -> Result<()> {
     #[cfg(feature = "cuda")]
     {
         use crate::bench::kernel::{kernel_bench, print_table, require_passed, KernelBenchSettings};
-        let settings = KernelBenchSettings { shapes, batch_sizes: a.batch_sizes, repeats: a.repeats, device: a.device, seed: a.seed };
+        let settings = KernelBenchSettings {
+            shapes,
+            batch_sizes: a.batch_sizes,
+            repeats: a.repeats,
+            device: a.device,
+            seed: a.seed,
+        };
         let r = kernel_bench(&q, &settings)?;
         print_table(&r);
         if let Some(out) = a.out {

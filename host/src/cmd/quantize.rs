@@ -34,9 +34,15 @@ pub fn main(a: Args) -> Result<()> {
 }
 
 /// Returns (tensors quantized, tensors copied).
-pub fn quantize_file(q: &QuantConfig, input: &Path, output: &Path, dequantize: bool) -> Result<(usize, usize)> {
+pub fn quantize_file(
+    q: &QuantConfig,
+    input: &Path,
+    output: &Path,
+    dequantize: bool,
+) -> Result<(usize, usize)> {
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a valid safetensors file", input.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", input.display()))?;
     let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     names.sort();
     let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();

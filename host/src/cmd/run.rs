@@ -8,11 +8,11 @@ use crate::generate::{generate, loglikelihood, rolling};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare};
-use crate::results::schema::{
-    Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts, SampleRecord,
-    TaskRun, Timing, SCHEMA,
-};
 use crate::results::read_samples;
+use crate::results::schema::{
+    Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts,
+    SampleRecord, TaskRun, Timing, SCHEMA,
+};
 use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
 use crate::util::digest::sha256_hex;
 use crate::util::fs::{write_atomic, write_json};
@@ -100,7 +100,10 @@ pub fn main(a: Args) -> Result<()> {
     }
     println!("results: {}", s.results_path.display());
     if s.results.samples.failed > 0 {
-        bail!("{} samples failed (see samples.jsonl); the results cover the others", s.results.samples.failed);
+        bail!(
+            "{} samples failed (see samples.jsonl); the results cover the others",
+            s.results.samples.failed
+        );
     }
     Ok(())
 }
@@ -113,7 +116,9 @@ pub struct RunSummary {
 /// What the request asks the model, as hashed into `prompt_sha256`.
 fn request_text(r: &Request) -> String {
     match &r.kind {
-        RequestKind::Generate(g) => format!("generate\0{}\0{}\0{}", g.prompt, g.stop.join("\0"), g.max_new_tokens),
+        RequestKind::Generate(g) => {
+            format!("generate\0{}\0{}\0{}", g.prompt, g.stop.join("\0"), g.max_new_tokens)
+        }
         RequestKind::Loglikelihood(l) => format!("loglikelihood\0{}\0{}", l.context, l.continuation),
         RequestKind::LoglikelihoodRolling(t) => format!("rolling\0{t}"),
     }
@@ -121,12 +126,17 @@ fn request_text(r: &Request) -> String {
 
 /// Refuse an output directory we cannot write, before any work.
 fn prepare_out(dir: &Path, resume: bool) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
     let probe = dir.join(".llq-write-test");
-    std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     if !resume && dir.join("samples.jsonl").exists() {
-        bail!("{} already holds a run (samples.jsonl); pass --resume to continue it or choose another --out", dir.display());
+        bail!(
+            "{} already holds a run (samples.jsonl); pass --resume to continue it or choose another --out",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -145,10 +155,16 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let info = task.describe()?;
     task.check_options(&a.task_opts)?;
     let data = std::fs::read(&a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
-    let mut requests = task.requests(&data, &a.task_opts).with_context(|| format!("data {}", a.data.display()))?;
+    let mut requests =
+        task.requests(&data, &a.task_opts).with_context(|| format!("data {}", a.data.display()))?;
     if let Some(n) = a.limit {
         if n == 0 || n > requests.len() {
-            bail!("--limit {n} is out of range: {} holds {} requests for task `{}`", a.data.display(), requests.len(), info.name);
+            bail!(
+                "--limit {n} is out of range: {} holds {} requests for task `{}`",
+                a.data.display(),
+                requests.len(),
+                info.name
+            );
         }
         requests.truncate(n);
     }
@@ -167,7 +183,14 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let t = Instant::now();
     let mut m = load(&a.model)?;
     let load_s = t.elapsed().as_secs_f64();
-    tracing::info!("{} ({}, {} layers, hidden {}); {}", m.id, m.format, m.config.num_hidden_layers, m.config.hidden_size, m.precision_note);
+    tracing::info!(
+        "{} ({}, {} layers, hidden {}); {}",
+        m.id,
+        m.format,
+        m.config.num_hidden_layers,
+        m.config.hidden_size,
+        m.precision_note
+    );
     // The unquantized model, for KL divergence against it (before the plugin touches weights).
     let baseline = if a.kl_baseline {
         if quant_cfg.is_none() {
@@ -180,7 +203,12 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let (quant, packed) = match &quant_cfg {
         Some(q) => {
             let p = prepare(q, &mut m, &device, a.quantize_lm_head, threads)?;
-            tracing::info!("{} quantized {} layers in {:.2} s", p.quantization.method, p.quantization.layers, p.quantization.seconds);
+            tracing::info!(
+                "{} quantized {} layers in {:.2} s",
+                p.quantization.method,
+                p.quantization.layers,
+                p.quantization.seconds
+            );
             (Some(p.quantization), p.packed)
         }
         None => (None, None),
@@ -194,13 +222,17 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     m.weights.clear();
 
     let samples_path = out.join("samples.jsonl");
-    let hashes: HashMap<&str, String> = requests.iter().map(|r| (r.id.as_str(), sha256_hex(request_text(r).as_bytes()))).collect();
+    let hashes: HashMap<&str, String> =
+        requests.iter().map(|r| (r.id.as_str(), sha256_hex(request_text(r).as_bytes()))).collect();
     let mut done: HashMap<String, SampleRecord> = HashMap::new();
     if a.resume {
         let (records, bad) = read_samples(&samples_path)?;
         for line in bad {
             // A line cut short by an interruption: that sample runs again.
-            tracing::warn!("{}: line {line} is not a sample record; it will be redone", samples_path.display());
+            tracing::warn!(
+                "{}: line {line} is not a sample record; it will be redone",
+                samples_path.display()
+            );
         }
         done.extend(records.into_iter().map(|r| (r.id.clone(), r)));
     }
@@ -208,14 +240,19 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     done.retain(|id, r| hashes.get(id.as_str()) == Some(&r.prompt_sha256) && r.error.is_none());
     let pending: Vec<&Request> = requests.iter().filter(|r| !done.contains_key(&r.id)).collect();
     if a.resume {
-        tracing::info!("resuming: {} of {} samples already done", requests.len() - pending.len(), requests.len());
+        tracing::info!(
+            "resuming: {} of {} samples already done",
+            requests.len() - pending.len(),
+            requests.len()
+        );
         // Keep only the complete, successful records (drops a line cut short by a kill).
         let mut kept = String::new();
         for r in requests.iter().filter_map(|r| done.get(&r.id)) {
             kept.push_str(&serde_json::to_string(r)?);
             kept.push('\n');
         }
-        write_atomic(&samples_path, kept.as_bytes()).with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
+        write_atomic(&samples_path, kept.as_bytes())
+            .with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -225,8 +262,10 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
 
     let bar = indicatif::ProgressBar::new(pending.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} samples, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} samples, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let gen_t = Instant::now();
     let mut new_tokens_total = 0usize;
@@ -272,7 +311,11 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                     match &resp {
                         Response::Generated(s) => rec.prediction = Some(s.clone()),
                         Response::Loglikelihood(l) => {
-                            rec.loglikelihood = Some(LoglikelihoodRecord { logprob: l.logprob, is_greedy: l.is_greedy, tokens: l.tokens })
+                            rec.loglikelihood = Some(LoglikelihoodRecord {
+                                logprob: l.logprob,
+                                is_greedy: l.is_greedy,
+                                tokens: l.tokens,
+                            })
                         }
                         Response::Rolling(r) => rec.token_logprobs = Some(r.token_logprobs.clone()),
                     }
@@ -307,7 +350,12 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             request: r.clone(),
             metrics: done
                 .get(&r.id)
-                .map(|s| s.metrics.iter().map(|(k, v)| crate::task::Metric { name: k.clone(), value: *v }).collect())
+                .map(|s| {
+                    s.metrics
+                        .iter()
+                        .map(|(k, v)| crate::task::Metric { name: k.clone(), value: *v })
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
         .collect();
@@ -361,7 +409,8 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             .iter()
             .map(|m| Metric { name: m.name.clone(), value: m.value, stderr: m.stderr, count: m.count })
             .collect(),
-        native: serde_json::from_str(&report.native_json).unwrap_or(serde_json::Value::String(report.native_json.clone())),
+        native: serde_json::from_str(&report.native_json)
+            .unwrap_or(serde_json::Value::String(report.native_json.clone())),
         samples: SampleCounts {
             total: requests.len(),
             failed,
@@ -384,7 +433,14 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
 /// (response, prompt tokens, new tokens, prompt tokens truncated)
 type Outcome = Result<(Response, usize, usize, usize)>;
 
-fn run_batch(model: &Llama, baseline: Option<&Llama>, m: &LoadedModel, batch: &[&Request], window: usize, chat: bool) -> Vec<Outcome> {
+fn run_batch(
+    model: &Llama,
+    baseline: Option<&Llama>,
+    m: &LoadedModel,
+    batch: &[&Request],
+    window: usize,
+    chat: bool,
+) -> Vec<Outcome> {
     match &batch[0].kind {
         RequestKind::Generate(_) => {
             let mut prompts = vec![];
@@ -401,26 +457,43 @@ fn run_batch(model: &Llama, baseline: Option<&Llama>, m: &LoadedModel, batch: &[
                 max_new.push(g.max_new_tokens as usize);
             }
             match generate(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos) {
-                Ok(gs) => gs.into_iter().map(|g| Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated))).collect(),
+                Ok(gs) => gs
+                    .into_iter()
+                    .map(|g| Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated)))
+                    .collect(),
                 // A batch failure is retried row by row so one bad prompt costs one sample.
-                Err(_) if batch.len() > 1 => batch.iter().flat_map(|r| run_batch(model, baseline, m, &[*r], window, chat)).collect(),
+                Err(_) if batch.len() > 1 => {
+                    batch.iter().flat_map(|r| run_batch(model, baseline, m, &[*r], window, chat)).collect()
+                }
                 Err(e) => vec![Err(e)],
             }
         }
-        RequestKind::Loglikelihood(l) => vec![loglikelihood(model, &m.tokenizer, &l.context, &l.continuation).map(|(lp, g, n)| {
-            (Response::Loglikelihood(LoglikelihoodResult { logprob: lp, is_greedy: g, tokens: n as u32 }), n, 0, 0)
-        })],
-        RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, baseline, &m.tokenizer, text, window).map(|r| {
-            let n = r.logprobs.len();
-            let resp = RollingResult {
-                logprob: r.logprobs.iter().sum(),
-                token_logprobs: r.logprobs,
-                tokens: n as u32,
-                bytes: text.len() as u32,
-                kl: r.kl,
-                top1_agree: r.top1_agree,
-            };
-            (Response::Rolling(resp), n, 0, 0)
-        })],
+        RequestKind::Loglikelihood(l) => {
+            vec![loglikelihood(model, &m.tokenizer, &l.context, &l.continuation).map(|(lp, g, n)| {
+                (
+                    Response::Loglikelihood(LoglikelihoodResult {
+                        logprob: lp,
+                        is_greedy: g,
+                        tokens: n as u32,
+                    }),
+                    n,
+                    0,
+                    0,
+                )
+            })]
+        }
+        RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, baseline, &m.tokenizer, text, window)
+            .map(|r| {
+                let n = r.logprobs.len();
+                let resp = RollingResult {
+                    logprob: r.logprobs.iter().sum(),
+                    token_logprobs: r.logprobs,
+                    tokens: n as u32,
+                    bytes: text.len() as u32,
+                    kl: r.kl,
+                    top1_agree: r.top1_agree,
+                };
+                (Response::Rolling(resp), n, 0, 0)
+            })],
     }
 }

@@ -58,11 +58,14 @@ fn score(a: &Args) -> Result<String> {
     let info = rt.describe()?;
     rt.check_options(options)?;
     let data = std::fs::read(&a.data).with_context(|| format!("cannot read data {}", a.data.display()))?;
-    let pred_bytes = std::fs::read(&a.predictions).with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
+    let pred_bytes = std::fs::read(&a.predictions)
+        .with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
     let requests = rt.requests(&data, options).with_context(|| format!("data {}", a.data.display()))?;
     let preds = match llq_jsonl(&pred_bytes) {
         Some(p) => p,
-        None => rt.parse_predictions(&pred_bytes).with_context(|| format!("predictions {}", a.predictions.display()))?,
+        None => rt
+            .parse_predictions(&pred_bytes)
+            .with_context(|| format!("predictions {}", a.predictions.display()))?,
     };
     let preds: HashMap<String, String> = preds.into_iter().collect();
     if let Some(r) = requests.iter().find(|r| !matches!(r.kind, RequestKind::Generate(_))) {
@@ -73,9 +76,14 @@ fn score(a: &Args) -> Result<String> {
     if unknown > 0 {
         tracing::warn!("{unknown} predictions match no request of the data and are ignored");
     }
-    let outcome = score_all(&mut rt, &requests, |r| preds.get(&r.id).map(|p| Response::Generated(p.clone())), options);
+    let outcome =
+        score_all(&mut rt, &requests, |r| preds.get(&r.id).map(|p| Response::Generated(p.clone())), options);
     if outcome.missing > 0 {
-        tracing::warn!("{} of {} requests have no prediction; they count as 0 (as in the official CoQA script)", outcome.missing, requests.len());
+        tracing::warn!(
+            "{} of {} requests have no prediction; they count as 0 (as in the official CoQA script)",
+            outcome.missing,
+            requests.len()
+        );
     }
     let report = rt.aggregate(&outcome.samples, options)?;
     for m in &report.metrics {
@@ -96,7 +104,13 @@ fn score(a: &Args) -> Result<String> {
     }
     if !outcome.failed.is_empty() {
         println!("{}", report.native_json);
-        bail!("{} of {} samples could not be scored (first: {}: {}); the report above covers the others", outcome.failed.len(), requests.len(), outcome.failed[0].0, outcome.failed[0].1);
+        bail!(
+            "{} of {} samples could not be scored (first: {}: {}); the report above covers the others",
+            outcome.failed.len(),
+            requests.len(),
+            outcome.failed[0].0,
+            outcome.failed[0].1
+        );
     }
     Ok(report.native_json)
 }

@@ -24,16 +24,24 @@ pub struct PackedLinear {
     dev: CudaDevice,
 }
 
-fn launch_err(what: &'static str, method: String) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
+fn launch_err(
+    what: &'static str,
+    method: String,
+) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
     move |e| candle_core::Error::Msg(format!("plugin {method}: launching its {what} kernel failed: {e:?}"))
 }
 
 impl PackedLinear {
     pub fn upload(p: &PackedMatrix, kernels: &Arc<Kernels>, dev: &CudaDevice) -> Result<Self> {
         if p.buffers.len() > 4 {
-            bail!("plugin {}: {} buffers, the kernel convention passes at most 4", kernels.method, p.buffers.len());
+            bail!(
+                "plugin {}: {} buffers, the kernel convention passes at most 4",
+                kernels.method,
+                p.buffers.len()
+            );
         }
-        let meta: serde_json::Value = serde_json::from_str(&p.metadata).context("packed metadata is not JSON")?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&p.metadata).context("packed metadata is not JSON")?;
         let mut params = [0i64; 4];
         for (slot, spec) in params.iter_mut().zip(&kernels.params) {
             *slot = spec.resolve(&meta).map_err(|e| anyhow!("plugin {}: {e}", kernels.method))?;
@@ -43,7 +51,14 @@ impl PackedLinear {
             .iter()
             .map(|(_, b)| dev.clone_htod(b.as_slice()))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(PackedLinear { rows: p.rows, cols: p.cols, bufs, params, kernels: kernels.clone(), dev: dev.clone() })
+        Ok(PackedLinear {
+            rows: p.rows,
+            cols: p.cols,
+            bufs,
+            params,
+            kernels: kernels.clone(),
+            dev: dev.clone(),
+        })
     }
 
     /// Device bytes of the packed buffers.
@@ -73,7 +88,12 @@ impl PackedLinear {
         }
     }
 
-    fn args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>, null: &'a u64, rc: &'a [i64; 2]) {
+    fn args<'a>(
+        &'a self,
+        b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>,
+        null: &'a u64,
+        rc: &'a [i64; 2],
+    ) {
         for i in 0..4 {
             match self.bufs.get(i) {
                 Some(s) => b.arg(s),
@@ -94,28 +114,45 @@ impl PackedLinear {
         let (null, rc) = (0u64, [self.rows as i64, self.cols as i64]);
         self.args(&mut b, &null, &rc);
         b.arg(out);
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("dequantize", self.kernels.method.clone()))
     }
 
     /// Launch the matvec kernel: `y` (batch × rows) from `x` (batch × cols).
-    pub fn launch_matvec(&self, x: &CudaView<'_, bf16>, y: &mut CudaSlice<bf16>, batch: usize) -> candle_core::Result<()> {
+    pub fn launch_matvec(
+        &self,
+        x: &CudaView<'_, bf16>,
+        y: &mut CudaSlice<bf16>,
+        batch: usize,
+    ) -> candle_core::Result<()> {
         let k = &self.kernels;
         let f = match batch {
             1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),
             2..=4 => k.matvec_b4.as_ref().or(k.matvec.as_ref()),
             _ => k.matvec.as_ref(),
         };
-        let f = f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", self.kernels.method)))?;
+        let f = f.ok_or_else(|| {
+            candle_core::Error::Msg(format!("plugin {} has no matvec kernel", self.kernels.method))
+        })?;
         if batch == 0 || batch > MATVEC_MAX_BATCH {
-            return Err(candle_core::Error::Msg(format!("matvec batch {batch} is outside 1..={MATVEC_MAX_BATCH}")));
+            return Err(candle_core::Error::Msg(format!(
+                "matvec batch {batch} is outside 1..={MATVEC_MAX_BATCH}"
+            )));
         }
         let stream = self.dev.cuda_stream();
         let mut b = stream.launch_builder(f);
         let (null, rc, batch) = (0u64, [self.rows as i64, self.cols as i64], batch as i32);
         self.args(&mut b, &null, &rc);
         b.arg(x).arg(y).arg(&batch);
-        let cfg = LaunchConfig { grid_dim: (self.rows.div_ceil(4) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (self.rows.div_ceil(4) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", self.kernels.method.clone()))
     }
 }

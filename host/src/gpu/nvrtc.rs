@@ -47,7 +47,11 @@ pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
 
 /// The device's `sm_XY` architecture.
 pub fn arch(dev: &CudaDevice) -> Result<String> {
-    let (major, minor) = dev.cuda_stream().context().compute_capability().map_err(|e| anyhow!("reading the compute capability: {e:?}"))?;
+    let (major, minor) = dev
+        .cuda_stream()
+        .context()
+        .compute_capability()
+        .map_err(|e| anyhow!("reading the compute capability: {e:?}"))?;
     Ok(format!("sm_{major}{minor}"))
 }
 
@@ -68,16 +72,25 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         Ok(p) if p.contains(".entry") => (p, format!("cache {}", path.display())),
         _ => {
             let t = std::time::Instant::now();
-            let opts = CompileOptions { options: options.clone(), name: Some(format!("{method}.cu")), ..Default::default() };
+            let opts = CompileOptions {
+                options: options.clone(),
+                name: Some(format!("{method}.cu")),
+                ..Default::default()
+            };
             let ptx = compile_ptx_with_opts(&k.source, opts).map_err(|e| match e {
                 CompileError::CompileError { log, .. } => {
-                    anyhow!("plugin {method}: NVRTC could not compile the kernel source for {arch}:\n{}", log.to_string_lossy())
+                    anyhow!(
+                        "plugin {method}: NVRTC could not compile the kernel source for {arch}:\n{}",
+                        log.to_string_lossy()
+                    )
                 }
                 e => anyhow!("plugin {method}: NVRTC failed: {e:?} (is libnvrtc on the library path?)"),
             })?;
             let src = ptx.to_src();
             // The cache is an optimization: failing to write it is only logged.
-            let written = std::fs::create_dir_all(path.parent().unwrap_or(&path)).map_err(anyhow::Error::from).and_then(|_| write_atomic(&path, src.as_bytes()));
+            let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+                .map_err(anyhow::Error::from)
+                .and_then(|_| write_atomic(&path, src.as_bytes()));
             if let Err(e) = written {
                 tracing::warn!("cannot cache PTX at {}: {e:#}", path.display());
             }
@@ -94,9 +107,20 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
     let dequantize = load(&k.dequantize)?;
     let matvec = k.matvec.as_deref().map(load).transpose()?;
     let special = |suffix: &str| {
-        k.matvec.as_deref().and_then(|m| dev.get_or_load_custom_func(&format!("{m}{suffix}"), &module, &ptx).ok()).map(|f| f.into_cuda_function())
+        k.matvec
+            .as_deref()
+            .and_then(|m| dev.get_or_load_custom_func(&format!("{m}{suffix}"), &module, &ptx).ok())
+            .map(|f| f.into_cuda_function())
     };
     let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
     tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");
-    Ok(Arc::new(Kernels { method: method.to_string(), dequantize, matvec, matvec_b1, matvec_b4, params: k.params.clone(), origin }))
+    Ok(Arc::new(Kernels {
+        method: method.to_string(),
+        dequantize,
+        matvec,
+        matvec_b1,
+        matvec_b4,
+        params: k.params.clone(),
+        origin,
+    }))
 }

@@ -9,11 +9,18 @@ use candle_core::cuda_backend::CudaDevice;
 use std::sync::Arc;
 
 fn ev(stream: &CudaStream) -> Result<candle_core::cuda_backend::cudarc::driver::CudaEvent> {
-    stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| anyhow::anyhow!("cuda event: {e:?}"))
+    stream
+        .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+        .map_err(|e| anyhow::anyhow!("cuda event: {e:?}"))
 }
 
 /// Median seconds per call of `f` (called `iters` times between two events), over `repeats`.
-pub fn time_launches(stream: &Arc<CudaStream>, repeats: usize, iters: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Spread> {
+pub fn time_launches(
+    stream: &Arc<CudaStream>,
+    repeats: usize,
+    iters: usize,
+    mut f: impl FnMut(usize) -> Result<()>,
+) -> Result<Spread> {
     for i in 0..iters.min(16) {
         f(i)?; // warm-up
     }

@@ -21,10 +21,15 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     if arch != "llama" {
         bail!("GGUF architecture is `{arch}`; llq reads `llama`");
     }
-    let u = |k: &str| -> Result<usize> { Ok(get(&format!("llama.{k}"))?.to_u32().map_err(|e| anyhow!("llama.{k}: {e}"))? as usize) };
-    let fl = |k: &str, d: f64| -> f64 { md.get(&format!("llama.{k}")).and_then(|v| v.to_f32().ok()).map_or(d, |v| v as f64) };
+    let u = |k: &str| -> Result<usize> {
+        Ok(get(&format!("llama.{k}"))?.to_u32().map_err(|e| anyhow!("llama.{k}: {e}"))? as usize)
+    };
+    let fl = |k: &str, d: f64| -> f64 {
+        md.get(&format!("llama.{k}")).and_then(|v| v.to_f32().ok()).map_or(d, |v| v as f64)
+    };
     let heads = u("attention.head_count")?;
-    let kvh = md.get("llama.attention.head_count_kv").and_then(|v| v.to_u32().ok()).map_or(heads, |v| v as usize);
+    let kvh =
+        md.get("llama.attention.head_count_kv").and_then(|v| v.to_u32().ok()).map_or(heads, |v| v as usize);
     let tokens: Vec<String> = get("tokenizer.ggml.tokens")?
         .to_vec()
         .map_err(|e| anyhow!("{e}"))?
@@ -71,7 +76,10 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     Ok(LoadedModel {
         id: path.display().to_string(),
         format: "gguf".into(),
-        precision_note: format!("GGUF {} dequantized to f32 (not the original bf16 weights)", qtypes.into_iter().collect::<Vec<_>>().join("/")),
+        precision_note: format!(
+            "GGUF {} dequantized to f32 (not the original bf16 weights)",
+            qtypes.into_iter().collect::<Vec<_>>().join("/")
+        ),
         config,
         weights: w,
         tokenizer,

@@ -14,14 +14,19 @@ use std::path::{Path, PathBuf};
 
 pub fn load(dir: &Path) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
-    let raw: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", cfg_path.display()))?;
-    let config: Config = serde_json::from_value(raw.clone()).with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
+    let text =
+        std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", cfg_path.display()))?;
+    let config: Config = serde_json::from_value(raw.clone())
+        .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
     config.validate().with_context(|| format!("{}", cfg_path.display()))?;
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.exists() {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?).with_context(|| format!("{} is not JSON", index.display()))?;
-        let map = v["weight_map"].as_object().with_context(|| format!("{} has no weight_map", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
+            .with_context(|| format!("{} is not JSON", index.display()))?;
+        let map =
+            v["weight_map"].as_object().with_context(|| format!("{} has no weight_map", index.display()))?;
         let mut f: Vec<PathBuf> = map.values().filter_map(|x| x.as_str()).map(|s| dir.join(s)).collect();
         f.sort();
         f.dedup();
@@ -37,10 +42,12 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
         let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         file_bytes += bytes.len() as u64;
         hasher_input.push_str(&sha256_file(file)?);
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", file.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", file.display()))?;
         for (name, view) in st.tensors() {
             dtypes.insert(format!("{:?}", view.dtype()));
-            let data = tensor_to_f32(&name, view.dtype(), view.data()).with_context(|| format!("{}", file.display()))?;
+            let data = tensor_to_f32(&name, view.dtype(), view.data())
+                .with_context(|| format!("{}", file.display()))?;
             w.insert(name.to_string(), HostTensor { shape: view.shape().to_vec(), data });
         }
     }
@@ -53,7 +60,13 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     let tok = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tok)?;
     let mut eos = vec![];
-    for src in [raw.get("eos_token_id").cloned(), read_json(&dir.join("generation_config.json")).and_then(|g| g.get("eos_token_id").cloned())].into_iter().flatten() {
+    for src in [
+        raw.get("eos_token_id").cloned(),
+        read_json(&dir.join("generation_config.json")).and_then(|g| g.get("eos_token_id").cloned()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         match src {
             serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|v| v as u32)),
             serde_json::Value::Array(a) => eos.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32)),
@@ -66,14 +79,18 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     Ok(LoadedModel {
         id: dir.display().to_string(),
         format: "hf".into(),
-        precision_note: format!("{} safetensors, computed in f32", dtypes.into_iter().collect::<Vec<_>>().join("/")),
+        precision_note: format!(
+            "{} safetensors, computed in f32",
+            dtypes.into_iter().collect::<Vec<_>>().join("/")
+        ),
         config,
         weights: w,
         tokenizer,
         content_hash: hash,
         eos,
         file_bytes,
-        chat_template: read_json(&dir.join("tokenizer_config.json")).and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string)),
+        chat_template: read_json(&dir.join("tokenizer_config.json"))
+            .and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string)),
     })
 }
 
@@ -86,15 +103,22 @@ pub fn tensor_to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> 
     Ok(match dtype {
         Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => bail!("tensor {name}: dtype {other:?} is not a float type llq can quantize (F32, F16, BF16)"),
+        Dtype::BF16 => {
+            data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        other => {
+            bail!("tensor {name}: dtype {other:?} is not a float type llq can quantize (F32, F16, BF16)")
+        }
     })
 }
 
 /// Write `m` as an HF directory: config.json, model.safetensors (f32 or bf16),
 /// tokenizer.json (and tokenizer_config.json with the chat template, if any).
 pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
-    let tok = m.tokenizer.to_json().ok_or_else(|| anyhow!("the tokenizer of {} has no tokenizer.json form", m.id))?;
+    let tok = m
+        .tokenizer
+        .to_json()
+        .ok_or_else(|| anyhow!("the tokenizer of {} has no tokenizer.json form", m.id))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut cfg = serde_json::to_value(&m.config)?;
     let o = cfg.as_object_mut().context("config is not an object")?;
@@ -102,25 +126,43 @@ pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
     o.insert("model_type".into(), "llama".into());
     o.insert("torch_dtype".into(), if bf16 { "bfloat16" } else { "float32" }.into());
     o.insert("eos_token_id".into(), serde_json::json!(m.eos));
-    o.insert("llq_converted_from".into(), serde_json::json!({"id": m.id, "sha256": m.content_hash, "precision": m.precision_note}));
-    let write = |name: &str, bytes: &[u8]| write_atomic(&dir.join(name), bytes).with_context(|| format!("cannot write {}", dir.join(name).display()));
+    o.insert(
+        "llq_converted_from".into(),
+        serde_json::json!({"id": m.id, "sha256": m.content_hash, "precision": m.precision_note}),
+    );
+    let write = |name: &str, bytes: &[u8]| {
+        write_atomic(&dir.join(name), bytes)
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))
+    };
     write("config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     write("tokenizer.json", tok.as_bytes())?;
     if let Some(t) = &m.chat_template {
-        write("tokenizer_config.json", serde_json::to_string_pretty(&serde_json::json!({"chat_template": t}))?.as_bytes())?;
+        write(
+            "tokenizer_config.json",
+            serde_json::to_string_pretty(&serde_json::json!({"chat_template": t}))?.as_bytes(),
+        )?;
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = m
         .weights
         .iter()
         .map(|(n, t)| {
-            let b: Vec<u8> = if bf16 { t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect() } else { t.data.iter().flat_map(|v| v.to_le_bytes()).collect() };
+            let b: Vec<u8> = if bf16 {
+                t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
+            } else {
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+            };
             (n.clone(), t.shape.clone(), b)
         })
         .collect();
     let dtype = if bf16 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F32 };
     let views = bytes
         .iter()
-        .map(|(n, s, b)| Ok((n.as_str(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).map_err(|e| anyhow!("{n}: {e}"))?)))
+        .map(|(n, s, b)| {
+            Ok((
+                n.as_str(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).map_err(|e| anyhow!("{n}: {e}"))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, None).map_err(|e| anyhow!("serializing: {e}"))?;
     write("model.safetensors", &data)

@@ -18,19 +18,34 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         bail!("file is too short for a llama2.c header");
     }
     let hdr: Vec<i32> = bytes[..28].chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let [dim, hidden, layers, heads, kv_heads, vocab, seq_len] = [hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6]];
+    let [dim, hidden, layers, heads, kv_heads, vocab, seq_len] =
+        [hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6]];
     if [dim, hidden, layers, heads, kv_heads, seq_len].iter().any(|&v| v <= 0) || vocab == 0 {
         bail!("llama2.c header has non-positive sizes: {hdr:?}");
     }
     let shared = vocab > 0;
-    let (dim, hidden, layers, heads, kvh, vocab, seq_len) =
-        (dim as usize, hidden as usize, layers as usize, heads as usize, kv_heads as usize, vocab.unsigned_abs() as usize, seq_len as usize);
+    let (dim, hidden, layers, heads, kvh, vocab, seq_len) = (
+        dim as usize,
+        hidden as usize,
+        layers as usize,
+        heads as usize,
+        kv_heads as usize,
+        vocab.unsigned_abs() as usize,
+        seq_len as usize,
+    );
     if dim % heads != 0 {
         bail!("dim {dim} is not a multiple of {heads} heads");
     }
     let hs = dim / heads;
-    let floats: Vec<f32> = bytes[28..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let need = vocab * dim + 2 * layers * dim + layers * dim * (heads * hs) * 2 + 2 * layers * dim * (kvh * hs) + 3 * layers * hidden * dim + dim + seq_len * hs
+    let floats: Vec<f32> =
+        bytes[28..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let need = vocab * dim
+        + 2 * layers * dim
+        + layers * dim * (heads * hs) * 2
+        + 2 * layers * dim * (kvh * hs)
+        + 3 * layers * hidden * dim
+        + dim
+        + seq_len * hs
         + if shared { 0 } else { vocab * dim };
     if floats.len() < need || (bytes.len() - 28) % 4 != 0 {
         bail!("llama2.c file holds {} floats, the header implies {need}", floats.len());
@@ -54,8 +69,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let rms_final = take(dim);
     let _freq_cis = take(seq_len * hs);
     let wcls = if shared { None } else { Some(take(vocab * dim)) };
-    let slice = |v: &[f32], l: usize, r: usize, c: usize| HostTensor { shape: vec![r, c], data: v[l * r * c..(l + 1) * r * c].to_vec() };
-    let vec1 = |v: &[f32], l: usize, n: usize| HostTensor { shape: vec![n], data: v[l * n..(l + 1) * n].to_vec() };
+    let slice = |v: &[f32], l: usize, r: usize, c: usize| HostTensor {
+        shape: vec![r, c],
+        data: v[l * r * c..(l + 1) * r * c].to_vec(),
+    };
+    let vec1 =
+        |v: &[f32], l: usize, n: usize| HostTensor { shape: vec![n], data: v[l * n..(l + 1) * n].to_vec() };
     let mut w = Weights::new();
     w.insert(EMBED.into(), HostTensor { shape: vec![vocab, dim], data: embed });
     w.insert(NORM.into(), HostTensor { shape: vec![dim], data: rms_final });
@@ -94,7 +113,9 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let tok_path = [dir.join(format!("tok{vocab}.bin")), dir.join("tokenizer.bin")]
         .into_iter()
         .find(|p| p.exists())
-        .ok_or_else(|| anyhow!("no llama2.c tokenizer (tok{vocab}.bin or tokenizer.bin) next to {}", path.display()))?;
+        .ok_or_else(|| {
+            anyhow!("no llama2.c tokenizer (tok{vocab}.bin or tokenizer.bin) next to {}", path.display())
+        })?;
     let tokenizer = Tokenizer::from_llama2c(&tok_path, vocab)?;
     Ok(LoadedModel {
         id: path.display().to_string(),

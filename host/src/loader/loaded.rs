@@ -29,15 +29,19 @@ impl LoadedModel {
     /// `prompt` as a single user turn in the model's chat template, with the assistant's
     /// turn opened (what lm-eval's `--apply_chat_template` does for a zero-shot request).
     pub fn chat_prompt(&self, prompt: &str) -> Result<String> {
-        let tpl = self.chat_template.as_deref().ok_or_else(|| anyhow!("model {} has no chat template", self.id))?;
+        let tpl =
+            self.chat_template.as_deref().ok_or_else(|| anyhow!("model {} has no chat template", self.id))?;
         let mut env = minijinja::Environment::new();
-        env.add_template("chat", tpl).map_err(|e| anyhow!("the chat template of {} does not parse: {e}", self.id))?;
+        env.add_template("chat", tpl)
+            .map_err(|e| anyhow!("the chat template of {} does not parse: {e}", self.id))?;
         let ctx = minijinja::context! {
             messages => vec![minijinja::context! { role => "user", content => prompt }],
             add_generation_prompt => true,
             bos_token => "",
             eos_token => "",
         };
-        env.get_template("chat").and_then(|t| t.render(ctx)).map_err(|e| anyhow!("rendering the chat template of {}: {e}", self.id))
+        env.get_template("chat")
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| anyhow!("rendering the chat template of {}: {e}", self.id))
     }
 }

@@ -37,7 +37,9 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     } else {
         let mut magic = [0u8; 4];
         use std::io::Read;
-        std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).with_context(|| format!("cannot read model {spec}"))?;
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .with_context(|| format!("cannot read model {spec}"))?;
         if &magic == b"GGUF" {
             gguf::load(path)
         } else if path.extension().is_some_and(|e| e == "bin") {
@@ -48,7 +50,11 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     };
     let m = r.with_context(|| format!("cannot load model {spec}"))?;
     if m.tokenizer.base_vocab_size() > m.config.vocab_size {
-        bail!("model {spec}: its tokenizer has {} tokens but the model's vocab_size is {} (wrong tokenizer?)", m.tokenizer.base_vocab_size(), m.config.vocab_size);
+        bail!(
+            "model {spec}: its tokenizer has {} tokens but the model's vocab_size is {} (wrong tokenizer?)",
+            m.tokenizer.base_vocab_size(),
+            m.config.vocab_size
+        );
     }
     if m.tokenizer.vocab_size() > m.config.vocab_size {
         tracing::warn!("model {spec}: the tokenizer's special tokens reach id {} beyond vocab_size {}; text never encodes to them", m.tokenizer.vocab_size() - 1, m.config.vocab_size);

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 /// transformers' `convert_llama_weights_to_hf.py`, which llama.cpp's converter undoes).
 pub fn unpermute_rows(t: &HostTensor, heads: usize) -> Result<HostTensor> {
     let (rows, cols) = (t.shape[0], t.shape[1]);
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         bail!("cannot split {rows} rows into {heads} heads of even size");
     }
     let d = rows / heads;

@@ -25,14 +25,18 @@ pub fn load(name: &str, spec: &str) -> Result<LoadedModel> {
         Tokenizer::from_file(&tok_path)?
     } else {
         if name != "tiny" {
-            tracing::warn!("{} not found (make models fetches it): synthetic:{name} uses a byte tokenizer", tok_path.display());
+            tracing::warn!(
+                "{} not found (make models fetches it): synthetic:{name} uses a byte tokenizer",
+                tok_path.display()
+            );
         }
         Tokenizer::bytes(config.vocab_size)
     };
     Ok(LoadedModel {
         id: spec.to_string(),
         format: "synthetic".into(),
-        precision_note: "synthetic seeded random weights (speed and size only; accuracy is meaningless)".into(),
+        precision_note: "synthetic seeded random weights (speed and size only; accuracy is meaningless)"
+            .into(),
         content_hash: format!("synthetic:{name}:seed1"),
         eos: vec![],
         file_bytes: 0,

@@ -115,13 +115,22 @@ impl Config {
     /// Check the numbers fit together before any tensor is touched.
     pub fn validate(&self) -> Result<()> {
         let c = self;
-        if c.hidden_size == 0 || c.num_hidden_layers == 0 || c.num_attention_heads == 0 || c.vocab_size == 0 || c.intermediate_size == 0 {
+        if c.hidden_size == 0
+            || c.num_hidden_layers == 0
+            || c.num_attention_heads == 0
+            || c.vocab_size == 0
+            || c.intermediate_size == 0
+        {
             bail!("hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive");
         }
-        if c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
-            bail!("num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", c.num_attention_heads, c.kv_heads());
+        if c.kv_heads() == 0 || !c.num_attention_heads.is_multiple_of(c.kv_heads()) {
+            bail!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                c.num_attention_heads,
+                c.kv_heads()
+            );
         }
-        if c.head_dim() % 2 != 0 || c.head_dim() == 0 {
+        if !c.head_dim().is_multiple_of(2) || c.head_dim() == 0 {
             bail!("head dimension {} must be even", c.head_dim());
         }
         if !(c.rms_norm_eps > 0.0 && c.rope_theta > 0.0) {

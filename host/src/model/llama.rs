@@ -5,9 +5,9 @@
 use super::config::{layer_tensor, Config, LayerTensor, EMBED, LM_HEAD, NORM};
 use super::linear::{Linear, PackedLayers};
 use super::weights::{check_weights, Weights};
-use anyhow::{bail, Result};
 #[cfg(feature = "cuda")]
 use anyhow::Context;
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 
 /// The longest sequence the RoPE tables cover.
@@ -18,7 +18,8 @@ pub const MAX_POSITIONS: usize = 16_384;
 /// ones kept, a linear blend in between).
 pub fn rope_inv_freq(cfg: &Config) -> Vec<f64> {
     let d = cfg.head_dim();
-    let mut inv: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+    let mut inv: Vec<f64> =
+        (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
     if let Some(s) = cfg.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
         let old = s.original_max_position_embeddings as f64;
         let (low_wl, high_wl) = (old / s.low_freq_factor, old / s.high_freq_factor);
@@ -77,12 +78,21 @@ pub struct WeightSource<'a> {
     device: &'a Device,
     dtype: DType,
     #[cfg(feature = "cuda")]
-    packed: Option<(&'a PackedLayers, std::sync::Arc<crate::gpu::Kernels>, &'a candle_core::cuda_backend::CudaDevice)>,
+    packed: Option<(
+        &'a PackedLayers,
+        std::sync::Arc<crate::gpu::Kernels>,
+        &'a candle_core::cuda_backend::CudaDevice,
+    )>,
 }
 
 impl<'a> WeightSource<'a> {
     /// On the CPU `packed` is ignored: the weights already hold the plugin's dequantized values.
-    pub fn new(weights: &'a Weights, device: &'a Device, dtype: DType, packed: Option<&'a PackedLayers>) -> Result<Self> {
+    pub fn new(
+        weights: &'a Weights,
+        device: &'a Device,
+        dtype: DType,
+        packed: Option<&'a PackedLayers>,
+    ) -> Result<Self> {
         #[cfg(feature = "cuda")]
         let packed = match (packed, device) {
             (Some(p), Device::Cuda(d)) => Some((p, crate::gpu::compile(&p.method, &p.kernels, d)?, d)),
@@ -102,7 +112,9 @@ impl<'a> WeightSource<'a> {
     /// A tensor as stored (norms, the embedding), converted on the host: one upload each.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let h = &self.weights[name];
-        Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?.to_dtype(self.dtype)?.to_device(self.device)?)
+        Ok(Tensor::from_slice(&h.data, h.shape.as_slice(), &Device::Cpu)?
+            .to_dtype(self.dtype)?
+            .to_device(self.device)?)
     }
 
     /// A linear layer: the plugin's packed matrix with its kernels when there is one, else
@@ -111,7 +123,8 @@ impl<'a> WeightSource<'a> {
         #[cfg(feature = "cuda")]
         if let Some((p, k, d)) = &self.packed {
             if let Some(m) = p.layers.get(name) {
-                let up = crate::gpu::PackedLinear::upload(m, k, d).with_context(|| format!("uploading packed {name}"))?;
+                let up = crate::gpu::PackedLinear::upload(m, k, d)
+                    .with_context(|| format!("uploading packed {name}"))?;
                 return Ok(Linear::Packed(up));
             }
         }
@@ -147,7 +160,13 @@ impl Attention {
     }
 
     /// `x` (b, t, hidden) → (b, t, hidden); appends this layer's keys and values to `kv`.
-    pub fn forward(&self, x: &Tensor, rope_cs: (&Tensor, &Tensor), mask: &Tensor, kv: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope_cs: (&Tensor, &Tensor),
+        mask: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let rep = h / kvh;
@@ -222,7 +241,13 @@ impl Block {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, rope_cs: (&Tensor, &Tensor), mask: &Tensor, kv: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope_cs: (&Tensor, &Tensor),
+        mask: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
         let a = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, rope_cs, mask, kv)?;
         let x = (x + a)?;
         let m = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps)?)?;
@@ -275,17 +300,33 @@ impl Llama {
     /// As [`Llama::new`], with the layers in `packed` kept packed on a GPU (their entries in
     /// `w` are then not uploaded). On the CPU `packed` is ignored: `w` holds the plugin's
     /// dequantized values.
-    pub fn with_packed(cfg: &Config, w: &Weights, device: &Device, packed: Option<&PackedLayers>) -> Result<Self> {
+    pub fn with_packed(
+        cfg: &Config,
+        w: &Weights,
+        device: &Device,
+        packed: Option<&PackedLayers>,
+    ) -> Result<Self> {
         cfg.validate()?;
         check_weights(cfg, w)?;
         let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
         let src = WeightSource::new(w, device, dtype, packed)?;
-        let blocks = (0..cfg.num_hidden_layers).map(|l| Block::load(&src, cfg, l)).collect::<Result<Vec<_>>>()?;
+        let blocks =
+            (0..cfg.num_hidden_layers).map(|l| Block::load(&src, cfg, l)).collect::<Result<Vec<_>>>()?;
         let embed = src.tensor(EMBED)?;
         let lm_head = if cfg.tie_word_embeddings { Linear::Dense(embed.t()?) } else { src.linear(LM_HEAD)? };
         let (cos, sin) = rope_tables(cfg, cfg.max_position_embeddings.min(MAX_POSITIONS), &Device::Cpu)?;
         let (cos, sin) = (cos.to_dtype(dtype)?.to_device(device)?, sin.to_dtype(dtype)?.to_device(device)?);
-        Ok(Llama { cfg: cfg.clone(), device: device.clone(), dtype, embed, blocks, norm: src.tensor(NORM)?, lm_head, cos, sin })
+        Ok(Llama {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            dtype,
+            embed,
+            blocks,
+            norm: src.tensor(NORM)?,
+            lm_head,
+            cos,
+            sin,
+        })
     }
 
     /// Bytes one decode step of `batch` rows at `context` cached positions must read: every
@@ -294,7 +335,13 @@ impl Llama {
     pub fn step_bytes(&self, batch: usize, context: usize) -> u64 {
         let c = &self.cfg;
         let linear: u64 = self.blocks.iter().flat_map(Block::linears).map(Linear::bytes).sum();
-        let kv = (c.num_hidden_layers * 2 * c.kv_heads() * c.head_dim() * context * batch * self.dtype.size_in_bytes()) as u64;
+        let kv = (c.num_hidden_layers
+            * 2
+            * c.kv_heads()
+            * c.head_dim()
+            * context
+            * batch
+            * self.dtype.size_in_bytes()) as u64;
         linear + self.lm_head.bytes() + kv
     }
 
@@ -306,7 +353,14 @@ impl Llama {
     /// positions) with an additive attention `mask` (b, 1, t, past + t): 0 where a query may
     /// look, −inf elsewhere. Appends to `cache`. Returns logits (b, t, vocab), or (b, 1, vocab)
     /// for the last position only when `last_only`.
-    pub fn forward(&self, tokens: &Tensor, positions: &Tensor, mask: &Tensor, cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut Cache,
+        last_only: bool,
+    ) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let c = &self.cfg;
         if cache.kv.len() != c.num_hidden_layers {
@@ -327,7 +381,13 @@ impl Llama {
 
     /// Prefill-and-decode helper for rows that start at different lengths: builds positions
     /// and the mask from each row's count of left padding `pad[r]`.
-    pub fn step(&self, tokens: &[Vec<u32>], pad: &[usize], cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+    pub fn step(
+        &self,
+        tokens: &[Vec<u32>],
+        pad: &[usize],
+        cache: &mut Cache,
+        last_only: bool,
+    ) -> Result<Tensor> {
         let b = tokens.len();
         let t = tokens.first().map_or(0, |r| r.len());
         if b == 0 || t == 0 || tokens.iter().any(|r| r.len() != t) || pad.len() != b {
@@ -340,13 +400,13 @@ impl Llama {
         }
         let mut pos = Vec::with_capacity(b * t);
         let mut mask = Vec::with_capacity(b * t * total);
-        for r in 0..b {
+        for &pad_r in pad {
             for i in 0..t {
                 let abs = past + i;
-                pos.push(abs.saturating_sub(pad[r]) as u32);
+                pos.push(abs.saturating_sub(pad_r) as u32);
                 for j in 0..total {
                     // Causal, never into the row's padding; a padding query sees itself only.
-                    let ok = if abs < pad[r] { j == abs } else { j <= abs && j >= pad[r] };
+                    let ok = if abs < pad_r { j == abs } else { j <= abs && j >= pad_r };
                     mask.push(if ok { 0f32 } else { f32::NEG_INFINITY });
                 }
             }
@@ -359,7 +419,6 @@ impl Llama {
         self.forward(&toks, &pos, &mask, cache, last_only)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -374,7 +433,13 @@ mod tests {
         let cfg = crate::model::config::preset("llama-3.2-1b").unwrap();
         let inv = rope_inv_freq(&cfg);
         assert_eq!(inv.len(), 32);
-        for (i, want) in [(0, 1.0), (15, 0.001290547928209264), (16, 0.00042955679655936815), (17, 9.70828780262767e-05), (31, 9.418306725434909e-08)] {
+        for (i, want) in [
+            (0, 1.0),
+            (15, 0.001290547928209264),
+            (16, 0.00042955679655936815),
+            (17, 9.70828780262767e-05),
+            (31, 9.418306725434909e-08),
+        ] {
             assert!((inv[i] - want).abs() <= 1e-12 * want, "pair {i}: {} vs {want}", inv[i]);
         }
         // Without scaling: plain theta^(-2i/d).

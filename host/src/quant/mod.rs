@@ -111,7 +111,13 @@ pub struct Prepared {
 
 /// Quantize `m` with `q` for `device`, keeping the packed matrices only where they will run
 /// (a GPU and a plugin with kernels); a GPU without kernels is warned about.
-pub fn prepare(q: &QuantConfig, m: &mut LoadedModel, device: &Device, include_lm_head: bool, threads: usize) -> Result<Prepared> {
+pub fn prepare(
+    q: &QuantConfig,
+    m: &mut LoadedModel,
+    device: &Device,
+    include_lm_head: bool,
+    threads: usize,
+) -> Result<Prepared> {
     let plugin = q.plugin;
     let kernels = device.is_cuda().then_some(plugin.info.cuda_kernels.as_ref()).flatten();
     let mut quantization = quantize_model(q, m, include_lm_head, threads, kernels.is_some())
@@ -119,7 +125,10 @@ pub fn prepare(q: &QuantConfig, m: &mut LoadedModel, device: &Device, include_lm
     let (packed, path) = match kernels {
         Some(k) => {
             let layers = std::mem::take(&mut quantization.packed);
-            (Some(PackedLayers { method: plugin.info.name.clone(), kernels: k.clone(), layers }), GpuPath::Kernels)
+            (
+                Some(PackedLayers { method: plugin.info.name.clone(), kernels: k.clone(), layers }),
+                GpuPath::Kernels,
+            )
         }
         None if device.is_cuda() => {
             tracing::warn!(

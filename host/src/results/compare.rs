@@ -39,7 +39,18 @@ fn row(path: &Path, r: &RunResults) -> Vec<String> {
 }
 
 pub fn compare(paths: &[PathBuf], sample: Option<&str>) -> Result<String> {
-    let header = ["run", "method", "F1", "EM", "linear MB", "total MB", "bits/weight", "quantize s", "generate s", "new tok/s"];
+    let header = [
+        "run",
+        "method",
+        "F1",
+        "EM",
+        "linear MB",
+        "total MB",
+        "bits/weight",
+        "quantize s",
+        "generate s",
+        "new tok/s",
+    ];
     let mut out = format!("| {} |\n|{}\n", header.join(" | "), " --- |".repeat(header.len()));
     for p in paths {
         out.push_str(&format!("| {} |\n", row(p, &RunResults::read(p)?).join(" | ")));

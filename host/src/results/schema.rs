@@ -259,9 +259,10 @@ fn is_zero(n: &usize) -> bool {
 impl RunResults {
     /// Read a results file, refusing anything that is not this schema version.
     pub fn read(path: &Path) -> Result<RunResults> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a results file", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a results file", path.display()))?;
         if v["schema"] != SCHEMA {
             bail!("{} is not an {SCHEMA} results file (schema {})", path.display(), v["schema"]);
         }
@@ -365,13 +366,19 @@ fn type_name(root: &serde_json::Value, s: &serde_json::Value) -> String {
     }
 }
 
-fn walk(root: &serde_json::Value, s: &serde_json::Value, prefix: &str, rows: &mut Vec<(String, String, String)>) {
+fn walk(
+    root: &serde_json::Value,
+    s: &serde_json::Value,
+    prefix: &str,
+    rows: &mut Vec<(String, String, String)>,
+) {
     let s = resolve(root, s);
     let Some(props) = s.get("properties").and_then(|p| p.as_object()) else { return };
     for (name, p) in props {
         let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
         let (inner, nullable) = non_null(root, p);
-        let doc = p.get("description").or_else(|| inner.get("description")).and_then(|d| d.as_str()).unwrap_or("");
+        let doc =
+            p.get("description").or_else(|| inner.get("description")).and_then(|d| d.as_str()).unwrap_or("");
         // Nested llq objects are documented field by field; foreign ones (the model config)
         // and maps are one row.
         let expand = inner.get("properties").is_some() && name != "config";

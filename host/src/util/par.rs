@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn keeps_order_and_reports_an_error() {
         let v: Vec<usize> = (0..100).collect();
-        assert_eq!(super::par_map(3, &v, |i, x| Ok(i + x)).unwrap(), (0..100).map(|x| 2 * x).collect::<Vec<_>>());
+        assert_eq!(
+            super::par_map(3, &v, |i, x| Ok(i + x)).unwrap(),
+            (0..100).map(|x| 2 * x).collect::<Vec<_>>()
+        );
         let e = super::par_map(2, &v, |_, &x| if x == 42 { anyhow::bail!("item {x}") } else { Ok(x) });
         assert_eq!(e.unwrap_err().to_string(), "item 42");
     }

@@ -23,7 +23,11 @@ pub fn p(rel: &str) -> String {
 /// A built plugin library (`make build` / `cargo build --release --workspace`).
 pub fn so(name: &str) -> PathBuf {
     let p = target_dir().join(format!("release/lib{name}.so"));
-    assert!(p.exists(), "{} is missing: run `make build` (cargo build --release --workspace) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `make build` (cargo build --release --workspace) first",
+        p.display()
+    );
     p
 }
 

@@ -1,7 +1,10 @@
 //! `fp16`: the unquantized baseline. Weights are stored in 16-bit (f16 by default, or bf16)
 //! so every run, baseline included, goes through the same plugin path and size accounting.
-use llq_sdk::{bail, export_plugin, Calibration, CudaKernels, KernelParam, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
 use half::{bf16, f16};
+use llq_sdk::{
+    bail, export_plugin, Calibration, CudaKernels, KernelParam, OptionKind, OptionSpec, Options, PackedView,
+    QuantMethod, Quantized, Result, Weights,
+};
 
 #[derive(Default)]
 pub struct Fp16;
@@ -44,7 +47,10 @@ impl QuantMethod for Fp16 {
             source: llq_sdk::cuda::source(&[include_str!("fp16.cu")]),
             dequantize: "fp16_dequantize".into(),
             matvec: Some("fp16_matvec".into()),
-            params: vec![KernelParam::Choice { key: "dtype".into(), values: vec!["f16".into(), "bf16".into()] }],
+            params: vec![KernelParam::Choice {
+                key: "dtype".into(),
+                values: vec!["f16".into(), "bf16".into()],
+            }],
         })
     }
 }
@@ -67,7 +73,12 @@ mod tests {
             let w = Weights { layer: "l", rows: 4, cols: 16, data: &data };
             let q = Fp16.quantize(&w, &o, None).unwrap();
             assert_eq!(q.total_bytes(), Fp16.packed_size(4, 16, &o).unwrap());
-            let view = PackedView { rows: 4, cols: 16, buffers: vec![("weight", &q.buffers[0].1)], metadata: q.metadata.clone() };
+            let view = PackedView {
+                rows: 4,
+                cols: 16,
+                buffers: vec![("weight", &q.buffers[0].1)],
+                metadata: q.metadata.clone(),
+            };
             let mut out = vec![0f32; 64];
             Fp16.dequantize(&view, &mut out).unwrap();
             let tol = if dtype == "f16" { 1.0 / 2048.0 } else { 1.0 / 256.0 };

@@ -1,7 +1,10 @@
 //! `fp4`: bitsandbytes' 4-bit float (e2m1, sign in bit 3), blockwise absmax, optional double
 //! quantization — bit for bit as bitsandbytes 0.50's CUDA kernels pack it.
 use llq_sdk::quant::four_bit::{self, FP4};
-use llq_sdk::{export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{
+    export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result,
+    Weights,
+};
 
 #[derive(Default)]
 pub struct Fp4;

@@ -23,7 +23,8 @@ fn every_table_value_maps_to_its_code_and_midpoints_go_down() {
     // Midpoints between sorted magnitudes (0, .0625, 2, 3, 4, 6, 8, 12)/12, by hand:
     // bitsandbytes' pivots 0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667,
     // 0.583333, 0.8333333 — a value on a pivot takes the lower magnitude.
-    let pivots = ["0.00260417", "0.0859375", "0.20833333", "0.29166667", "0.4166667", "0.583333", "0.8333333"];
+    let pivots =
+        ["0.00260417", "0.0859375", "0.20833333", "0.29166667", "0.4166667", "0.583333", "0.8333333"];
     let lower = [0u8, 1, 6, 7, 4, 5, 2];
     let mut data = vec![1.0f32];
     data.extend(pivots.iter().map(|p| p.parse::<f32>().unwrap()));

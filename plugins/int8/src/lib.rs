@@ -4,7 +4,10 @@
 //! |x| ≥ `threshold` in 16-bit against the dequantized weight columns (mixed-precision
 //! decomposition); `threshold=0` disables the decomposition.
 use llq_sdk::quant::{int8_quantize_row, to_f16, INT8_DEQUANT, INT8_MM_DEQUANT};
-use llq_sdk::{bail, export_plugin, f32_to_bytes, Calibration, CudaKernels, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{
+    bail, export_plugin, f32_to_bytes, Calibration, CudaKernels, OptionKind, OptionSpec, Options, PackedView,
+    QuantMethod, Quantized, Result, Weights,
+};
 
 #[derive(Default)]
 pub struct Int8;
@@ -21,14 +24,16 @@ fn unpack<'a>(p: &PackedView<'a>) -> Result<Packed<'a>> {
     if cb.len() != p.rows * p.cols || scb.len() != p.rows {
         bail!("CB/SCB sizes ({}, {}) do not fit a {}×{} matrix", cb.len(), scb.len(), p.rows, p.cols);
     }
-    let threshold = p.metadata.get("threshold").and_then(|v| v.as_f64()).ok_or("metadata has no threshold")? as f32;
+    let threshold =
+        p.metadata.get("threshold").and_then(|v| v.as_f64()).ok_or("metadata has no threshold")? as f32;
     Ok(Packed { cb, scb, threshold })
 }
 
 impl QuantMethod for Int8 {
     const NAME: &'static str = "int8";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "bitsandbytes LLM.int8(): int8 row-wise weights, int8 activations with fp16 outlier decomposition";
+    const DESCRIPTION: &'static str =
+        "bitsandbytes LLM.int8(): int8 row-wise weights, int8 activations with fp16 outlier decomposition";
     const HAS_MATMUL: bool = true;
 
     fn options(&self) -> Vec<OptionSpec> {
@@ -71,7 +76,10 @@ impl QuantMethod for Int8 {
     fn cuda_kernels(&self) -> Option<CudaKernels> {
         use llq_sdk::cuda;
         Some(CudaKernels {
-            source: cuda::source(&[&cuda::f32_define("LLQ_INT8_DEQUANT", INT8_DEQUANT), include_str!("int8.cu")]),
+            source: cuda::source(&[
+                &cuda::f32_define("LLQ_INT8_DEQUANT", INT8_DEQUANT),
+                include_str!("int8.cu"),
+            ]),
             dequantize: "int8_dequantize".into(),
             matvec: Some("int8_matvec".into()),
             params: vec![],
@@ -92,8 +100,10 @@ impl QuantMethod for Int8 {
         }
         let idx: Vec<usize> = (0..cols).filter(|&c| outlier[c]).collect();
         // Dequantized weight columns for the outliers, in f16 (state.subB).
-        let sub_b: Vec<f32> =
-            (0..rows).flat_map(|r| idx.iter().map(move |&c| (r, c))).map(|(r, c)| to_f16((k.cb[r * cols + c] as i8 as f32 * k.scb[r]) * INT8_DEQUANT)).collect();
+        let sub_b: Vec<f32> = (0..rows)
+            .flat_map(|r| idx.iter().map(move |&c| (r, c)))
+            .map(|(r, c)| to_f16((k.cb[r * cols + c] as i8 as f32 * k.scb[r]) * INT8_DEQUANT))
+            .collect();
         let mut ca = vec![0i8; cols];
         for (i, xrow) in x16.chunks(cols).enumerate().take(m) {
             let sca = int8_quantize_row(xrow, k.threshold, &mut ca);
@@ -104,7 +114,8 @@ impl QuantMethod for Int8 {
                 let wrow = &k.cb[r * cols..(r + 1) * cols];
                 let acc: i32 = ca.iter().zip(wrow).map(|(&a, &b)| a as i32 * b as i8 as i32).sum();
                 let main = to_f16(((acc as f32 * sca) * k.scb[r]) * INT8_MM_DEQUANT);
-                let extra: f32 = idx.iter().enumerate().map(|(j, &c)| xrow[c] * sub_b[r * idx.len() + j]).sum();
+                let extra: f32 =
+                    idx.iter().enumerate().map(|(j, &c)| xrow[c] * sub_b[r * idx.len() + j]).sum();
                 out[i * rows + r] = if idx.is_empty() { main } else { to_f16(main + extra) };
             }
         }

@@ -23,14 +23,20 @@ fn zero_rows_and_non_finite_input() {
     assert!(buffer(&q, "CB").iter().all(|&b| b == 0));
     assert!(out.iter().all(|v| *v == 0.0));
     assert!(abi_quantize::<Int8>(1, 2, &[1.0, f32::NAN], "{}").unwrap_err().contains("non-finite"));
-    assert!(abi_quantize::<Int8>(1, 2, &[1.0, 2.0], r#"{"threshold":-1}"#).unwrap_err().contains("threshold"));
+    assert!(abi_quantize::<Int8>(1, 2, &[1.0, 2.0], r#"{"threshold":-1}"#)
+        .unwrap_err()
+        .contains("threshold"));
 }
 
 #[test]
 fn weights_and_matmul_match_bitsandbytes() {
     let r = bnb_reference();
     let t = &r["int8"];
-    let (rows, cols, m) = (t["rows"].as_u64().unwrap() as usize, t["cols"].as_u64().unwrap() as usize, t["m"].as_u64().unwrap() as usize);
+    let (rows, cols, m) = (
+        t["rows"].as_u64().unwrap() as usize,
+        t["cols"].as_u64().unwrap() as usize,
+        t["m"].as_u64().unwrap() as usize,
+    );
     let w = f32s(&t["w_f32"]);
     let x = f32s(&t["x_f32"]);
     let (q, _) = round_trip::<Int8>(rows, cols, &w, "{}");

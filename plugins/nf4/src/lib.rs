@@ -1,7 +1,10 @@
 //! `nf4`: bitsandbytes' 4-bit NormalFloat (QLoRA), blockwise absmax, optional double
 //! quantization — bit for bit as bitsandbytes 0.50's CUDA kernels pack it.
 use llq_sdk::quant::four_bit::{self, NF4};
-use llq_sdk::{export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{
+    export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result,
+    Weights,
+};
 
 #[derive(Default)]
 pub struct Nf4;
@@ -9,7 +12,8 @@ pub struct Nf4;
 impl QuantMethod for Nf4 {
     const NAME: &'static str = "nf4";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "bitsandbytes NF4: 4-bit NormalFloat codes with blockwise absmax (QLoRA)";
+    const DESCRIPTION: &'static str =
+        "bitsandbytes NF4: 4-bit NormalFloat codes with blockwise absmax (QLoRA)";
     fn options(&self) -> Vec<OptionSpec> {
         four_bit::options()
     }

@@ -14,7 +14,7 @@ pub fn blockwise_absmax(data: &[f32], block: usize) -> Vec<f32> {
 /// Quantize `data` blockwise to 4-bit codes with `code_of` (e.g. [`nf4_code`]). Returns the
 /// packed bytes (`ceil(n/2)`) and the per-block absmax.
 pub fn quantize_4bit(data: &[f32], block: usize, code_of: fn(f32) -> u8) -> (Vec<u8>, Vec<f32>) {
-    assert!(block >= 2 && block % 2 == 0, "block size must be even");
+    assert!(block >= 2 && block.is_multiple_of(2), "block size must be even");
     let absmax = blockwise_absmax(data, block);
     let mut packed = vec![0u8; data.len().div_ceil(2)];
     for (b, chunk) in data.chunks(block).enumerate() {
@@ -55,7 +55,13 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let half = steps / 2;
     (0..steps)
-        .map(|i| if i < half { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - i - 1) as f32, end) })
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((steps - i - 1) as f32, end)
+            }
+        })
         .collect()
 }
 
@@ -113,10 +119,18 @@ pub fn code8(code: &[f32; 256], x: f32) -> u8 {
     }
     let r = if x > val {
         let mid = (upper + val) * 0.5;
-        if x > mid { upper_pivot } else { pivot }
+        if x > mid {
+            upper_pivot
+        } else {
+            pivot
+        }
     } else {
         let mid = (lower + val) * 0.5;
-        if x < mid { lower_pivot } else { pivot }
+        if x < mid {
+            lower_pivot
+        } else {
+            pivot
+        }
     };
     r as u8
 }

@@ -1,7 +1,9 @@
 //! The 4-bit code books of bitsandbytes (NF4, FP4) and the functions that pick a code for a
 //! normalized value exactly as its CUDA decision trees do.
 
-/// bitsandbytes' NF4 code table (`get_4bit_type("nf4")`), index = code.
+/// bitsandbytes' NF4 code table (`get_4bit_type("nf4")`), index = code. The decimals are
+/// bitsandbytes' own (f64 literals it stores as f32), kept as the citation.
+#[allow(clippy::excessive_precision)]
 pub const NF4_TABLE: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
@@ -40,10 +42,21 @@ pub fn fp4_table() -> [f32; 16] {
 /// decides ties).
 #[allow(clippy::excessive_precision)]
 pub const NF4_THRESHOLDS: [f32; 15] = [
-    -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
-    -0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
-    0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
-    0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+    -0.8480964004993439,
+    -0.6106329262256622,
+    -0.4599952697753906,
+    -0.33967943489551544,
+    -0.23460740596055984,
+    -0.13791173323988914,
+    -0.045525018125772476,
+    0.03979014977812767,
+    0.1202552504837513,
+    0.2035212516784668,
+    0.2920137718319893,
+    0.3893125355243683,
+    0.5016634166240692,
+    0.6427869200706482,
+    0.8614784181118011,
 ];
 
 /// NF4 code of a normalized value. bitsandbytes walks a binary decision tree over
@@ -57,7 +70,8 @@ pub fn nf4_code(x: f32) -> u8 {
 
 /// bitsandbytes' FP4 pivots (`dQuantizeFP4`) on |x|, ascending.
 #[allow(clippy::excessive_precision)]
-pub const FP4_PIVOTS: [f32; 7] = [0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333];
+pub const FP4_PIVOTS: [f32; 7] =
+    [0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333];
 /// FP4 magnitude codes in ascending magnitude order: 0, 0.0625, 2, 3, 4, 6, 8, 12 (÷12).
 const FP4_BY_RANK: [u8; 8] = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
 
@@ -99,18 +113,50 @@ mod tests {
         if x > 0.03979014977812767 {
             if x > 0.3893125355243683 {
                 if x > 0.6427869200706482 {
-                    if x > 0.8614784181118011 { 15 } else { 14 }
-                } else if x > 0.5016634166240692 { 13 } else { 12 }
+                    if x > 0.8614784181118011 {
+                        15
+                    } else {
+                        14
+                    }
+                } else if x > 0.5016634166240692 {
+                    13
+                } else {
+                    12
+                }
             } else if x > 0.2035212516784668 {
-                if x > 0.2920137718319893 { 11 } else { 10 }
-            } else if x > 0.1202552504837513 { 9 } else { 8 }
+                if x > 0.2920137718319893 {
+                    11
+                } else {
+                    10
+                }
+            } else if x > 0.1202552504837513 {
+                9
+            } else {
+                8
+            }
         } else if x > -0.33967943489551544 {
             if x > -0.13791173323988914 {
-                if x > -0.045525018125772476 { 7 } else { 6 }
-            } else if x > -0.23460740596055984 { 5 } else { 4 }
+                if x > -0.045525018125772476 {
+                    7
+                } else {
+                    6
+                }
+            } else if x > -0.23460740596055984 {
+                5
+            } else {
+                4
+            }
         } else if x > -0.6106329262256622 {
-            if x > -0.4599952697753906 { 3 } else { 2 }
-        } else if x > -0.8480964004993439 { 1 } else { 0 }
+            if x > -0.4599952697753906 {
+                3
+            } else {
+                2
+            }
+        } else if x > -0.8480964004993439 {
+            1
+        } else {
+            0
+        }
     }
 
     /// bitsandbytes' `dQuantizeFP4`, transcribed from its CUDA source.
@@ -120,11 +166,27 @@ mod tests {
         let x = x.abs();
         let c = if x > 0.29166667 {
             if x > 0.583333 {
-                if x > 0.8333333 { 3 } else { 2 }
-            } else if x > 0.4166667 { 5 } else { 4 }
+                if x > 0.8333333 {
+                    3
+                } else {
+                    2
+                }
+            } else if x > 0.4166667 {
+                5
+            } else {
+                4
+            }
         } else if x > 0.0859375 {
-            if x > 0.20833333 { 7 } else { 6 }
-        } else if x > 0.00260417 { 1 } else { 0 };
+            if x > 0.20833333 {
+                7
+            } else {
+                6
+            }
+        } else if x > 0.00260417 {
+            1
+        } else {
+            0
+        };
         c + sign
     }
 

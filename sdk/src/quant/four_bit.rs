@@ -68,7 +68,11 @@ pub fn absmax_of(p: &PackedView) -> Result<Vec<f32>> {
     if p.meta_bool("double_quant")? {
         let offset = p.f32_buffer("absmax_offset")?;
         let [offset] = offset[..] else { bail!("absmax_offset must hold one f32") };
-        let d = DoubleQuant { codes: p.buffer("absmax_codes")?.to_vec(), offset, absmax2: p.f32_buffer("absmax2")? };
+        let d = DoubleQuant {
+            codes: p.buffer("absmax_codes")?.to_vec(),
+            offset,
+            absmax2: p.f32_buffer("absmax2")?,
+        };
         if d.absmax2.len() != n_blocks(d.codes.len(), DOUBLE_QUANT_BLOCK) {
             bail!("absmax2 has {} values for {} absmax codes", d.absmax2.len(), d.codes.len());
         }
@@ -93,7 +97,10 @@ pub fn cuda_kernels(fmt: Format) -> crate::CudaKernels {
         source,
         dequantize: format!("{q}_dequantize"),
         matvec: Some(format!("{q}_matvec")),
-        params: vec![crate::KernelParam::Key("block_size".into()), crate::KernelParam::Key("double_quant".into())],
+        params: vec![
+            crate::KernelParam::Key("block_size".into()),
+            crate::KernelParam::Key("double_quant".into()),
+        ],
     }
 }
 
@@ -102,7 +109,7 @@ pub fn dequantize(fmt: Format, p: &PackedView, out: &mut [f32]) -> Result<()> {
         bail!("packed matrix is {}, not {}", p.meta_str("quant_type")?, fmt.quant_type);
     }
     let block = p.meta_u64("block_size")? as usize;
-    if block < 2 || block % 2 != 0 {
+    if block < 2 || !block.is_multiple_of(2) {
         bail!("invalid block_size {block} in metadata");
     }
     let codes = p.buffer("codes")?;
@@ -111,7 +118,10 @@ pub fn dequantize(fmt: Format, p: &PackedView, out: &mut [f32]) -> Result<()> {
     if codes.len() != n.div_ceil(2) || absmax.len() != n_blocks(n, block) {
         bail!(
             "packed buffers do not fit a {}×{} matrix: {} code bytes, {} absmax values",
-            p.rows, p.cols, codes.len(), absmax.len()
+            p.rows,
+            p.cols,
+            codes.len(),
+            absmax.len()
         );
     }
     dequantize_4bit(codes, &absmax, block, &(fmt.table)(), out);

@@ -11,10 +11,7 @@ pub fn to_f16(x: f32) -> f32 {
 /// `q = round_half_even(x · (127 · (1/absmax)))`; values at or above the threshold become 0.
 pub fn int8_quantize_row(row: &[f32], threshold: f32, out: &mut [i8]) -> f32 {
     let sparse = threshold > 0.0;
-    let absmax = row
-        .iter()
-        .filter(|v| !sparse || v.abs() < threshold)
-        .fold(0f32, |m, v| m.max(v.abs()));
+    let absmax = row.iter().filter(|v| !sparse || v.abs() < threshold).fold(0f32, |m, v| m.max(v.abs()));
     // bitsandbytes computes `__fdividef(127, absmax)`, i.e. 127 · (1/absmax): two roundings.
     let scale = 127.0f32 * (1.0f32 / absmax);
     for (o, &v) in out.iter_mut().zip(row) {
@@ -25,7 +22,8 @@ pub fn int8_quantize_row(row: &[f32], threshold: f32, out: &mut [i8]) -> f32 {
 
 /// bitsandbytes' `MM_DEQUANT_CONST` (≈ 1 / 127²) used to rescale int32 products.
 pub const INT8_MM_DEQUANT: f32 = 6.200012e-05;
-/// bitsandbytes' dequantization factor for one int8 weight (≈ 1 / 127).
+/// bitsandbytes' dequantization factor for one int8 weight (≈ 1 / 127), as its source spells it.
+#[allow(clippy::excessive_precision)]
 pub const INT8_DEQUANT: f32 = 7.874_015_718_698_502e-3;
 
 #[cfg(test)]

@@ -23,11 +23,23 @@ fn text_list(v: &Value, what: &str, id: &str) -> Result<Vec<String>, String> {
     if let Some(arr) = v.as_array() {
         return arr
             .iter()
-            .map(|x| x["input_text"].as_str().map(str::to_string).ok_or_else(|| format!("story {id}: {what} entry without input_text")))
+            .map(|x| {
+                x["input_text"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("story {id}: {what} entry without input_text"))
+            })
             .collect();
     }
     if let Some(arr) = v.get("input_text").and_then(|x| x.as_array()) {
-        return arr.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("story {id}: {what} input_text is not text"))).collect();
+        return arr
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("story {id}: {what} input_text is not text"))
+            })
+            .collect();
     }
     Err(format!("story {id}: `{what}` is neither a list of turns nor an input_text column"))
 }
@@ -41,7 +53,11 @@ fn story_of(row: &Value, index: usize) -> Result<Story, String> {
         Some(arr) => arr
             .iter()
             .enumerate()
-            .map(|(i, q)| q.get("turn_id").map_or(Some(i as u64 + 1), |t| t.as_u64()).ok_or_else(|| format!("story {id}: question {} has a turn_id that is not a whole number", i + 1)))
+            .map(|(i, q)| {
+                q.get("turn_id").map_or(Some(i as u64 + 1), |t| t.as_u64()).ok_or_else(|| {
+                    format!("story {id}: question {} has a turn_id that is not a whole number", i + 1)
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?,
         None => (1..=questions.len() as u64).collect(),
     };
@@ -53,7 +69,11 @@ fn story_of(row: &Value, index: usize) -> Result<Story, String> {
         for (k, v) in map {
             let list = text_list(v, &format!("additional_answers.{k}"), &id)?;
             if list.len() != questions.len() {
-                return Err(format!("story {id}: additional_answers.{k} has {} turns, expected {}", list.len(), questions.len()));
+                return Err(format!(
+                    "story {id}: additional_answers.{k} has {} turns, expected {}",
+                    list.len(),
+                    questions.len()
+                ));
             }
             additional.push(list);
         }
@@ -66,19 +86,27 @@ fn story_of(row: &Value, index: usize) -> Result<Story, String> {
 pub fn parse(bytes: &[u8]) -> Result<Vec<Story>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "CoQA data is not UTF-8 text".to_string())?;
     let rows: Vec<Value> = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(o)) => match o.get("data") {
-            Some(Value::Array(a)) => a.clone(),
-            // A JSONL file with a single row parses as one JSON object.
-            None if o.contains_key("story") => vec![Value::Object(o)],
-            _ => return Err("CoQA JSON object has no `data` list (expected the official coqa-dev-v1.0.json layout)".into()),
-        },
+        Ok(Value::Object(o)) => {
+            match o.get("data") {
+                Some(Value::Array(a)) => a.clone(),
+                // A JSONL file with a single row parses as one JSON object.
+                None if o.contains_key("story") => vec![Value::Object(o)],
+                _ => return Err(
+                    "CoQA JSON object has no `data` list (expected the official coqa-dev-v1.0.json layout)"
+                        .into(),
+                ),
+            }
+        }
         Ok(Value::Array(a)) => a,
         Ok(_) => return Err("CoQA data must be the official JSON, a JSON list of rows, or JSONL".into()),
         Err(_) => text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("CoQA data is not JSON, and line {} is not a JSONL row: {e}", i + 1)))
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| format!("CoQA data is not JSON, and line {} is not a JSONL row: {e}", i + 1))
+            })
             .collect::<Result<_, _>>()?,
     };
     if rows.is_empty() {
@@ -108,7 +136,8 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/coqa/coqa-dev-sample.json")).unwrap()
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/coqa/coqa-dev-sample.json"))
+            .unwrap()
     }
 
     #[test]
@@ -146,13 +175,22 @@ mod tests {
         assert!(parse(b"{\"version\": 1}").unwrap_err().contains("no `data` list"));
         assert!(parse(b"hello\n").unwrap_err().contains("not a JSONL row"));
         assert!(parse(b"[]").unwrap_err().contains("no stories"));
-        let e = parse(br#"[{"id":"x","story":"s","questions":[{"input_text":"q"}],"answers":[]}]"#).unwrap_err();
+        let e =
+            parse(br#"[{"id":"x","story":"s","questions":[{"input_text":"q"}],"answers":[]}]"#).unwrap_err();
         assert!(e.contains("story x: 1 questions but 0 answers"), "{e}");
     }
 
     #[test]
     fn prompt_matches_lm_eval_layout() {
-        let s = Story { id: "i".into(), source: "mctest".into(), story: "S.".into(), questions: vec!["Q1?".into(), "Q2?".into()], turn_ids: vec![1, 2], answers: vec!["a1".into(), "a2".into()], additional: vec![] };
+        let s = Story {
+            id: "i".into(),
+            source: "mctest".into(),
+            story: "S.".into(),
+            questions: vec!["Q1?".into(), "Q2?".into()],
+            turn_ids: vec![1, 2],
+            answers: vec!["a1".into(), "a2".into()],
+            additional: vec![],
+        };
         assert_eq!(prompt(&s, 0), "S.\n\nQ: Q1?\n\nA:");
         assert_eq!(prompt(&s, 1), "S.\n\nQ: Q1?\n\nA: a1\n\nQ: Q2?\n\nA:");
         assert_eq!(prediction("  white\nQ: next"), "white");

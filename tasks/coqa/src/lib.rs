@@ -14,8 +14,8 @@ pub mod metrics;
 pub mod report;
 
 use llq_task_sdk::{
-    metric, AggregateMetric, GenerateUntil, Metric, MetricSpec, OptionSpec, Options, Report, Request, RequestKind, Response, Scored, Task,
-    TaskInfo,
+    metric, AggregateMetric, GenerateUntil, Metric, MetricSpec, OptionSpec, Options, Report, Request,
+    RequestKind, Response, Scored, Task, TaskInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +60,15 @@ impl Task for CoQA {
 
     fn requests(data: Vec<u8>, options: &Options) -> Result<Vec<Request>, String> {
         let stories = data::parse(&data)?;
-        let max_new_tokens = u32::try_from(options.int("max_new_tokens")).ok().filter(|&n| n > 0).ok_or("option `max_new_tokens` must be between 1 and 2^32-1")?;
+        let max_new_tokens = u32::try_from(options.int("max_new_tokens"))
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or("option `max_new_tokens` must be between 1 and 2^32-1")?;
         let official = official(options);
         let mut out = Vec::new();
         for s in &stories {
-            let turns = if official { 0..s.questions.len() } else { s.questions.len() - 1..s.questions.len() };
+            let turns =
+                if official { 0..s.questions.len() } else { s.questions.len() - 1..s.questions.len() };
             for t in turns {
                 let extra: Vec<String> = s.additional.iter().map(|a| a[t].clone()).collect();
                 let golds = if official {
@@ -72,10 +76,15 @@ impl Task for CoQA {
                 } else {
                     metrics::lm_eval_golds(&s.answers[t], &extra)
                 };
-                let doc = serde_json::to_string(&Doc { source: s.source.clone(), golds }).map_err(|e| e.to_string())?;
+                let doc = serde_json::to_string(&Doc { source: s.source.clone(), golds })
+                    .map_err(|e| e.to_string())?;
                 out.push(Request {
                     id: request_id(&s.id, s.turn_ids[t]),
-                    kind: RequestKind::Generate(GenerateUntil { prompt: data::prompt(s, t), stop: vec!["\nQ:".into()], max_new_tokens }),
+                    kind: RequestKind::Generate(GenerateUntil {
+                        prompt: data::prompt(s, t),
+                        stop: vec!["\nQ:".into()],
+                        max_new_tokens,
+                    }),
                     doc,
                 });
             }
@@ -85,9 +94,13 @@ impl Task for CoQA {
 
     fn score(request: Request, response: Response, _options: &Options) -> Result<Vec<Metric>, String> {
         let Response::Generated(text) = response else {
-            return Err(format!("request {}: CoQA needs generated text, got a log-likelihood result", request.id));
+            return Err(format!(
+                "request {}: CoQA needs generated text, got a log-likelihood result",
+                request.id
+            ));
         };
-        let doc: Doc = serde_json::from_str(&request.doc).map_err(|e| format!("request {}: doc is not CoQA's: {e}", request.id))?;
+        let doc: Doc = serde_json::from_str(&request.doc)
+            .map_err(|e| format!("request {}: doc is not CoQA's: {e}", request.id))?;
         let (em, f1) = metrics::turn_score(&doc.golds, &data::prediction(&text));
         Ok(vec![Metric { name: "em".into(), value: em }, Metric { name: "f1".into(), value: f1 }])
     }
@@ -95,16 +108,24 @@ impl Task for CoQA {
     fn aggregate(samples: Vec<Scored>, options: &Options) -> Result<Report, String> {
         let mut turns = Vec::with_capacity(samples.len());
         for s in &samples {
-            let doc: Doc = serde_json::from_str(&s.request.doc).map_err(|e| format!("request {}: doc is not CoQA's: {e}", s.request.id))?;
+            let doc: Doc = serde_json::from_str(&s.request.doc)
+                .map_err(|e| format!("request {}: doc is not CoQA's: {e}", s.request.id))?;
             // A sample without metrics had no prediction: it counts as 0, like the official script.
-            turns.push(report::Turn { source: doc.source, em: metric(s, "em").unwrap_or(0.0), f1: metric(s, "f1").unwrap_or(0.0) });
+            turns.push(report::Turn {
+                source: doc.source,
+                em: metric(s, "em").unwrap_or(0.0),
+                f1: metric(s, "f1").unwrap_or(0.0),
+            });
         }
         let scale = if official(options) { 100.0 } else { 1.0 };
         let scaled = |name: &str, v: Vec<f64>| {
             let m = llq_task_sdk::mean_metric(name, &v);
             AggregateMetric { value: m.value * scale, stderr: m.stderr.map(|e| e * scale), ..m }
         };
-        let mut metrics = vec![scaled("f1", turns.iter().map(|t| t.f1).collect()), scaled("em", turns.iter().map(|t| t.em).collect())];
+        let mut metrics = vec![
+            scaled("f1", turns.iter().map(|t| t.f1).collect()),
+            scaled("em", turns.iter().map(|t| t.em).collect()),
+        ];
         let native = if official(options) {
             for (source, domain) in report::DOMAINS {
                 let mine: Vec<&report::Turn> = turns.iter().filter(|t| t.source == *source).collect();
@@ -133,11 +154,15 @@ impl Task for CoQA {
             turn_id: u64,
             answer: String,
         }
-        let preds: Vec<Pred> = serde_json::from_slice(&data)
-            .map_err(|e| format!("predictions are not the official CoQA layout [{{\"id\", \"turn_id\", \"answer\"}}]: {e}"))?;
+        let preds: Vec<Pred> = serde_json::from_slice(&data).map_err(|e| {
+            format!("predictions are not the official CoQA layout [{{\"id\", \"turn_id\", \"answer\"}}]: {e}")
+        })?;
         // Later entries win, as in the official script's dict. Newlines become spaces: the
         // official normalization splits on whitespace anyway, and `score` keeps the first line.
-        Ok(preds.into_iter().map(|p| (request_id(&p.id, p.turn_id), p.answer.replace(['\n', '\r'], " "))).collect())
+        Ok(preds
+            .into_iter()
+            .map(|p| (request_id(&p.id, p.turn_id), p.answer.replace(['\n', '\r'], " ")))
+            .collect())
     }
 }
 

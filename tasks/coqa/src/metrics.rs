@@ -103,7 +103,10 @@ pub fn turn_score(golds: &[String], pred: &str) -> (f64, f64) {
         })
         .collect();
     let best = |skip: Option<usize>| {
-        each.iter().enumerate().filter(|(j, _)| Some(*j) != skip).fold((0f64, 0f64), |(e, f), (_, s)| (e.max(s.0), f.max(s.1)))
+        each.iter()
+            .enumerate()
+            .filter(|(j, _)| Some(*j) != skip)
+            .fold((0f64, 0f64), |(e, f), (_, s)| (e.max(s.0), f.max(s.1)))
     };
     if golds.len() == 1 {
         return best(None);

@@ -36,7 +36,11 @@ fn entry(out: &mut String, key: &str, s: Sum, last: bool) {
     let pct = |v: f64| {
         let r = py_round1(v / (s.turns.max(1) as f64) * 100.0);
         // Python prints floats with repr: always a decimal point.
-        if r.fract() == 0.0 { format!("{r:.1}") } else { format!("{r}") }
+        if r.fract() == 0.0 {
+            format!("{r:.1}")
+        } else {
+            format!("{r}")
+        }
     };
     out.push_str(&format!(
         "  {}: {{\n    \"em\": {},\n    \"f1\": {},\n    \"turns\": {}\n  }}{}\n",
@@ -85,7 +89,11 @@ pub fn official_json(turns: &[Turn]) -> String {
     }
     entry(&mut out, "in_domain", ind, false);
     entry(&mut out, "out_domain", outd, false);
-    let all = Sum { em: ind.em + outd.em + other.em, f1: ind.f1 + outd.f1 + other.f1, turns: ind.turns + outd.turns + other.turns };
+    let all = Sum {
+        em: ind.em + outd.em + other.em,
+        f1: ind.f1 + outd.f1 + other.f1,
+        turns: ind.turns + outd.turns + other.turns,
+    };
     entry(&mut out, "overall", all, true);
     out.push('}');
     out
@@ -109,7 +117,10 @@ mod tests {
 
     #[test]
     fn layout_is_the_official_one() {
-        let turns = [Turn { source: "mctest".into(), em: 1.0, f1: 1.0 }, Turn { source: "mctest".into(), em: 0.0, f1: 0.5 }];
+        let turns = [
+            Turn { source: "mctest".into(), em: 1.0, f1: 1.0 },
+            Turn { source: "mctest".into(), em: 0.0, f1: 0.5 },
+        ];
         let j = official_json(&turns);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["children_stories"]["f1"], 75.0);
@@ -118,8 +129,26 @@ mod tests {
         assert_eq!(v["reddit"]["turns"], 0);
         assert_eq!(v["out_domain"]["f1"], 0.0);
         assert_eq!(v["overall"]["f1"], 75.0);
-        let keys: Vec<&str> = j.lines().filter(|l| l.starts_with("  \"")).map(|l| l.trim().split('"').nth(1).unwrap()).collect();
-        assert_eq!(keys, ["children_stories", "literature", "mid-high_school", "news", "wikipedia", "reddit", "science", "in_domain", "out_domain", "overall"]);
+        let keys: Vec<&str> = j
+            .lines()
+            .filter(|l| l.starts_with("  \""))
+            .map(|l| l.trim().split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "children_stories",
+                "literature",
+                "mid-high_school",
+                "news",
+                "wikipedia",
+                "reddit",
+                "science",
+                "in_domain",
+                "out_domain",
+                "overall"
+            ]
+        );
         assert!(j.contains("\"em\": 50.0,\n    \"f1\": 75.0,\n    \"turns\": 2\n  },"), "{j}");
     }
 }

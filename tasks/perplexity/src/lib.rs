@@ -13,7 +13,8 @@ use llq_task_sdk::*;
 pub struct Perplexity;
 
 /// Per-document sums a sample carries to `aggregate`.
-const SUMS: &[&str] = &["nll_sum", "nll_sq_sum", "tokens", "bytes", "kl_sum", "kl_sq_sum", "kl_max", "kl_tokens", "top1_sum"];
+const SUMS: &[&str] =
+    &["nll_sum", "nll_sq_sum", "tokens", "bytes", "kl_sum", "kl_sq_sum", "kl_max", "kl_tokens", "top1_sum"];
 
 /// Split the text into documents.
 pub fn documents(text: &str, split: &str) -> Vec<String> {
@@ -51,7 +52,12 @@ fn sample_metrics(r: &RollingResult) -> Result<Vec<Metric>, String> {
         return Err("a token log-probability is positive or not finite".into());
     }
     if r.kl.len() != r.top1_agree.len() || (!r.kl.is_empty() && r.kl.len() != r.tokens as usize) {
-        return Err(format!("baseline comparison has {} KL values and {} top-1 flags for {} tokens", r.kl.len(), r.top1_agree.len(), r.tokens));
+        return Err(format!(
+            "baseline comparison has {} KL values and {} top-1 flags for {} tokens",
+            r.kl.len(),
+            r.top1_agree.len(),
+            r.tokens
+        ));
     }
     let nll: Vec<f64> = r.token_logprobs.iter().map(|l| -l).collect();
     let m = |name: &str, value: f64| Metric { name: name.into(), value };
@@ -77,7 +83,11 @@ fn mean_stderr(sum: f64, sq: f64, n: f64) -> (f64, Option<f64>) {
 
 impl Task for Perplexity {
     fn describe() -> TaskInfo {
-        let spec = |name: &str, better: bool, help: &str| MetricSpec { name: name.into(), higher_is_better: better, help: help.into() };
+        let spec = |name: &str, better: bool, help: &str| MetricSpec {
+            name: name.into(),
+            higher_is_better: better,
+            help: help.into(),
+        };
         TaskInfo {
             name: "perplexity".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -100,12 +110,21 @@ impl Task for Perplexity {
     }
 
     fn requests(data: Vec<u8>, options: &Options) -> Result<Vec<Request>, String> {
-        let text = String::from_utf8(data).map_err(|e| format!("the text is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))?;
+        let text = String::from_utf8(data)
+            .map_err(|e| format!("the text is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))?;
         let docs = documents(&text, options.get("split"));
         if docs.is_empty() {
             return Err("the text contains no documents (it is empty or only whitespace)".into());
         }
-        Ok(docs.into_iter().enumerate().map(|(i, d)| Request { id: format!("doc{}", i + 1), kind: RequestKind::LoglikelihoodRolling(d), doc: String::new() }).collect())
+        Ok(docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| Request {
+                id: format!("doc{}", i + 1),
+                kind: RequestKind::LoglikelihoodRolling(d),
+                doc: String::new(),
+            })
+            .collect())
     }
 
     fn score(request: Request, response: Response, _options: &Options) -> Result<Vec<Metric>, String> {
@@ -134,7 +153,12 @@ impl Task for Perplexity {
         }
         let (nll, nll_se) = mean_stderr(nll_sum, nll_sq, tokens);
         let ppl = nll.exp();
-        let agg = |name: &str, value: f64, stderr: Option<f64>, count: f64| AggregateMetric { name: name.into(), value, stderr, count: count as u64 };
+        let agg = |name: &str, value: f64, stderr: Option<f64>, count: f64| AggregateMetric {
+            name: name.into(),
+            value,
+            stderr,
+            count: count as u64,
+        };
         let mut metrics = vec![
             agg("perplexity", ppl, nll_se.map(|se| ppl * se), tokens),
             agg("nll", nll, nll_se, tokens),
@@ -145,9 +169,15 @@ impl Task for Perplexity {
             let p = top1 / kl_tokens;
             metrics.push(agg("kl_mean", kl, kl_se, kl_tokens));
             metrics.push(agg("kl_max", kl_max, None, kl_tokens));
-            metrics.push(agg("top1_agree", p, (kl_tokens > 1.0).then(|| (p * (1.0 - p) / (kl_tokens - 1.0)).sqrt()), kl_tokens));
+            metrics.push(agg(
+                "top1_agree",
+                p,
+                (kl_tokens > 1.0).then(|| (p * (1.0 - p) / (kl_tokens - 1.0)).sqrt()),
+                kl_tokens,
+            ));
         }
-        let mut native = format!("{{\n  \"documents\": {docs},\n  \"tokens\": {tokens},\n  \"bytes\": {bytes}");
+        let mut native =
+            format!("{{\n  \"documents\": {docs},\n  \"tokens\": {tokens},\n  \"bytes\": {bytes}");
         for m in &metrics {
             native.push_str(&format!(",\n  \"{}\": {}", m.name, m.value));
             if let Some(se) = m.stderr {

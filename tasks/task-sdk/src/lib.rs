@@ -76,13 +76,20 @@ impl Options {
     }
 }
 
+/// Option (name, value) pairs as the host passes them.
+type Pairs = Vec<(String, String)>;
+
 thread_local! {
-    static OPTIONS: RefCell<Option<(Vec<(String, String)>, Options)>> = const { RefCell::new(None) };
+    /// The last option set parsed, and its result.
+    static OPTIONS: RefCell<Option<(Pairs, Options)>> = const { RefCell::new(None) };
 }
 
 /// Parse options once per distinct set (the host passes the same set with every call).
 #[doc(hidden)]
-pub fn options_for(specs: impl FnOnce() -> Vec<OptionSpec>, given: Vec<(String, String)>) -> Result<Options, String> {
+pub fn options_for(
+    specs: impl FnOnce() -> Vec<OptionSpec>,
+    given: Vec<(String, String)>,
+) -> Result<Options, String> {
     OPTIONS.with(|cell| {
         let mut cell = cell.borrow_mut();
         if let Some((g, o)) = cell.as_ref() {
@@ -164,7 +171,8 @@ mod tests {
 
     #[test]
     fn options_fill_defaults_and_reject_bad_values() {
-        let specs = [spec("mode", "string:official|lm-eval", "official"), spec("max_new_tokens", "int", "256")];
+        let specs =
+            [spec("mode", "string:official|lm-eval", "official"), spec("max_new_tokens", "int", "256")];
         let o = Options::new(&specs, &[("max_new_tokens".into(), "32".into())]).unwrap();
         assert_eq!((o.get("mode"), o.int("max_new_tokens")), ("official", 32));
         let e = Options::new(&specs, &[("mode".into(), "fast".into())]).unwrap_err();

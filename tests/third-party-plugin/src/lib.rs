@@ -1,6 +1,8 @@
 //! A third-party method: 1-bit sign quantization with a per-row mean-|w| scale
 //! (a BitNet-style binarization), built against `llq-sdk` outside llq's workspace.
-use llq_sdk::{export_plugin, f32_to_bytes, Calibration, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{
+    export_plugin, f32_to_bytes, Calibration, Options, PackedView, QuantMethod, Quantized, Result, Weights,
+};
 
 #[derive(Default)]
 pub struct Sign;
@@ -24,7 +26,9 @@ impl QuantMethod for Sign {
                 }
             }
         }
-        Ok(Quantized::new(serde_json::json!({})).with_buffer("bits", bits).with_buffer("scale", f32_to_bytes(&scales)))
+        Ok(Quantized::new(serde_json::json!({}))
+            .with_buffer("bits", bits)
+            .with_buffer("scale", f32_to_bytes(&scales)))
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         let bits = p.buffer("bits")?;

@@ -11,7 +11,11 @@ impl Task for ExactMatch {
             name: "exact-match".into(),
             version: "0.1.0".into(),
             description: "first generated line equals the answer (case-insensitive)".into(),
-            metrics: vec![MetricSpec { name: "acc".into(), higher_is_better: true, help: "fraction answered exactly".into() }],
+            metrics: vec![MetricSpec {
+                name: "acc".into(),
+                higher_is_better: true,
+                help: "fraction answered exactly".into(),
+            }],
             options: vec![],
         }
     }
@@ -22,10 +26,15 @@ impl Task for ExactMatch {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                let (prompt, answer) = l.split_once('\t').ok_or(format!("line {}: expected prompt<TAB>answer", i + 1))?;
+                let (prompt, answer) =
+                    l.split_once('\t').ok_or(format!("line {}: expected prompt<TAB>answer", i + 1))?;
                 Ok(Request {
                     id: (i + 1).to_string(),
-                    kind: RequestKind::Generate(GenerateUntil { prompt: prompt.into(), stop: vec!["\n".into()], max_new_tokens: 16 }),
+                    kind: RequestKind::Generate(GenerateUntil {
+                        prompt: prompt.into(),
+                        stop: vec!["\n".into()],
+                        max_new_tokens: 16,
+                    }),
                     doc: answer.into(),
                 })
             })
@@ -35,7 +44,10 @@ impl Task for ExactMatch {
     fn score(request: Request, response: Response, _options: &Options) -> Result<Vec<Metric>, String> {
         let Response::Generated(text) = response else { return Err("needs generated text".into()) };
         let first = text.trim().lines().next().unwrap_or("").trim().to_lowercase();
-        Ok(vec![Metric { name: "acc".into(), value: (first == request.doc.trim().to_lowercase()) as u8 as f64 }])
+        Ok(vec![Metric {
+            name: "acc".into(),
+            value: (first == request.doc.trim().to_lowercase()) as u8 as f64,
+        }])
     }
 
     fn aggregate(samples: Vec<Scored>, _options: &Options) -> Result<Report, String> {

@@ -5,7 +5,13 @@ struct Snoop;
 
 impl Task for Snoop {
     fn describe() -> TaskInfo {
-        TaskInfo { name: "hostile-fs".into(), version: "0.0.0".into(), description: "reads /etc/passwd".into(), metrics: vec![], options: vec![] }
+        TaskInfo {
+            name: "hostile-fs".into(),
+            version: "0.0.0".into(),
+            description: "reads /etc/passwd".into(),
+            metrics: vec![],
+            options: vec![],
+        }
     }
     fn requests(_data: Vec<u8>, _options: &Options) -> Result<Vec<Request>, String> {
         let secret = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;

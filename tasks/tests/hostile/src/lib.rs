@@ -13,7 +13,12 @@ impl Task for Hostile {
             version: "0.0.0".into(),
             description: "sandbox test task".into(),
             metrics: vec![MetricSpec { name: "ok".into(), higher_is_better: true, help: String::new() }],
-            options: vec![OptionSpec { name: "mode".into(), kind: "enum:none|loop|grow|panic|dup|nan".into(), default: "none".into(), help: String::new() }],
+            options: vec![OptionSpec {
+                name: "mode".into(),
+                kind: "enum:none|loop|grow|panic|dup|nan".into(),
+                default: "none".into(),
+                help: String::new(),
+            }],
         }
     }
 
@@ -25,7 +30,15 @@ impl Task for Hostile {
         }
         Ok(ids
             .into_iter()
-            .map(|id| Request { id, kind: RequestKind::Generate(GenerateUntil { prompt: "p".into(), stop: vec![], max_new_tokens: 1 }), doc: String::new() })
+            .map(|id| Request {
+                id,
+                kind: RequestKind::Generate(GenerateUntil {
+                    prompt: "p".into(),
+                    stop: vec![],
+                    max_new_tokens: 1,
+                }),
+                doc: String::new(),
+            })
             .collect())
     }
 
@@ -52,7 +65,10 @@ impl Task for Hostile {
 
     fn aggregate(samples: Vec<Scored>, _options: &Options) -> Result<Report, String> {
         let v: Vec<f64> = samples.iter().filter_map(|s| metric(s, "ok")).collect();
-        Ok(Report { metrics: vec![mean_metric("ok", &v)], native_json: format!("{{\"scored\": {}}}", v.len()) })
+        Ok(Report {
+            metrics: vec![mean_metric("ok", &v)],
+            native_json: format!("{{\"scored\": {}}}", v.len()),
+        })
     }
 }
 

@@ -2,7 +2,10 @@
 //! quantize without them, and scales each input column by sqrt(mean x²) before a per-row
 //! int8 round-to-nearest (an AWQ-like use of the statistics). It records what it received
 //! in its metadata so tests can check the host delivered the right numbers.
-use llq_sdk::{bail, export_plugin, f32_to_bytes, Calibration, CalibrationNeed, Options, PackedView, QuantMethod, Quantized, Result, Weights};
+use llq_sdk::{
+    bail, export_plugin, f32_to_bytes, Calibration, CalibrationNeed, Options, PackedView, QuantMethod,
+    Quantized, Result, Weights,
+};
 
 #[derive(Default)]
 pub struct CalibProbe;
