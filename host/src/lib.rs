@@ -18,6 +18,7 @@
 //! `docs/architecture.md` walks the data path of `run` and says where to add things.
 
 pub mod bench;
+pub mod calib;
 pub mod cli;
 pub mod cmd;
 pub mod device;

@@ -59,14 +59,18 @@ impl PackedMatrix {
     }
 }
 
-/// Activation statistics (and optionally samples) for one layer, from the host's calibration run.
+/// What calibration gave one layer, from the host's calibration run: statistics of its input
+/// activations, and raw rows or the input Hessian when the plugin asked for them.
 #[derive(Debug, Clone, Default)]
 pub struct CalibrationData {
     pub n_tokens: u64,
     pub abs_max: Vec<f32>,
     pub mean_sq: Vec<f32>,
+    /// `n_samples × cols` raw input rows (empty unless asked for).
     pub samples: Vec<f32>,
     pub n_samples: usize,
+    /// `cols × cols` input Hessian `2/n · Σ x xᵀ` (empty unless asked for).
+    pub hessian: Vec<f64>,
 }
 
 const ERR_CAP: usize = 16 * 1024;
@@ -150,6 +154,7 @@ impl Plugin {
                         CALIBRATION_NONE => "none",
                         CALIBRATION_STATS => "stats",
                         CALIBRATION_SAMPLES => "samples",
+                        CALIBRATION_HESSIAN => "hessian",
                         other => bail!("plugin {shown}: unknown calibration kind {other}"),
                     },
                     has_matmul: d.has_matmul != 0,
@@ -174,6 +179,7 @@ impl Plugin {
         match self.info.calibration {
             "stats" => CalibrationNeed::Stats,
             "samples" => CalibrationNeed::Samples,
+            "hessian" => CalibrationNeed::Hessian,
             _ => CalibrationNeed::None,
         }
     }
@@ -227,6 +233,16 @@ impl Plugin {
         if data.len() != rows * cols {
             bail!("layer {layer}: {} values for a {rows}×{cols} matrix", data.len());
         }
+        if let Some(c) = calib {
+            // The plugin reads these lengths from `cols`: a mismatch would be read out of bounds.
+            let ok = c.abs_max.len() == cols
+                && c.mean_sq.len() == cols
+                && c.samples.len() == c.n_samples * cols
+                && (c.hessian.is_empty() || c.hessian.len() == cols * cols);
+            if !ok {
+                bail!("layer {layer}: calibration data does not fit its {cols} input columns");
+            }
+        }
         let expected = self.packed_size(rows, cols, opts_json)?;
         let w =
             LlqWeights { layer: llq_str(layer), rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
@@ -237,6 +253,7 @@ impl Plugin {
             mean_sq: c.mean_sq.as_ptr(),
             samples: if c.samples.is_empty() { std::ptr::null() } else { c.samples.as_ptr() },
             n_samples: c.n_samples as u64,
+            hessian: if c.hessian.is_empty() { std::ptr::null() } else { c.hessian.as_ptr() },
         });
         let cptr = c.as_ref().map_or(std::ptr::null(), |c| c as *const LlqCalibration);
         let mut out = LlqQuantized::empty();

@@ -359,6 +359,17 @@ fn perplexity_with_kl_against_the_unquantized_model() {
     assert!(fp16["kl_mean"] < 1e-3 && fp16["top1_agree"] > 0.95, "{fp16:?}");
     assert!(nf4["kl_mean"] > 10.0 * fp16["kl_mean"] && nf4["kl_mean"] > 0.0, "{nf4:?} vs {fp16:?}");
     assert!(nf4["kl_max"] >= nf4["kl_mean"] && nf4["top1_agree"] <= 1.0);
+    // The per-token KL and agreement the samples keep (for paired comparisons) are what the
+    // task aggregated.
+    let (records, _) = llq_host::results::read_samples(&dir.path().join("nf4/samples.jsonl")).unwrap();
+    let kl: Vec<f64> = records.iter().flat_map(|r| r.token_kl.clone().unwrap()).collect();
+    let agree: Vec<u8> = records.iter().flat_map(|r| r.token_top1_agree.clone().unwrap()).collect();
+    let n = records.iter().map(|r| r.token_logprobs.as_ref().unwrap().len()).sum::<usize>();
+    assert_eq!((kl.len(), agree.len()), (n, n));
+    let mean = kl.iter().sum::<f64>() / n as f64;
+    assert!((mean - nf4["kl_mean"]).abs() <= 1e-9 * mean, "{mean} vs {}", nf4["kl_mean"]);
+    let top1 = agree.iter().map(|&a| a as f64).sum::<f64>() / n as f64;
+    assert!((top1 - nf4["top1_agree"]).abs() < 1e-12, "{top1} vs {}", nf4["top1_agree"]);
     // KL needs something to compare.
     let o = llq(&[
         "run",

@@ -1,4 +1,4 @@
-//! The raw C ABI shared by the host and every plugin (version 1).
+//! The raw C ABI shared by the host and every plugin (version 1, minor revision 1).
 //!
 //! Everything here is `#[repr(C)]` and made of plain integers, floats and raw pointers, so a
 //! plugin built by any rustc (or any C compiler) talks to any host. Rules of the contract:
@@ -20,6 +20,14 @@ use std::ffi::{c_char, c_void};
 
 /// The ABI version this SDK speaks.
 pub const ABI_VERSION: u32 = 1;
+
+/// The minor revision: additions that leave every v1 layout and meaning as it was.
+/// * 1.1: calibration kind [`CALIBRATION_HESSIAN`] and the field `LlqCalibration::hessian`
+///   appended. A v1.0 host refuses a plugin that declares the new kind (unknown calibration
+///   kind) and never passes calibration data, so a plugin reads `hessian` only from a host
+///   that wrote it; a v1.0 plugin reading the prefix of a v1.1 `LlqCalibration` sees what it
+///   always saw.
+pub const ABI_MINOR: u32 = 1;
 
 /// The exported symbol name (without NUL) that returns the plugin descriptor.
 pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
@@ -44,6 +52,9 @@ pub const CALIBRATION_NONE: u32 = 0;
 pub const CALIBRATION_STATS: u32 = 1;
 /// The statistics plus raw activation rows (up to the host's sample budget).
 pub const CALIBRATION_SAMPLES: u32 = 2;
+/// The statistics plus the input Hessian `H = 2/n · Σ x xᵀ` over every calibration token, as
+/// GPTQ defines it (`cols × cols`, f64). Since ABI 1.1.
+pub const CALIBRATION_HESSIAN: u32 = 3;
 
 /// A borrowed UTF-8 string.
 #[repr(C)]
@@ -98,6 +109,8 @@ pub struct LlqCalibration {
     /// `n_samples × cols` raw activation rows, or null.
     pub samples: *const f32,
     pub n_samples: u64,
+    /// `cols × cols` input Hessian (row-major f64), or null. Since ABI 1.1 (see [`ABI_MINOR`]).
+    pub hessian: *const f64,
 }
 
 /// A packed (quantized) matrix as the host holds it, passed back to the plugin.

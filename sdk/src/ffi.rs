@@ -47,6 +47,7 @@ impl Descriptor {
                 CalibrationNeed::None => CALIBRATION_NONE,
                 CalibrationNeed::Stats => CALIBRATION_STATS,
                 CalibrationNeed::Samples => CALIBRATION_SAMPLES,
+                CalibrationNeed::Hessian => CALIBRATION_HESSIAN,
             },
             has_matmul: T::HAS_MATMUL as u32,
             cuda_source: src,
@@ -191,6 +192,11 @@ unsafe extern "C" fn quantize<T: QuantMethod>(
                         slice_of(c.samples, c.n_samples as usize * cols, "calibration samples")?
                     },
                     n_samples: c.n_samples as usize,
+                    hessian: if c.hessian.is_null() {
+                        None
+                    } else {
+                        Some(unsafe { slice_of(c.hessian, cols * cols, "calibration hessian")? })
+                    },
                 })
             }
         };

@@ -32,11 +32,11 @@
 //! ```
 //!
 //! ## Calibration (for GPTQ / AWQ / SmoothQuant-style methods)
-//! Set [`QuantMethod::CALIBRATION`] to [`CalibrationNeed::Stats`] or
-//! [`CalibrationNeed::Samples`]. The host then runs calibration text through the unquantized
-//! model, records each linear layer's input activations, and passes a [`Calibration`] (per
-//! input column abs-max and mean square, plus raw rows when samples were asked for) to
-//! `quantize` for that layer.
+//! Set [`QuantMethod::CALIBRATION`] to [`CalibrationNeed::Stats`], [`CalibrationNeed::Samples`]
+//! or [`CalibrationNeed::Hessian`]. The host then runs calibration text through the model,
+//! records each linear layer's input activations, and passes a [`Calibration`] (per input
+//! column abs-max and mean square, plus raw rows when samples were asked for, plus the input
+//! Hessian when it was) to `quantize` for that layer.
 //!
 //! ## GPU kernels
 //! Return [`CudaKernels`] from [`QuantMethod::cuda_kernels`]: CUDA C source and the names of
@@ -110,6 +110,8 @@ pub struct Calibration<'a> {
     /// `n_samples × cols` raw activation rows (empty unless samples were asked for).
     pub samples: &'a [f32],
     pub n_samples: usize,
+    /// The `cols × cols` input Hessian `2/n · Σ x xᵀ` (when the Hessian was asked for).
+    pub hessian: Option<&'a [f64]>,
 }
 
 /// What calibration data a method needs.
@@ -118,6 +120,8 @@ pub enum CalibrationNeed {
     None,
     Stats,
     Samples,
+    /// The statistics and the input Hessian (GPTQ). Needs a host of ABI 1.1 or later.
+    Hessian,
 }
 
 /// A packed matrix: named buffers plus JSON metadata (everything needed to dequantize it

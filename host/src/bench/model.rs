@@ -4,7 +4,7 @@
 use crate::device::{copy_bandwidth, free_bytes};
 use crate::model::Llama;
 use crate::plugin::QuantConfig;
-use crate::quant::{prepare, GpuPath};
+use crate::quant::{prepare, CalibSettings, GpuPath, QuantizeOptions};
 use crate::util::par::par_map;
 use crate::util::stats::{spread, Spread};
 use anyhow::Result;
@@ -13,7 +13,6 @@ use serde::Serialize;
 use std::time::Instant;
 
 /// What `model_bench` measures.
-#[derive(Debug, Clone)]
 pub struct ModelBenchSettings {
     /// Prompt lengths for prefill.
     pub prompt_lens: Vec<usize>,
@@ -27,6 +26,8 @@ pub struct ModelBenchSettings {
     pub threads: usize,
     /// `cpu`, `cuda[:N]` or `auto`.
     pub device: String,
+    /// Calibration for plugins that need it.
+    pub calibration: Option<CalibSettings>,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,7 +91,12 @@ pub fn model_bench(
     let mut gpu_path = GpuPath::Dense;
     let (method, options) = match quant {
         Some(q) => {
-            let p = prepare(q, &mut m, &dev, false, threads)?;
+            let o = QuantizeOptions {
+                include_lm_head: false,
+                threads,
+                calibration: settings.calibration.as_ref(),
+            };
+            let p = prepare(q, &mut m, &dev, &o)?;
             quantize_s = Some(p.quantization.seconds);
             (packed, gpu_path) = (p.packed, p.path);
             // Re-quantize the layers to time one full dequantize pass (outside the forward).

@@ -1,9 +1,12 @@
 //! Arguments several subcommands share: a plugin with its options, a task's sandbox limits,
 //! and the `k=v` option syntax.
 
+use crate::calib::text;
 use crate::plugin::{Plugin, QuantConfig};
+use crate::quant::{CalibMode, CalibSettings};
 use crate::task::Limits;
 use anyhow::{bail, Result};
+use llq_sdk::CalibrationNeed;
 use std::path::PathBuf;
 
 /// Parse `k=v` (for `--opt` and `--task-opt`).
@@ -82,5 +85,74 @@ impl TaskLimitArgs {
             timeout: std::time::Duration::from_secs_f64(self.task_timeout),
             memory: self.task_memory << 20,
         })
+    }
+}
+
+/// Calibration for plugins that need it (GPTQ, AWQ, …).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CalibArgs {
+    /// Calibration text: plain UTF-8, or JSONL with a `text` field per line [default: the
+    /// Gutenberg calibration books that `make data` fetches].
+    #[arg(long)]
+    pub calib_data: Option<PathBuf>,
+    /// Windows of calibration text [default: 128].
+    #[arg(long)]
+    pub calib_samples: Option<usize>,
+    /// Tokens per window [default: 2048, or the model's positions if fewer].
+    #[arg(long)]
+    pub calib_seq_len: Option<usize>,
+    /// Seed of the window offsets [default: 0].
+    #[arg(long)]
+    pub calib_seed: Option<u64>,
+    /// Which activations each layer sees: sequential (through the quantized earlier layers,
+    /// GPTQ's true-sequential), block, or parallel (the unquantized model) [default: sequential].
+    #[arg(long)]
+    pub calib_mode: Option<CalibMode>,
+}
+
+impl CalibArgs {
+    fn given(&self) -> bool {
+        self.calib_data.is_some()
+            || self.calib_samples.is_some()
+            || self.calib_seq_len.is_some()
+            || self.calib_seed.is_some()
+            || self.calib_mode.is_some()
+    }
+
+    /// The calibration run for `q`, when the plugin needs one (the text is read now, before
+    /// the model loads); `--calib-*` for a plugin that needs none is an error rather than
+    /// silently ignored.
+    pub fn resolve(&self, q: Option<&QuantConfig>) -> Result<Option<CalibSettings>> {
+        let need = q.map_or(CalibrationNeed::None, |q| q.plugin.calibration());
+        if need == CalibrationNeed::None {
+            if self.given() {
+                match q {
+                    Some(q) => {
+                        bail!("plugin {} takes no calibration data; drop the --calib-* options", q.name())
+                    }
+                    None => bail!("--calib-* options need a --quant plugin that calibrates"),
+                }
+            }
+            return Ok(None);
+        }
+        let samples = self.calib_samples.unwrap_or(128);
+        if samples == 0 {
+            bail!("--calib-samples must be at least 1");
+        }
+        if self.calib_seq_len == Some(0) {
+            bail!("--calib-seq-len must be at least 1");
+        }
+        let text = match &self.calib_data {
+            Some(p) => text::from_file(p)?,
+            None => text::default_text()?,
+        };
+        Ok(Some(CalibSettings {
+            text,
+            samples,
+            seq_len: self.calib_seq_len,
+            seed: self.calib_seed.unwrap_or(0),
+            mode: self.calib_mode.unwrap_or(CalibMode::Sequential),
+            max_sample_rows: 4096,
+        }))
     }
 }

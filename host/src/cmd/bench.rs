@@ -1,6 +1,6 @@
 //! `llq-host bench`: prefill and decode speed of a model, optionally quantized.
 
-use super::args::MaybePluginArgs;
+use super::args::{CalibArgs, MaybePluginArgs};
 use crate::bench::model::{model_bench, ModelBenchReport, ModelBenchSettings};
 use crate::util::fs::write_json;
 use crate::util::par::default_threads;
@@ -32,6 +32,8 @@ pub struct Args {
     /// cpu, cuda, cuda:N, or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    #[command(flatten)]
+    pub calib: CalibArgs,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -40,6 +42,7 @@ pub fn main(a: Args) -> Result<()> {
     }
     let plugin = a.plugin.load()?;
     let q = a.plugin.configure(plugin.as_ref())?;
+    let calibration = a.calib.resolve(q.as_ref())?;
     let settings = ModelBenchSettings {
         prompt_lens: a.prompt_lens,
         batch_sizes: a.batch_sizes,
@@ -47,6 +50,7 @@ pub fn main(a: Args) -> Result<()> {
         repeats: a.repeats,
         threads: default_threads(a.threads),
         device: a.device,
+        calibration,
     };
     let r = model_bench(&a.model, q.as_ref(), &settings)?;
     print_report(&r);

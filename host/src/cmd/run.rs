@@ -3,11 +3,11 @@
 //! (appending it to `samples.jsonl`, so an interrupted run loses nothing and `--resume`
 //! continues it), aggregate, and write `results.json` (schema: `results::schema`).
 
-use super::args::{parse_opt, MaybePluginArgs, TaskLimitArgs};
+use super::args::{parse_opt, CalibArgs, MaybePluginArgs, TaskLimitArgs};
 use crate::generate::{generate, loglikelihood, rolling};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
-use crate::quant::{model_size, prepare};
+use crate::quant::{model_size, prepare, QuantizeOptions};
 use crate::results::read_samples;
 use crate::results::schema::{
     Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts,
@@ -73,6 +73,8 @@ pub struct Args {
     /// cpu, cuda, cuda:N, or auto (a GPU when built with --features cuda and present).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    #[command(flatten)]
+    pub calib: CalibArgs,
     #[command(flatten)]
     pub limits: TaskLimitArgs,
 }
@@ -173,6 +175,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     }
     let plugin = a.plugin.load()?;
     let quant_cfg = a.plugin.configure(plugin.as_ref())?;
+    let calibration = a.calib.resolve(quant_cfg.as_ref())?;
     prepare_out(&out, a.resume)?;
     let device = crate::device::open(&a.device)?;
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
@@ -202,7 +205,12 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     };
     let (quant, packed) = match &quant_cfg {
         Some(q) => {
-            let p = prepare(q, &mut m, &device, a.quantize_lm_head, threads)?;
+            let o = QuantizeOptions {
+                include_lm_head: a.quantize_lm_head,
+                threads,
+                calibration: calibration.as_ref(),
+            };
+            let p = prepare(q, &mut m, &device, &o)?;
             tracing::info!(
                 "{} quantized {} layers in {:.2} s",
                 p.quantization.method,
@@ -294,6 +302,8 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 prediction: None,
                 loglikelihood: None,
                 token_logprobs: None,
+                token_kl: None,
+                token_top1_agree: None,
                 metrics: Default::default(),
                 prompt_tokens: 0,
                 new_tokens: 0,
@@ -317,7 +327,13 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                                 tokens: l.tokens,
                             })
                         }
-                        Response::Rolling(r) => rec.token_logprobs = Some(r.token_logprobs.clone()),
+                        Response::Rolling(r) => {
+                            rec.token_logprobs = Some(r.token_logprobs.clone());
+                            if !r.kl.is_empty() {
+                                rec.token_kl = Some(r.kl.clone());
+                                rec.token_top1_agree = Some(r.top1_agree.clone());
+                            }
+                        }
                     }
                     match task.score(req, &resp, &a.task_opts) {
                         Ok(ms) => rec.metrics = ms.into_iter().map(|m| (m.name, m.value)).collect(),
@@ -388,6 +404,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 layers: q.layers,
                 seconds: q.seconds,
                 lm_head: a.quantize_lm_head,
+                calibration: q.calibration.clone(),
             }),
             _ => None,
         },

@@ -13,6 +13,65 @@ use candle_core::{DType, Device, Tensor};
 /// The longest sequence the RoPE tables cover.
 pub const MAX_POSITIONS: usize = 16_384;
 
+/// Where in a decoder block a tensor enters, in order: each stage's input feeds the linear
+/// layers of [`Stage::layers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// `input_layernorm(x)`: into q, k, v.
+    Attention,
+    /// The attention output: into o.
+    OProj,
+    /// `post_attention_layernorm(x)`: into gate, up.
+    Mlp,
+    /// `silu(gate) · up`: into down.
+    DownProj,
+    /// The block's output (the next block's input).
+    Output,
+}
+
+impl Stage {
+    /// The stages whose inputs feed linear layers, in block order.
+    pub const INPUTS: [Stage; 4] = [Stage::Attention, Stage::OProj, Stage::Mlp, Stage::DownProj];
+
+    /// The linear layers sharing this stage's input.
+    pub fn layers(self) -> &'static [LayerTensor] {
+        match self {
+            Stage::Attention => &[LayerTensor::Q, LayerTensor::K, LayerTensor::V],
+            Stage::OProj => &[LayerTensor::O],
+            Stage::Mlp => &[LayerTensor::Gate, LayerTensor::Up],
+            Stage::DownProj => &[LayerTensor::Down],
+            Stage::Output => &[],
+        }
+    }
+}
+
+/// RoPE tables and the causal mask for one unpadded sequence of `t` tokens at positions
+/// `0..t` (what calibration runs blocks on).
+pub struct SequenceContext {
+    pub cos: Tensor,
+    pub sin: Tensor,
+    pub mask: Tensor,
+}
+
+impl SequenceContext {
+    pub fn new(cfg: &Config, t: usize, device: &Device, dtype: DType) -> Result<Self> {
+        if t == 0 || t > cfg.max_position_embeddings.min(MAX_POSITIONS) {
+            bail!("a sequence of {t} tokens does not fit the model's positions");
+        }
+        let (cos, sin) = rope_tables(cfg, t, &Device::Cpu)?;
+        let half = cfg.head_dim() / 2;
+        let cos = cos.to_dtype(dtype)?.to_device(device)?.reshape((1, t, half))?;
+        let sin = sin.to_dtype(dtype)?.to_device(device)?.reshape((1, t, half))?;
+        let mask: Vec<f32> =
+            (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
+        Ok(SequenceContext { cos, sin, mask: Tensor::from_vec(mask, (1, 1, t, t), device)? })
+    }
+
+    pub fn rope(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+}
+
 /// RoPE inverse frequencies, one per pair of dimensions, with Llama-3 scaling applied
 /// (transformers' `_compute_llama3_parameters`: long wavelengths divided by `factor`, short
 /// ones kept, a linear blend in between).
@@ -58,7 +117,7 @@ fn rope_tables(cfg: &Config, positions: usize, dev: &Device) -> Result<(Tensor, 
 // dtype, softmax runs on f32 scores, RoPE is the rotate-half form with per-row positions.
 
 /// RMSNorm; `w` has `x`'s dtype, the mean square is accumulated in f32.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
 }
 
@@ -159,8 +218,9 @@ impl Attention {
         })
     }
 
-    /// `x` (b, t, hidden) → (b, t, hidden); appends this layer's keys and values to `kv`.
-    pub fn forward(
+    /// `x` (b, t, hidden), already normed → the attention output before `o_proj`
+    /// (b, t, heads · head_dim); appends this layer's keys and values to `kv`.
+    pub fn attend(
         &self,
         x: &Tensor,
         rope_cs: (&Tensor, &Tensor),
@@ -188,8 +248,18 @@ impl Attention {
         let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?.reshape((b, kvh, rep, t, total))?;
         let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
         let p = softmax_last(&scores)?.to_dtype(self.dtype)?.reshape((b, kvh, rep * t, total))?;
-        let a = p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
-        self.o.forward(&a)
+        Ok(p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?)
+    }
+
+    /// `x` (b, t, hidden), already normed → (b, t, hidden); appends to `kv`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope_cs: (&Tensor, &Tensor),
+        mask: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        self.o.forward(&self.attend(x, rope_cs, mask, kv)?)
     }
 
     fn linears(&self) -> [&Linear; 4] {
@@ -210,10 +280,15 @@ impl Mlp {
         Ok(Mlp { gate: lin(LayerTensor::Gate)?, up: lin(LayerTensor::Up)?, down: lin(LayerTensor::Down)? })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// silu(gate(x)) · up(x): the input of `down_proj`.
+    pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
         let g = self.gate.forward(x)?.silu()?;
         let u = self.up.forward(x)?;
-        self.down.forward(&(g * u)?)
+        Ok((g * u)?)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.down.forward(&self.hidden(x)?)
     }
 
     fn linears(&self) -> [&Linear; 3] {
@@ -248,10 +323,48 @@ impl Block {
         mask: &Tensor,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        let a = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, rope_cs, mask, kv)?;
-        let x = (x + a)?;
-        let m = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps)?)?;
-        Ok((x + m)?)
+        self.run(x, rope_cs, mask, kv, Stage::Output)
+    }
+
+    /// Run the block on `x` (no cache) only as far as `stage`, and return what enters it:
+    /// the input of that stage's linear layers, or the block's output. Calibration records
+    /// each layer's input this way.
+    pub fn run_until(
+        &self,
+        x: &Tensor,
+        rope_cs: (&Tensor, &Tensor),
+        mask: &Tensor,
+        stage: Stage,
+    ) -> Result<Tensor> {
+        self.run(x, rope_cs, mask, &mut None, stage)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        rope_cs: (&Tensor, &Tensor),
+        mask: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+        stage: Stage,
+    ) -> Result<Tensor> {
+        let xn = rms_norm(x, &self.input_norm, self.eps)?;
+        if stage == Stage::Attention {
+            return Ok(xn);
+        }
+        let a = self.attn.attend(&xn, rope_cs, mask, kv)?;
+        if stage == Stage::OProj {
+            return Ok(a);
+        }
+        let x = (x + self.attn.o.forward(&a)?)?;
+        let xn = rms_norm(&x, &self.post_norm, self.eps)?;
+        if stage == Stage::Mlp {
+            return Ok(xn);
+        }
+        let h = self.mlp.hidden(&xn)?;
+        if stage == Stage::DownProj {
+            return Ok(h);
+        }
+        Ok((x + self.mlp.down.forward(&h)?)?)
     }
 
     fn linears(&self) -> impl Iterator<Item = &Linear> {

@@ -110,6 +110,32 @@ pub struct QuantizationInfo {
     pub seconds: f64,
     /// Whether lm_head was quantized too (`--quantize-lm-head`).
     pub lm_head: bool,
+    /// The calibration run, null for methods that need none.
+    pub calibration: Option<CalibrationInfo>,
+}
+
+/// A calibration run: the text, how it was cut and run, and what it cost.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationInfo {
+    /// Where the text came from (a file, or the Gutenberg calibration books).
+    pub source: String,
+    /// SHA-256 of the text as read.
+    pub sha256: String,
+    /// Windows of text.
+    pub samples: usize,
+    /// Tokens per window.
+    pub seq_len: usize,
+    /// Seed of the window offsets.
+    pub seed: u64,
+    /// `sequential`, `block` or `parallel` (which activations each layer saw).
+    pub mode: String,
+    /// Calibration tokens in all.
+    pub tokens: u64,
+    /// Seconds for the calibration run, the quantization of every layer included.
+    pub seconds: f64,
+    /// Peak resident memory of the process after calibration (Linux VmHWM), bytes.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What the weights take, counted as stored.
@@ -220,6 +246,14 @@ pub struct SampleRecord {
     /// Per-token log-probabilities (rolling requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_logprobs: Option<Vec<f64>>,
+    /// Per-token KL(unquantized ‖ quantized) (rolling requests with `--kl-baseline`), the
+    /// same tokens as `token_logprobs`: what paired comparisons of methods resample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_kl: Option<Vec<f64>>,
+    /// Per-token 1/0: the quantized model's top token is the unquantized model's (with
+    /// `--kl-baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_top1_agree: Option<Vec<u8>>,
     /// The task's per-sample metrics (empty when the sample failed).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,

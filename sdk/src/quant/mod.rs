@@ -1,6 +1,11 @@
-//! Shared quantization math, bit-compatible with bitsandbytes 0.50 (its CUDA kernels).
+//! Shared quantization math, one module per family, so built-in and third-party methods do
+//! not copy each other:
+//! - bitsandbytes 0.50, bit for bit with its CUDA kernels: [`codes`] (NF4/FP4),
+//!   [`blockwise`], [`double_quant`], [`four_bit`], [`int8`];
+//! - integer groups (GPTQ, AWQ, round-to-nearest): [`intgroup`] (format and quantizer),
+//!   [`gptq`] (the algorithm) with [`linalg`].
 //!
-//! Conventions taken from bitsandbytes' `kQuantizeBlockwise`:
+//! The bitsandbytes conventions, from its `kQuantizeBlockwise`:
 //! * a tensor is quantized as one flat sequence, split into blocks of `block` elements; the
 //!   last block may be partial (it is padded with zeros, which do not change its absmax);
 //! * `absmax` is the f32 max |x| of a block, and values are normalized by multiplying with
@@ -15,7 +20,10 @@ pub mod blockwise;
 pub mod codes;
 pub mod double_quant;
 pub mod four_bit;
+pub mod gptq;
 pub mod int8;
+pub mod intgroup;
+pub mod linalg;
 
 pub use blockwise::*;
 pub use codes::*;

@@ -1,0 +1,133 @@
+//! What calibration records about one linear layer's input while the text runs through the
+//! model: per-column abs-max and mean square, the input Hessian `2/n · Σ x xᵀ` (GPTQ's
+//! `add_batch`), and a bounded set of raw rows. Sums stay on the model's device (the Hessian
+//! as an f32 matrix product per window, like GPTQ's `inp.matmul(inp.t())`) and come to the
+//! host once, in [`Accumulator::finish`].
+
+use crate::plugin::CalibrationData;
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+use llq_sdk::CalibrationNeed;
+
+/// Running sums over the rows of one layer input.
+pub struct Accumulator {
+    cols: usize,
+    need: CalibrationNeed,
+    n_tokens: u64,
+    abs_max: Option<Tensor>,
+    sum_sq: Option<Tensor>,
+    xtx: Option<Tensor>,
+    /// Raw rows kept so far, and how many to keep from each window.
+    samples: Vec<f32>,
+    rows_per_window: usize,
+}
+
+impl Accumulator {
+    /// Keep up to `rows_per_window` raw rows of each window when samples were asked for.
+    pub fn new(cols: usize, need: CalibrationNeed, rows_per_window: usize) -> Self {
+        Accumulator {
+            cols,
+            need,
+            n_tokens: 0,
+            abs_max: None,
+            sum_sq: None,
+            xtx: None,
+            samples: vec![],
+            rows_per_window,
+        }
+    }
+
+    /// Add the rows of `x` (…, cols), any dtype, on any device.
+    pub fn add(&mut self, x: &Tensor) -> Result<()> {
+        let n = x.elem_count() / self.cols.max(1);
+        if n * self.cols != x.elem_count() || *x.dims().last().unwrap_or(&0) != self.cols {
+            bail!("calibration input of shape {:?} does not have {} columns", x.dims(), self.cols);
+        }
+        let x = x.reshape((n, self.cols))?.to_dtype(DType::F32)?;
+        let add = |acc: &mut Option<Tensor>, t: Tensor| -> Result<()> {
+            *acc = Some(match acc.take() {
+                Some(a) => (a + t)?,
+                None => t,
+            });
+            Ok(())
+        };
+        let amax = x.abs()?.max(0)?;
+        self.abs_max = Some(match self.abs_max.take() {
+            Some(a) => a.maximum(&amax)?,
+            None => amax,
+        });
+        add(&mut self.sum_sq, x.sqr()?.sum(0)?)?;
+        if self.need == CalibrationNeed::Hessian {
+            add(&mut self.xtx, x.t()?.matmul(&x)?)?;
+        }
+        if self.need == CalibrationNeed::Samples && self.rows_per_window > 0 {
+            // Evenly spaced rows of this window.
+            let step = n.div_ceil(self.rows_per_window).max(1);
+            let idx: Vec<u32> = (0..n).step_by(step).map(|i| i as u32).collect();
+            let idx = Tensor::from_vec(idx.clone(), idx.len(), x.device())?;
+            self.samples.extend(x.index_select(&idx, 0)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        self.n_tokens += n as u64;
+        Ok(())
+    }
+
+    /// The layer's calibration data; the Hessian as GPTQ scales it, `2/n · Σ x xᵀ`.
+    pub fn finish(self) -> Result<CalibrationData> {
+        if self.n_tokens == 0 {
+            bail!("no calibration tokens reached this layer");
+        }
+        let n = self.n_tokens as f64;
+        let vec = |t: Option<Tensor>| -> Result<Vec<f32>> {
+            Ok(t.map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f32>())).transpose()?.unwrap_or_default())
+        };
+        let abs_max = vec(self.abs_max)?;
+        let mean_sq = vec(self.sum_sq)?.into_iter().map(|s| (s as f64 / n) as f32).collect();
+        let hessian = vec(self.xtx)?.into_iter().map(|v| 2.0 * v as f64 / n).collect();
+        let n_samples = self.samples.len() / self.cols.max(1);
+        Ok(CalibrationData {
+            n_tokens: self.n_tokens,
+            abs_max,
+            mean_sq,
+            samples: self.samples,
+            n_samples,
+            hessian,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn sums_by_hand() {
+        // Two windows: rows [1, -2], [3, 0] and [0, 4].
+        let mut a = Accumulator::new(2, CalibrationNeed::Hessian, 0);
+        a.add(&Tensor::from_vec(vec![1f32, -2.0, 3.0, 0.0], (1, 2, 2), &Device::Cpu).unwrap()).unwrap();
+        a.add(&Tensor::from_vec(vec![0f32, 4.0], (1, 2), &Device::Cpu).unwrap()).unwrap();
+        let c = a.finish().unwrap();
+        assert_eq!(c.n_tokens, 3);
+        assert_eq!(c.abs_max, vec![3.0, 4.0]);
+        assert_eq!(c.mean_sq, vec![10.0 / 3.0, 20.0 / 3.0]);
+        // Σ x xᵀ = [[10, -2], [-2, 20]]; × 2/3.
+        let want = [20.0 / 3.0, -4.0 / 3.0, -4.0 / 3.0, 40.0 / 3.0];
+        for (g, w) in c.hessian.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{:?}", c.hessian);
+        }
+        assert!(c.samples.is_empty());
+        let e = Accumulator::new(3, CalibrationNeed::Stats, 0)
+            .add(&Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("does not have 3 columns"));
+    }
+
+    #[test]
+    fn samples_are_evenly_spaced_rows() {
+        let mut a = Accumulator::new(1, CalibrationNeed::Samples, 2);
+        a.add(&Tensor::from_vec((0..6).map(|v| v as f32).collect::<Vec<_>>(), (6, 1), &Device::Cpu).unwrap())
+            .unwrap();
+        let c = a.finish().unwrap();
+        assert_eq!((c.samples, c.n_samples, c.hessian.len()), (vec![0.0, 3.0], 2, 0));
+    }
+}

@@ -1,0 +1,213 @@
+//! The calibration run: calibration windows go through the model block by block, each
+//! linear layer's input is recorded (what its plugin asked for: statistics, raw rows or the
+//! Hessian), and the layers are quantized with it.
+//!
+//! Order, as the references run it ([`CalibMode`]):
+//! - `sequential` (default; GPTQ's `--true-sequential`, AWQ's layer loop): block `i` sees the
+//!   outputs of blocks `0..i` already quantized, and inside a block q/k/v are quantized first,
+//!   then `o` sees the quantized attention, then gate/up, then `down` sees the quantized MLP
+//!   input;
+//! - `block`: as above, but all seven layers of a block from one pass over the unquantized
+//!   block (GPTQ without `--true-sequential`);
+//! - `parallel`: every layer from the unquantized model's activations.
+//!
+//! The windows' hidden states stay on the device the model runs on; sums are accumulated
+//! there ([`crate::calib::stats`]).
+
+use super::layers::{quantize_layers, LayerResult};
+use crate::calib::stats::Accumulator;
+use crate::calib::text::{windows, CalibText};
+use crate::loader::LoadedModel;
+use crate::model::config::{layer_tensor, EMBED, LM_HEAD, NORM};
+use crate::model::llama::rms_norm;
+use crate::model::{Block, SequenceContext, Stage, WeightSource, MAX_POSITIONS};
+use crate::plugin::{CalibrationData, QuantConfig};
+use crate::results::schema::CalibrationInfo;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// In which order layers see calibration activations (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalibMode {
+    Sequential,
+    Block,
+    Parallel,
+}
+
+impl CalibMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CalibMode::Sequential => "sequential",
+            CalibMode::Block => "block",
+            CalibMode::Parallel => "parallel",
+        }
+    }
+}
+
+impl std::str::FromStr for CalibMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sequential" => Ok(CalibMode::Sequential),
+            "block" => Ok(CalibMode::Block),
+            "parallel" => Ok(CalibMode::Parallel),
+            _ => Err(format!("`{s}` is not a calibration mode (sequential, block or parallel)")),
+        }
+    }
+}
+
+/// Everything a calibration run needs, resolved from the command line (the text is cut
+/// into windows once the model's tokenizer is known).
+pub struct CalibSettings {
+    pub text: CalibText,
+    /// Windows of text.
+    pub samples: usize,
+    /// Tokens per window; `None`: 2048, or the model's positions if fewer.
+    pub seq_len: Option<usize>,
+    /// Seed of the window offsets.
+    pub seed: u64,
+    pub mode: CalibMode,
+    /// Raw input rows kept per layer when a plugin asks for samples (spread over the windows).
+    pub max_sample_rows: usize,
+}
+
+impl CalibSettings {
+    /// The windows for model `m`: `seq_len` checked against its positions.
+    pub fn windows(&self, m: &LoadedModel) -> Result<Vec<Vec<u32>>> {
+        let positions = m.config.max_position_embeddings.min(MAX_POSITIONS);
+        let seq_len = match self.seq_len {
+            Some(l) if l == 0 || l > positions => {
+                bail!("--calib-seq-len {l} is out of range: model {} has {positions} positions", m.id)
+            }
+            Some(l) => l,
+            None => 2048.min(positions),
+        };
+        windows(&m.tokenizer, &self.text, self.samples, seq_len, self.seed)
+    }
+}
+
+/// Quantize `layers` of `m` with `q`, calibrating on `s` through the model on `device`.
+pub fn quantize_calibrated(
+    q: &QuantConfig,
+    m: &mut LoadedModel,
+    layers: &[(String, usize, usize)],
+    s: &CalibSettings,
+    device: &Device,
+    threads: usize,
+    keep_packed: bool,
+) -> Result<(Vec<LayerResult>, CalibrationInfo)> {
+    let t0 = Instant::now();
+    let need = q.plugin.calibration();
+    let cfg = m.config.clone();
+    let windows = s.windows(m)?;
+    let seq_len = windows[0].len();
+    let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+    let ctx = SequenceContext::new(&cfg, seq_len, device, dtype)?;
+    let embed = WeightSource::new(&m.weights, device, dtype, None)?.tensor(EMBED)?;
+    let mut xs: Vec<Tensor> = windows
+        .iter()
+        .map(|w| Ok(embed.index_select(&Tensor::new(w.as_slice(), device)?, 0)?.unsqueeze(0)?))
+        .collect::<Result<_>>()?;
+    drop(embed);
+    let shape: HashMap<&str, (usize, usize)> =
+        layers.iter().map(|(n, r, c)| (n.as_str(), (*r, *c))).collect();
+    let rows_per_window = s.max_sample_rows.div_ceil(windows.len());
+    let n_blocks = cfg.num_hidden_layers;
+    let bar = indicatif::ProgressBar::new(n_blocks as u64 + shape.contains_key(LM_HEAD) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] calibrating {wide_bar} layer {pos}/{len}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut results = Vec::with_capacity(layers.len());
+    let stage_groups: Vec<Vec<Stage>> = match s.mode {
+        CalibMode::Sequential => Stage::INPUTS.iter().map(|&st| vec![st]).collect(),
+        CalibMode::Block | CalibMode::Parallel => vec![Stage::INPUTS.to_vec()],
+    };
+    for l in 0..n_blocks {
+        let mut block_out: Option<Vec<Tensor>> = None;
+        for group in &stage_groups {
+            // The block as its weights stand now (earlier groups already quantized).
+            let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &cfg, l)?;
+            let mut calib: HashMap<String, CalibrationData> = HashMap::new();
+            for &stage in group {
+                let names: Vec<String> = stage
+                    .layers()
+                    .iter()
+                    .map(|&t| layer_tensor(l, t))
+                    .filter(|n| shape.contains_key(n.as_str()))
+                    .collect();
+                let Some(first) = names.first() else { continue };
+                let mut acc = Accumulator::new(shape[first.as_str()].1, need, rows_per_window);
+                for x in &xs {
+                    acc.add(&block.run_until(x, ctx.rope(), &ctx.mask, stage)?)?;
+                }
+                let data = acc.finish().with_context(|| format!("calibrating {first}"))?;
+                for n in names {
+                    calib.insert(n, data.clone());
+                }
+            }
+            if s.mode == CalibMode::Parallel {
+                // The next block's inputs come from this block unquantized.
+                block_out = Some(
+                    xs.iter()
+                        .map(|x| block.run_until(x, ctx.rope(), &ctx.mask, Stage::Output))
+                        .collect::<Result<_>>()?,
+                );
+            }
+            let todo: Vec<(String, usize, usize)> =
+                layers.iter().filter(|(n, _, _)| calib.contains_key(n)).cloned().collect();
+            results.extend(quantize_layers(q, &mut m.weights, &todo, &calib, threads, keep_packed)?);
+        }
+        xs = match block_out {
+            Some(out) => out,
+            None => {
+                let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &cfg, l)?;
+                xs.iter()
+                    .map(|x| block.run_until(x, ctx.rope(), &ctx.mask, Stage::Output))
+                    .collect::<Result<_>>()?
+            }
+        };
+        bar.inc(1);
+    }
+    if let Some(&(rows, cols)) = shape.get(LM_HEAD) {
+        let norm = WeightSource::new(&m.weights, device, dtype, None)?.tensor(NORM)?;
+        let mut acc = Accumulator::new(cols, need, rows_per_window);
+        for x in &xs {
+            acc.add(&rms_norm(x, &norm, cfg.rms_norm_eps)?)?;
+        }
+        let calib = HashMap::from([(LM_HEAD.to_string(), acc.finish()?)]);
+        results.extend(quantize_layers(
+            q,
+            &mut m.weights,
+            &[(LM_HEAD.into(), rows, cols)],
+            &calib,
+            threads,
+            keep_packed,
+        )?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    // The caller's order, whatever order the groups ran in.
+    let order: HashMap<&str, usize> =
+        layers.iter().enumerate().map(|(i, (n, _, _))| (n.as_str(), i)).collect();
+    results.sort_by_key(|r| order.get(r.name.as_str()).copied().unwrap_or(usize::MAX));
+    if results.len() != layers.len() {
+        bail!("calibration quantized {} of {} layers", results.len(), layers.len());
+    }
+    let info = CalibrationInfo {
+        source: s.text.source.clone(),
+        sha256: s.text.sha256.clone(),
+        samples: windows.len(),
+        seq_len,
+        seed: s.seed,
+        mode: s.mode.name().into(),
+        tokens: (windows.len() * seq_len) as u64,
+        seconds: t0.elapsed().as_secs_f64(),
+        peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
+    };
+    Ok((results, info))
+}

@@ -1,0 +1,317 @@
+//! Calibrated methods against an independent reference: `rtn` and `gptq` through `llq-host
+//! quantize --calibration` on the weights and activations of tests/fixtures/gptq, compared
+//! with bench/peers/gptq_reference.py (the published GPTQ in numpy, float64): RTN codes and
+//! scales bit for bit, GPTQ codes on ≥ 99.9% of weights and the layer output error
+//! ‖(W − Ŵ) Xᵀ‖² within 1% of the reference's.
+
+mod common;
+
+use common::{llq, plugin, root, stderr};
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/gptq").join(name)
+}
+
+/// Write a safetensors file holding only tensor `name` of `src`.
+fn only(src: &SafeTensors, name: &str, path: &Path) {
+    let t = src.tensor(name).unwrap();
+    let view = safetensors::tensor::TensorView::new(t.dtype(), t.shape().to_vec(), t.data()).unwrap();
+    safetensors::serialize_to_file(vec![(name, view)], None, path).unwrap();
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// The codes of a packed int-group matrix, decoded here from the documented layout.
+fn decode_codes(words: &[u8], rows: usize, cols: usize, bits: usize) -> Vec<u32> {
+    let per_row = (cols * bits).div_ceil(32);
+    let w: Vec<u64> =
+        words.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let bit = c * bits;
+            let i = r * per_row + bit / 32;
+            let two = w[i] | if bit % 32 + bits > 32 { w[i + 1] << 32 } else { 0 };
+            out.push(((two >> (bit % 32)) & ((1 << bits) - 1)) as u32);
+        }
+    }
+    out
+}
+
+#[test]
+fn rtn_and_gptq_match_the_numpy_reference() {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("reference.json")).unwrap()).unwrap();
+    let weights_bytes = std::fs::read(fixture("weights.safetensors")).unwrap();
+    let weights = SafeTensors::deserialize(&weights_bytes).unwrap();
+    let acts_bytes = std::fs::read(fixture("activations.safetensors")).unwrap();
+    let acts = SafeTensors::deserialize(&acts_bytes).unwrap();
+    let acts_path = fixture("activations.safetensors").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 11);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let method = case["method"].as_str().unwrap();
+        let (rows, cols) = (case["rows"].as_u64().unwrap() as usize, case["cols"].as_u64().unwrap() as usize);
+        let bits = case["bits"].as_u64().unwrap() as usize;
+        let input = dir.path().join(format!("{name}.in.safetensors"));
+        only(&weights, name, &input);
+        let mut opts = vec![
+            format!("bits={bits}"),
+            format!("group_size={}", case["group_size"]),
+            format!("sym={}", case["sym"]),
+        ];
+        for k in ["act_order", "static_groups"] {
+            if case[k].as_bool() == Some(true) {
+                opts.push(format!("{k}=true"));
+            }
+        }
+        let run = |extra: &[&str], out: &Path| {
+            let (p, i, o) = (plugin(method), input.display().to_string(), out.display().to_string());
+            let mut args = vec!["quantize", "--quant", &p, "--input", &i, "--output", &o];
+            if method == "gptq" {
+                args.extend(["--calibration", acts_path.as_str()]);
+            }
+            for o in &opts {
+                args.extend(["--opt", o.as_str()]);
+            }
+            args.extend_from_slice(extra);
+            let r = llq(&args);
+            assert!(r.status.success(), "{name} ({method} {opts:?}): {}", stderr(&r));
+        };
+        let packed_path = dir.path().join(format!("{name}.packed"));
+        run(&[], &packed_path);
+        let packed_bytes = std::fs::read(&packed_path).unwrap();
+        let packed = SafeTensors::deserialize(&packed_bytes).unwrap();
+        let codes = decode_codes(packed.tensor(&format!("{name}.codes")).unwrap().data(), rows, cols, bits);
+        let want: Vec<u32> =
+            case["codes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let same = codes.iter().zip(&want).filter(|(a, b)| a == b).count();
+        let label = format!("{name} {method} {opts:?}");
+        if method == "rtn" {
+            assert_eq!(same, want.len(), "{label}: RTN codes differ");
+            let scales: Vec<u16> = packed
+                .tensor(&format!("{name}.scales"))
+                .unwrap()
+                .data()
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let want_s: Vec<u16> = case["scales"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| half::f16::from_f64(v.as_f64().unwrap()).to_bits())
+                .collect();
+            assert_eq!(scales, want_s, "{label}: RTN scales differ");
+        } else {
+            let frac = same as f64 / want.len() as f64;
+            assert!(frac >= 0.999, "{label}: only {:.4}% of GPTQ codes match", 100.0 * frac);
+        }
+        if case["g_idx"].as_array().is_some() && (case["act_order"].as_bool() == Some(true)) {
+            let stored = packed.tensor(&format!("{name}.g_idx")).ok().map(|t| t.data().to_vec());
+            let want_g: Vec<u8> = case["g_idx"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|v| (v.as_u64().unwrap() as u32).to_le_bytes())
+                .collect();
+            if case["static_groups"].as_bool() != Some(true) {
+                assert_eq!(stored.as_deref(), Some(want_g.as_slice()), "{label}: g_idx differs");
+            }
+        }
+        // The layer output error of what llq computes with, against the reference's.
+        let deq_path = dir.path().join(format!("{name}.deq"));
+        run(&["--dequantize"], &deq_path);
+        let deq_bytes = std::fs::read(&deq_path).unwrap();
+        let deq = SafeTensors::deserialize(&deq_bytes).unwrap();
+        let wq = f32s(deq.tensor(name).unwrap().data());
+        let w = f32s(weights.tensor(name).unwrap().data());
+        let xt = acts.tensor(name).unwrap();
+        let x: Vec<f32> =
+            xt.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+        let tokens = xt.shape()[0];
+        let mut err = 0f64;
+        for r in 0..rows {
+            for t in 0..tokens {
+                let d: f64 = (0..cols)
+                    .map(|c| (w[r * cols + c] as f64 - wq[r * cols + c] as f64) * x[t * cols + c] as f64)
+                    .sum();
+                err += d * d;
+            }
+        }
+        let want_err = case["output_error"].as_f64().unwrap();
+        let ratio = err / want_err;
+        assert!((ratio - 1.0).abs() <= 0.01, "{label}: output error {err:.6e} vs reference {want_err:.6e}");
+        eprintln!(
+            "{label}: codes {:.4}% equal, output error ratio {ratio:.5}",
+            100.0 * same as f64 / want.len() as f64
+        );
+    }
+}
+
+#[test]
+fn gptq_without_calibration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights_bytes = std::fs::read(fixture("weights.safetensors")).unwrap();
+    let weights = SafeTensors::deserialize(&weights_bytes).unwrap();
+    let input = dir.path().join("w.safetensors");
+    only(&weights, "case3.weight", &input);
+    let (i, o) = (input.display().to_string(), dir.path().join("o").display().to_string());
+    let r = llq(&["quantize", "--quant", &plugin("gptq"), "--input", &i, "--output", &o]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("needs calibration: pass --calibration"), "{}", stderr(&r));
+    // Activations of the wrong width name the tensor.
+    let bad = dir.path().join("a.safetensors");
+    let x = vec![0u8; 4 * 3 * 5];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 5], &x).unwrap();
+    safetensors::serialize_to_file(vec![("case3.weight", view)], None, &bad).unwrap();
+    let b = bad.display().to_string();
+    let r =
+        llq(&["quantize", "--quant", &plugin("gptq"), "--input", &i, "--output", &o, "--calibration", &b]);
+    assert!(
+        stderr(&r).contains("tensor case3.weight has shape [3, 5]; the weight needs [tokens, 128]"),
+        "{}",
+        stderr(&r)
+    );
+    // RTN takes no calibration.
+    let r = llq(&["quantize", "--quant", &plugin("rtn"), "--input", &i, "--output", &o, "--calibration", &b]);
+    assert!(stderr(&r).contains("plugin rtn takes no calibration data"), "{}", stderr(&r));
+}
+
+/// A calibration text for the tiny model: the CoQA story, long enough for a few windows.
+fn story_text(dir: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(common::SAMPLE)).unwrap()).unwrap();
+    common::write(dir, "calib.txt", v["data"][0]["story"].as_str().unwrap())
+}
+
+#[test]
+fn the_probe_plugin_receives_the_statistics_of_the_right_rows() {
+    use llq_host::calib::text::CalibText;
+    use llq_host::quant::{quantize_model, CalibMode, CalibSettings, QuantizeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(story_text(dir.path())).unwrap();
+    let mut m = llq_host::loader::load(&common::p(common::STORIES)).unwrap();
+    let probe = llq_host::plugin::Plugin::load(&common::so("test_calib_probe")).unwrap();
+    let q = probe.configure(&[]).unwrap();
+    let settings = CalibSettings {
+        text: CalibText { source: "story".into(), sha256: String::new(), text },
+        samples: 3,
+        seq_len: Some(40),
+        seed: 5,
+        mode: CalibMode::Sequential,
+        max_sample_rows: 0,
+    };
+    let windows = settings.windows(&m).unwrap();
+    // Layer 0's q/k/v input, computed here from the stored weights: RMSNorm(embedding).
+    let (h, eps) = (m.config.hidden_size, m.config.rms_norm_eps);
+    let embed = m.weights["model.embed_tokens.weight"].data.clone();
+    let norm = m.weights["model.layers.0.input_layernorm.weight"].data.clone();
+    let (mut amax, mut sumsq) = (vec![0f64; h], vec![0f64; h]);
+    for &t in windows.iter().flatten() {
+        let x = &embed[t as usize * h..(t as usize + 1) * h];
+        let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / h as f64;
+        for c in 0..h {
+            let y = x[c] as f64 / (ms + eps).sqrt() * norm[c] as f64;
+            amax[c] = amax[c].max(y.abs());
+            sumsq[c] += y * y;
+        }
+    }
+    let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+    let r = quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, true).unwrap();
+    let info = r.calibration.as_ref().unwrap();
+    assert_eq!((info.samples, info.seq_len, info.tokens, info.mode.as_str()), (3, 40, 120, "sequential"));
+    for layer in ["q_proj", "k_proj", "v_proj"] {
+        let meta: serde_json::Value =
+            serde_json::from_str(&r.packed[&format!("model.layers.0.self_attn.{layer}.weight")].metadata)
+                .unwrap();
+        assert_eq!(meta["n_tokens"], 120);
+        for c in 0..h {
+            let (a, s) = (meta["abs_max"][c].as_f64().unwrap(), meta["mean_sq"][c].as_f64().unwrap());
+            assert!(
+                (a - amax[c]).abs() <= 1e-5 * amax[c].max(1e-3),
+                "{layer} abs_max[{c}] {a} vs {}",
+                amax[c]
+            );
+            let want = sumsq[c] / 120.0;
+            assert!((s - want).abs() <= 1e-4 * want.max(1e-6), "{layer} mean_sq[{c}] {s} vs {want}");
+        }
+    }
+    // Every layer got calibration of its own width (the probe refuses to quantize without).
+    assert_eq!(r.layers, 5 * 7);
+}
+
+#[test]
+fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = story_text(dir.path());
+    let (model, data, task) = (common::p(common::STORIES), common::p(common::SAMPLE), common::coqa());
+    let run = |out: &str, quant: &str, extra: &[&str]| {
+        let (o, q) = (dir.path().join(out).display().to_string(), plugin(quant));
+        let mut args =
+            vec!["run", "--model", &model, "--quant", &q, "--task", &task, "--data", &data, "--out", &o];
+        args.extend_from_slice(&["--limit", "2", "--task-opt", "max_new_tokens=8"]);
+        args.extend_from_slice(extra);
+        llq(&args)
+    };
+    let ok = run("gptq", "gptq", &["--calib-data", &calib, "--calib-samples", "4", "--calib-seq-len", "64"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let r = llq_host::results::RunResults::read(&dir.path().join("gptq/results.json")).unwrap();
+    let q = r.quantization.unwrap();
+    let c = q.calibration.unwrap();
+    assert_eq!((c.samples, c.seq_len, c.tokens, c.mode.as_str()), (4, 64, 256, "sequential"));
+    assert!(c.seconds > 0.0 && c.peak_rss_bytes.unwrap() > 0);
+    // 4-bit codes plus an f16 scale and a u8 zero per group (rows padded to 32-bit words).
+    assert!((4.0..5.0).contains(&r.size.bits_per_weight), "{}", r.size.bits_per_weight);
+    let fail = |out: &str, quant: &str, extra: &[&str], needle: &str| {
+        let o = run(out, quant, extra);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "expected {needle:?} in {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    };
+    let empty = common::write(dir.path(), "empty.txt", " \n\n");
+    fail("e1", "gptq", &["--calib-data", &empty], "holds no text");
+    let bin = dir.path().join("bin.txt");
+    std::fs::write(&bin, b"text \xff\xfe").unwrap();
+    fail(
+        "e2",
+        "gptq",
+        &["--calib-data", bin.to_str().unwrap()],
+        "is not UTF-8 text (invalid byte at offset 5)",
+    );
+    fail(
+        "e3",
+        "gptq",
+        &["--calib-data", &calib, "--calib-seq-len", "100000"],
+        "--calib-seq-len 100000 is out of range",
+    );
+    let short = common::write(dir.path(), "short.txt", "Once upon a time.");
+    fail(
+        "e3b",
+        "gptq",
+        &["--calib-data", &short, "--calib-seq-len", "64"],
+        "fewer than --calib-seq-len 64 + 1",
+    );
+    fail(
+        "e4",
+        "gptq",
+        &["--calib-data", &calib, "--calib-seq-len", "0"],
+        "--calib-seq-len must be at least 1",
+    );
+    fail("e5", "gptq", &["--calib-data", "/no/such/file"], "cannot read /no/such/file");
+    fail("e6", "nf4", &["--calib-samples", "4"], "plugin nf4 takes no calibration data");
+    // A value clap cannot parse is a usage error (exit 2) naming the option.
+    let o = run("e7", "gptq", &["--calib-data", &calib, "--calib-mode", "random"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`random` is not a calibration mode (sequential, block or parallel)"),
+        "{}",
+        stderr(&o)
+    );
+}

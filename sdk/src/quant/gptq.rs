@@ -1,0 +1,315 @@
+//! GPTQ (Frantar et al., 2022) as its reference implementation computes it (IST-DASLab/gptq,
+//! `gptq.py`, `GPTQ.fasterquant`), in f64, into the integer group format of [`super::intgroup`].
+//!
+//! Given the layer's Hessian `H = 2/n Σ x xᵀ` over the calibration inputs:
+//! 1. dead inputs (`H[i,i] = 0`) get `H[i,i] = 1` and their weights are zeroed;
+//! 2. with `static_groups`, every group's parameters come from the weights as given;
+//! 3. with `act_order`, columns are visited by decreasing `H[i,i]`;
+//! 4. `H += damp · mean(diag H) · I`, then `Hinv = chol(H⁻¹)ᵀ` (upper Cholesky factor of the
+//!    inverse);
+//! 5. columns are quantized one by one in blocks of `block_size`; a group's parameters are
+//!    found when its first column is reached, from the weights as they stood at the start of
+//!    the current block (the reference reads `W`, not the block's working copy `W1`), or for
+//!    `group_size = -1` once from the weights as given; the error `(w − q) / Hinv[i,i]` is
+//!    spread over the remaining columns of the block at once and over the later blocks
+//!    lazily, one block at a time.
+
+use super::intgroup::{code, find_params, GroupParams, IntGroupMatrix, IntGroupSpec};
+use super::linalg::{cholesky_lower, inverse_from_cholesky, SquareMatrix};
+use crate::{bail, Result};
+
+/// GPTQ's knobs beside the format.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GptqOptions {
+    /// Fraction of the mean Hessian diagonal added to the diagonal (`percdamp`, 0.01).
+    pub damp: f64,
+    /// Quantize columns by decreasing Hessian diagonal (`--act-order`).
+    pub act_order: bool,
+    /// Group parameters from the weights before any update (`--static-groups`).
+    pub static_groups: bool,
+    /// Columns per lazy-update block (128).
+    pub block_size: usize,
+}
+
+impl GptqOptions {
+    /// Whether the packed matrix carries `g_idx` (act-order with dynamic groups).
+    pub fn has_g_idx(&self) -> bool {
+        self.act_order && !self.static_groups
+    }
+}
+
+impl Default for GptqOptions {
+    fn default() -> Self {
+        GptqOptions { damp: 0.01, act_order: false, static_groups: false, block_size: 128 }
+    }
+}
+
+/// What GPTQ produced for one layer, with its own error estimate.
+#[derive(Debug, Clone)]
+pub struct GptqResult {
+    pub matrix: IntGroupMatrix,
+    /// `Σ (w − q)² / Hinv[i,i]² / 2` over all weights (the reference's printed `error`).
+    pub loss: f64,
+}
+
+/// Quantize `data` (rows × cols, row-major) with GPTQ given `hessian` (cols × cols).
+pub fn gptq(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &[f64],
+    spec: IntGroupSpec,
+    opt: GptqOptions,
+) -> Result<GptqResult> {
+    if data.len() != rows * cols || hessian.len() != cols * cols {
+        bail!("gptq: {} weights for {rows}×{cols} and a Hessian of {} values", data.len(), hessian.len());
+    }
+    if !(opt.damp > 0.0 && opt.damp.is_finite()) || opt.block_size == 0 {
+        bail!("gptq: damp must be positive and block_size at least 1");
+    }
+    if let Some(i) = hessian.iter().position(|v| !v.is_finite()) {
+        bail!("gptq: the Hessian has a non-finite value at ({}, {})", i / cols, i % cols);
+    }
+    let (gs, maxq) = (spec.group_size, spec.maxq());
+    let groups = spec.groups(cols);
+    // Working copy of W in f64, row-major.
+    let mut w: Vec<f64> = data.iter().map(|&v| v as f64).collect();
+    let mut h = SquareMatrix { n: cols, a: hessian.to_vec() };
+    for i in 0..cols {
+        if h.get(i, i) == 0.0 {
+            h.set(i, i, 1.0);
+            for r in 0..rows {
+                w[r * cols + i] = 0.0;
+            }
+        }
+    }
+    // Static groups: parameters from the (dead-zeroed) weights in column order.
+    let static_params: Option<Vec<GroupParams>> = opt.static_groups.then(|| {
+        let mut p = Vec::with_capacity(rows * groups);
+        for r in 0..rows {
+            for g in 0..groups {
+                let span = g * gs..((g + 1) * gs).min(cols);
+                p.push(find_params(w[r * cols + span.start..r * cols + span.end].iter().copied(), &spec));
+            }
+        }
+        p
+    });
+    // Visiting order: by decreasing diagonal (a stable sort: ties keep column order).
+    let perm: Vec<usize> = if opt.act_order {
+        let mut p: Vec<usize> = (0..cols).collect();
+        p.sort_by(|&a, &b| h.get(b, b).total_cmp(&h.get(a, a)));
+        p
+    } else {
+        (0..cols).collect()
+    };
+    // W and H in visiting order.
+    let mut wp = vec![0f64; rows * cols];
+    for r in 0..rows {
+        for (j, &c) in perm.iter().enumerate() {
+            wp[r * cols + j] = w[r * cols + c];
+        }
+    }
+    let mut hp = SquareMatrix { n: cols, a: vec![0.0; cols * cols] };
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp.a[i * cols + j] = h.get(pi, pj);
+        }
+    }
+    let mean_diag = (0..cols).map(|i| hp.get(i, i)).sum::<f64>() / cols as f64;
+    for i in 0..cols {
+        hp.a[i * cols + i] += opt.damp * mean_diag;
+    }
+    let l = cholesky_lower(&hp)
+        .map_err(|e| format!("gptq: the damped Hessian is not positive definite ({e})"))?;
+    let hinv_full = inverse_from_cholesky(&l);
+    // Upper factor U of H⁻¹ = Uᵀ U: the transpose of the lower factor.
+    let hinv_l = cholesky_lower(&hinv_full).map_err(|e| format!("gptq: H⁻¹ lost definiteness ({e})"))?;
+    let hinv = |i: usize, j: usize| hinv_l.get(j, i); // U[i][j] = L[j][i]
+
+    // `group_size = -1`: one group per row, its parameters from the weights as given (the
+    // reference finds them before zeroing dead columns).
+    let whole_row = spec.whole_row;
+    let row_params: Vec<GroupParams> = if whole_row {
+        (0..rows)
+            .map(|r| find_params(data[r * cols..(r + 1) * cols].iter().map(|&v| v as f64), &spec))
+            .collect()
+    } else {
+        vec![]
+    };
+    let mut codes_p = vec![0u8; rows * cols];
+    let mut params = vec![GroupParams { scale: 0.0, zero: 0.0 }; rows * groups];
+    let mut g_idx = vec![0u32; cols];
+    let mut current: Vec<GroupParams> = vec![GroupParams { scale: 0.0, zero: 0.0 }; rows];
+    let mut loss = 0.0;
+    let bs = opt.block_size;
+    let mut i1 = 0;
+    while i1 < cols {
+        let i2 = (i1 + bs).min(cols);
+        let count = i2 - i1;
+        // The block's columns are updated in a copy (W1); `wp` keeps their values at the block
+        // start, which is what dynamic groups starting inside the block are measured on.
+        let mut w1 = vec![0f64; rows * count];
+        for r in 0..rows {
+            w1[r * count..(r + 1) * count].copy_from_slice(&wp[r * cols + i1..r * cols + i2]);
+        }
+        let mut err = vec![0f64; rows * count];
+        for i in 0..count {
+            let j = i1 + i; // position in visiting order
+            let g = if whole_row {
+                current.copy_from_slice(&row_params);
+                0
+            } else if let Some(sp) = &static_params {
+                let g = perm[j] / gs;
+                for r in 0..rows {
+                    current[r] = sp[r * groups + g];
+                }
+                g
+            } else {
+                if j % gs == 0 {
+                    let end = (j + gs).min(cols);
+                    for (r, cur) in current.iter_mut().enumerate() {
+                        *cur = find_params(wp[r * cols + j..r * cols + end].iter().copied(), &spec);
+                    }
+                }
+                j / gs
+            };
+            g_idx[perm[j]] = g as u32;
+            let d = hinv(j, j);
+            for r in 0..rows {
+                let p = current[r];
+                params[r * groups + g] = p;
+                let x = w1[r * count + i];
+                let q = code(x, p, maxq);
+                codes_p[r * cols + j] = q;
+                let qv = p.scale * (q as f64 - p.zero);
+                loss += (x - qv) * (x - qv) / (d * d) / 2.0;
+                let e = (x - qv) / d;
+                err[r * count + i] = e;
+                // W1[:, i:] -= e · Hinv1[i, i:]
+                for k in i..count {
+                    w1[r * count + k] -= e * hinv(j, i1 + k);
+                }
+            }
+        }
+        // Later blocks, lazily: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
+        if i2 < cols {
+            for r in 0..rows {
+                let e = &err[r * count..(r + 1) * count];
+                let row = &mut wp[r * cols..(r + 1) * cols];
+                for (i, &ei) in e.iter().enumerate() {
+                    if ei == 0.0 {
+                        continue;
+                    }
+                    let hrow = i1 + i;
+                    for (k, v) in row.iter_mut().enumerate().skip(i2) {
+                        *v -= ei * hinv(hrow, k);
+                    }
+                }
+            }
+        }
+        i1 = i2;
+    }
+    // Codes back in column order.
+    let mut codes = vec![0u8; rows * cols];
+    for r in 0..rows {
+        for (j, &c) in perm.iter().enumerate() {
+            codes[r * cols + c] = codes_p[r * cols + j];
+        }
+    }
+    // Groups follow column order unless act-order visited them in another one (decided by
+    // the options alone, so the packed size is known before quantizing).
+    let matrix = IntGroupMatrix { rows, cols, spec, codes, params, g_idx: opt.has_g_idx().then_some(g_idx) };
+    Ok(GptqResult { matrix, loss })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::intgroup::rtn;
+
+    /// A Hessian from `n` pseudo-random activation rows that are correlated across columns
+    /// (rank 8 plus noise, uneven column scales), as real layer inputs are.
+    fn hessian(cols: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut s = 0x1234_5678u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let basis: Vec<f64> = (0..8 * cols).map(|_| next()).collect();
+        let mut x = vec![0f64; n * cols];
+        for t in 0..n {
+            let z: Vec<f64> = (0..8).map(|_| next()).collect();
+            for c in 0..cols {
+                let v: f64 = (0..8).map(|k| z[k] * basis[k * cols + c]).sum();
+                x[t * cols + c] = (v + 0.05 * next()) * (1.0 + (c % 7) as f64 / 2.0);
+            }
+        }
+        let mut h = vec![0f64; cols * cols];
+        for r in 0..n {
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += 2.0 / n as f64 * x[r * cols + i] * x[r * cols + j];
+                }
+            }
+        }
+        (h, x)
+    }
+
+    fn output_error(w: &[f32], q: &IntGroupMatrix, x: &[f64], n: usize) -> f64 {
+        let (rows, cols) = (q.rows, q.cols);
+        let mut e = 0.0;
+        for r in 0..rows {
+            for t in 0..n {
+                let mut d = 0.0;
+                for c in 0..cols {
+                    let p = q.params[r * q.spec.groups(cols) + q.group_of(c)];
+                    let wq = p.scale * (q.codes[r * cols + c] as f64 - p.zero);
+                    d += (w[r * cols + c] as f64 - wq) * x[t * cols + c];
+                }
+                e += d * d;
+            }
+        }
+        e
+    }
+
+    #[test]
+    fn gptq_beats_round_to_nearest_on_the_layer_output() {
+        let (rows, cols, n) = (16, 64, 256);
+        let (h, x) = hessian(cols, n);
+        let w: Vec<f32> =
+            (0..rows * cols).map(|i| (((i * 7919) % 1000) as f32 / 1000.0 - 0.5) * 0.1).collect();
+        for (bits, gs, act_order, static_groups) in
+            [(4, 16, false, false), (3, 64, false, false), (4, 16, true, false), (4, 16, true, true)]
+        {
+            let spec = IntGroupSpec { bits, group_size: gs, sym: false, whole_row: false };
+            let opt = GptqOptions { act_order, static_groups, block_size: 32, ..Default::default() };
+            let g = gptq(&w, rows, cols, &h, spec, opt).unwrap();
+            let r = rtn(&w, rows, cols, spec);
+            let (eg, er) = (output_error(&w, &g.matrix, &x, n), output_error(&w, &r, &x, n));
+            assert!(eg < 0.9 * er, "bits {bits} gs {gs} act_order {act_order}: gptq {eg} vs rtn {er}");
+            assert_eq!(g.matrix.g_idx.is_some(), act_order && !static_groups);
+        }
+    }
+
+    #[test]
+    fn dead_columns_are_zeroed_and_bad_hessians_refused() {
+        let (rows, cols) = (2, 4);
+        let mut h = vec![0f64; 16];
+        for i in 0..3 {
+            h[i * 4 + i] = 1.0;
+        }
+        let w = [0.5f32, -0.25, 0.1, 9.0, 0.3, 0.2, -0.1, -9.0];
+        let spec = IntGroupSpec { bits: 8, group_size: 4, sym: true, whole_row: false };
+        let g = gptq(&w, rows, cols, &h, spec, GptqOptions::default()).unwrap();
+        // Column 3 sees no input: its weights are zeroed, so they do not set the range.
+        for r in 0..rows {
+            let p = g.matrix.params[r];
+            assert_eq!(p.scale * (g.matrix.codes[r * cols + 3] as f64 - p.zero), 0.0);
+            assert!(p.scale < 0.01, "{p:?}");
+        }
+        h[0] = f64::NAN;
+        assert!(gptq(&w, rows, cols, &h, spec, GptqOptions::default()).unwrap_err().0.contains("non-finite"));
+    }
+}

@@ -1,0 +1,337 @@
+//! Integer group quantization: the format GPTQ, AWQ and their round-to-nearest baseline share.
+//!
+//! Each row (output channel) of a weight matrix is split into groups of `group_size` input
+//! columns (the whole row with `group_size = -1`); each (row, group) has a scale and an
+//! integer zero point, and a weight is stored as a `bits`-bit code
+//! `q = clamp(round(w / scale) + zero, 0, 2^bits − 1)`, read back as `scale · (q − zero)`.
+//! The parameters are GPTQ's `Quantizer.find_params` (IST-DASLab/gptq `quant.py`, weights,
+//! per channel, no MSE search): the range `[min(x, 0), max(x, 0)]`, symmetric about 0 when
+//! `sym`, `[-1, 1]` for an all-zero group, `scale = (max − min) / maxq`, `zero = round(−min /
+//! scale)` or `(maxq + 1) / 2` when symmetric. Rounding is half-to-even, as `torch.round`.
+//!
+//! Computation is in f64; what is stored is what GPTQ's packers (AutoGPTQ, GPTQModel) store:
+//! the codes, f16 scales and integer zeros, so `scale` is rounded to f16 once when packed and
+//! dequantization is `f32(scale_f16) · (q − zero)` in f32. With act-order the groups follow
+//! the order in which GPTQ visited the columns: `g_idx[c]` names the group of column `c`
+//! (transformers' GPTQ layout); otherwise the group of column `c` is `c / group_size`.
+//!
+//! Packed buffers: `codes` (u32 little-endian words, each row a bit stream of `bits`-bit codes,
+//! first column in the lowest bits, rows padded to whole words), `scales` (f16, rows × groups),
+//! `zeros` (u8, rows × groups), and `g_idx` (u32 per column) only when the groups are not in
+//! column order.
+
+use crate::{bail, OptionKind, OptionSpec, Options, PackedView, Quantized, Result};
+
+/// Bits a method may store per weight.
+pub const BITS: [&str; 4] = ["2", "3", "4", "8"];
+/// Group sizes offered (`-1`: one group per row).
+pub const GROUP_SIZES: [&str; 4] = ["32", "64", "128", "-1"];
+
+/// Bit width and grouping of an integer group format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntGroupSpec {
+    pub bits: u32,
+    /// Columns per group; `cols` when the user asked for one group per row.
+    pub group_size: usize,
+    pub sym: bool,
+    /// The user asked for one group per row (`group_size = -1`), which GPTQ treats apart.
+    pub whole_row: bool,
+}
+
+impl IntGroupSpec {
+    /// From a method's `bits`, `group_size`, `sym` options, for a matrix of `cols` columns.
+    pub fn from_options(o: &Options, cols: usize) -> Result<Self> {
+        let bits = o.get_usize("bits")? as u32;
+        if !(1..=8).contains(&bits) {
+            bail!("bits must be between 1 and 8, got {bits}");
+        }
+        let g = o.get_str("group_size")?;
+        let (group_size, whole_row) = match g.parse::<i64>() {
+            Ok(-1) => (cols.max(1), true),
+            Ok(n) if n > 0 => (n as usize, false),
+            _ => bail!("group_size must be positive or -1, got `{g}`"),
+        };
+        Ok(IntGroupSpec { bits, group_size, sym: o.get_bool("sym")?, whole_row })
+    }
+
+    pub fn maxq(&self) -> u32 {
+        (1u32 << self.bits) - 1
+    }
+
+    pub fn groups(&self, cols: usize) -> usize {
+        cols.div_ceil(self.group_size)
+    }
+}
+
+/// The options every integer group method declares.
+pub fn options(default_bits: &str, default_sym: &str) -> Vec<OptionSpec> {
+    vec![
+        OptionSpec::new("bits", OptionKind::Int, default_bits, "bits per weight").choices(&BITS),
+        OptionSpec::new(
+            "group_size",
+            OptionKind::Int,
+            "128",
+            "input columns sharing a scale and zero point (-1: the whole row)",
+        )
+        .choices(&GROUP_SIZES),
+        OptionSpec::new(
+            "sym",
+            OptionKind::Bool,
+            default_sym,
+            "symmetric range with a fixed zero point (else an integer zero point per group)",
+        ),
+    ]
+}
+
+/// One group's quantizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupParams {
+    pub scale: f64,
+    pub zero: f64,
+}
+
+/// GPTQ's `find_params` over the values of one row's group (see the module docs).
+pub fn find_params(values: impl Iterator<Item = f64>, spec: &IntGroupSpec) -> GroupParams {
+    let (mut xmin, mut xmax) = (0f64, 0f64);
+    for v in values {
+        xmin = xmin.min(v);
+        xmax = xmax.max(v);
+    }
+    if spec.sym {
+        xmax = xmax.max(xmin.abs());
+        if xmin < 0.0 {
+            xmin = -xmax;
+        }
+    }
+    if xmin == 0.0 && xmax == 0.0 {
+        (xmin, xmax) = (-1.0, 1.0);
+    }
+    let maxq = spec.maxq() as f64;
+    let scale = (xmax - xmin) / maxq;
+    let zero = if spec.sym { (maxq + 1.0) / 2.0 } else { (-xmin / scale).round_ties_even() };
+    GroupParams { scale, zero }
+}
+
+/// The code of `x` (GPTQ's `quantize` before the rescale).
+pub fn code(x: f64, p: GroupParams, maxq: u32) -> u8 {
+    ((x / p.scale).round_ties_even() + p.zero).clamp(0.0, maxq as f64) as u8
+}
+
+/// What `x` becomes, at the precision the method computes in (GPTQ's `quantize`).
+pub fn fake_quantize(x: f64, p: GroupParams, maxq: u32) -> f64 {
+    p.scale * (code(x, p, maxq) as f64 - p.zero)
+}
+
+/// A quantized matrix before packing: one code per weight, parameters per (row, group).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntGroupMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub spec: IntGroupSpec,
+    /// rows × cols codes, row-major, in column order.
+    pub codes: Vec<u8>,
+    /// rows × groups.
+    pub params: Vec<GroupParams>,
+    /// The group of each column, when not `c / group_size`.
+    pub g_idx: Option<Vec<u32>>,
+}
+
+impl IntGroupMatrix {
+    pub fn group_of(&self, c: usize) -> usize {
+        match &self.g_idx {
+            Some(g) => g[c] as usize,
+            None => c / self.spec.group_size,
+        }
+    }
+
+    /// Pack into the stored buffers (module docs) with metadata for `dequantize`.
+    pub fn pack(&self) -> Quantized {
+        let (rows, cols, bits) = (self.rows, self.cols, self.spec.bits as usize);
+        let words = words_per_row(cols, self.spec.bits);
+        let mut codes = vec![0u32; rows * words];
+        for r in 0..rows {
+            let row = &mut codes[r * words..(r + 1) * words];
+            for c in 0..cols {
+                let (bit, v) = (c * bits, self.codes[r * cols + c] as u64);
+                let (w, off) = (bit / 32, bit % 32);
+                let spread = v << off;
+                row[w] |= spread as u32;
+                if off + bits > 32 {
+                    row[w + 1] |= (spread >> 32) as u32;
+                }
+            }
+        }
+        let scales: Vec<u8> =
+            self.params.iter().flat_map(|p| half::f16::from_f64(p.scale).to_le_bytes()).collect();
+        let zeros: Vec<u8> = self.params.iter().map(|p| p.zero as u8).collect();
+        let meta = serde_json::json!({
+            "format": "int-group",
+            "bits": self.spec.bits,
+            "group_size": self.spec.group_size,
+            "sym": self.spec.sym,
+            "g_idx": self.g_idx.is_some(),
+        });
+        let mut q = Quantized::new(meta)
+            .with_buffer("codes", codes.iter().flat_map(|w| w.to_le_bytes()).collect())
+            .with_buffer("scales", scales)
+            .with_buffer("zeros", zeros);
+        if let Some(g) = &self.g_idx {
+            q = q.with_buffer("g_idx", g.iter().flat_map(|v| v.to_le_bytes()).collect());
+        }
+        q
+    }
+}
+
+/// u32 words one packed row takes.
+pub fn words_per_row(cols: usize, bits: u32) -> usize {
+    (cols * bits as usize).div_ceil(32)
+}
+
+/// Bytes of the packed form (module docs).
+pub fn packed_size(rows: u64, cols: u64, spec: &IntGroupSpec, with_g_idx: bool) -> u64 {
+    let groups = spec.groups(cols as usize) as u64;
+    rows * 4 * words_per_row(cols as usize, spec.bits) as u64
+        + rows * groups * 3
+        + if with_g_idx { 4 * cols } else { 0 }
+}
+
+/// Round-to-nearest: every group's parameters from its own values, no error feedback (the
+/// baseline GPTQ and AWQ are measured against).
+pub fn rtn(data: &[f32], rows: usize, cols: usize, spec: IntGroupSpec) -> IntGroupMatrix {
+    let (gs, groups, maxq) = (spec.group_size, spec.groups(cols), spec.maxq());
+    let mut m = IntGroupMatrix { rows, cols, spec, codes: vec![0; rows * cols], params: vec![], g_idx: None };
+    m.params.reserve(rows * groups);
+    for r in 0..rows {
+        let row = &data[r * cols..(r + 1) * cols];
+        for g in 0..groups {
+            let span = g * gs..((g + 1) * gs).min(cols);
+            let p = find_params(row[span.clone()].iter().map(|&v| v as f64), &spec);
+            for c in span {
+                m.codes[r * cols + c] = code(row[c] as f64, p, maxq);
+            }
+            m.params.push(p);
+        }
+    }
+    m
+}
+
+/// Dequantize a packed integer group matrix into `out` (rows × cols, f32).
+pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
+    if p.meta_str("format")? != "int-group" {
+        bail!("packed matrix is not in the int-group format");
+    }
+    let (rows, cols) = (p.rows, p.cols);
+    let bits = p.meta_u64("bits")? as u32;
+    let gs = p.meta_u64("group_size")? as usize;
+    if !(1..=8).contains(&bits) || gs == 0 {
+        bail!("invalid bits {bits} or group_size {gs} in metadata");
+    }
+    let groups = cols.div_ceil(gs);
+    let words = words_per_row(cols, bits);
+    let codes = p.buffer("codes")?;
+    let scales = p.buffer("scales")?;
+    let zeros = p.buffer("zeros")?;
+    if codes.len() != rows * words * 4 || scales.len() != rows * groups * 2 || zeros.len() != rows * groups {
+        bail!("packed buffers do not fit a {rows}×{cols} matrix of {bits}-bit codes in groups of {gs}");
+    }
+    let g_idx: Option<Vec<u32>> = if p.meta_bool("g_idx")? {
+        let b = p.buffer("g_idx")?;
+        if b.len() != 4 * cols {
+            bail!("g_idx has {} bytes for {cols} columns", b.len());
+        }
+        let g: Vec<u32> = b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if let Some(bad) = g.iter().find(|&&v| v as usize >= groups) {
+            bail!("g_idx names group {bad} of {groups}");
+        }
+        Some(g)
+    } else {
+        None
+    };
+    let mask = (1u64 << bits) - 1;
+    for r in 0..rows {
+        let row = &codes[r * words * 4..(r + 1) * words * 4];
+        let word = |i: usize| -> u64 {
+            if i < words {
+                u32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]) as u64
+            } else {
+                0
+            }
+        };
+        for c in 0..cols {
+            let bit = c * bits as usize;
+            let (w, off) = (bit / 32, bit % 32);
+            let q = ((word(w) | (word(w + 1) << 32)) >> off) & mask;
+            let g = r * groups + g_idx.as_ref().map_or(c / gs, |g| g[c] as usize);
+            let scale = half::f16::from_le_bytes([scales[2 * g], scales[2 * g + 1]]).to_f32();
+            out[r * cols + c] = scale * (q as f32 - zeros[g] as f32);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(bits: u32, gs: usize, sym: bool) -> IntGroupSpec {
+        IntGroupSpec { bits, group_size: gs, sym, whole_row: false }
+    }
+
+    #[test]
+    fn find_params_by_hand() {
+        // Asymmetric 4-bit over [-1, 2]: scale 3/15 = 0.2, zero round(1/0.2) = 5.
+        let p = find_params([-1.0, 0.5, 2.0].into_iter(), &spec(4, 3, false));
+        assert!((p.scale - 0.2).abs() < 1e-15 && p.zero == 5.0, "{p:?}");
+        assert_eq!(code(2.0, p, 15), 15);
+        assert_eq!(code(-1.0, p, 15), 0);
+        // 0.1 / 0.2 = 0.5 rounds to even (0) + 5.
+        assert_eq!(code(0.1, p, 15), 5);
+        // Symmetric: range [-2, 2], scale 4/15, zero 8.
+        let p = find_params([-1.0, 0.5, 2.0].into_iter(), &spec(4, 3, true));
+        assert!((p.scale - 4.0 / 15.0).abs() < 1e-15 && p.zero == 8.0, "{p:?}");
+        // All zeros: [-1, 1].
+        let p = find_params([0.0, 0.0].into_iter(), &spec(2, 2, false));
+        assert!((p.scale - 2.0 / 3.0).abs() < 1e-15 && p.zero == 2.0, "{p:?}");
+        // A positive-only group still includes 0 in its range.
+        let p = find_params([1.0, 3.0].into_iter(), &spec(8, 2, false));
+        assert!((p.scale - 3.0 / 255.0).abs() < 1e-15 && p.zero == 0.0, "{p:?}");
+    }
+
+    #[test]
+    fn pack_and_dequantize_round_trip_for_every_width() {
+        let (rows, cols) = (3, 77);
+        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        for bits in [2, 3, 4, 8] {
+            for gs in [32, 77] {
+                let m = rtn(&data, rows, cols, spec(bits, gs, bits == 3));
+                let q = m.pack();
+                assert_eq!(q.total_bytes(), packed_size(rows as u64, cols as u64, &m.spec, false));
+                let view = PackedView {
+                    rows,
+                    cols,
+                    buffers: q.buffers.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect(),
+                    metadata: q.metadata.clone(),
+                };
+                let mut out = vec![0f32; rows * cols];
+                dequantize(&view, &mut out).unwrap();
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let p = m.params[r * m.spec.groups(cols) + c / gs];
+                        let s = half::f16::from_f64(p.scale).to_f32();
+                        let want = s * (m.codes[r * cols + c] as f32 - p.zero as f32);
+                        assert_eq!(
+                            out[r * cols + c].to_bits(),
+                            want.to_bits(),
+                            "bits {bits} gs {gs} [{r},{c}]"
+                        );
+                    }
+                }
+                // 8-bit codes are close to the weights (error at most half a step).
+                if bits == 8 {
+                    let worst = data.iter().zip(&out).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                    assert!(worst < 0.02, "{worst}");
+                }
+            }
+        }
+    }
+}
