@@ -5,7 +5,7 @@
 use crate::model::{Llama, MAX_POSITIONS};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
 
 /// What one generation produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,11 +167,13 @@ pub struct Rolling {
     pub top1_agree: Vec<u8>,
 }
 
-/// Log-softmax rows for the last `n` positions of one forward pass over `inputs`.
-fn last_rows(model: &Llama, inputs: &[u32], n: usize) -> Result<Vec<Vec<f32>>> {
+/// Log-probabilities (f32, on the model's device) at the last `n` positions of one forward
+/// pass over `inputs`: (n, vocab). Nothing of vocabulary size leaves the device.
+fn last_log_probs(model: &Llama, inputs: &[u32], n: usize) -> Result<Tensor> {
     let logits = model.step(&[inputs.to_vec()], &[0], &mut model.new_cache(), false)?;
-    let mut rows = log_softmax_rows(&logits)?;
-    Ok(rows.split_off(rows.len() - n))
+    let t = logits.dim(1)?;
+    let last = logits.squeeze(0)?.narrow(0, t - n, n)?.to_dtype(DType::F32)?;
+    Ok(candle_nn::ops::log_softmax(&last, D::Minus1)?)
 }
 
 /// Rolling log-likelihood of `text` (lm-eval's `loglikelihood_rolling`): every token is
@@ -216,16 +218,18 @@ pub fn rolling(
             let start = end.saturating_sub(window + 1);
             (toks[start..end - 1].to_vec(), &toks[done..end])
         };
-        let rows = last_rows(model, &inputs, targets.len())?;
-        out.logprobs.extend(targets.iter().zip(&rows).map(|(&t, r)| r[t as usize] as f64));
+        let lq = last_log_probs(model, &inputs, targets.len())?;
+        let idx = Tensor::new(targets, lq.device())?.unsqueeze(1)?;
+        let lp: Vec<f32> = lq.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
+        out.logprobs.extend(lp.into_iter().map(f64::from));
         if let Some(base) = baseline {
-            let brows = last_rows(base, &inputs, targets.len())?;
-            for (q, b) in rows.iter().zip(&brows) {
-                let kl: f64 =
-                    b.iter().zip(q).map(|(&lb, &lq)| (lb as f64).exp() * (lb as f64 - lq as f64)).sum();
-                out.kl.push(kl.max(0.0));
-                out.top1_agree.push((argmax(q) == argmax(b)) as u8);
-            }
+            let lb = last_log_probs(base, &inputs, targets.len())?.to_device(lq.device())?;
+            // KL(P_base ‖ P_model) per token over the whole vocabulary, summed in f64.
+            let (b64, q64) = (lb.to_dtype(DType::F64)?, lq.to_dtype(DType::F64)?);
+            let kl: Vec<f64> = (b64.exp()? * (&b64 - &q64)?)?.sum(1)?.to_vec1()?;
+            out.kl.extend(kl.into_iter().map(|k| k.max(0.0)));
+            let agree: Vec<u8> = lq.argmax(1)?.eq(&lb.argmax(1)?)?.to_vec1()?;
+            out.top1_agree.extend(agree);
         }
         done = end;
     }

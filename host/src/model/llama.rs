@@ -130,6 +130,23 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?)
 }
 
+/// One window's way through a block, stage by stage ([`Block::advance`]).
+pub struct StageState {
+    /// The block's input.
+    pub x: Tensor,
+    xn: Option<Tensor>,
+    attn: Option<Tensor>,
+    residual: Option<Tensor>,
+    mlp_in: Option<Tensor>,
+    down_in: Option<Tensor>,
+}
+
+impl StageState {
+    pub fn new(x: Tensor) -> Self {
+        StageState { x, xn: None, attn: None, residual: None, mlp_in: None, down_in: None }
+    }
+}
+
 /// Where a model's tensors come from when it is built on a device: the host weights, in the
 /// dtype the model computes in, and the layers a plugin keeps packed (GPU only).
 pub struct WeightSource<'a> {
@@ -323,48 +340,53 @@ impl Block {
         mask: &Tensor,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
-        self.run(x, rope_cs, mask, kv, Stage::Output)
+        let a = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, rope_cs, mask, kv)?;
+        let x = (x + a)?;
+        let m = self.mlp.forward(&rms_norm(&x, &self.post_norm, self.eps)?)?;
+        Ok((x + m)?)
     }
 
-    /// Run the block on `x` (no cache) only as far as `stage`, and return what enters it:
-    /// the input of that stage's linear layers, or the block's output. Calibration records
-    /// each layer's input this way.
-    pub fn run_until(
+    /// Advance one calibration window through this block by one stage: `state` holds what
+    /// the stages before computed (with their layers as they were then), and the tensor
+    /// entering `stage` is computed from it with this block's current weights and returned
+    /// (for [`Stage::Output`], the block's output). Stages must come in order; each layer's
+    /// input is then computed once, through the layers before it as they stand when it is
+    /// reached — what calibrating layer by layer needs, at the cost of one block forward.
+    pub fn advance(
         &self,
-        x: &Tensor,
+        state: &mut StageState,
+        stage: Stage,
         rope_cs: (&Tensor, &Tensor),
         mask: &Tensor,
-        stage: Stage,
     ) -> Result<Tensor> {
-        self.run(x, rope_cs, mask, &mut None, stage)
-    }
-
-    fn run(
-        &self,
-        x: &Tensor,
-        rope_cs: (&Tensor, &Tensor),
-        mask: &Tensor,
-        kv: &mut Option<(Tensor, Tensor)>,
-        stage: Stage,
-    ) -> Result<Tensor> {
-        let xn = rms_norm(x, &self.input_norm, self.eps)?;
-        if stage == Stage::Attention {
-            return Ok(xn);
+        let missing = || anyhow::anyhow!("block stages must be advanced in order (at {stage:?})");
+        let out = match stage {
+            Stage::Attention => rms_norm(&state.x, &self.input_norm, self.eps)?,
+            Stage::OProj => {
+                let xn = state.xn.as_ref().ok_or_else(missing)?;
+                self.attn.attend(xn, rope_cs, mask, &mut None)?
+            }
+            Stage::Mlp => {
+                let a = state.attn.as_ref().ok_or_else(missing)?;
+                let h = (&state.x + self.attn.o.forward(a)?)?;
+                let mn = rms_norm(&h, &self.post_norm, self.eps)?;
+                state.residual = Some(h);
+                mn
+            }
+            Stage::DownProj => self.mlp.hidden(state.mlp_in.as_ref().ok_or_else(missing)?)?,
+            Stage::Output => {
+                let h = state.residual.as_ref().ok_or_else(missing)?;
+                (h + self.mlp.down.forward(state.down_in.as_ref().ok_or_else(missing)?)?)?
+            }
+        };
+        match stage {
+            Stage::Attention => state.xn = Some(out.clone()),
+            Stage::OProj => state.attn = Some(out.clone()),
+            Stage::Mlp => state.mlp_in = Some(out.clone()),
+            Stage::DownProj => state.down_in = Some(out.clone()),
+            Stage::Output => {}
         }
-        let a = self.attn.attend(&xn, rope_cs, mask, kv)?;
-        if stage == Stage::OProj {
-            return Ok(a);
-        }
-        let x = (x + self.attn.o.forward(&a)?)?;
-        let xn = rms_norm(&x, &self.post_norm, self.eps)?;
-        if stage == Stage::Mlp {
-            return Ok(xn);
-        }
-        let h = self.mlp.hidden(&xn)?;
-        if stage == Stage::DownProj {
-            return Ok(h);
-        }
-        Ok((x + self.mlp.down.forward(&h)?)?)
+        Ok(out)
     }
 
     fn linears(&self) -> impl Iterator<Item = &Linear> {

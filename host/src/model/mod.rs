@@ -14,5 +14,5 @@ pub mod weights;
 
 pub use config::{Config, LayerTensor, RopeScaling};
 pub use linear::{Linear, PackedLayers};
-pub use llama::{Block, Cache, Llama, SequenceContext, Stage, WeightSource, MAX_POSITIONS};
+pub use llama::{Block, Cache, Llama, SequenceContext, Stage, StageState, WeightSource, MAX_POSITIONS};
 pub use weights::{check_weights, HostTensor, Weights};

@@ -20,7 +20,7 @@ use crate::calib::text::{windows, CalibText};
 use crate::loader::LoadedModel;
 use crate::model::config::{layer_tensor, EMBED, LM_HEAD, NORM};
 use crate::model::llama::rms_norm;
-use crate::model::{Block, SequenceContext, Stage, WeightSource, MAX_POSITIONS};
+use crate::model::{Block, SequenceContext, Stage, StageState, WeightSource, MAX_POSITIONS};
 use crate::plugin::{CalibrationData, QuantConfig};
 use crate::results::schema::CalibrationInfo;
 use anyhow::{bail, Context, Result};
@@ -88,6 +88,22 @@ impl CalibSettings {
     }
 }
 
+/// Quantize the layers of `layers` that have calibration data in `pending` (and take them out).
+fn quantize_pending(
+    q: &QuantConfig,
+    weights: &mut crate::model::Weights,
+    layers: &[(String, usize, usize)],
+    pending: &mut HashMap<String, CalibrationData>,
+    threads: usize,
+    keep_packed: bool,
+) -> Result<Vec<LayerResult>> {
+    let todo: Vec<(String, usize, usize)> =
+        layers.iter().filter(|(n, _, _)| pending.contains_key(n)).cloned().collect();
+    let r = quantize_layers(q, weights, &todo, pending, threads, keep_packed)?;
+    pending.clear();
+    Ok(r)
+}
+
 /// Quantize `layers` of `m` with `q`, calibrating on `s` through the model on `device`.
 pub fn quantize_calibrated(
     q: &QuantConfig,
@@ -123,54 +139,62 @@ pub fn quantize_calibrated(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut results = Vec::with_capacity(layers.len());
-    let stage_groups: Vec<Vec<Stage>> = match s.mode {
-        CalibMode::Sequential => Stage::INPUTS.iter().map(|&st| vec![st]).collect(),
-        CalibMode::Block | CalibMode::Parallel => vec![Stage::INPUTS.to_vec()],
-    };
     for l in 0..n_blocks {
-        let mut block_out: Option<Vec<Tensor>> = None;
-        for group in &stage_groups {
-            // The block as its weights stand now (earlier groups already quantized).
-            let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &cfg, l)?;
-            let mut calib: HashMap<String, CalibrationData> = HashMap::new();
-            for &stage in group {
-                let names: Vec<String> = stage
-                    .layers()
-                    .iter()
-                    .map(|&t| layer_tensor(l, t))
-                    .filter(|n| shape.contains_key(n.as_str()))
-                    .collect();
-                let Some(first) = names.first() else { continue };
-                let mut acc = Accumulator::new(shape[first.as_str()].1, need, rows_per_window);
-                for x in &xs {
-                    acc.add(&block.run_until(x, ctx.rope(), &ctx.mask, stage)?)?;
-                }
-                let data = acc.finish().with_context(|| format!("calibrating {first}"))?;
-                for n in names {
-                    calib.insert(n, data.clone());
+        let load =
+            |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);
+        let mut states: Vec<StageState> = xs.drain(..).map(StageState::new).collect();
+        // `parallel` keeps the unquantized block for every stage, the output included.
+        let frozen = if s.mode == CalibMode::Parallel { Some(load(&m.weights)?) } else { None };
+        let mut block = load(&m.weights)?;
+        let mut pending: HashMap<String, CalibrationData> = HashMap::new();
+        for stage in Stage::INPUTS {
+            let b = frozen.as_ref().unwrap_or(&block);
+            let names: Vec<String> = stage
+                .layers()
+                .iter()
+                .map(|&t| layer_tensor(l, t))
+                .filter(|n| shape.contains_key(n.as_str()))
+                .collect();
+            let mut acc = names.first().map(|n| Accumulator::new(shape[n.as_str()].1, need, rows_per_window));
+            for st in states.iter_mut() {
+                let input = b.advance(st, stage, ctx.rope(), &ctx.mask)?;
+                if let Some(acc) = acc.as_mut() {
+                    acc.add(&input)?;
                 }
             }
-            if s.mode == CalibMode::Parallel {
-                // The next block's inputs come from this block unquantized.
-                block_out = Some(
-                    xs.iter()
-                        .map(|x| block.run_until(x, ctx.rope(), &ctx.mask, Stage::Output))
-                        .collect::<Result<_>>()?,
-                );
+            if let Some(acc) = acc {
+                let data = acc.finish().with_context(|| format!("calibrating {}", names[0]))?;
+                pending.extend(names.into_iter().map(|n| (n, data.clone())));
             }
-            let todo: Vec<(String, usize, usize)> =
-                layers.iter().filter(|(n, _, _)| calib.contains_key(n)).cloned().collect();
-            results.extend(quantize_layers(q, &mut m.weights, &todo, &calib, threads, keep_packed)?);
+            // `sequential`: quantize this stage's layers now, so the next stages see them.
+            if s.mode == CalibMode::Sequential && !pending.is_empty() {
+                results.extend(quantize_pending(
+                    q,
+                    &mut m.weights,
+                    layers,
+                    &mut pending,
+                    threads,
+                    keep_packed,
+                )?);
+                block = load(&m.weights)?;
+            }
         }
-        xs = match block_out {
-            Some(out) => out,
-            None => {
-                let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &cfg, l)?;
-                xs.iter()
-                    .map(|x| block.run_until(x, ctx.rope(), &ctx.mask, Stage::Output))
-                    .collect::<Result<_>>()?
+        results.extend(quantize_pending(q, &mut m.weights, layers, &mut pending, threads, keep_packed)?);
+        if s.mode == CalibMode::Block {
+            // The block's output through its quantized layers: recompute from its input.
+            block = load(&m.weights)?;
+            for st in states.iter_mut() {
+                *st = StageState::new(st.x.clone());
+                for stage in Stage::INPUTS {
+                    block.advance(st, stage, ctx.rope(), &ctx.mask)?;
+                }
             }
-        };
+        }
+        let b = frozen.as_ref().unwrap_or(&block);
+        xs = states
+            .iter_mut()
+            .map(|st| b.advance(st, Stage::Output, ctx.rope(), &ctx.mask))
+            .collect::<Result<_>>()?;
         bar.inc(1);
     }
     if let Some(&(rows, cols)) = shape.get(LM_HEAD) {

@@ -124,7 +124,15 @@ pub fn gptq(
     let hinv_full = inverse_from_cholesky(&l);
     // Upper factor U of H⁻¹ = Uᵀ U: the transpose of the lower factor.
     let hinv_l = cholesky_lower(&hinv_full).map_err(|e| format!("gptq: H⁻¹ lost definiteness ({e})"))?;
-    let hinv = |i: usize, j: usize| hinv_l.get(j, i); // U[i][j] = L[j][i]
+    // U = Lᵀ, row-major: the updates below read rows of U, so they run along memory.
+    let mut u = SquareMatrix::zeros(cols);
+    for i in 0..cols {
+        for j in i..cols {
+            u.a[i * cols + j] = hinv_l.get(j, i);
+        }
+    }
+    let hinv = |i: usize, j: usize| u.a[i * cols + j];
+    let urow = |i: usize| &u.a[i * cols..(i + 1) * cols];
 
     // `group_size = -1`: one group per row, its parameters from the weights as given (the
     // reference finds them before zeroing dead columns).
@@ -186,8 +194,9 @@ pub fn gptq(
                 let e = (x - qv) / d;
                 err[r * count + i] = e;
                 // W1[:, i:] -= e · Hinv1[i, i:]
-                for k in i..count {
-                    w1[r * count + k] -= e * hinv(j, i1 + k);
+                let hrow = &urow(j)[j..i2];
+                for (v, h) in w1[r * count + i..(r + 1) * count].iter_mut().zip(hrow) {
+                    *v -= e * h;
                 }
             }
         }
@@ -200,9 +209,8 @@ pub fn gptq(
                     if ei == 0.0 {
                         continue;
                     }
-                    let hrow = i1 + i;
-                    for (k, v) in row.iter_mut().enumerate().skip(i2) {
-                        *v -= ei * hinv(hrow, k);
+                    for (v, h) in row[i2..].iter_mut().zip(&urow(i1 + i)[i2..]) {
+                        *v -= ei * h;
                     }
                 }
             }
