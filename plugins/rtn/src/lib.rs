@@ -3,7 +3,7 @@
 //! are compared against. Same packed format as `gptq` (llq_sdk::quant::intgroup).
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
 use llq_sdk::{
-    export_plugin, Calibration, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights,
+    export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights,
 };
 
 #[derive(Default)]
@@ -27,6 +27,9 @@ impl QuantMethod for Rtn {
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         intgroup::dequantize(p, out)
+    }
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        Some(intgroup::cuda_kernels("rtn"))
     }
 }
 

@@ -182,6 +182,23 @@ impl IntGroupMatrix {
     }
 }
 
+/// GPU kernels (convention v1) for the format, shared by every method that stores it:
+/// entry points `<prefix>_dequantize` and `<prefix>_matvec` with `p0..p2` = bits,
+/// group_size, g_idx present.
+pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
+    use crate::cuda;
+    crate::CudaKernels {
+        source: cuda::source(&[cuda::INT_GROUP_DECODER, &format!("LLQ_DEFINE_KERNELS(LlqIntGroup, 4, {prefix})\n")]),
+        dequantize: format!("{prefix}_dequantize"),
+        matvec: Some(format!("{prefix}_matvec")),
+        params: vec![
+            crate::KernelParam::Key("bits".into()),
+            crate::KernelParam::Key("group_size".into()),
+            crate::KernelParam::Key("g_idx".into()),
+        ],
+    }
+}
+
 /// u32 words one packed row takes.
 pub fn words_per_row(cols: usize, bits: u32) -> usize {
     (cols * bits as usize).div_ceil(32)

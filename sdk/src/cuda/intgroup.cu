@@ -1,0 +1,56 @@
+// Integer group format (llq_sdk::quant::intgroup; rtn, gptq): each row a bit stream of p0-bit
+// codes (first column in the lowest bits, rows padded to 32-bit words), one f16 scale and one
+// u8 zero point per (row, group of p1 columns), and with p2 != 0 a u32 group index per column
+// (act-order). w = f32(scale) * (q - zero), rounded as the CPU does (no FMA).
+// Buffers: b0 codes (u32 words), b1 scales (f16), b2 zeros (u8), b3 g_idx (u32) or null.
+struct LlqIntGroup {
+  enum { LUT = 0 };
+  static __device__ float lut(int) { return 0.f; }
+  static __device__ __forceinline__ long long words_per_row(const LlqArgs& a) { return (a.cols * a.p0 + 31) >> 5; }
+  static __device__ __forceinline__ long long groups(const LlqArgs& a) { return (a.cols + a.p1 - 1) / a.p1; }
+  static __device__ __forceinline__ float weight(const LlqArgs& a, unsigned q, long long row, long long g) {
+    const long long k = row * groups(a) + g;
+    const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
+    return __fmul_rn(s, __fsub_rn((float)q, (float)__ldg(a.b2 + k)));
+  }
+  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words) and, when the 8
+  // weights share a group (no g_idx, groups a multiple of 8), that group's index.
+  struct Raw { unsigned lo, hi; long long g; };
+  static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
+    const long long row = i / a.cols, c = i - row * a.cols;
+    const long long bit = c * a.p0;
+    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + row * words_per_row(a) + (bit >> 5);
+    const int off = (int)(bit & 31);
+    Raw r;
+    r.lo = __ldg(w);
+    r.hi = off + 8 * a.p0 > 32 ? __ldg(w + 1) : 0u;
+    r.g = (!a.p2 && (a.p1 & 7) == 0) ? c / a.p1 : -1;
+    return r;
+  }
+  static __device__ __forceinline__ void decode8(const LlqArgs& a, const float*, long long i, long long row, Raw raw, float w[8]) {
+    if (raw.g < 0) {
+      for (int k = 0; k < 8; ++k) w[k] = at(a, nullptr, i + k, row);
+      return;
+    }
+    const long long c = i - row * a.cols;
+    const int off = (int)((c * a.p0) & 31);
+    const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
+    const unsigned mask = (1u << a.p0) - 1u;
+    const long long k = row * groups(a) + raw.g;
+    const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
+    const float z = (float)__ldg(a.b2 + k);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
+  }
+  static __device__ __forceinline__ float at(const LlqArgs& a, const float*, long long i, long long row) {
+    const long long c = i - row * a.cols;
+    const long long bit = c * a.p0;
+    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + row * words_per_row(a) + (bit >> 5);
+    const int off = (int)(bit & 31);
+    unsigned long long v = __ldg(w);
+    if (off + a.p0 > 32) v |= (unsigned long long)__ldg(w + 1) << 32;
+    const unsigned q = (unsigned)(v >> off) & ((1u << a.p0) - 1u);
+    const long long g = a.p2 ? (long long)__ldg(reinterpret_cast<const unsigned*>(a.b3) + c) : c / a.p1;
+    return weight(a, q, row, g);
+  }
+};
