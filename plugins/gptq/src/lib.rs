@@ -4,8 +4,8 @@
 use llq_sdk::quant::gptq::{gptq, GptqOptions};
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
 use llq_sdk::{
-    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, OptionKind, OptionSpec, Options, PackedView,
-    QuantMethod, Quantized, Result, Weights,
+    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, OptionKind, OptionSpec, Options,
+    PackedView, QuantMethod, Quantized, Result, Weights,
 };
 
 #[derive(Default)]

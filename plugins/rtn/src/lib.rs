@@ -3,7 +3,8 @@
 //! are compared against. Same packed format as `gptq` (llq_sdk::quant::intgroup).
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
 use llq_sdk::{
-    export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result, Weights,
+    export_plugin, Calibration, CudaKernels, OptionSpec, Options, PackedView, QuantMethod, Quantized, Result,
+    Weights,
 };
 
 #[derive(Default)]

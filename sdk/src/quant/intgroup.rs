@@ -188,7 +188,10 @@ impl IntGroupMatrix {
 pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
     use crate::cuda;
     crate::CudaKernels {
-        source: cuda::source(&[cuda::INT_GROUP_DECODER, &format!("LLQ_DEFINE_KERNELS(LlqIntGroup, 4, {prefix})\n")]),
+        source: cuda::source(&[
+            cuda::INT_GROUP_DECODER,
+            &format!("LLQ_DEFINE_KERNELS(LlqIntGroup, 4, {prefix})\n"),
+        ]),
         dequantize: format!("{prefix}_dequantize"),
         matvec: Some(format!("{prefix}_matvec")),
         params: vec![
