@@ -62,8 +62,24 @@ if [ "$WHAT" = fast ]; then
   for p in nf4 fp4 int8; do run $p --quant plugins/$p.so --kl-baseline; done
 fi
 if [ "$WHAT" = gptq ]; then
-  for b in 4 3; do run gptq$b --quant plugins/gptq.so --opt bits=$b --opt group_size=128 --kl-baseline; done
-  python3 bench/kl_table.py "$RUNS" "$FINAL/table"
-  for d in "$RUNS"/*; do cp "$d/results.json" "$FINAL/table/$(basename "$d")-results.json"; done
-  (cd "$FINAL" && tar czf table.tgz table && rm -rf table)
+  # Everything goes into one archive after each step (the device tool returns 8 files), so a
+  # run cut short still returns what it finished.
+  pack() {
+    mkdir -p "$FINAL/all/runs"
+    for d in "$RUNS"/*; do cp "$d/results.json" "$FINAL/all/runs/$(basename "$d")-results.json"; done
+    cp "$FINAL"/*.txt "$FINAL"/*.log "$FINAL"/*.json "$FINAL/all/" 2>/dev/null
+    (cd "$FINAL" && tar czf calibrated.tgz all)
+  }
+  for spec in "rtn4 rtn --opt bits=4" "nf4 nf4"; do
+    set -- $spec; name=$1; p=$2; shift 2
+    "$BIN" kernels --quant plugins/$p.so "$@" --shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10 \
+      --out "$FINAL/kernels-$name.json" > "$FINAL/kernels-$name.txt" 2>&1
+    grep -E "^  (matvec|dequantize|cublas)" "$FINAL/kernels-$name.txt"
+  done
+  for b in 4 3; do
+    run gptq$b --quant plugins/gptq.so --opt bits=$b --opt group_size=128 --kl-baseline
+    python3 bench/kl_table.py "$RUNS" "$FINAL/all/table" > /dev/null
+    pack
+  done
+  cat "$FINAL/all/table/table.md"
 fi
