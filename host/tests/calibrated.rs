@@ -269,6 +269,36 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     assert!(c.seconds > 0.0 && c.peak_rss_bytes.unwrap() > 0);
     // 4-bit codes plus an f16 scale and a u8 zero per group (rows padded to 32-bit words).
     assert!((4.0..5.0).contains(&r.size.bits_per_weight), "{}", r.size.bits_per_weight);
+    // `bench` calibrates too (and leaves the per-call dequantize timing out for it).
+    let (g, out) = (plugin("gptq"), dir.path().join("bench.json").display().to_string());
+    let b = llq(&[
+        "bench",
+        "--model",
+        &model,
+        "--quant",
+        &g,
+        "--calib-data",
+        &calib,
+        "--calib-samples",
+        "2",
+        "--calib-seq-len",
+        "32",
+        "--prompt-lens",
+        "16",
+        "--batch-sizes",
+        "1",
+        "--decode-steps",
+        "2",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        &out,
+    ]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!((report["method"].as_str(), report["dequantize_all_s"].is_null()), (Some("gptq"), true));
     let fail = |out: &str, quant: &str, extra: &[&str], needle: &str| {
         let o = run(out, quant, extra);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

@@ -99,13 +99,18 @@ pub fn model_bench(
             let p = prepare(q, &mut m, &dev, &o)?;
             quantize_s = Some(p.quantization.seconds);
             (packed, gpu_path) = (p.packed, p.path);
-            // Re-quantize the layers to time one full dequantize pass (outside the forward).
-            let layers = m.config.linear_layers();
-            let packed =
-                par_map(threads, &layers, |_, (n, r, c)| q.quantize(n, *r, *c, &m.weights[n].data, None))?;
-            let t = Instant::now();
-            par_map(threads, &packed, |_, p| q.dequantize(p).map(|_| ()))?;
-            dequantize_all_s = Some(t.elapsed().as_secs_f64());
+            // Re-quantize the layers to time one full dequantize pass (outside the forward);
+            // a calibrated method cannot quantize without its calibration data, so it is
+            // not timed (the report's field stays null).
+            if q.plugin.calibration() == llq_sdk::CalibrationNeed::None {
+                let layers = m.config.linear_layers();
+                let packed = par_map(threads, &layers, |_, (n, r, c)| {
+                    q.quantize(n, *r, *c, &m.weights[n].data, None)
+                })?;
+                let t = Instant::now();
+                par_map(threads, &packed, |_, p| q.dequantize(p).map(|_| ()))?;
+                dequantize_all_s = Some(t.elapsed().as_secs_f64());
+            }
             (q.name().to_string(), q.canonical())
         }
         None => ("none".to_string(), "{}".to_string()),
