@@ -345,3 +345,37 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
         stderr(&o)
     );
 }
+
+#[test]
+fn block_and_parallel_modes_differ_only_after_the_first_block() {
+    use llq_host::calib::text::CalibText;
+    use llq_host::quant::{quantize_model, CalibMode, CalibSettings, QuantizeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(story_text(dir.path())).unwrap();
+    let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
+    let q = gptq.configure(&[]).unwrap();
+    let quantized = |mode| {
+        let mut m = llq_host::loader::load(&common::p(common::STORIES)).unwrap();
+        let settings = CalibSettings {
+            text: CalibText { source: "story".into(), sha256: String::new(), text: text.clone() },
+            samples: 2,
+            seq_len: Some(32),
+            seed: 1,
+            mode,
+            max_sample_rows: 0,
+        };
+        let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+        quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, false).unwrap();
+        m.weights
+    };
+    let (block, parallel) = (quantized(CalibMode::Block), quantized(CalibMode::Parallel));
+    // Block 0 sees the same unquantized inputs in both modes; block 1's inputs come through
+    // the quantized block 0 in `block` mode and through the unquantized one in `parallel`.
+    let w = |ws: &llq_host::model::Weights, n: &str| ws[n].data.clone();
+    for t in ["self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"] {
+        let name = format!("model.layers.0.{t}.weight");
+        assert_eq!(w(&block, &name), w(&parallel, &name), "{name}");
+    }
+    let name = "model.layers.1.self_attn.q_proj.weight";
+    assert_ne!(w(&block, name), w(&parallel, name), "{name}");
+}

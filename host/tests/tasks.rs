@@ -381,3 +381,17 @@ fn perplexity_and_kl_aggregate_to_hand_computed_values() {
     let e = format!("{:#}", rt.score(&reqs[0], &Response::Generated("x".into()), &[]).unwrap_err());
     assert!(e.contains("needs a rolling log-likelihood result"), "{e}");
 }
+
+#[test]
+fn tasks_inspect_shows_options_in_the_plugin_layout() {
+    let o = llq(&["tasks", "inspect", wasm("coqa").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mode = v["options"].as_array().unwrap().iter().find(|o| o["name"] == "mode").unwrap();
+    // The same fields as `plugins inspect` (llq_sdk::OptionSpec): type + choices, not the WIT spelling.
+    assert_eq!(mode["type"], "string");
+    assert_eq!(mode["choices"], serde_json::json!(["official", "lm-eval"]));
+    assert_eq!(mode["default"], "official");
+    let spec: llq_sdk::OptionSpec = serde_json::from_value(mode.clone()).unwrap();
+    assert_eq!(spec.kind_spelling(), "string:official|lm-eval");
+}

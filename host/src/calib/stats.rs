@@ -64,7 +64,8 @@ impl Accumulator {
             // Evenly spaced rows of this window.
             let step = n.div_ceil(self.rows_per_window).max(1);
             let idx: Vec<u32> = (0..n).step_by(step).map(|i| i as u32).collect();
-            let idx = Tensor::from_vec(idx.clone(), idx.len(), x.device())?;
+            let n = idx.len();
+            let idx = Tensor::from_vec(idx, n, x.device())?;
             self.samples.extend(x.index_select(&idx, 0)?.flatten_all()?.to_vec1::<f32>()?);
         }
         self.n_tokens += n as u64;

@@ -143,12 +143,11 @@ pub fn quantize_calibrated(
         let load =
             |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);
         let mut states: Vec<StageState> = xs.drain(..).map(StageState::new).collect();
-        // `parallel` keeps the unquantized block for every stage, the output included.
-        let frozen = if s.mode == CalibMode::Parallel { Some(load(&m.weights)?) } else { None };
+        // Reloaded only where quantized layers must take effect (after each stage in
+        // `sequential`, after the block in `block`); `parallel` keeps it unquantized throughout.
         let mut block = load(&m.weights)?;
         let mut pending: HashMap<String, CalibrationData> = HashMap::new();
         for stage in Stage::INPUTS {
-            let b = frozen.as_ref().unwrap_or(&block);
             let names: Vec<String> = stage
                 .layers()
                 .iter()
@@ -157,7 +156,7 @@ pub fn quantize_calibrated(
                 .collect();
             let mut acc = names.first().map(|n| Accumulator::new(shape[n.as_str()].1, need, rows_per_window));
             for st in states.iter_mut() {
-                let input = b.advance(st, stage, ctx.rope(), &ctx.mask)?;
+                let input = block.advance(st, stage, ctx.rope(), &ctx.mask)?;
                 if let Some(acc) = acc.as_mut() {
                     acc.add(&input)?;
                 }
@@ -190,10 +189,9 @@ pub fn quantize_calibrated(
                 }
             }
         }
-        let b = frozen.as_ref().unwrap_or(&block);
         xs = states
             .iter_mut()
-            .map(|st| b.advance(st, Stage::Output, ctx.rope(), &ctx.mask))
+            .map(|st| block.advance(st, Stage::Output, ctx.rope(), &ctx.mask))
             .collect::<Result<_>>()?;
         bar.inc(1);
     }
