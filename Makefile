@@ -1,7 +1,7 @@
 # llq front door. Cargo is the real build; this file only orders the steps and puts the
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
-PLUGINS := fp16 int8 nf4 fp4 rtn gptq
+PLUGINS := fp16 int8 nf4 fp4 rtn gptq awq
 TASKS := coqa perplexity
 # One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
 TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)

@@ -25,12 +25,16 @@ pub struct PluginInfo {
     pub options: Vec<OptionSpec>,
     pub calibration: &'static str,
     pub has_matmul: bool,
+    /// The plugin searches input scales for layer groups (ABI 1.2 `search_scales`).
+    pub group_scales: bool,
     pub cuda_kernels: Option<CudaKernels>,
 }
 
 /// A loaded plugin. The library stays loaded as long as this value lives.
 pub struct Plugin {
     desc: *const LlqPluginV1,
+    /// The ABI 1.2 descriptor, when the plugin's `struct_size` covers it.
+    ext: Option<*const LlqPluginV1_2>,
     pub info: PluginInfo,
     // Keep last: dropped after everything that points into it.
     _lib: libloading::Library,
@@ -71,6 +75,59 @@ pub struct CalibrationData {
     pub n_samples: usize,
     /// `cols × cols` input Hessian `2/n · Σ x xᵀ` (empty unless asked for).
     pub hessian: Vec<f64>,
+    /// Mean |x| per input column.
+    pub abs_mean: Vec<f32>,
+}
+
+impl CalibrationData {
+    /// The ABI view of this data (borrowing it).
+    fn abi(&self) -> LlqCalibration {
+        let opt = |v: &[f32]| if v.is_empty() { std::ptr::null() } else { v.as_ptr() };
+        LlqCalibration {
+            cols: self.abs_max.len() as u64,
+            n_tokens: self.n_tokens,
+            abs_max: self.abs_max.as_ptr(),
+            mean_sq: self.mean_sq.as_ptr(),
+            samples: opt(&self.samples),
+            n_samples: self.n_samples as u64,
+            hessian: if self.hessian.is_empty() { std::ptr::null() } else { self.hessian.as_ptr() },
+            abs_mean: opt(&self.abs_mean),
+        }
+    }
+
+    /// Whether every field fits `cols` input columns (the plugin reads lengths from `cols`:
+    /// a mismatch would be read out of bounds).
+    fn fits(&self, cols: usize) -> bool {
+        self.abs_max.len() == cols
+            && self.mean_sq.len() == cols
+            && self.samples.len() == self.n_samples * cols
+            && (self.hessian.is_empty() || self.hessian.len() == cols * cols)
+            && (self.abs_mean.is_empty() || self.abs_mean.len() == cols)
+    }
+}
+
+/// One linear layer of a [`LayerGroup`]: its name, shape and f32 weights.
+pub struct GroupLayer<'a> {
+    pub name: &'a str,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [f32],
+}
+
+/// Linear layers that read one input, and where that input comes from (ABI 1.2).
+pub struct LayerGroup<'a> {
+    /// The producer's tensor name.
+    pub producer: &'a str,
+    pub producer_kind: llq_sdk::Producer,
+    pub layers: Vec<GroupLayer<'a>>,
+    pub calibration: &'a CalibrationData,
+}
+
+/// Input scales a plugin chose for a layer group, and its description of the choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChosenScales {
+    pub scales: Vec<f32>,
+    pub info: serde_json::Value,
 }
 
 const ERR_CAP: usize = 16 * 1024;
@@ -121,14 +178,19 @@ impl Plugin {
                 "plugin {shown}: speaks llq plugin ABI v{abi_version}, this host speaks v{ABI_VERSION}; rebuild the plugin against a matching llq-sdk"
             );
         }
+        // A v1.0/1.1 descriptor is exactly `LlqPluginV1`; 1.2 appended fields (`LlqPluginV1_2`).
         if (struct_size as usize) < std::mem::size_of::<LlqPluginV1>() {
             bail!(
                 "plugin {shown}: descriptor is {struct_size} bytes, ABI v1 needs {}",
                 std::mem::size_of::<LlqPluginV1>()
             );
         }
-        // SAFETY: the version check passed, so the descriptor has the v1 layout.
+        // SAFETY: the version check passed, so the descriptor has the v1 layout; the 1.2
+        // extension is read only when the plugin says its descriptor is that large.
         let d = unsafe { &*desc };
+        let ext = ((struct_size as usize) >= std::mem::size_of::<LlqPluginV1_2>())
+            .then_some(desc as *const LlqPluginV1_2);
+        let group_scales = ext.is_some_and(|e| unsafe { (*e).group_scales != 0 });
         let info = (|| -> Result<PluginInfo> {
             Ok(unsafe {
                 let options_json = cstr(d.options_json, "options_json")?;
@@ -158,12 +220,13 @@ impl Plugin {
                         other => bail!("plugin {shown}: unknown calibration kind {other}"),
                     },
                     has_matmul: d.has_matmul != 0,
+                    group_scales,
                     cuda_kernels,
                 }
             })
         })()
         .with_context(|| format!("plugin {shown}: malformed descriptor"))?;
-        Ok(Plugin { desc, info, _lib: lib })
+        Ok(Plugin { desc, ext, info, _lib: lib })
     }
 
     fn d(&self) -> &LlqPluginV1 {
@@ -233,28 +296,13 @@ impl Plugin {
         if data.len() != rows * cols {
             bail!("layer {layer}: {} values for a {rows}×{cols} matrix", data.len());
         }
-        if let Some(c) = calib {
-            // The plugin reads these lengths from `cols`: a mismatch would be read out of bounds.
-            let ok = c.abs_max.len() == cols
-                && c.mean_sq.len() == cols
-                && c.samples.len() == c.n_samples * cols
-                && (c.hessian.is_empty() || c.hessian.len() == cols * cols);
-            if !ok {
-                bail!("layer {layer}: calibration data does not fit its {cols} input columns");
-            }
+        if calib.is_some_and(|c| !c.fits(cols)) {
+            bail!("layer {layer}: calibration data does not fit its {cols} input columns");
         }
         let expected = self.packed_size(rows, cols, opts_json)?;
         let w =
             LlqWeights { layer: llq_str(layer), rows: rows as u64, cols: cols as u64, data: data.as_ptr() };
-        let c = calib.map(|c| LlqCalibration {
-            cols: c.abs_max.len() as u64,
-            n_tokens: c.n_tokens,
-            abs_max: c.abs_max.as_ptr(),
-            mean_sq: c.mean_sq.as_ptr(),
-            samples: if c.samples.is_empty() { std::ptr::null() } else { c.samples.as_ptr() },
-            n_samples: c.n_samples as u64,
-            hessian: if c.hessian.is_empty() { std::ptr::null() } else { c.hessian.as_ptr() },
-        });
+        let c = calib.map(CalibrationData::abi);
         let cptr = c.as_ref().map_or(std::ptr::null(), |c| c as *const LlqCalibration);
         let mut out = LlqQuantized::empty();
         // SAFETY: all pointers are valid for the call; `out` is written by the plugin.
@@ -277,6 +325,77 @@ impl Plugin {
             );
         }
         Ok(packed)
+    }
+
+    /// Ask the plugin for input scales for `g` (ABI 1.2); `None` when it leaves the group as
+    /// it is or does not search scales. The scales are checked: one per input column, each
+    /// finite and positive.
+    pub fn search_scales(&self, g: &LayerGroup, opts_json: &str) -> Result<Option<ChosenScales>> {
+        let Some(ext) = self.ext.filter(|_| self.info.group_scales) else { return Ok(None) };
+        let cols = g.calibration.abs_max.len();
+        if g.layers.is_empty() || g.layers.iter().any(|l| l.cols != cols || l.data.len() != l.rows * l.cols) {
+            bail!("layer group after {}: every layer must have {cols} input columns", g.producer);
+        }
+        if !g.calibration.fits(cols) {
+            bail!("layer group after {}: calibration data does not fit {cols} input columns", g.producer);
+        }
+        let layers: Vec<LlqWeights> = g
+            .layers
+            .iter()
+            .map(|l| LlqWeights {
+                layer: llq_str(l.name),
+                rows: l.rows as u64,
+                cols: l.cols as u64,
+                data: l.data.as_ptr(),
+            })
+            .collect();
+        let calib = g.calibration.abi();
+        let group = LlqLayerGroup {
+            producer: llq_str(g.producer),
+            producer_kind: match g.producer_kind {
+                llq_sdk::Producer::Norm => PRODUCER_NORM,
+                llq_sdk::Producer::Linear => PRODUCER_LINEAR,
+            },
+            layers: layers.as_ptr(),
+            n_layers: layers.len(),
+            calibration: &calib,
+        };
+        let mut scales = vec![0f32; cols];
+        let mut found = 0u32;
+        let mut info = vec![0u8; ERR_CAP];
+        let mut info_buf = LlqErrorBuf { ptr: info.as_mut_ptr(), cap: info.len(), len: 0 };
+        // SAFETY: every pointer is valid for the call; `scales` holds `cols` f32s; the 1.2
+        // descriptor was checked in `load`.
+        self.call(&format!("search_scales (group after {})", g.producer), |err| unsafe {
+            ((*ext).search_scales)(
+                &group,
+                llq_str(opts_json),
+                scales.as_mut_ptr(),
+                cols,
+                &mut found,
+                &mut info_buf,
+                err,
+            )
+        })?;
+        if found == 0 {
+            return Ok(None);
+        }
+        if let Some((i, v)) = scales.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+            bail!(
+                "plugin {}: search_scales gave input column {i} of the group after {} the scale {v}; scales must be finite and positive",
+                self.info.name,
+                g.producer
+            );
+        }
+        let text = String::from_utf8_lossy(&info[..info_buf.len.min(ERR_CAP)]).into_owned();
+        let info = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| {
+                format!("plugin {}: search_scales info is not JSON: {text:.80}", self.info.name)
+            })?
+        };
+        Ok(Some(ChosenScales { scales, info }))
     }
 
     /// # Safety: `out` must be a result just produced by this plugin's `quantize`.
@@ -409,5 +528,10 @@ impl QuantConfig<'_> {
 
     pub fn dequantize(&self, p: &PackedMatrix) -> Result<Vec<f32>> {
         self.plugin.dequantize(p)
+    }
+
+    /// Input scales for a layer group with these options (see [`Plugin::search_scales`]).
+    pub fn search_scales(&self, g: &LayerGroup) -> Result<Option<ChosenScales>> {
+        self.plugin.search_scales(g, &self.json)
     }
 }

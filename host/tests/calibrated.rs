@@ -2,7 +2,9 @@
 //! quantize --calibration` on the weights and activations of tests/fixtures/gptq, compared
 //! with bench/peers/gptq_reference.py (the published GPTQ in numpy, float64): RTN codes and
 //! scales bit for bit, GPTQ codes on ≥ 99.9% of weights and the layer output error
-//! ‖(W − Ŵ) Xᵀ‖² within 1% of the reference's.
+//! ‖(W − Ŵ) Xᵀ‖² within 1% of the reference's. `awq` against bench/peers/awq_reference.py
+//! (llm-awq's scale and clipping searches in numpy, on the activation rows): the same ratio
+//! for every layer group and each layer's output error within 1%.
 
 mod common;
 
@@ -152,6 +154,101 @@ fn rtn_and_gptq_match_the_numpy_reference() {
             "{label}: codes {:.4}% equal, output error ratio {ratio:.5}",
             100.0 * same as f64 / want.len() as f64
         );
+    }
+}
+
+fn f16s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+}
+
+#[test]
+fn awq_matches_the_numpy_reference() {
+    let dir_of = |n: &str| root().join("tests/fixtures/awq").join(n);
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_of("reference.json")).unwrap()).unwrap();
+    let weights_bytes = std::fs::read(dir_of("weights.safetensors")).unwrap();
+    let weights = SafeTensors::deserialize(&weights_bytes).unwrap();
+    let acts_bytes = std::fs::read(dir_of("activations.safetensors")).unwrap();
+    let acts = SafeTensors::deserialize(&acts_bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let configs = reference["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 3);
+    for (k, cfg) in configs.iter().enumerate() {
+        let o = &cfg["options"];
+        let opts = [
+            format!("bits={}", o["bits"]),
+            format!("group_size={}", o["group_size"]),
+            format!("sym={}", o["sym"]),
+        ];
+        let out = dir.path().join(format!("awq{k}.safetensors"));
+        let (p, i, a, op) = (
+            plugin("awq"),
+            dir_of("weights.safetensors").display().to_string(),
+            dir_of("activations.safetensors").display().to_string(),
+            out.display().to_string(),
+        );
+        let mut args = vec![
+            "quantize",
+            "--quant",
+            &p,
+            "--input",
+            &i,
+            "--calibration",
+            &a,
+            "--output",
+            &op,
+            "--dequantize",
+        ];
+        for o in &opts {
+            args.extend(["--opt", o.as_str()]);
+        }
+        let r = llq(&args);
+        assert!(r.status.success(), "awq {opts:?}: {}", stderr(&r));
+        let bytes = std::fs::read(&out).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let llq_meta: serde_json::Value =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()["__llq__"]).unwrap();
+        let got = llq_meta["scale_groups"].as_array().unwrap();
+        let want = cfg["groups"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{opts:?}: groups {got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((&g["producer"], &g["layers"]), (&w["producer"], &w["layers"]), "{opts:?}");
+            let (gr, wr) = (g["info"]["ratio"].as_f64().unwrap(), w["ratio"].as_f64().unwrap());
+            assert!(
+                (gr - wr).abs() < 1e-12,
+                "{opts:?} group after {}: ratio {gr} vs reference {wr}",
+                w["producer"]
+            );
+            // The loss at the chosen ratio: the Hessian form against the reference's rows.
+            let wl = w["losses"][(wr * 20.0).round() as usize].as_f64().unwrap();
+            let gl = g["info"]["loss"].as_f64().unwrap();
+            assert!((gl / wl - 1.0).abs() < 1e-6, "{opts:?}: loss {gl} vs {wl}");
+        }
+        let deq = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, want_err) in cfg["output_error"].as_object().unwrap() {
+            let wq = f32s(deq.tensor(name).unwrap().data());
+            let wt = weights.tensor(name).unwrap();
+            let (rows, cols) = (wt.shape()[0], wt.shape()[1]);
+            let w = f16s(wt.data());
+            let x = f16s(acts.tensor(name).unwrap().data());
+            let tokens = x.len() / cols;
+            let mut err = 0f64;
+            for r in 0..rows {
+                for t in 0..tokens {
+                    let d: f64 = (0..cols)
+                        .map(|c| (w[r * cols + c] as f64 - wq[r * cols + c] as f64) * x[t * cols + c] as f64)
+                        .sum();
+                    err += d * d;
+                }
+            }
+            let want_err = want_err.as_f64().unwrap();
+            let ratio = err / want_err;
+            assert!(
+                (ratio - 1.0).abs() <= 0.01,
+                "{opts:?} {name}: output error {err:.6e} vs reference {want_err:.6e}"
+            );
+            eprintln!("awq {opts:?} {name}: output error ratio {ratio:.5}");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The raw C ABI shared by the host and every plugin (version 1, minor revision 1).
+//! The raw C ABI shared by the host and every plugin (version 1, minor revision 2).
 //!
 //! Everything here is `#[repr(C)]` and made of plain integers, floats and raw pointers, so a
 //! plugin built by any rustc (or any C compiler) talks to any host. Rules of the contract:
@@ -27,7 +27,13 @@ pub const ABI_VERSION: u32 = 1;
 ///   kind) and never passes calibration data, so a plugin reads `hessian` only from a host
 ///   that wrote it; a v1.0 plugin reading the prefix of a v1.1 `LlqCalibration` sees what it
 ///   always saw.
-pub const ABI_MINOR: u32 = 1;
+/// * 1.2: `LlqCalibration::abs_mean` appended (mean |x| per column, AWQ's activation
+///   statistic), and the descriptor extension [`LlqPluginV1_2`] (layer groups and foldable
+///   input scales, `search_scales`). A plugin's `struct_size` says which descriptor it
+///   exports: a host reads the extension only when `struct_size` covers it, so v1.0/v1.1
+///   plugins load as before; a v1.1 host reads only the [`LlqPluginV1`] prefix of a v1.2
+///   plugin and never calls `search_scales`.
+pub const ABI_MINOR: u32 = 2;
 
 /// The exported symbol name (without NUL) that returns the plugin descriptor.
 pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
@@ -111,6 +117,32 @@ pub struct LlqCalibration {
     pub n_samples: u64,
     /// `cols × cols` input Hessian (row-major f64), or null. Since ABI 1.1 (see [`ABI_MINOR`]).
     pub hessian: *const f64,
+    /// `cols` values: mean |x| per input column, or null. Since ABI 1.2.
+    pub abs_mean: *const f32,
+}
+
+/// What produces a layer group's shared input, and so where the host folds an input scale.
+/// The producer of q/k/v is `input_layernorm`, of gate/up `post_attention_layernorm` (the
+/// RMSNorm weight is divided by the scale); of o it is v and of down it is up (the producing
+/// linear's output rows are divided by the scale). Since ABI 1.2.
+pub const PRODUCER_NORM: u32 = 1;
+/// See [`PRODUCER_NORM`].
+pub const PRODUCER_LINEAR: u32 = 2;
+
+/// Linear layers that read one input (`search_scales`). Host-owned, valid for the call.
+/// Since ABI 1.2.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct LlqLayerGroup {
+    /// The producer's tensor name (e.g. `model.layers.3.input_layernorm.weight`).
+    pub producer: LlqStr,
+    /// [`PRODUCER_NORM`] or [`PRODUCER_LINEAR`].
+    pub producer_kind: u32,
+    /// The group's layers, all with `cols` = the input width, in model order.
+    pub layers: *const LlqWeights,
+    pub n_layers: usize,
+    /// The calibration data of the shared input (what the plugin declared it needs).
+    pub calibration: *const LlqCalibration,
 }
 
 /// A packed (quantized) matrix as the host holds it, passed back to the plugin.
@@ -206,6 +238,31 @@ pub struct LlqPluginV1 {
         m: u64,
         out: *mut f32,
         out_len: usize,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+}
+
+/// The descriptor of ABI 1.2: the v1 descriptor, then the fields 1.2 appended. A plugin
+/// that exports it sets `base.struct_size = size_of::<LlqPluginV1_2>()`.
+#[repr(C)]
+pub struct LlqPluginV1_2 {
+    pub base: LlqPluginV1,
+    /// Non-zero when `search_scales` may return scales (the host then runs the search before
+    /// quantizing each block's layers); zero: the host never calls it.
+    pub group_scales: u32,
+    /// Choose one positive scale per input column for a layer group, to be folded into the
+    /// producer (its output divided by `s`) and into the group's layers (their input columns
+    /// multiplied by `s`), so the unquantized model computes the same function. Writes
+    /// `cols` values into `scales` and sets `*found = 1`, or sets `*found = 0` to leave the
+    /// group as it is. `info` receives an optional UTF-8 JSON object describing the choice
+    /// (e.g. AWQ's ratio and loss), recorded in the results; `info.len` = bytes written.
+    pub search_scales: unsafe extern "C" fn(
+        group: *const LlqLayerGroup,
+        options: LlqStr,
+        scales: *mut f32,
+        cols: usize,
+        found: *mut u32,
+        info: *mut LlqErrorBuf,
         err: *mut LlqErrorBuf,
     ) -> LlqStatus,
 }

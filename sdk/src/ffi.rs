@@ -2,13 +2,16 @@
 //! functions, catch panics, and own the memory they hand out. Used by [`export_plugin!`].
 
 use crate::abi::*;
-use crate::{Calibration, CalibrationNeed, Options, PackedView, PluginError, QuantMethod, Weights};
+use crate::{
+    Calibration, CalibrationNeed, LayerGroup, Options, PackedView, PluginError, Producer, QuantMethod,
+    Weights,
+};
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The descriptor plus the strings it points to; lives in a `static` of the plugin.
 pub struct Descriptor {
-    desc: LlqPluginV1,
+    desc: LlqPluginV1_2,
     _strings: Vec<CString>,
 }
 
@@ -36,9 +39,9 @@ impl Descriptor {
             }
             None => (std::ptr::null::<c_char>(), std::ptr::null::<c_char>()),
         };
-        let desc = LlqPluginV1 {
+        let base = LlqPluginV1 {
             abi_version: ABI_VERSION,
-            struct_size: std::mem::size_of::<LlqPluginV1>() as u32,
+            struct_size: std::mem::size_of::<LlqPluginV1_2>() as u32,
             name: strings[0].as_ptr(),
             version: strings[1].as_ptr(),
             description: strings[2].as_ptr(),
@@ -58,11 +61,15 @@ impl Descriptor {
             dequantize: dequantize::<T>,
             matmul: matmul::<T>,
         };
+        let desc =
+            LlqPluginV1_2 { base, group_scales: T::GROUP_SCALES as u32, search_scales: search_scales::<T> };
         Descriptor { desc, _strings: strings }
     }
 
+    /// The descriptor as the entry point returns it (its v1 prefix; `struct_size` tells a
+    /// host that the 1.2 fields follow).
     pub fn as_ptr(&self) -> *const LlqPluginV1 {
-        &self.desc
+        &self.desc.base
     }
 }
 
@@ -81,19 +88,7 @@ fn guard(err: *mut LlqErrorBuf, f: impl FnOnce() -> crate::Result<()>) -> LlqSta
         }
     };
     // SAFETY: the host passes a valid, writable error buffer (or null).
-    unsafe {
-        if let Some(e) = err.as_mut() {
-            if !e.ptr.is_null() {
-                // Truncate on a char boundary.
-                let mut n = msg.len().min(e.cap);
-                while n > 0 && !msg.is_char_boundary(n) {
-                    n -= 1;
-                }
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), e.ptr, n);
-                e.len = n;
-            }
-        }
-    }
+    unsafe { write_text(err, &msg) };
     status
 }
 
@@ -147,6 +142,111 @@ unsafe extern "C" fn packed_size<T: QuantMethod>(
     })
 }
 
+/// # Safety: `w` must describe valid weights for the call's duration.
+unsafe fn weights_of<'a, T: QuantMethod>(w: &LlqWeights) -> crate::Result<Weights<'a>> {
+    let layer = unsafe { str_of(w.layer)? };
+    let n = elements(w.rows, w.cols)?;
+    let data = unsafe { slice_of(w.data, n, "weights")? };
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(PluginError(format!(
+            "{}: layer `{layer}` has a non-finite weight ({}) at row {}, column {}",
+            T::NAME,
+            data[i],
+            i / w.cols as usize,
+            i % w.cols as usize
+        )));
+    }
+    Ok(Weights { layer, rows: w.rows as usize, cols: w.cols as usize, data })
+}
+
+/// # Safety: `c` must describe valid calibration data for the call's duration.
+unsafe fn calibration_of<'a>(c: &LlqCalibration) -> crate::Result<Calibration<'a>> {
+    let cols = c.cols as usize;
+    let opt = |p: *const f32, what: &str| -> crate::Result<&'a [f32]> {
+        if p.is_null() {
+            Ok(&[])
+        } else {
+            unsafe { slice_of(p, cols, what) }
+        }
+    };
+    Ok(Calibration {
+        n_tokens: c.n_tokens,
+        abs_max: unsafe { slice_of(c.abs_max, cols, "calibration abs_max")? },
+        mean_sq: unsafe { slice_of(c.mean_sq, cols, "calibration mean_sq")? },
+        samples: unsafe { slice_of(c.samples, c.n_samples as usize * cols, "calibration samples")? },
+        n_samples: c.n_samples as usize,
+        hessian: if c.hessian.is_null() {
+            None
+        } else {
+            Some(unsafe { slice_of(c.hessian, cols * cols, "calibration hessian")? })
+        },
+        abs_mean: opt(c.abs_mean, "calibration abs_mean")?,
+    })
+}
+
+/// Write `text` into a host buffer, truncated on a char boundary.
+unsafe fn write_text(buf: *mut LlqErrorBuf, text: &str) {
+    if let Some(e) = unsafe { buf.as_mut() } {
+        if !e.ptr.is_null() {
+            let mut n = text.len().min(e.cap);
+            while n > 0 && !text.is_char_boundary(n) {
+                n -= 1;
+            }
+            unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), e.ptr, n) };
+            e.len = n;
+        }
+    }
+}
+
+unsafe extern "C" fn search_scales<T: QuantMethod>(
+    group: *const LlqLayerGroup,
+    options: LlqStr,
+    scales: *mut f32,
+    cols: usize,
+    found: *mut u32,
+    info: *mut LlqErrorBuf,
+    err: *mut LlqErrorBuf,
+) -> LlqStatus {
+    guard(err, || {
+        let m = T::default();
+        let o = options_of(&m, options)?;
+        // SAFETY: the host passes a valid group for the call.
+        let g = unsafe { group.as_ref() }.ok_or("null layer group")?;
+        let c = unsafe { g.calibration.as_ref() }.ok_or("layer group without calibration data")?;
+        let calibration = unsafe { calibration_of(c)? };
+        let descs = unsafe { slice_of(g.layers, g.n_layers, "group layers")? };
+        let layers =
+            descs.iter().map(|w| unsafe { weights_of::<T>(w) }).collect::<crate::Result<Vec<_>>>()?;
+        if layers.is_empty() || layers.iter().any(|w| w.cols != cols) || c.cols as usize != cols {
+            return Err(PluginError(format!(
+                "layer group: every layer and the calibration must be {cols} wide"
+            )));
+        }
+        let producer_kind = match g.producer_kind {
+            PRODUCER_NORM => Producer::Norm,
+            PRODUCER_LINEAR => Producer::Linear,
+            k => return Err(PluginError(format!("layer group: unknown producer kind {k}"))),
+        };
+        let group =
+            LayerGroup { producer: unsafe { str_of(g.producer)? }, producer_kind, layers, calibration };
+        let chosen = m.search_scales(&group, &o)?;
+        unsafe { *found = chosen.is_some() as u32 };
+        if let Some(s) = chosen {
+            if s.scales.len() != cols {
+                return Err(PluginError(format!(
+                    "{}: {} scales for {cols} input columns",
+                    T::NAME,
+                    s.scales.len()
+                )));
+            }
+            // SAFETY: the host's `scales` holds `cols` f32s.
+            unsafe { std::slice::from_raw_parts_mut(scales, cols) }.copy_from_slice(&s.scales);
+            unsafe { write_text(info, &s.info.to_string()) };
+        }
+        Ok(())
+    })
+}
+
 /// Memory behind an `LlqQuantized` result.
 struct Owned {
     names: Vec<String>,
@@ -167,38 +267,10 @@ unsafe extern "C" fn quantize<T: QuantMethod>(
         let o = options_of(&m, options)?;
         // SAFETY: the host passes valid weights and (optionally) calibration for the call.
         let w = unsafe { weights.as_ref() }.ok_or("null weights")?;
-        let layer = unsafe { str_of(w.layer)? };
-        let n = elements(w.rows, w.cols)?;
-        let data = unsafe { slice_of(w.data, n, "weights")? };
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(PluginError(format!(
-                "{}: layer `{layer}` has a non-finite weight ({}) at row {}, column {}",
-                T::NAME,
-                data[i],
-                i / w.cols as usize,
-                i % w.cols as usize
-            )));
-        }
-        let weights = Weights { layer, rows: w.rows as usize, cols: w.cols as usize, data };
+        let weights = unsafe { weights_of::<T>(w)? };
         let calib = match unsafe { calibration.as_ref() } {
             None => None,
-            Some(c) => {
-                let cols = c.cols as usize;
-                Some(Calibration {
-                    n_tokens: c.n_tokens,
-                    abs_max: unsafe { slice_of(c.abs_max, cols, "calibration abs_max")? },
-                    mean_sq: unsafe { slice_of(c.mean_sq, cols, "calibration mean_sq")? },
-                    samples: unsafe {
-                        slice_of(c.samples, c.n_samples as usize * cols, "calibration samples")?
-                    },
-                    n_samples: c.n_samples as usize,
-                    hessian: if c.hessian.is_null() {
-                        None
-                    } else {
-                        Some(unsafe { slice_of(c.hessian, cols * cols, "calibration hessian")? })
-                    },
-                })
-            }
+            Some(c) => Some(unsafe { calibration_of(c)? }),
         };
         let q = m.quantize(&weights, &o, calib.as_ref())?;
         let mut owned = Box::new(Owned {

@@ -38,6 +38,13 @@
 //! column abs-max and mean square, plus raw rows when samples were asked for, plus the input
 //! Hessian when it was) to `quantize` for that layer.
 //!
+//! ## Layer groups and input scales (AWQ, SmoothQuant)
+//! Set [`QuantMethod::GROUP_SCALES`] and implement [`QuantMethod::search_scales`]. For each
+//! group of layers that read one input (q/k/v, o, gate/up, down), the host passes the
+//! unquantized layers and the input's calibration data; a returned scale `s` is folded into
+//! the producer (divided) and the layers' input columns (multiplied), which leaves the
+//! unquantized model's function unchanged, and the layers are then quantized as usual.
+//!
 //! ## GPU kernels
 //! Return [`CudaKernels`] from [`QuantMethod::cuda_kernels`]: CUDA C source and the names of
 //! its `extern "C" __global__` entry points. The host compiles the source with NVRTC on first
@@ -112,6 +119,45 @@ pub struct Calibration<'a> {
     pub n_samples: usize,
     /// The `cols × cols` input Hessian `2/n · Σ x xᵀ` (when the Hessian was asked for).
     pub hessian: Option<&'a [f64]>,
+    /// Mean |x| per input column (empty from a host older than ABI 1.2).
+    pub abs_mean: &'a [f32],
+}
+
+/// Where a layer group's input comes from (see [`abi::PRODUCER_NORM`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// An RMSNorm: the host divides its weight by the scale.
+    Norm,
+    /// A linear layer: the host divides its output rows by the scale.
+    Linear,
+}
+
+/// Linear layers that share one input, as the host hands them to
+/// [`QuantMethod::search_scales`] (unquantized, with any earlier folds applied).
+#[derive(Debug, Clone)]
+pub struct LayerGroup<'a> {
+    /// The producer's tensor name.
+    pub producer: &'a str,
+    pub producer_kind: Producer,
+    /// The layers, all `cols` wide, in model order.
+    pub layers: Vec<Weights<'a>>,
+    /// Calibration data of the shared input.
+    pub calibration: Calibration<'a>,
+}
+
+impl LayerGroup<'_> {
+    /// The input width.
+    pub fn cols(&self) -> usize {
+        self.calibration.abs_max.len()
+    }
+}
+
+/// A per-input-column scale chosen for a layer group, with a JSON description of the choice
+/// that the host records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupScales {
+    pub scales: Vec<f32>,
+    pub info: serde_json::Value,
 }
 
 /// What calibration data a method needs.
@@ -298,6 +344,15 @@ pub trait QuantMethod: Default + 'static {
     }
     fn cuda_kernels(&self) -> Option<CudaKernels> {
         None
+    }
+    /// Whether [`QuantMethod::search_scales`] is implemented (ABI 1.2).
+    const GROUP_SCALES: bool = false;
+    /// One positive scale per input column for `group`, folded by the host into the producer
+    /// and the layers before they are quantized (AWQ, SmoothQuant), or `None` to leave the
+    /// group as it is. Called once per group with the layers still unquantized; the host
+    /// then quantizes each layer with `quantize`, on inputs that already carry the fold.
+    fn search_scales(&self, _g: &LayerGroup, _opts: &Options) -> Result<Option<GroupScales>> {
+        Ok(None)
     }
 }
 

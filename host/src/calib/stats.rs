@@ -1,5 +1,5 @@
 //! What calibration records about one linear layer's input while the text runs through the
-//! model: per-column abs-max and mean square, the input Hessian `2/n · Σ x xᵀ` (GPTQ's
+//! model: per-column abs-max, mean |x| and mean square, the input Hessian `2/n · Σ x xᵀ` (GPTQ's
 //! `add_batch`), and a bounded set of raw rows. Sums stay on the model's device (the Hessian
 //! as an f32 matrix product per window, like GPTQ's `inp.matmul(inp.t())`) and come to the
 //! host once, in [`Accumulator::finish`].
@@ -16,6 +16,7 @@ pub struct Accumulator {
     n_tokens: u64,
     abs_max: Option<Tensor>,
     sum_sq: Option<Tensor>,
+    sum_abs: Option<Tensor>,
     xtx: Option<Tensor>,
     /// Raw rows kept so far, and how many to keep from each window.
     samples: Vec<f32>,
@@ -31,6 +32,7 @@ impl Accumulator {
             n_tokens: 0,
             abs_max: None,
             sum_sq: None,
+            sum_abs: None,
             xtx: None,
             samples: vec![],
             rows_per_window,
@@ -51,7 +53,9 @@ impl Accumulator {
             });
             Ok(())
         };
-        let amax = x.abs()?.max(0)?;
+        let abs = x.abs()?;
+        add(&mut self.sum_abs, abs.sum(0)?)?;
+        let amax = abs.max(0)?;
         self.abs_max = Some(match self.abs_max.take() {
             Some(a) => a.maximum(&amax)?,
             None => amax,
@@ -83,6 +87,7 @@ impl Accumulator {
         };
         let abs_max = vec(self.abs_max)?;
         let mean_sq = vec(self.sum_sq)?.into_iter().map(|s| (s as f64 / n) as f32).collect();
+        let abs_mean = vec(self.sum_abs)?.into_iter().map(|s| (s as f64 / n) as f32).collect();
         let hessian = vec(self.xtx)?.into_iter().map(|v| 2.0 * v as f64 / n).collect();
         let n_samples = self.samples.len() / self.cols.max(1);
         Ok(CalibrationData {
@@ -92,6 +97,7 @@ impl Accumulator {
             samples: self.samples,
             n_samples,
             hessian,
+            abs_mean,
         })
     }
 }
@@ -111,6 +117,7 @@ mod tests {
         assert_eq!(c.n_tokens, 3);
         assert_eq!(c.abs_max, vec![3.0, 4.0]);
         assert_eq!(c.mean_sq, vec![10.0 / 3.0, 20.0 / 3.0]);
+        assert_eq!(c.abs_mean, vec![4.0 / 3.0, 2.0]);
         // Σ x xᵀ = [[10, -2], [-2, 20]]; × 2/3.
         let want = [20.0 / 3.0, -4.0 / 3.0, -4.0 / 3.0, 40.0 / 3.0];
         for (g, w) in c.hessian.iter().zip(want) {

@@ -1,11 +1,22 @@
 //! `llq-host quantize`: run a plugin over every 2-D tensor of a safetensors file and write
 //! the packed buffers (plus metadata) or the dequantized f32 tensors, for inspection and
 //! cross-checks against other implementations.
+//!
+//! With a plugin that searches input scales (AWQ) and `--calibration`, the weights named like
+//! one block's layers that read one input in the model (q/k/v, o, gate/up, down of
+//! `model.layers.N`) form a group, as in a calibration run: their activations must be the
+//! same, the plugin chooses a scale `s` for the group, and each layer is quantized as
+//! `W · diag(s)` on inputs `X · diag(s)⁻¹`. A producer in the file is left as it is, so the
+//! output stands on its own: `--dequantize` writes `Q(W · diag(s)) · diag(s)⁻¹`, what the model
+//! computes with on the original input, and the packed output adds `<name>.input_scales`
+//! (f32) by which a consumer divides the input. The metadata records every group's choice.
 
 use super::args::PluginArgs;
 use crate::calib::stats::Accumulator;
 use crate::loader::hf::tensor_to_f32;
-use crate::plugin::{CalibrationData, PackedMatrix, QuantConfig};
+use crate::model::config::layer_tensor;
+use crate::model::{LayerTensor, Stage};
+use crate::plugin::{CalibrationData, GroupLayer, LayerGroup, PackedMatrix, QuantConfig};
 use crate::util::fs::write_atomic;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -79,6 +90,9 @@ pub fn quantize_file(
     let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut meta: HashMap<String, String> = HashMap::new();
     let (mut quantized, mut copied) = (0, 0);
+    // Every 2-D float tensor with its calibration data and, once a group's scale is chosen,
+    // its input scale.
+    let mut todo: HashMap<String, Layer> = HashMap::new();
     for name in &names {
         let t = st.tensor(name)?;
         let shape = t.shape().to_vec();
@@ -88,22 +102,52 @@ pub fn quantize_file(
             continue;
         }
         let w = tensor_to_f32(name, t.dtype(), t.data())?;
-        let (rows, cols) = (shape[0], shape[1]);
         let calib = match acts {
-            Some(acts) => Some(layer_calibration(q, acts, name, cols)?),
+            Some(acts) => Some(layer_calibration(q, &activations(acts, name, shape[1])?, shape[1])?),
             None if q.plugin.calibration() != CalibrationNeed::None => bail!(
                 "plugin {} needs calibration: pass --calibration with the input activations of {name}",
                 q.name()
             ),
             None => None,
         };
-        let p: PackedMatrix = q.quantize(name, rows, cols, &w, calib.as_ref())?;
+        todo.insert(name.clone(), Layer { rows: shape[0], cols: shape[1], w, calib, scales: None });
+    }
+    let mut groups = vec![];
+    if let (Some(acts), true) = (acts, q.plugin.info.group_scales) {
+        for g in file_groups(&todo) {
+            if let Some(info) = scale_group(q, acts, &g, &mut todo)? {
+                groups.push(info);
+            }
+        }
+    }
+    for name in &names {
+        let Some(l) = todo.remove(name) else { continue };
+        let (rows, cols) = (l.rows, l.cols);
+        let p: PackedMatrix = q.quantize(name, rows, cols, &l.w, l.calib.as_ref())?;
         if dequantize {
-            let d = q.dequantize(&p)?;
-            out.push((name.clone(), Dtype::F32, shape, d.iter().flat_map(|v| v.to_le_bytes()).collect()));
+            let mut d = q.dequantize(&p)?;
+            if let Some(s) = &l.scales {
+                for row in d.chunks_mut(cols) {
+                    row.iter_mut().zip(s).for_each(|(v, s)| *v /= s);
+                }
+            }
+            out.push((
+                name.clone(),
+                Dtype::F32,
+                vec![rows, cols],
+                d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
         } else {
             for (b, data) in p.buffers {
                 out.push((format!("{name}.{b}"), Dtype::U8, vec![data.len()], data));
+            }
+            if let Some(s) = &l.scales {
+                out.push((
+                    format!("{name}.input_scales"),
+                    Dtype::F32,
+                    vec![cols],
+                    s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
             }
             meta.insert(name.clone(), serde_json::json!({"rows": rows, "cols": cols, "metadata": serde_json::from_str::<serde_json::Value>(&p.metadata)?}).to_string());
         }
@@ -115,6 +159,7 @@ pub fn quantize_file(
             "plugin": q.plugin.info.name, "plugin_version": q.plugin.info.version,
             "options": serde_json::from_str::<serde_json::Value>(&q.canonical())?,
             "content": if dequantize { "dequantized-f32" } else { "packed" },
+            "scale_groups": groups,
         })
         .to_string(),
     );
@@ -127,14 +172,107 @@ pub fn quantize_file(
     Ok((quantized, copied))
 }
 
-/// The calibration data of weight `name` from its activations `[tokens, cols]` in `acts`,
-/// through the same accumulator as a calibration run.
-fn layer_calibration(
+/// One weight to quantize.
+struct Layer {
+    rows: usize,
+    cols: usize,
+    /// The weights, times the group's input scale once one is chosen.
+    w: Vec<f32>,
+    calib: Option<CalibrationData>,
+    scales: Option<Vec<f32>>,
+}
+
+/// A layer group among the file's weights: the producer's name and kind, and the members
+/// present.
+struct FileGroup {
+    producer: String,
+    kind: llq_sdk::Producer,
+    layers: Vec<String>,
+}
+
+/// The groups of `model.layers.N` layers present in the file (module docs). The o group is
+/// left out when v is present and its rows are not o's columns (grouped-query attention).
+fn file_groups(todo: &HashMap<String, Layer>) -> Vec<FileGroup> {
+    let mut blocks: Vec<usize> = todo
+        .keys()
+        .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse().ok())
+        .collect();
+    blocks.sort();
+    blocks.dedup();
+    let mut out = vec![];
+    for l in blocks {
+        for stage in Stage::INPUTS {
+            let layers: Vec<String> =
+                stage.layers().iter().map(|&t| layer_tensor(l, t)).filter(|n| todo.contains_key(n)).collect();
+            let Some(p) = stage.producer() else { continue };
+            let producer = layer_tensor(l, p);
+            let gqa = |o: &String| {
+                todo.get(&producer).is_some_and(|v| todo.get(o).is_some_and(|o| o.cols != v.rows))
+            };
+            if layers.is_empty() || (stage == Stage::OProj && gqa(&layers[0])) {
+                continue;
+            }
+            let kind = match p {
+                LayerTensor::InputNorm | LayerTensor::PostNorm => llq_sdk::Producer::Norm,
+                _ => llq_sdk::Producer::Linear,
+            };
+            out.push(FileGroup { producer, kind, layers });
+        }
+    }
+    out
+}
+
+/// Search `g`'s input scale and apply it to its members' weights and calibration.
+fn scale_group(
     q: &QuantConfig,
     acts: &SafeTensors,
-    name: &str,
-    cols: usize,
-) -> Result<CalibrationData> {
+    g: &FileGroup,
+    todo: &mut HashMap<String, Layer>,
+) -> Result<Option<serde_json::Value>> {
+    let first = &g.layers[0];
+    let x = activations(acts, first, todo[first].cols)?;
+    for other in &g.layers[1..] {
+        if activations(acts, other, todo[other].cols)? != x {
+            bail!(
+                "--calibration gives {first} and {other} different activations, but they read one input in the model"
+            );
+        }
+    }
+    let calib = todo[first].calib.clone().context("calibration data")?;
+    let chosen = {
+        let layers = g
+            .layers
+            .iter()
+            .map(|n| {
+                let l = &todo[n];
+                GroupLayer { name: n, rows: l.rows, cols: l.cols, data: &l.w }
+            })
+            .collect();
+        q.search_scales(&LayerGroup {
+            producer: &g.producer,
+            producer_kind: g.kind,
+            layers,
+            calibration: &calib,
+        })?
+    };
+    let Some(c) = chosen else { return Ok(None) };
+    let cols = c.scales.len();
+    let scaled_x: Vec<f32> =
+        x.chunks(cols).flat_map(|r| r.iter().zip(&c.scales).map(|(v, s)| v / s)).collect();
+    let scaled = layer_calibration(q, &scaled_x, cols)?;
+    for n in &g.layers {
+        let l = todo.get_mut(n).context("group member")?;
+        for row in l.w.chunks_mut(cols) {
+            row.iter_mut().zip(&c.scales).for_each(|(v, s)| *v *= s);
+        }
+        l.calib = Some(scaled.clone());
+        l.scales = Some(c.scales.clone());
+    }
+    Ok(Some(serde_json::json!({"producer": g.producer, "layers": g.layers, "info": c.info})))
+}
+
+/// The activations `[tokens, cols]` of weight `name` in `acts`, checked.
+fn activations(acts: &SafeTensors, name: &str, cols: usize) -> Result<Vec<f32>> {
     let t = acts
         .tensor(name)
         .map_err(|_| anyhow::anyhow!("--calibration has no activations for weight {name}"))?;
@@ -146,7 +284,14 @@ fn layer_calibration(
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
         bail!("--calibration tensor {name} has a non-finite value at row {}, column {}", i / cols, i % cols);
     }
-    let mut acc = Accumulator::new(cols, q.plugin.calibration(), shape[0]);
-    acc.add(&Tensor::from_vec(x, (shape[0], cols), &Device::Cpu)?)?;
+    Ok(x)
+}
+
+/// The calibration data of activations `x` (`[tokens, cols]`), through the same accumulator
+/// as a calibration run.
+fn layer_calibration(q: &QuantConfig, x: &[f32], cols: usize) -> Result<CalibrationData> {
+    let n = x.len() / cols;
+    let mut acc = Accumulator::new(cols, q.plugin.calibration(), n);
+    acc.add(&Tensor::from_slice(x, (n, cols), &Device::Cpu)?)?;
     acc.finish()
 }

@@ -43,6 +43,19 @@ impl Stage {
             Stage::Output => &[],
         }
     }
+
+    /// What produces this stage's input: an RMSNorm (q/k/v, gate/up) or a linear layer whose
+    /// output rows are the input columns (v for o, up for down), the place a layer group's
+    /// input scale is folded into.
+    pub fn producer(self) -> Option<LayerTensor> {
+        match self {
+            Stage::Attention => Some(LayerTensor::InputNorm),
+            Stage::OProj => Some(LayerTensor::V),
+            Stage::Mlp => Some(LayerTensor::PostNorm),
+            Stage::DownProj => Some(LayerTensor::Up),
+            Stage::Output => None,
+        }
+    }
 }
 
 /// RoPE tables and the causal mask for one unpadded sequence of `t` tokens at positions

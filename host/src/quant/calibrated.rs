@@ -11,9 +11,16 @@
 //!   block (GPTQ without `--true-sequential`);
 //! - `parallel`: every layer from the unquantized model's activations.
 //!
+//! A plugin that searches input scales (ABI 1.2, AWQ) first sees each block unquantized, as
+//! llm-awq's `run_awq` does: one pass of the block's input through the block records every
+//! group's input, the plugin chooses a scale per group (q/k/v, o, gate/up, down, in that
+//! order), the host folds it ([`super::fold`]), and then the block's layers are calibrated and
+//! quantized in the chosen order on the folded weights.
+//!
 //! The windows' hidden states stay on the device the model runs on; sums are accumulated
 //! there ([`crate::calib::stats`]).
 
+use super::fold::{block_groups, fold};
 use super::layers::{quantize_layers, LayerResult};
 use crate::calib::stats::Accumulator;
 use crate::calib::text::{windows, CalibText};
@@ -21,8 +28,8 @@ use crate::loader::LoadedModel;
 use crate::model::config::{layer_tensor, EMBED, LM_HEAD, NORM};
 use crate::model::llama::rms_norm;
 use crate::model::{Block, SequenceContext, Stage, StageState, WeightSource, MAX_POSITIONS};
-use crate::plugin::{CalibrationData, QuantConfig};
-use crate::results::schema::CalibrationInfo;
+use crate::plugin::{CalibrationData, GroupLayer, LayerGroup, QuantConfig};
+use crate::results::schema::{CalibrationInfo, ScaleGroup};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -104,6 +111,76 @@ fn quantize_pending(
     Ok(r)
 }
 
+/// Search and fold the input scales of block `l` (module docs): one pass of the block's
+/// inputs `xs` through the unquantized block, then one `search_scales` per group.
+#[allow(clippy::too_many_arguments)]
+fn fold_block_scales(
+    q: &QuantConfig,
+    m: &mut LoadedModel,
+    l: usize,
+    xs: &[Tensor],
+    ctx: &SequenceContext,
+    device: &Device,
+    dtype: DType,
+    shape: &HashMap<&str, (usize, usize)>,
+) -> Result<Vec<ScaleGroup>> {
+    // Groups with at least one layer being quantized (the fold still covers all readers).
+    let groups: Vec<_> = block_groups(&m.config, l)
+        .into_iter()
+        .filter(|g| g.layers.iter().any(|n| shape.contains_key(n.as_str())))
+        .collect();
+    if groups.is_empty() {
+        return Ok(vec![]);
+    }
+    let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &m.config, l)?;
+    let width = |g: &super::fold::Group| m.weights.get(&g.layers[0]).map_or(0, |w| w.shape[1]);
+    let mut accs: Vec<Accumulator> =
+        groups.iter().map(|g| Accumulator::new(width(g), q.plugin.calibration(), 0)).collect();
+    for x in xs {
+        let mut st = StageState::new(x.clone());
+        for stage in Stage::INPUTS {
+            let input = block.advance(&mut st, stage, ctx.rope(), &ctx.mask)?;
+            if let Some(i) = groups.iter().position(|g| g.stage == stage) {
+                accs[i].add(&input)?;
+            }
+        }
+    }
+    drop(block);
+    let mut chosen = vec![];
+    for (g, acc) in groups.iter().zip(accs) {
+        let data = acc.finish().with_context(|| format!("calibrating the group after {}", g.producer))?;
+        let scales = {
+            let layers = g
+                .layers
+                .iter()
+                .map(|n| {
+                    let w = m.weights.get(n).with_context(|| format!("layer {n} is missing"))?;
+                    Ok(GroupLayer { name: n, rows: w.shape[0], cols: w.shape[1], data: &w.data })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let group = LayerGroup {
+                producer: &g.producer,
+                producer_kind: g.producer_kind,
+                layers,
+                calibration: &data,
+            };
+            q.search_scales(&group)?
+        };
+        if let Some(c) = scales {
+            fold(&mut m.weights, g, &c.scales)?;
+            let (min, max) = c.scales.iter().fold((f32::INFINITY, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
+            chosen.push(ScaleGroup {
+                producer: g.producer.clone(),
+                layers: g.layers.clone(),
+                min,
+                max,
+                info: c.info,
+            });
+        }
+    }
+    Ok(chosen)
+}
+
 /// Quantize `layers` of `m` with `q`, calibrating on `s` through the model on `device`.
 pub fn quantize_calibrated(
     q: &QuantConfig,
@@ -139,7 +216,11 @@ pub fn quantize_calibrated(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut results = Vec::with_capacity(layers.len());
+    let mut scale_groups = vec![];
     for l in 0..n_blocks {
+        if q.plugin.info.group_scales {
+            scale_groups.extend(fold_block_scales(q, m, l, &xs, &ctx, device, dtype, &shape)?);
+        }
         let load =
             |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);
         let mut states: Vec<StageState> = xs.drain(..).map(StageState::new).collect();
@@ -230,6 +311,7 @@ pub fn quantize_calibrated(
         tokens: (windows.len() * seq_len) as u64,
         seconds: t0.elapsed().as_secs_f64(),
         peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
+        scale_groups,
     };
     Ok((results, info))
 }

@@ -5,10 +5,12 @@
 //!
 //! - [`layers`]: quantizing a set of layers on a worker pool (the step every path shares);
 //! - [`calibrated`]: the calibration run (sequential through the blocks, as GPTQ and AWQ);
+//! - [`fold`]: layer groups and the input scales folded into them (AWQ);
 //! - [`model`]: the whole model, for a device ([`prepare`]);
 //! - [`size`]: what the result stores.
 
 pub mod calibrated;
+pub mod fold;
 pub mod layers;
 pub mod model;
 pub mod size;

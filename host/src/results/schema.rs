@@ -136,6 +136,25 @@ pub struct CalibrationInfo {
     pub seconds: f64,
     /// Peak resident memory of the process after calibration (Linux VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Input scales the plugin chose and the host folded (ABI 1.2 layer groups; AWQ), in
+    /// model order; empty for methods that search none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_groups: Vec<ScaleGroup>,
+}
+
+/// One layer group's folded input scale.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleGroup {
+    /// The tensor the inverse scale went into (an RMSNorm weight, or v/up for o/down).
+    pub producer: String,
+    /// The layers whose input columns were multiplied by the scale.
+    pub layers: Vec<String>,
+    /// Smallest and largest scale.
+    pub min: f32,
+    pub max: f32,
+    /// The plugin's description of its choice (AWQ: `ratio`, `loss`, `loss_ratio0`).
+    pub info: serde_json::Value,
 }
 
 /// What the weights take, counted as stored.

@@ -73,6 +73,48 @@ pub fn inverse_from_cholesky(l: &SquareMatrix) -> SquareMatrix {
     inv
 }
 
+/// `a · b` for row-major `a` (m × k) and `b` (k × n), into a new row-major m × n matrix
+/// (gemm, on the rayon pool).
+pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "matmul: {}×{k} · {k}×{n} with {} and {}",
+        m,
+        a.len(),
+        b.len()
+    );
+    let mut out = vec![0f64; m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return out;
+    }
+    // SAFETY: the three buffers hold m×k, k×n and m×n values, row-major (row stride = width,
+    // column stride 1), and `out` does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +133,24 @@ mod tests {
         assert!(cholesky_lower(&SquareMatrix { n: 2, a: vec![1.0, 2.0, 2.0, 1.0] })
             .unwrap_err()
             .contains("pivot 1"));
+    }
+
+    #[test]
+    fn matmul_by_hand() {
+        // [[1, 2, 3], [4, 5, 6]] · [[1, 0], [0, 1], [1, 1]] = [[4, 5], [10, 11]].
+        let c = matmul(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 2);
+        assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
+        // Larger than one micro-kernel tile, against the naive sum.
+        let (m, k, n) = (67, 45, 33);
+        let a: Vec<f64> = (0..m * k).map(|i| ((i * 7 % 13) as f64 - 6.0) / 5.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| ((i * 11 % 17) as f64 - 8.0) / 3.0).collect();
+        let c = matmul(&a, m, k, &b, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+                assert!((c[i * n + j] - want).abs() < 1e-10, "[{i},{j}]");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - bitsandbytes 0.50, bit for bit with its CUDA kernels: [`codes`] (NF4/FP4),
 //!   [`blockwise`], [`double_quant`], [`four_bit`], [`int8`];
 //! - integer groups (GPTQ, AWQ, round-to-nearest): [`intgroup`] (format and quantizer),
-//!   [`gptq`] (the algorithm) with [`linalg`].
+//!   [`gptq`] and [`awq`] (the algorithms) with [`linalg`].
 //!
 //! The bitsandbytes conventions, from its `kQuantizeBlockwise`:
 //! * a tensor is quantized as one flat sequence, split into blocks of `block` elements; the
@@ -16,6 +16,7 @@
 //! trees send NaN to code 0 (NF4: −1.0, FP4: +0), which dequantizes to ±0 again. We reproduce
 //! that rather than special-casing it, so packed bytes match bit for bit.
 
+pub mod awq;
 pub mod blockwise;
 pub mod codes;
 pub mod double_quant;
