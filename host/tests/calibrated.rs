@@ -345,6 +345,66 @@ fn the_probe_plugin_receives_the_statistics_of_the_right_rows() {
 }
 
 #[test]
+fn scale_searches_see_the_unquantized_block_and_quantization_sees_the_fold() {
+    use llq_host::calib::text::CalibText;
+    use llq_host::quant::{quantize_model, CalibMode, CalibSettings, QuantizeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(story_text(dir.path())).unwrap();
+    let mut m = llq_host::loader::load(&common::p(common::STORIES)).unwrap();
+    let original = m.weights.clone();
+    let probe = llq_host::plugin::Plugin::load(&common::so("test_calib_probe")).unwrap();
+    assert!(probe.info.group_scales);
+    let q = probe.configure(&[("scales".into(), "true".into())]).unwrap();
+    let settings = CalibSettings {
+        text: CalibText { source: "story".into(), sha256: String::new(), text },
+        samples: 2,
+        seq_len: Some(32),
+        seed: 1,
+        mode: CalibMode::Sequential,
+        max_sample_rows: 0,
+    };
+    let windows = settings.windows(&m).unwrap();
+    let (h, eps) = (m.config.hidden_size, m.config.rms_norm_eps);
+    let embed = &original["model.embed_tokens.weight"].data;
+    let norm = &original["model.layers.0.input_layernorm.weight"].data;
+    let mut abs_sum = vec![0f64; h];
+    for &t in windows.iter().flatten() {
+        let x = &embed[t as usize * h..(t as usize + 1) * h];
+        let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / h as f64;
+        for c in 0..h {
+            abs_sum[c] += (x[c] as f64 / (ms + eps).sqrt() * norm[c] as f64).abs();
+        }
+    }
+    let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+    let r = quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, true).unwrap();
+    let groups = &r.calibration.as_ref().unwrap().scale_groups;
+    // stories260K has grouped-query attention: no v→o group; 3 groups × 5 blocks.
+    assert_eq!(groups.len(), 15, "{groups:?}");
+    let g0 = &groups[0];
+    assert_eq!(g0.producer, "model.layers.0.input_layernorm.weight");
+    assert_eq!(g0.info["layers"].as_array().unwrap().len(), 3);
+    assert_eq!((g0.min, g0.max), (1.0, 1.5));
+    assert_eq!(groups[2].info["norm"], false);
+    assert_eq!(groups[2].producer, "model.layers.0.mlp.up_proj.weight");
+    let s = |c: usize| 1.0 + (c % 3) as f64 / 4.0;
+    for c in 0..h {
+        // The search saw the unquantized, unfolded block input ...
+        let want = abs_sum[c] / 64.0;
+        let got = g0.info["abs_mean"][c].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5 * want.max(1e-3), "abs_mean[{c}] {got} vs {want}");
+        // ... the norm took the inverse scale ...
+        let n = m.weights["model.layers.0.input_layernorm.weight"].data[c] as f64;
+        assert!((n - norm[c] as f64 / s(c)).abs() <= 1e-6 * n.abs().max(1e-3), "norm[{c}]");
+        // ... and q's quantization saw the folded input x / s.
+        let meta: serde_json::Value =
+            serde_json::from_str(&r.packed["model.layers.0.self_attn.q_proj.weight"].metadata).unwrap();
+        let (got, unfolded) = (meta["mean_sq"][c].as_f64().unwrap(), g0.info["mean_sq"][c].as_f64().unwrap());
+        let want = unfolded / (s(c) * s(c));
+        assert!((got - want).abs() <= 1e-4 * want.max(1e-6), "q mean_sq[{c}] {got} vs {want}");
+    }
+}
+
+#[test]
 fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     let dir = tempfile::tempdir().unwrap();
     let calib = story_text(dir.path());
@@ -366,6 +426,19 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     assert!(c.seconds > 0.0 && c.peak_rss_bytes.unwrap() > 0);
     // 4-bit codes plus an f16 scale and a u8 zero per group (rows padded to 32-bit words).
     assert!((4.0..5.0).contains(&r.size.bits_per_weight), "{}", r.size.bits_per_weight);
+    assert!(c.scale_groups.is_empty());
+    // AWQ records the ratio it chose for each of the 15 groups (3 a block: grouped-query
+    // attention has no v→o group) in results.json.
+    let ok = run("awq", "awq", &["--calib-data", &calib, "--calib-samples", "4", "--calib-seq-len", "64"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let r = llq_host::results::RunResults::read(&dir.path().join("awq/results.json")).unwrap();
+    let c = r.quantization.unwrap().calibration.unwrap();
+    assert_eq!(c.scale_groups.len(), 15);
+    for g in &c.scale_groups {
+        let ratio = g.info["ratio"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&ratio) && g.min > 0.0 && g.max >= g.min, "{g:?}");
+        assert!(g.info["loss"].as_f64().unwrap() <= g.info["loss_ratio0"].as_f64().unwrap());
+    }
     // `bench` calibrates too (and leaves the per-call dequantize timing out for it).
     let (g, out) = (plugin("gptq"), dir.path().join("bench.json").display().to_string());
     let b = llq(&[
@@ -475,4 +548,74 @@ fn block_and_parallel_modes_differ_only_after_the_first_block() {
     }
     let name = "model.layers.1.self_attn.q_proj.weight";
     assert_ne!(w(&block, name), w(&parallel, name), "{name}");
+}
+
+/// Logits of `tokens` under `weights` (f32, CPU), flattened.
+fn logits(cfg: &llq_host::model::Config, weights: &llq_host::model::Weights, tokens: &[u32]) -> Vec<f32> {
+    let model = llq_host::model::Llama::new(cfg, weights, &candle_core::Device::Cpu).unwrap();
+    let mut cache = model.new_cache();
+    let l = model.step(&[tokens.to_vec()], &[0], &mut cache, false).unwrap();
+    l.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn folding_positive_input_scales_leaves_the_logits_unchanged() {
+    use llq_host::quant::fold::{block_groups, fold};
+    use llq_host::util::synth::synthetic_weights;
+    // stories260K (grouped-query attention: three groups a block) and a synthetic
+    // multi-head model (four: v→o too).
+    let stories =
+        llq_host::loader::load(root().join("tests/fixtures/tinyllama/stories260K.bin").to_str().unwrap())
+            .unwrap();
+    let mha: llq_host::model::Config = serde_json::from_value(serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "vocab_size": 97
+    }))
+    .unwrap();
+    let mut synth = llq_host::model::Weights::new();
+    for (i, (name, shape)) in mha.expected_tensors().into_iter().enumerate() {
+        let n = shape.iter().product();
+        let mut data = synthetic_weights(i as u64 + 1, n, 0.1);
+        if shape.len() == 1 {
+            data.iter_mut().for_each(|v| *v += 1.0);
+        }
+        synth.insert(name, llq_host::model::HostTensor { shape, data });
+    }
+    for (label, cfg, mut weights, groups_per_block) in [
+        ("stories260K", stories.config.clone(), stories.weights.clone(), 3),
+        ("synthetic MHA", mha, synth, 4),
+    ] {
+        let tokens: Vec<u32> = (0..12).map(|i| (i * 7 + 1) % cfg.vocab_size as u32).collect();
+        let before = logits(&cfg, &weights, &tokens);
+        let mut seed = 0u64;
+        for l in 0..cfg.num_hidden_layers {
+            let groups = block_groups(&cfg, l);
+            assert_eq!(groups.len(), groups_per_block, "{label}");
+            for g in groups {
+                let cols = weights[&g.layers[0]].shape[1];
+                seed += 1;
+                // Arbitrary positive scales, log-uniform over [1/4, 4].
+                let s: Vec<f32> = synthetic_weights(seed, cols, 1.0)
+                    .iter()
+                    .map(|v| 4f32.powf(v.clamp(-1.0, 1.0)))
+                    .collect();
+                fold(&mut weights, &g, &s).unwrap();
+            }
+        }
+        let after = logits(&cfg, &weights, &tokens);
+        let scale = before.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = before.iter().zip(&after).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(worst <= 1e-5, "{label}: folding moved the logits by {worst:e} (relative)");
+        eprintln!("{label}: logits moved by {worst:e} (relative to max |logit|)");
+        // The control: the same scale on the layers without the producer does change them.
+        let g = &block_groups(&cfg, 0)[2];
+        for name in &g.layers {
+            let w = weights.get_mut(name).unwrap();
+            let cols = w.shape[1];
+            w.data.iter_mut().enumerate().for_each(|(i, v)| *v *= 1.0 + (i % cols) as f32 / cols as f32);
+        }
+        let broken = logits(&cfg, &weights, &tokens);
+        let moved = after.iter().zip(&broken).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(moved > 1e-3, "{label}: an unfolded scale moved the logits only by {moved:e}");
+    }
 }

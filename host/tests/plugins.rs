@@ -154,3 +154,32 @@ fn int8_reference_matmul_runs_through_the_abi() {
         }
     }
 }
+
+#[test]
+fn a_plugin_from_before_abi_1_2_loads_and_is_never_asked_for_scales() {
+    // Its method would search scales (and panics if asked), but its descriptor is v1.1-sized.
+    let p = Plugin::load(&so("test_abi_1_1")).unwrap();
+    assert!(!p.info.group_scales);
+    let q = p.configure(&[]).unwrap();
+    let data = [1.0f32, -2.0, 3.5, 0.25];
+    let packed = q.quantize("x", 2, 2, &data, None).unwrap();
+    assert_eq!(q.dequantize(&packed).unwrap(), data);
+    let calib = CalibrationData {
+        n_tokens: 1,
+        abs_max: vec![1.0; 2],
+        mean_sq: vec![1.0; 2],
+        abs_mean: vec![1.0; 2],
+        ..Default::default()
+    };
+    let layers = vec![llq_host::plugin::GroupLayer { name: "x", rows: 2, cols: 2, data: &data }];
+    let g = llq_host::plugin::LayerGroup {
+        producer: "n",
+        producer_kind: llq_sdk::Producer::Norm,
+        layers,
+        calibration: &calib,
+    };
+    assert!(q.search_scales(&g).unwrap().is_none());
+    // A plugin exporting the 1.2 descriptor says that it searches.
+    let probe = Plugin::load(&so("test_calib_probe")).unwrap();
+    assert!(probe.info.group_scales);
+}

@@ -150,8 +150,9 @@ pub struct ScaleGroup {
     pub producer: String,
     /// The layers whose input columns were multiplied by the scale.
     pub layers: Vec<String>,
-    /// Smallest and largest scale.
+    /// Smallest scale.
     pub min: f32,
+    /// Largest scale.
     pub max: f32,
     /// The plugin's description of its choice (AWQ: `ratio`, `loss`, `loss_ratio0`).
     pub info: serde_json::Value,

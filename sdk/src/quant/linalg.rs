@@ -74,7 +74,7 @@ pub fn inverse_from_cholesky(l: &SquareMatrix) -> SquareMatrix {
 }
 
 /// `a · b` for row-major `a` (m × k) and `b` (k × n), into a new row-major m × n matrix
-/// (gemm, on the rayon pool).
+/// (gemm on the rayon pool; without the `gemm` feature, row-by-row axpy loops).
 pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
     assert!(
         a.len() == m * k && b.len() == k * n,
@@ -87,8 +87,15 @@ pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
     if m == 0 || n == 0 || k == 0 {
         return out;
     }
+    #[cfg(not(feature = "gemm"))]
+    for (arow, orow) in a.chunks(k).zip(out.chunks_mut(n)) {
+        for (&av, brow) in arow.iter().zip(b.chunks(n)) {
+            orow.iter_mut().zip(brow).for_each(|(o, bv)| *o += av * bv);
+        }
+    }
     // SAFETY: the three buffers hold m×k, k×n and m×n values, row-major (row stride = width,
     // column stride 1), and `out` does not alias the inputs.
+    #[cfg(feature = "gemm")]
     unsafe {
         gemm::gemm(
             m,

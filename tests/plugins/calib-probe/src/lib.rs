@@ -1,10 +1,12 @@
 //! Test plugin for the calibration step: it asks for activation statistics, refuses to
 //! quantize without them, and scales each input column by sqrt(mean x²) before a per-row
 //! int8 round-to-nearest (an AWQ-like use of the statistics). It records what it received
-//! in its metadata so tests can check the host delivered the right numbers.
+//! in its metadata so tests can check the host delivered the right numbers. With
+//! `--opt scales=true` it also searches input scales (ABI 1.2): a fixed pattern
+//! `1 + (c mod 3) / 4`, reporting the group it saw in the info.
 use llq_sdk::{
-    bail, export_plugin, f32_to_bytes, Calibration, CalibrationNeed, Options, PackedView, QuantMethod,
-    Quantized, Result, Weights,
+    bail, export_plugin, f32_to_bytes, Calibration, CalibrationNeed, GroupScales, LayerGroup, OptionKind,
+    OptionSpec, Options, PackedView, Producer, QuantMethod, Quantized, Result, Weights,
 };
 
 #[derive(Default)]
@@ -15,6 +17,25 @@ impl QuantMethod for CalibProbe {
     const VERSION: &'static str = "0.0.1";
     const DESCRIPTION: &'static str = "test plugin that needs calibration statistics";
     const CALIBRATION: CalibrationNeed = CalibrationNeed::Stats;
+    const GROUP_SCALES: bool = true;
+    fn options(&self) -> Vec<OptionSpec> {
+        vec![OptionSpec::new("scales", OptionKind::Bool, "false", "return input scales for layer groups")]
+    }
+    fn search_scales(&self, g: &LayerGroup, o: &Options) -> Result<Option<GroupScales>> {
+        if !o.get_bool("scales")? {
+            return Ok(None);
+        }
+        let info = serde_json::json!({
+            "producer": g.producer,
+            "norm": g.producer_kind == Producer::Norm,
+            "layers": g.layers.iter().map(|w| w.layer).collect::<Vec<_>>(),
+            "n_tokens": g.calibration.n_tokens,
+            "abs_mean": g.calibration.abs_mean,
+            "mean_sq": g.calibration.mean_sq,
+        });
+        let scales = (0..g.cols()).map(|c| 1.0 + (c % 3) as f32 / 4.0).collect();
+        Ok(Some(GroupScales { scales, info }))
+    }
     fn packed_size(&self, rows: u64, cols: u64, _o: &Options) -> Result<u64> {
         Ok(rows * cols + 4 * rows + 4 * cols)
     }
