@@ -49,7 +49,7 @@ demo: build models data
 	@rm -rf $(DEMO_OUT)
 	@for r in $(DEMO_RUNS); do \
 	  q=$$( [ $$r = f32 ] || echo "--quant plugins/$$r.so" ); \
-	  c=$$( [ $$r = gptq ] && echo "$(DEMO_CALIB)" ); \
+	  c=$$( case $$r in gptq|awq) echo "$(DEMO_CALIB)";; esac ); \
 	  echo "== $$r"; \
 	  $(HOST) run --model $(SMOLLM2) $$q $$c --task tasks/coqa.wasm --data $(DEMO_DATA) --out $(DEMO_OUT)/$$r || exit 1; \
 	done

@@ -136,7 +136,8 @@ pub fn search_scale(
 }
 
 /// AWQ's clipping search: the clipped weights (rows × cols), each (row, group) clamped to the
-/// range that minimises its partial output error under `h` (module docs).
+/// range that minimises its partial output error under `h` (module docs). For each group and
+/// each shrink step the errors of all rows come from one product `D · H_g`.
 pub fn auto_clip(
     data: &[f32],
     rows: usize,
@@ -149,36 +150,41 @@ pub fn auto_clip(
     let gs = spec.group_size;
     let steps = (max_shrink * n_grid as f64) as usize;
     let mut out: Vec<f64> = data.iter().map(|&v| v as f64).collect();
-    let mut cur = vec![0f64; gs];
-    let mut hd = vec![0f64; gs];
-    for r in 0..rows {
-        for g0 in (0..cols).step_by(gs) {
-            let w = &mut out[r * cols + g0..r * cols + (g0 + gs).min(cols)];
-            let n = w.len();
-            let org_max = w.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let (mut best, mut min_err) = (org_max, 1e9);
-            for i in 0..steps {
-                let max_val = org_max * (1.0 - i as f64 / n_grid as f64);
-                let cur = &mut cur[..n];
-                for (c, &v) in cur.iter_mut().zip(w.iter()) {
-                    *c = v.clamp(-max_val, max_val);
+    for g0 in (0..cols).step_by(gs) {
+        let n = gs.min(cols - g0);
+        // The group's diagonal block of H, and its weights, rows × n.
+        let hg: Vec<f64> =
+            (0..n).flat_map(|a| h[(g0 + a) * cols + g0..(g0 + a) * cols + g0 + n].iter().copied()).collect();
+        let w: Vec<f64> =
+            (0..rows).flat_map(|r| out[r * cols + g0..r * cols + g0 + n].iter().copied()).collect();
+        let org_max: Vec<f64> = w.chunks(n).map(|row| row.iter().fold(0f64, |m, v| m.max(v.abs()))).collect();
+        let mut best = org_max.clone();
+        let mut min_err = vec![1e9; rows];
+        let mut d = vec![0f64; rows * n];
+        for i in 0..steps {
+            let shrink = 1.0 - i as f64 / n_grid as f64;
+            for ((drow, wrow), &m) in d.chunks_mut(n).zip(w.chunks(n)).zip(&org_max) {
+                let max_val = m * shrink;
+                for (dv, &wv) in drow.iter_mut().zip(wrow) {
+                    *dv = wv.clamp(-max_val, max_val);
                 }
-                let p = awq_params(cur.iter().copied(), spec);
-                for (c, &v) in cur.iter_mut().zip(w.iter()) {
-                    *c = fake(*c, p, spec.maxq()) - v;
-                }
-                // d H_g dᵀ / 2: the mean over tokens of the squared partial-output error.
-                for (a, hv) in hd[..n].iter_mut().enumerate() {
-                    let hrow = &h[(g0 + a) * cols + g0..(g0 + a) * cols + g0 + n];
-                    *hv = hrow.iter().zip(cur.iter()).map(|(x, y)| x * y).sum();
-                }
-                let err = cur.iter().zip(&hd[..n]).map(|(a, b)| a * b).sum::<f64>() / 2.0;
-                if err < min_err {
-                    min_err = err;
-                    best = max_val;
+                let p = awq_params(drow.iter().copied(), spec);
+                for (dv, &wv) in drow.iter_mut().zip(wrow) {
+                    *dv = fake(*dv, p, spec.maxq()) - wv;
                 }
             }
-            w.iter_mut().for_each(|v| *v = v.clamp(-best, best));
+            // d H_g dᵀ / 2 per row: the mean over tokens of the squared partial-output error.
+            let e = matmul(&d, rows, n, &hg, n);
+            for (r, (drow, erow)) in d.chunks(n).zip(e.chunks(n)).enumerate() {
+                let err = drow.iter().zip(erow).map(|(a, b)| a * b).sum::<f64>() / 2.0;
+                if err < min_err[r] {
+                    min_err[r] = err;
+                    best[r] = org_max[r] * shrink;
+                }
+            }
+        }
+        for (r, &b) in best.iter().enumerate() {
+            out[r * cols + g0..r * cols + g0 + n].iter_mut().for_each(|v| *v = v.clamp(-b, b));
         }
     }
     out
