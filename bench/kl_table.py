@@ -91,7 +91,7 @@ def table(runs, out):
                 row["finding"] = ("no detectable difference" if lo <= 0 <= hi
                                   else ("lower KL than " + ref if hi < 0 else "higher KL than " + ref))
         rows.append(row)
-    order = ["none", "int8", "nf4", "fp4", "rtn4", "gptq4", "rtn3", "gptq3"]
+    order = ["none", "int8", "nf4", "fp4", "rtn4", "gptq4", "awq4", "rtn3", "gptq3", "awq3"]
     rows.sort(key=lambda r: order.index(r["run"]) if r["run"] in order else 99)
     md = ["| run | method | bits/weight | perplexity | KL mean | top-1 agree | ΔKL vs RTN (paired 95% CI) | calib + quantize s |",
           "| --- | --- | --- | --- | --- | --- | --- | --- |"]

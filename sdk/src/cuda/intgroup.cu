@@ -1,4 +1,4 @@
-// Integer group format (llq_sdk::quant::intgroup; rtn, gptq): each row a bit stream of p0-bit
+// Integer group format (llq_sdk::quant::intgroup; rtn, gptq, awq): each row a bit stream of p0-bit
 // codes (first column in the lowest bits, rows padded to 32-bit words), one f16 scale and one
 // u8 zero point per (row, group of p1 columns), and with p2 != 0 a u32 group index per column
 // (act-order). w = f32(scale) * (q - zero), rounded as the CPU does (no FMA).
@@ -13,30 +13,52 @@ struct LlqIntGroup {
     const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
     return __fmul_rn(s, __fsub_rn((float)q, (float)__ldg(a.b2 + k)));
   }
-  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words) and, when the 8
-  // weights share a group (no g_idx, groups a multiple of 8), that group's index.
-  struct Raw { unsigned lo, hi; long long g; };
+  // Column and row of flat index i, and c / p1, in 32-bit arithmetic when they fit (v3: the
+  // 64-bit divisions of v1, emulated in ~70 instructions each, ran once per 8 weights) and
+  // with a shift for power-of-two groups.
+  static __device__ __forceinline__ unsigned col_of(const LlqArgs& a, long long i, unsigned* row) {
+    if (i <= 0xffffffffLL && a.cols <= 0xffffffffLL) {
+      const unsigned ii = (unsigned)i, cols = (unsigned)a.cols, r = ii / cols;
+      *row = r;
+      return ii - r * cols;
+    }
+    const long long r = i / a.cols;
+    *row = (unsigned)r;
+    return (unsigned)(i - r * a.cols);
+  }
+  static __device__ __forceinline__ unsigned group_of(const LlqArgs& a, unsigned c) {
+    const unsigned gs = (unsigned)a.p1;
+    return (gs & (gs - 1u)) == 0u ? c >> (__ffs(gs) - 1) : c / gs;
+  }
+  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words). The group is
+  // found again in decode8 (two registers per Raw, not three: the drivers keep UNROLL × rows
+  // of them live, and v1's `long long` group index pushed the kernels into spills).
+  struct Raw { unsigned lo, hi; };
+  // The 8 weights at column c share one group (no g_idx, groups a multiple of 8).
+  static __device__ __forceinline__ bool fast8(const LlqArgs& a) { return !a.p2 && (a.p1 & 7) == 0; }
   static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
-    const long long row = i / a.cols, c = i - row * a.cols;
-    const long long bit = c * a.p0;
-    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + row * words_per_row(a) + (bit >> 5);
-    const int off = (int)(bit & 31);
+    unsigned row;
+    const unsigned c = col_of(a, i, &row);
+    const unsigned bit = c * (unsigned)a.p0;
+    const unsigned wpr = (unsigned)((a.cols * a.p0 + 31) >> 5);
+    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + (size_t)row * wpr + (bit >> 5);
+    const int off = (int)(bit & 31u);
     Raw r;
     r.lo = __ldg(w);
-    r.hi = off + 8 * a.p0 > 32 ? __ldg(w + 1) : 0u;
-    r.g = (!a.p2 && (a.p1 & 7) == 0) ? c / a.p1 : -1;
+    r.hi = off + 8 * (int)a.p0 > 32 ? __ldg(w + 1) : 0u;
     return r;
   }
   static __device__ __forceinline__ void decode8(const LlqArgs& a, const float*, long long i, long long row, Raw raw, float w[8]) {
-    if (raw.g < 0) {
+    if (!fast8(a)) {
       for (int k = 0; k < 8; ++k) w[k] = at(a, nullptr, i + k, row);
       return;
     }
-    const long long c = i - row * a.cols;
-    const int off = (int)((c * a.p0) & 31);
+    const unsigned c = (unsigned)(i - row * a.cols);
+    const int off = (int)((c * (unsigned)a.p0) & 31u);
     const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
     const unsigned mask = (1u << a.p0) - 1u;
-    const long long k = row * groups(a) + raw.g;
+    const unsigned groups = group_of(a, (unsigned)a.cols + (unsigned)a.p1 - 1u);
+    const size_t k = (size_t)row * groups + group_of(a, c);
     const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
     const float z = (float)__ldg(a.b2 + k);
 #pragma unroll
