@@ -18,6 +18,8 @@
 #                                         machine, and a repeat of the earlier call's)
 #   bench/gpu_calibrated.sh OUT awq2     (same machine): awq 4/3 with AWQ's default
 #                                         calibration (128 × 512 tokens), then the table
+# The device tool returns at most 8 files of $OUT: give OUT=/tmp/fin and copy
+# /tmp/fin/calibrated.tgz to $OUT at the end of the command (a tgz of everything, by `pack`).
 set -u
 FINAL="${1:?usage: bench/gpu_calibrated.sh OUT stage1|fast|gptq|awq|awq2}"
 WHAT="${2:?stage}"
@@ -48,21 +50,25 @@ run() { # name, args...
     > "$FINAL/$name.txt" 2> "$FINAL/$name.log"
   echo "$name: exit $?"; tail -1 "$FINAL/$name.log"; grep -E "perplexity:|kl_mean|top1" "$FINAL/$name.txt"
 }
-if [ "$WHAT" = fast ]; then
-  # The int-group kernels (rtn, gptq share them) checked against the CPU dequantize and timed
-  # beside NF4's on Llama-3.2-1B shapes, then decode speed on the synthetic Llama-3.2-1B.
-  K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
+# The int-group kernels (rtn, gptq, awq share them) checked against the CPU dequantize and timed
+# beside NF4's on Llama-3.2-1B shapes, then decode speed on the synthetic Llama-3.2-1B.
+kernels_and_decode() {
+  local spec name p q
   for spec in "rtn4 rtn --opt bits=4" "rtn3 rtn --opt bits=3" "nf4 nf4"; do
     set -- $spec; name=$1; p=$2; shift 2
-    "$BIN" kernels --quant plugins/$p.so "$@" $K --out "$FINAL/kernels-$name.json" > "$FINAL/kernels-$name.txt" 2>&1
-    echo "kernels $name: exit $?"; grep -E "check|matvec|dequantize" "$FINAL/kernels-$name.txt" | head -12
+    "$BIN" kernels --quant plugins/$p.so "$@" --shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10 \
+      --out "$FINAL/kernels-$name.json" > "$FINAL/kernels-$name.txt" 2>&1
+    echo "kernels $name: exit $?"; grep -E "^  (matvec|dequantize|cublas|check)" "$FINAL/kernels-$name.txt"
   done
-  B="--model synthetic:llama-3.2-1b --device cuda --prompt-lens 128 --batch-sizes 1,8 --decode-steps 32 --repeats 5"
+  local B="--model synthetic:llama-3.2-1b --device cuda --prompt-lens 128 --batch-sizes 1,8 --decode-steps 32 --repeats 5"
   for spec in "bf16" "rtn4 rtn --opt bits=4" "nf4 nf4"; do
     set -- $spec; name=$1; q=""; [ $# -gt 1 ] && q="--quant plugins/$2.so" && shift 2 || shift 1
     "$BIN" bench $B $q "$@" --out "$FINAL/bench-$name.json" > "$FINAL/bench-$name.txt" 2> "$FINAL/bench-$name.log"
     echo "bench $name: exit $?"; grep -E "decode|prefill" "$FINAL/bench-$name.txt"
   done
+}
+if [ "$WHAT" = fast ]; then
+  kernels_and_decode
   run none
   for b in 4 3; do run rtn$b --quant plugins/rtn.so --opt bits=$b --opt group_size=128 --kl-baseline; done
   for p in nf4 fp4 int8; do run $p --quant plugins/$p.so --kl-baseline; done
@@ -77,19 +83,7 @@ pack() {
 }
 if [ "$WHAT" = awq ]; then
   rm -rf "$RUNS"; mkdir -p "$RUNS"
-  # The int-group kernels (v3, bench/NOTES.md) checked and timed beside NF4's, then decode.
-  for spec in "rtn4 rtn --opt bits=4" "rtn3 rtn --opt bits=3" "nf4 nf4"; do
-    set -- $spec; name=$1; p=$2; shift 2
-    "$BIN" kernels --quant plugins/$p.so "$@" --shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10 \
-      --out "$FINAL/kernels-$name.json" > "$FINAL/kernels-$name.txt" 2>&1
-    echo "kernels $name: exit $?"; grep -E "^  (matvec|dequantize|cublas)|check" "$FINAL/kernels-$name.txt" | head -12
-  done
-  B="--model synthetic:llama-3.2-1b --device cuda --prompt-lens 128 --batch-sizes 1,8 --decode-steps 32 --repeats 5"
-  for spec in "bf16" "rtn4 rtn --opt bits=4" "nf4 nf4"; do
-    set -- $spec; name=$1; q=""; [ $# -gt 1 ] && q="--quant plugins/$2.so" && shift 2 || shift 1
-    "$BIN" bench $B $q "$@" --out "$FINAL/bench-$name.json" > "$FINAL/bench-$name.txt" 2> "$FINAL/bench-$name.log"
-    echo "bench $name: exit $?"; grep -E "decode|prefill" "$FINAL/bench-$name.txt"
-  done
+  kernels_and_decode
   pack
   for b in 4 3; do run rtn$b --quant plugins/rtn.so --opt bits=$b --opt group_size=128 --kl-baseline; done
   pack

@@ -288,36 +288,51 @@ fn story_text(dir: &Path) -> String {
     common::write(dir, "calib.txt", v["data"][0]["story"].as_str().unwrap())
 }
 
+/// Sequential calibration of the tiny model on the story text.
+fn story_settings(dir: &Path, samples: usize, seq_len: usize, seed: u64) -> llq_host::quant::CalibSettings {
+    let text = std::fs::read_to_string(story_text(dir)).unwrap();
+    llq_host::quant::CalibSettings {
+        text: llq_host::calib::text::CalibText { source: "story".into(), sha256: String::new(), text },
+        samples,
+        seq_len: Some(seq_len),
+        seed,
+        mode: llq_host::quant::CalibMode::Sequential,
+        max_sample_rows: 0,
+    }
+}
+
+/// Layer 0's q/k/v input for every calibration token, computed here from the stored weights:
+/// RMSNorm(embedding), one row of `hidden` values per token.
+fn layer0_attention_input(m: &llq_host::loader::LoadedModel, windows: &[Vec<u32>]) -> Vec<Vec<f64>> {
+    let (h, eps) = (m.config.hidden_size, m.config.rms_norm_eps);
+    let embed = &m.weights["model.embed_tokens.weight"].data;
+    let norm = &m.weights["model.layers.0.input_layernorm.weight"].data;
+    windows
+        .iter()
+        .flatten()
+        .map(|&t| {
+            let x = &embed[t as usize * h..(t as usize + 1) * h];
+            let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / h as f64;
+            (0..h).map(|c| x[c] as f64 / (ms + eps).sqrt() * norm[c] as f64).collect()
+        })
+        .collect()
+}
+
 #[test]
 fn the_probe_plugin_receives_the_statistics_of_the_right_rows() {
-    use llq_host::calib::text::CalibText;
-    use llq_host::quant::{quantize_model, CalibMode, CalibSettings, QuantizeOptions};
+    use llq_host::quant::{quantize_model, QuantizeOptions};
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(story_text(dir.path())).unwrap();
     let mut m = llq_host::loader::load(&common::p(common::STORIES)).unwrap();
     let probe = llq_host::plugin::Plugin::load(&common::so("test_calib_probe")).unwrap();
     let q = probe.configure(&[]).unwrap();
-    let settings = CalibSettings {
-        text: CalibText { source: "story".into(), sha256: String::new(), text },
-        samples: 3,
-        seq_len: Some(40),
-        seed: 5,
-        mode: CalibMode::Sequential,
-        max_sample_rows: 0,
-    };
+    let settings = story_settings(dir.path(), 3, 40, 5);
     let windows = settings.windows(&m).unwrap();
-    // Layer 0's q/k/v input, computed here from the stored weights: RMSNorm(embedding).
-    let (h, eps) = (m.config.hidden_size, m.config.rms_norm_eps);
-    let embed = m.weights["model.embed_tokens.weight"].data.clone();
-    let norm = m.weights["model.layers.0.input_layernorm.weight"].data.clone();
+    let h = m.config.hidden_size;
     let (mut amax, mut sumsq) = (vec![0f64; h], vec![0f64; h]);
-    for &t in windows.iter().flatten() {
-        let x = &embed[t as usize * h..(t as usize + 1) * h];
-        let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / h as f64;
+    for y in layer0_attention_input(&m, &windows) {
         for c in 0..h {
-            let y = x[c] as f64 / (ms + eps).sqrt() * norm[c] as f64;
-            amax[c] = amax[c].max(y.abs());
-            sumsq[c] += y * y;
+            amax[c] = amax[c].max(y[c].abs());
+            sumsq[c] += y[c] * y[c];
         }
     }
     let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
@@ -346,34 +361,19 @@ fn the_probe_plugin_receives_the_statistics_of_the_right_rows() {
 
 #[test]
 fn scale_searches_see_the_unquantized_block_and_quantization_sees_the_fold() {
-    use llq_host::calib::text::CalibText;
-    use llq_host::quant::{quantize_model, CalibMode, CalibSettings, QuantizeOptions};
+    use llq_host::quant::{quantize_model, QuantizeOptions};
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(story_text(dir.path())).unwrap();
     let mut m = llq_host::loader::load(&common::p(common::STORIES)).unwrap();
-    let original = m.weights.clone();
+    let norm = m.weights["model.layers.0.input_layernorm.weight"].data.clone();
     let probe = llq_host::plugin::Plugin::load(&common::so("test_calib_probe")).unwrap();
     assert!(probe.info.group_scales);
     let q = probe.configure(&[("scales".into(), "true".into())]).unwrap();
-    let settings = CalibSettings {
-        text: CalibText { source: "story".into(), sha256: String::new(), text },
-        samples: 2,
-        seq_len: Some(32),
-        seed: 1,
-        mode: CalibMode::Sequential,
-        max_sample_rows: 0,
-    };
+    let settings = story_settings(dir.path(), 2, 32, 1);
     let windows = settings.windows(&m).unwrap();
-    let (h, eps) = (m.config.hidden_size, m.config.rms_norm_eps);
-    let embed = &original["model.embed_tokens.weight"].data;
-    let norm = &original["model.layers.0.input_layernorm.weight"].data;
+    let h = m.config.hidden_size;
     let mut abs_sum = vec![0f64; h];
-    for &t in windows.iter().flatten() {
-        let x = &embed[t as usize * h..(t as usize + 1) * h];
-        let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / h as f64;
-        for c in 0..h {
-            abs_sum[c] += (x[c] as f64 / (ms + eps).sqrt() * norm[c] as f64).abs();
-        }
+    for y in layer0_attention_input(&m, &windows) {
+        abs_sum.iter_mut().zip(&y).for_each(|(a, v)| *a += v.abs());
     }
     let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
     let r = quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, true).unwrap();
