@@ -27,6 +27,22 @@ fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+fn f16s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+}
+
+/// ‖(W − Ŵ) Xᵀ‖² in f64 for row-major W, Ŵ (rows × cols) and X (tokens × cols).
+fn output_error(w: &[f32], wq: &[f32], x: &[f32], cols: usize) -> f64 {
+    let mut err = 0f64;
+    for (wr, qr) in w.chunks(cols).zip(wq.chunks(cols)) {
+        for xt in x.chunks(cols) {
+            let d: f64 = (0..cols).map(|c| (wr[c] as f64 - qr[c] as f64) * xt[c] as f64).sum();
+            err += d * d;
+        }
+    }
+    err
+}
+
 /// The codes of a packed int-group matrix, decoded here from the documented layout.
 fn decode_codes(words: &[u8], rows: usize, cols: usize, bits: usize) -> Vec<u32> {
     let per_row = (cols * bits).div_ceil(32);
@@ -134,19 +150,7 @@ fn rtn_and_gptq_match_the_numpy_reference() {
         let deq = SafeTensors::deserialize(&deq_bytes).unwrap();
         let wq = f32s(deq.tensor(name).unwrap().data());
         let w = f32s(weights.tensor(name).unwrap().data());
-        let xt = acts.tensor(name).unwrap();
-        let x: Vec<f32> =
-            xt.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
-        let tokens = xt.shape()[0];
-        let mut err = 0f64;
-        for r in 0..rows {
-            for t in 0..tokens {
-                let d: f64 = (0..cols)
-                    .map(|c| (w[r * cols + c] as f64 - wq[r * cols + c] as f64) * x[t * cols + c] as f64)
-                    .sum();
-                err += d * d;
-            }
-        }
+        let err = output_error(&w, &wq, &f16s(acts.tensor(name).unwrap().data()), cols);
         let want_err = case["output_error"].as_f64().unwrap();
         let ratio = err / want_err;
         assert!((ratio - 1.0).abs() <= 0.01, "{label}: output error {err:.6e} vs reference {want_err:.6e}");
@@ -155,10 +159,6 @@ fn rtn_and_gptq_match_the_numpy_reference() {
             100.0 * same as f64 / want.len() as f64
         );
     }
-}
-
-fn f16s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
 }
 
 #[test]
@@ -230,17 +230,8 @@ fn awq_matches_the_numpy_reference() {
             let wt = weights.tensor(name).unwrap();
             let (rows, cols) = (wt.shape()[0], wt.shape()[1]);
             let w = f16s(wt.data());
-            let x = f16s(acts.tensor(name).unwrap().data());
-            let tokens = x.len() / cols;
-            let mut err = 0f64;
-            for r in 0..rows {
-                for t in 0..tokens {
-                    let d: f64 = (0..cols)
-                        .map(|c| (w[r * cols + c] as f64 - wq[r * cols + c] as f64) * x[t * cols + c] as f64)
-                        .sum();
-                    err += d * d;
-                }
-            }
+            assert_eq!(wq.len(), rows * cols);
+            let err = output_error(&w, &wq, &f16s(acts.tensor(name).unwrap().data()), cols);
             let want_err = want_err.as_f64().unwrap();
             let ratio = err / want_err;
             assert!(
