@@ -29,6 +29,15 @@ fn inspect_prints_the_descriptor_as_json() {
     assert_eq!(v["name"], "nf4");
     assert_eq!(v["options"][0]["name"], "block_size");
     assert_eq!(v["options"][1]["default"], "false");
+    assert_eq!(v["bits_per_weight"]["bits"], 4.5);
+    // Bits per weight for other options and shapes: awq 3-bit g128 on 576×1536 stores 3-bit
+    // codes plus an f16 scale and a u8 zero per 128 columns (24/128 bits).
+    let out = llq(&["plugins", "inspect", &plugin("awq"), "--opt", "bits=3", "--shape", "576x1536"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["group_scales"].as_bool(), v["calibration"].as_str()), (Some(true), Some("hessian")));
+    assert!((v["bits_per_weight"]["bits"].as_f64().unwrap() - (3.0 + 24.0 / 128.0)).abs() < 1e-12, "{v}");
+    let out = llq(&["plugins", "inspect", &plugin("awq"), "--shape", "4096"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shape `4096` is not ROWSxCOLS"));
 }
 
 #[test]
