@@ -14,9 +14,9 @@
 use super::args::PluginArgs;
 use crate::calib::stats::Accumulator;
 use crate::loader::hf::tensor_to_f32;
-use crate::model::config::layer_tensor;
-use crate::model::{LayerTensor, Stage};
+use crate::model::Stage;
 use crate::plugin::{CalibrationData, GroupLayer, LayerGroup, PackedMatrix, QuantConfig};
+use crate::quant::fold::{stage_group, Group};
 use crate::util::fs::write_atomic;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -182,51 +182,37 @@ struct Layer {
     scales: Option<Vec<f32>>,
 }
 
-/// A layer group among the file's weights: the producer's name and kind, and the members
-/// present.
-struct FileGroup {
-    producer: String,
-    kind: llq_sdk::Producer,
-    layers: Vec<String>,
-}
-
-/// The groups of `model.layers.N` layers present in the file (module docs). The o group is
-/// left out when v is present and its rows are not o's columns (grouped-query attention).
-fn file_groups(todo: &HashMap<String, Layer>) -> Vec<FileGroup> {
+/// The groups of `model.layers.N` layers present in the file, each with only the members
+/// present (module docs). The o group is left out when v is present and its rows are not o's
+/// columns (grouped-query attention).
+fn file_groups(todo: &HashMap<String, Layer>) -> Vec<Group> {
     let mut blocks: Vec<usize> = todo
         .keys()
         .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse().ok())
         .collect();
     blocks.sort();
     blocks.dedup();
-    let mut out = vec![];
-    for l in blocks {
-        for stage in Stage::INPUTS {
-            let layers: Vec<String> =
-                stage.layers().iter().map(|&t| layer_tensor(l, t)).filter(|n| todo.contains_key(n)).collect();
-            let Some(p) = stage.producer() else { continue };
-            let producer = layer_tensor(l, p);
-            let gqa = |o: &String| {
-                todo.get(&producer).is_some_and(|v| todo.get(o).is_some_and(|o| o.cols != v.rows))
-            };
-            if layers.is_empty() || (stage == Stage::OProj && gqa(&layers[0])) {
-                continue;
-            }
-            let kind = match p {
-                LayerTensor::InputNorm | LayerTensor::PostNorm => llq_sdk::Producer::Norm,
-                _ => llq_sdk::Producer::Linear,
-            };
-            out.push(FileGroup { producer, kind, layers });
-        }
-    }
-    out
+    let gqa = |g: &Group| {
+        g.stage == Stage::OProj
+            && todo.get(&g.producer).is_some_and(|v| todo.get(&g.layers[0]).is_some_and(|o| o.cols != v.rows))
+    };
+    blocks
+        .into_iter()
+        .flat_map(|l| Stage::INPUTS.into_iter().filter_map(move |stage| stage_group(l, stage)))
+        .filter(|g| !gqa(g))
+        .map(|mut g| {
+            g.layers.retain(|n| todo.contains_key(n));
+            g
+        })
+        .filter(|g| !g.layers.is_empty())
+        .collect()
 }
 
 /// Search `g`'s input scale and apply it to its members' weights and calibration.
 fn scale_group(
     q: &QuantConfig,
     acts: &SafeTensors,
-    g: &FileGroup,
+    g: &Group,
     todo: &mut HashMap<String, Layer>,
 ) -> Result<Option<serde_json::Value>> {
     let first = &g.layers[0];
@@ -250,7 +236,7 @@ fn scale_group(
             .collect();
         q.search_scales(&LayerGroup {
             producer: &g.producer,
-            producer_kind: g.kind,
+            producer_kind: g.producer_kind,
             layers,
             calibration: &calib,
         })?

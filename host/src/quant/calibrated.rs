@@ -112,16 +112,15 @@ fn quantize_pending(
 }
 
 /// Search and fold the input scales of block `l` (module docs): one pass of the block's
-/// inputs `xs` through the unquantized block, then one `search_scales` per group.
-#[allow(clippy::too_many_arguments)]
+/// inputs `xs` through the unquantized block (built by `load`), then one `search_scales` per
+/// group that holds a layer of `shape`.
 fn fold_block_scales(
     q: &QuantConfig,
     m: &mut LoadedModel,
     l: usize,
     xs: &[Tensor],
     ctx: &SequenceContext,
-    device: &Device,
-    dtype: DType,
+    load: &dyn Fn(&crate::model::Weights) -> Result<Block>,
     shape: &HashMap<&str, (usize, usize)>,
 ) -> Result<Vec<ScaleGroup>> {
     // Groups with at least one layer being quantized (the fold still covers all readers).
@@ -132,7 +131,7 @@ fn fold_block_scales(
     if groups.is_empty() {
         return Ok(vec![]);
     }
-    let block = Block::load(&WeightSource::new(&m.weights, device, dtype, None)?, &m.config, l)?;
+    let block = load(&m.weights)?;
     let width = |g: &super::fold::Group| m.weights.get(&g.layers[0]).map_or(0, |w| w.shape[1]);
     let mut accs: Vec<Accumulator> =
         groups.iter().map(|g| Accumulator::new(width(g), q.plugin.calibration(), 0)).collect();
@@ -218,11 +217,11 @@ pub fn quantize_calibrated(
     let mut results = Vec::with_capacity(layers.len());
     let mut scale_groups = vec![];
     for l in 0..n_blocks {
-        if q.plugin.info.group_scales {
-            scale_groups.extend(fold_block_scales(q, m, l, &xs, &ctx, device, dtype, &shape)?);
-        }
         let load =
             |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);
+        if q.plugin.info.group_scales {
+            scale_groups.extend(fold_block_scales(q, m, l, &xs, &ctx, &load, &shape)?);
+        }
         let mut states: Vec<StageState> = xs.drain(..).map(StageState::new).collect();
         // Reloaded only where quantized layers must take effect (after each stage in
         // `sequential`, after the block in `block`); `parallel` keeps it unquantized throughout.

@@ -20,6 +20,22 @@ pub struct Group {
     pub layers: Vec<String>,
 }
 
+/// The group reading `stage`'s input in block `l`, with its producer (`None` for the block
+/// output, which no linear layer of the block reads).
+pub fn stage_group(l: usize, stage: Stage) -> Option<Group> {
+    let p = stage.producer()?;
+    let producer_kind = match p {
+        LayerTensor::InputNorm | LayerTensor::PostNorm => Producer::Norm,
+        _ => Producer::Linear,
+    };
+    Some(Group {
+        stage,
+        producer: layer_tensor(l, p),
+        producer_kind,
+        layers: stage.layers().iter().map(|&t| layer_tensor(l, t)).collect(),
+    })
+}
+
 /// The groups of block `l` whose input a scale can be folded into, in block order. The
 /// o group needs v's output rows to be o's input columns one for one, which grouped-query
 /// attention breaks (llm-awq skips it then too: `v_proj.weight.shape == o_proj.weight.shape`).
@@ -28,19 +44,7 @@ pub fn block_groups(cfg: &Config, l: usize) -> Vec<Group> {
     Stage::INPUTS
         .into_iter()
         .filter(|&stage| stage != Stage::OProj || mha)
-        .filter_map(|stage| {
-            let p = stage.producer()?;
-            let kind = match p {
-                LayerTensor::InputNorm | LayerTensor::PostNorm => Producer::Norm,
-                _ => Producer::Linear,
-            };
-            Some(Group {
-                stage,
-                producer: layer_tensor(l, p),
-                producer_kind: kind,
-                layers: stage.layers().iter().map(|&t| layer_tensor(l, t)).collect(),
-            })
-        })
+        .filter_map(|stage| stage_group(l, stage))
         .collect()
 }
 
