@@ -610,3 +610,50 @@ fn folding_positive_input_scales_leaves_the_logits_unchanged() {
         assert!(moved > 1e-3, "{label}: an unfolded scale moved the logits only by {moved:e}");
     }
 }
+
+#[test]
+fn awq_packed_output_carries_input_scales_and_a_group_needs_one_input() {
+    let dir_of = |n: &str| root().join("tests/fixtures/awq").join(n);
+    let dir = tempfile::tempdir().unwrap();
+    let (p, i) = (plugin("awq"), dir_of("weights.safetensors").display().to_string());
+    let a = dir_of("activations.safetensors").display().to_string();
+    let out = dir.path().join("packed.safetensors").display().to_string();
+    let r = llq(&["quantize", "--quant", &p, "--input", &i, "--calibration", &a, "--output", &out]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let bytes = std::fs::read(&out).unwrap();
+    let packed = SafeTensors::deserialize(&bytes).unwrap();
+    let scales =
+        |m: &str| f32s(packed.tensor(&format!("model.layers.0.{m}.weight.input_scales")).unwrap().data());
+    // Every layer carries its group's scale: q/k/v one, gate/up one, o and down their own.
+    for (m, cols) in [("self_attn.o_proj", 128), ("mlp.down_proj", 384), ("mlp.gate_proj", 128)] {
+        let s = scales(m);
+        assert!(s.len() == cols && s.iter().all(|v| *v > 0.0), "{m}");
+    }
+    assert_eq!(scales("self_attn.q_proj"), scales("self_attn.v_proj"));
+    assert_eq!(scales("mlp.gate_proj"), scales("mlp.up_proj"));
+    // k given o's activations: q/k/v read one input in the model, so this is refused.
+    let src_bytes = std::fs::read(dir_of("activations.safetensors")).unwrap();
+    let src = SafeTensors::deserialize(&src_bytes).unwrap();
+    let names: Vec<String> = src.names().into_iter().map(|s| s.to_string()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = names
+        .iter()
+        .map(|n| {
+            let from = if n.contains("k_proj") { n.replace("k_proj", "o_proj") } else { n.clone() };
+            let t = src.tensor(&from).unwrap();
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(t.dtype(), t.shape().to_vec(), t.data()).unwrap(),
+            )
+        })
+        .collect();
+    let bad = dir.path().join("bad.safetensors");
+    safetensors::serialize_to_file(views, None, &bad).unwrap();
+    let b = bad.display().to_string();
+    let r = llq(&["quantize", "--quant", &p, "--input", &i, "--calibration", &b, "--output", &out]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr(&r).contains("gives model.layers.0.self_attn.q_proj.weight and model.layers.0.self_attn.k_proj.weight different activations"),
+        "{}",
+        stderr(&r)
+    );
+}
