@@ -346,6 +346,25 @@ impl Block {
         })
     }
 
+    /// Upload the given linear layers of block `layer` again from `w` (the calibration run
+    /// replaces the layers it has just quantized, not the whole block).
+    pub fn reload(&mut self, w: &WeightSource, layer: usize, tensors: &[LayerTensor]) -> Result<()> {
+        for &t in tensors {
+            let slot = match t {
+                LayerTensor::Q => &mut self.attn.q,
+                LayerTensor::K => &mut self.attn.k,
+                LayerTensor::V => &mut self.attn.v,
+                LayerTensor::O => &mut self.attn.o,
+                LayerTensor::Gate => &mut self.mlp.gate,
+                LayerTensor::Up => &mut self.mlp.up,
+                LayerTensor::Down => &mut self.mlp.down,
+                other => anyhow::bail!("{other:?} is not a linear layer"),
+            };
+            *slot = w.linear(&layer_tensor(layer, t))?;
+        }
+        Ok(())
+    }
+
     pub fn forward(
         &self,
         x: &Tensor,

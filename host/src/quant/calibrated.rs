@@ -95,6 +95,45 @@ impl CalibSettings {
     }
 }
 
+/// Where a calibration run's time goes, by phase ([`Phases::NAMES`]). Laps are host clock
+/// readings; with `RUST_LOG=llq_host=debug` the device is synchronized at each lap so the GPU's
+/// work lands in the phase that queued it (a plain run keeps its asynchrony, and its device work
+/// shows up in whichever phase waits for it), and each block's split is logged.
+struct Phases {
+    device: Device,
+    sync: bool,
+    t: Instant,
+    sums: [f64; 6],
+}
+
+impl Phases {
+    const NAMES: [&'static str; 6] = ["forward", "statistics", "transfer", "quantize", "reload", "search"];
+    const FORWARD: usize = 0;
+    const STATS: usize = 1;
+    const TRANSFER: usize = 2;
+    const QUANTIZE: usize = 3;
+    const RELOAD: usize = 4;
+    const SEARCH: usize = 5;
+
+    fn new(device: &Device) -> Self {
+        let sync = tracing::enabled!(tracing::Level::DEBUG) && !device.is_cpu();
+        Phases { device: device.clone(), sync, t: Instant::now(), sums: [0.0; 6] }
+    }
+    /// Charge the time since the last lap to phase `i`.
+    fn lap(&mut self, i: usize) {
+        if self.sync {
+            let _ = self.device.synchronize();
+        }
+        self.sums[i] += self.t.elapsed().as_secs_f64();
+        self.t = Instant::now();
+    }
+    fn summary(&self) -> String {
+        let parts: Vec<String> =
+            Self::NAMES.iter().zip(self.sums).map(|(n, s)| format!("{n} {s:.1} s")).collect();
+        parts.join(", ")
+    }
+}
+
 /// Quantize the layers of `layers` that have calibration data in `pending` (and take them out).
 fn quantize_pending(
     q: &QuantConfig,
@@ -216,16 +255,20 @@ pub fn quantize_calibrated(
     );
     let mut results = Vec::with_capacity(layers.len());
     let mut scale_groups = vec![];
+    let mut ph = Phases::new(device);
     for l in 0..n_blocks {
         let load =
             |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);
+        ph.lap(Phases::FORWARD);
         if q.plugin.info.group_scales {
             scale_groups.extend(fold_block_scales(q, m, l, &xs, &ctx, &load, &shape)?);
+            ph.lap(Phases::SEARCH);
         }
         let mut states: Vec<StageState> = xs.drain(..).map(StageState::new).collect();
         // Reloaded only where quantized layers must take effect (after each stage in
         // `sequential`, after the block in `block`); `parallel` keeps it unquantized throughout.
         let mut block = load(&m.weights)?;
+        ph.lap(Phases::RELOAD);
         let mut pending: HashMap<String, CalibrationData> = HashMap::new();
         for stage in Stage::INPUTS {
             let names: Vec<String> = stage
@@ -237,13 +280,16 @@ pub fn quantize_calibrated(
             let mut acc = names.first().map(|n| Accumulator::new(shape[n.as_str()].1, need, rows_per_window));
             for st in states.iter_mut() {
                 let input = block.advance(st, stage, ctx.rope(), &ctx.mask)?;
+                ph.lap(Phases::FORWARD);
                 if let Some(acc) = acc.as_mut() {
                     acc.add(&input)?;
+                    ph.lap(Phases::STATS);
                 }
             }
             if let Some(acc) = acc {
                 let data = acc.finish().with_context(|| format!("calibrating {}", names[0]))?;
                 pending.extend(names.into_iter().map(|n| (n, data.clone())));
+                ph.lap(Phases::TRANSFER);
             }
             // `sequential`: quantize this stage's layers now, so the next stages see them.
             if s.mode == CalibMode::Sequential && !pending.is_empty() {
@@ -255,10 +301,14 @@ pub fn quantize_calibrated(
                     threads,
                     keep_packed,
                 )?);
-                block = load(&m.weights)?;
+                ph.lap(Phases::QUANTIZE);
+                // Only this stage's layers changed.
+                block.reload(&WeightSource::new(&m.weights, device, dtype, None)?, l, stage.layers())?;
+                ph.lap(Phases::RELOAD);
             }
         }
         results.extend(quantize_pending(q, &mut m.weights, layers, &mut pending, threads, keep_packed)?);
+        ph.lap(Phases::QUANTIZE);
         if s.mode == CalibMode::Block {
             // The block's output through its quantized layers: recompute from its input.
             block = load(&m.weights)?;
@@ -273,6 +323,8 @@ pub fn quantize_calibrated(
             .iter_mut()
             .map(|st| block.advance(st, Stage::Output, ctx.rope(), &ctx.mask))
             .collect::<Result<_>>()?;
+        ph.lap(Phases::FORWARD);
+        tracing::debug!("after block {l}: {}", ph.summary());
         bar.inc(1);
     }
     if let Some(&(rows, cols)) = shape.get(LM_HEAD) {
@@ -282,6 +334,7 @@ pub fn quantize_calibrated(
             acc.add(&rms_norm(x, &norm, cfg.rms_norm_eps)?)?;
         }
         let calib = HashMap::from([(LM_HEAD.to_string(), acc.finish()?)]);
+        ph.lap(Phases::TRANSFER);
         results.extend(quantize_layers(
             q,
             &mut m.weights,
@@ -290,9 +343,12 @@ pub fn quantize_calibrated(
             threads,
             keep_packed,
         )?);
+        ph.lap(Phases::QUANTIZE);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    tracing::info!("calibration: {seconds:.1} s ({})", ph.summary());
     // The caller's order, whatever order the groups ran in.
     let order: HashMap<&str, usize> =
         layers.iter().enumerate().map(|(i, (n, _, _))| (n.as_str(), i)).collect();
@@ -308,7 +364,9 @@ pub fn quantize_calibrated(
         seed: s.seed,
         mode: s.mode.name().into(),
         tokens: (windows.len() * seq_len) as u64,
-        seconds: t0.elapsed().as_secs_f64(),
+        seconds,
+        quantize_seconds: Some(ph.sums[Phases::QUANTIZE]),
+        search_seconds: q.plugin.info.group_scales.then_some(ph.sums[Phases::SEARCH]),
         peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
         scale_groups,
     };

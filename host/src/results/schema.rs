@@ -134,6 +134,14 @@ pub struct CalibrationInfo {
     pub tokens: u64,
     /// Seconds for the calibration run, the quantization of every layer included.
     pub seconds: f64,
+    /// Of `seconds`, those spent in the plugin's quantize calls (GPTQ's solve, on the CPU); the
+    /// rest is forward passes, statistics, transfers and the scale search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_seconds: Option<f64>,
+    /// Of `seconds`, those spent searching and folding input scales (the unquantized block
+    /// pass included); absent for methods that search none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_seconds: Option<f64>,
     /// Peak resident memory of the process after calibration (Linux VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
     /// Input scales the plugin chose and the host folded (ABI 1.2 layer groups; AWQ), in

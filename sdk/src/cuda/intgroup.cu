@@ -30,10 +30,11 @@ struct LlqIntGroup {
     const unsigned gs = (unsigned)a.p1;
     return (gs & (gs - 1u)) == 0u ? c >> (__ffs(gs) - 1) : c / gs;
   }
-  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words). The group is
-  // found again in decode8 (two registers per Raw, not three: the drivers keep UNROLL × rows
-  // of them live, and v1's `long long` group index pushed the kernels into spills).
-  struct Raw { unsigned lo, hi; };
+  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words), and from the
+  // row/column entries (v6) the group's scale (f16 bits) and zero in one word, fetched with
+  // the codes so both loads are in flight at once. load8 (flat index) leaves `sz` unset and
+  // decode8 finds the group again.
+  struct Raw { unsigned lo, hi, sz; };
   // The 8 weights at column c share one group (no g_idx, groups a multiple of 8).
   static __device__ __forceinline__ bool fast8(const LlqArgs& a) { return !a.p2 && (a.p1 & 7) == 0; }
   static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
@@ -46,7 +47,39 @@ struct LlqIntGroup {
     Raw r;
     r.lo = __ldg(w);
     r.hi = off + 8 * (int)a.p0 > 32 ? __ldg(w + 1) : 0u;
+    r.sz = 0u;
     return r;
+  }
+  static __device__ __forceinline__ unsigned groups32(const LlqArgs& a) {
+    return group_of(a, (unsigned)a.cols + (unsigned)a.p1 - 1u);
+  }
+  static __device__ __forceinline__ Raw load8_rc(const LlqArgs& a, unsigned row, unsigned c) {
+    const unsigned bit = c * (unsigned)a.p0;
+    const unsigned wpr = ((unsigned)a.cols * (unsigned)a.p0 + 31u) >> 5;
+    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + (size_t)row * wpr + (bit >> 5);
+    Raw r;
+    r.lo = __ldg(w);
+    r.hi = (int)(bit & 31u) + 8 * (int)a.p0 > 32 ? __ldg(w + 1) : 0u;
+    r.sz = 0u;
+    if (fast8(a)) {
+      const size_t k = (size_t)row * groups32(a) + group_of(a, c);
+      r.sz = (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k) | ((unsigned)__ldg(a.b2 + k) << 16);
+    }
+    return r;
+  }
+  static __device__ __forceinline__ void decode8_rc(const LlqArgs& a, const float*, unsigned row, unsigned c, Raw raw, float w[8]) {
+    if (!fast8(a)) {
+      const long long i = (long long)row * a.cols + c;
+      for (int k = 0; k < 8; ++k) w[k] = at(a, nullptr, i + k, row);
+      return;
+    }
+    const int off = (int)((c * (unsigned)a.p0) & 31u);
+    const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
+    const unsigned mask = (1u << a.p0) - 1u;
+    const float s = llq_f16_to_f32((unsigned short)(raw.sz & 0xffffu));
+    const float z = (float)(raw.sz >> 16);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
   }
   static __device__ __forceinline__ void decode8(const LlqArgs& a, const float*, long long i, long long row, Raw raw, float w[8]) {
     if (!fast8(a)) {
@@ -57,8 +90,7 @@ struct LlqIntGroup {
     const int off = (int)((c * (unsigned)a.p0) & 31u);
     const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
     const unsigned mask = (1u << a.p0) - 1u;
-    const unsigned groups = group_of(a, (unsigned)a.cols + (unsigned)a.p1 - 1u);
-    const size_t k = (size_t)row * groups + group_of(a, c);
+    const size_t k = (size_t)row * groups32(a) + group_of(a, c);
     const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
     const float z = (float)__ldg(a.b2 + k);
 #pragma unroll

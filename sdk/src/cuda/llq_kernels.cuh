@@ -14,6 +14,15 @@
 // `i` is the flat row-major index of a weight (row * cols + col). The 8-wide path is used
 // only when cols % 8 == 0, so i is a multiple of 8 and the 8 weights share one row;
 // otherwise every weight goes through `at`.
+//
+// Optional (header v1.1, found by their presence, so v1 decoders compile unchanged): formats
+// stored per row can take the row and column the driver already knows instead of the flat
+// index, and so need no division by `cols` per 8 weights:
+//   static __device__ Raw load8_rc(const LlqArgs&, unsigned row, unsigned col);
+//   static __device__ void decode8_rc(const LlqArgs&, const float* lut, unsigned row,
+//                                     unsigned col, Raw raw, float w[8]);
+// A decoder that has them must also handle `load8`/`decode8`, but the drivers then call only
+// these (row and column as 32-bit values: a matrix has fewer than 2³² rows and columns).
 
 typedef unsigned short llq_bf16;
 
@@ -48,6 +57,27 @@ static __device__ __forceinline__ long long llq_block_of(long long i, long long 
   return (block & (block - 1)) == 0 ? (i >> (__ffsll(block) - 1)) : i / block;
 }
 
+template <class... T> struct llq_void { typedef void type; };
+template <class D, class = void> struct llq_has_rc { static constexpr bool value = false; };
+template <class D>
+struct llq_has_rc<D, typename llq_void<decltype(&D::load8_rc), decltype(&D::decode8_rc)>::type> {
+  static constexpr bool value = true;
+};
+
+// The 8 weights at (row, col) = flat index i, through the decoder's row/column entries when
+// it has them.
+template <class D>
+static __device__ __forceinline__ typename D::Raw llq_load8(const LlqArgs& a, long long i, long long row, long long col) {
+  if constexpr (llq_has_rc<D>::value) return D::load8_rc(a, (unsigned)row, (unsigned)col);
+  else return D::load8(a, i);
+}
+template <class D>
+static __device__ __forceinline__ void llq_decode8(const LlqArgs& a, const float* lut, long long i, long long row, long long col,
+                                                   typename D::Raw raw, float w[8]) {
+  if constexpr (llq_has_rc<D>::value) D::decode8_rc(a, lut, (unsigned)row, (unsigned)col, raw, w);
+  else D::decode8(a, lut, i, row, raw, w);
+}
+
 template <class D>
 static __device__ __forceinline__ void llq_fill_lut(float* lut) {
   for (int i = threadIdx.x; i < (int)D::LUT; i += blockDim.x) lut[i] = D::lut(i);
@@ -78,14 +108,18 @@ static __device__ void llq_dequantize(const LlqArgs& a, llq_bf16* out) {
 #pragma unroll
     for (int u = 0; u < LLQ_DQ_GROUPS; ++u) {
       const long long i = (g0 + (long long)u * blockDim.x) * 8;
-      if (i < n) raw[u] = D::load8(a, i);
+      if (i < n) {
+        const long long row = i / a.cols;
+        raw[u] = llq_load8<D>(a, i, row, i - row * a.cols);
+      }
     }
 #pragma unroll
     for (int u = 0; u < LLQ_DQ_GROUPS; ++u) {
       const long long i = (g0 + (long long)u * blockDim.x) * 8;
       if (i < n) {
         float w[8];
-        D::decode8(a, lut, i, i / a.cols, raw[u], w);
+        const long long row = i / a.cols;
+        llq_decode8<D>(a, lut, i, row, i - row * a.cols, raw[u], w);
         *reinterpret_cast<uint4*>(out + i) = llq_pack8(w);
       }
     }
@@ -139,7 +173,7 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
         const long long g = g0 + 256LL * u;
 #pragma unroll
         for (int r = 0; r < RB; ++r)
-          if (g < groups && r0 + r < a.rows) raw[u][r] = D::load8(a, (r0 + r) * cols + g * 8);
+          if (g < groups && r0 + r < a.rows) raw[u][r] = llq_load8<D>(a, (r0 + r) * cols + g * 8, r0 + r, g * 8);
       }
       if (!staged) {  // every thread of the block takes this branch on its first step
         llq_fill_lut<D>(lut);
@@ -157,7 +191,7 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
           for (int r = 0; r < RB; ++r) {
             if (r0 + r < a.rows) {
               float w[8];
-              D::decode8(a, lut, (r0 + r) * cols + g * 8, r0 + r, raw[u][r], w);
+              llq_decode8<D>(a, lut, (r0 + r) * cols + g * 8, r0 + r, g * 8, raw[u][r], w);
 #pragma unroll
               for (int b = 0; b < MAXB; ++b)
                 if (b < batch) llq_dot8(acc[r][b], w, xv[b]);

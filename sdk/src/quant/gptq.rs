@@ -15,7 +15,7 @@
 //!    lazily, one block at a time.
 
 use super::intgroup::{code, find_params, GroupParams, IntGroupMatrix, IntGroupSpec};
-use super::linalg::{cholesky_lower, inverse_from_cholesky, SquareMatrix};
+use super::linalg::{inverse_upper_cholesky, par_each, sub_products_in_order, SquareMatrix, Strided};
 use crate::{bail, Result};
 
 /// GPTQ's knobs beside the format.
@@ -50,6 +50,17 @@ pub struct GptqResult {
     pub matrix: IntGroupMatrix,
     /// `Σ (w − q)² / Hinv[i,i]² / 2` over all weights (the reference's printed `error`).
     pub loss: f64,
+}
+
+/// One row's state while GPTQ runs: its codes (visiting order) and group parameters, the
+/// parameters in force, its share of the loss, and the current block's working copy and errors.
+struct RowWork {
+    codes: Vec<u8>,
+    params: Vec<GroupParams>,
+    current: GroupParams,
+    loss: f64,
+    w1: Vec<f64>,
+    err: Vec<f64>,
 }
 
 /// Quantize `data` (rows × cols, row-major) with GPTQ given `hessian` (cols × cols).
@@ -102,41 +113,54 @@ pub fn gptq(
     } else {
         (0..cols).collect()
     };
-    // W and H in visiting order.
-    let mut wp = vec![0f64; rows * cols];
-    for r in 0..rows {
-        for (j, &c) in perm.iter().enumerate() {
-            wp[r * cols + j] = w[r * cols + c];
+    // W and H in visiting order (moved as they are without act-order).
+    let (mut wp, mut hp) = if opt.act_order {
+        let mut wp = vec![0f64; rows * cols];
+        for r in 0..rows {
+            for (j, &c) in perm.iter().enumerate() {
+                wp[r * cols + j] = w[r * cols + c];
+            }
         }
-    }
-    let mut hp = SquareMatrix { n: cols, a: vec![0.0; cols * cols] };
-    for (i, &pi) in perm.iter().enumerate() {
-        for (j, &pj) in perm.iter().enumerate() {
-            hp.a[i * cols + j] = h.get(pi, pj);
+        let mut hp = SquareMatrix::zeros(cols);
+        for (i, &pi) in perm.iter().enumerate() {
+            let src = h.row(pi);
+            for (dst, &pj) in hp.a[i * cols..(i + 1) * cols].iter_mut().zip(&perm) {
+                *dst = src[pj];
+            }
         }
-    }
+        (wp, hp)
+    } else {
+        (w, h)
+    };
     let mean_diag = (0..cols).map(|i| hp.get(i, i)).sum::<f64>() / cols as f64;
     for i in 0..cols {
         hp.a[i * cols + i] += opt.damp * mean_diag;
     }
-    let l = cholesky_lower(&hp)
+    // Hinv: the upper Cholesky factor of H⁻¹, rows read along memory by the updates below.
+    let u = inverse_upper_cholesky(&hp)
         .map_err(|e| format!("gptq: the damped Hessian is not positive definite ({e})"))?;
-    let hinv_full = inverse_from_cholesky(&l);
-    // Upper factor U of H⁻¹ = Uᵀ U: the transpose of the lower factor.
-    let hinv_l = cholesky_lower(&hinv_full).map_err(|e| format!("gptq: H⁻¹ lost definiteness ({e})"))?;
-    // U = Lᵀ, row-major: the updates below read rows of U, so they run along memory.
-    let mut u = SquareMatrix::zeros(cols);
-    for i in 0..cols {
-        for j in i..cols {
-            u.a[i * cols + j] = hinv_l.get(j, i);
-        }
-    }
-    let hinv = |i: usize, j: usize| u.a[i * cols + j];
-    let urow = |i: usize| &u.a[i * cols..(i + 1) * cols];
+    let urow = |j: usize| &u.a[j * cols..(j + 1) * cols];
 
+    // Each visited column's group: fixed by the options alone, so the packed size is known
+    // before quantizing.
+    let whole_row = spec.whole_row;
+    let group: Vec<usize> = (0..cols)
+        .map(|j| {
+            if whole_row {
+                0
+            } else if opt.static_groups {
+                perm[j] / gs
+            } else {
+                j / gs
+            }
+        })
+        .collect();
+    let mut g_idx = vec![0u32; cols];
+    for (j, &g) in group.iter().enumerate() {
+        g_idx[perm[j]] = g as u32;
+    }
     // `group_size = -1`: one group per row, its parameters from the weights as given (the
     // reference finds them before zeroing dead columns).
-    let whole_row = spec.whole_row;
     let row_params: Vec<GroupParams> = if whole_row {
         (0..rows)
             .map(|r| find_params(data[r * cols..(r + 1) * cols].iter().map(|&v| v as f64), &spec))
@@ -144,84 +168,75 @@ pub fn gptq(
     } else {
         vec![]
     };
-    let mut codes_p = vec![0u8; rows * cols];
-    let mut params = vec![GroupParams { scale: 0.0, zero: 0.0 }; rows * groups];
-    let mut g_idx = vec![0u32; cols];
-    let mut current: Vec<GroupParams> = vec![GroupParams { scale: 0.0, zero: 0.0 }; rows];
-    let mut loss = 0.0;
+    let zero = GroupParams { scale: 0.0, zero: 0.0 };
+    let mut work: Vec<RowWork> = (0..rows)
+        .map(|_| RowWork {
+            codes: vec![0; cols],
+            params: vec![zero; groups],
+            current: zero,
+            loss: 0.0,
+            w1: vec![],
+            err: vec![],
+        })
+        .collect();
     let bs = opt.block_size;
-    let mut i1 = 0;
-    while i1 < cols {
+    let mut err: Vec<f64> = vec![];
+    for i1 in (0..cols).step_by(bs) {
         let i2 = (i1 + bs).min(cols);
         let count = i2 - i1;
-        // The block's columns are updated in a copy (W1); `wp` keeps their values at the block
-        // start, which is what dynamic groups starting inside the block are measured on.
-        let mut w1 = vec![0f64; rows * count];
-        for r in 0..rows {
-            w1[r * count..(r + 1) * count].copy_from_slice(&wp[r * cols + i1..r * cols + i2]);
-        }
-        let mut err = vec![0f64; rows * count];
-        for i in 0..count {
-            let j = i1 + i; // position in visiting order
-            let g = if whole_row {
-                current.copy_from_slice(&row_params);
-                0
-            } else if let Some(sp) = &static_params {
-                let g = perm[j] / gs;
-                for r in 0..rows {
-                    current[r] = sp[r * groups + g];
+        // Rows are independent inside a block: each quantizes its columns one by one, spreading
+        // the error over the rest of the block in its working copy (W1). `wp` keeps the values at
+        // the block start, which is what dynamic groups starting inside the block are measured on.
+        let wp_ref = &wp;
+        par_each(&mut work, |r, row| {
+            let wrow = &wp_ref[r * cols..(r + 1) * cols];
+            row.w1.clear();
+            row.w1.extend_from_slice(&wrow[i1..i2]);
+            row.err.clear();
+            row.err.resize(count, 0.0);
+            for i in 0..count {
+                let j = i1 + i; // position in visiting order
+                let g = group[j];
+                if whole_row {
+                    row.current = row_params[r];
+                } else if let Some(sp) = &static_params {
+                    row.current = sp[r * groups + g];
+                } else if j % gs == 0 {
+                    row.current = find_params(wrow[j..(j + gs).min(cols)].iter().copied(), &spec);
                 }
-                g
-            } else {
-                if j % gs == 0 {
-                    let end = (j + gs).min(cols);
-                    for (r, cur) in current.iter_mut().enumerate() {
-                        *cur = find_params(wp[r * cols + j..r * cols + end].iter().copied(), &spec);
-                    }
-                }
-                j / gs
-            };
-            g_idx[perm[j]] = g as u32;
-            let d = hinv(j, j);
-            for r in 0..rows {
-                let p = current[r];
-                params[r * groups + g] = p;
-                let x = w1[r * count + i];
+                let p = row.current;
+                row.params[g] = p;
+                let d = urow(j)[j];
+                let x = row.w1[i];
                 let q = code(x, p, maxq);
-                codes_p[r * cols + j] = q;
+                row.codes[j] = q;
                 let qv = p.scale * (q as f64 - p.zero);
-                loss += (x - qv) * (x - qv) / (d * d) / 2.0;
+                row.loss += (x - qv) * (x - qv) / (d * d) / 2.0;
                 let e = (x - qv) / d;
-                err[r * count + i] = e;
-                // W1[:, i:] -= e · Hinv1[i, i:]
-                let hrow = &urow(j)[j..i2];
-                for (v, h) in w1[r * count + i..(r + 1) * count].iter_mut().zip(hrow) {
+                row.err[i] = e;
+                // W1[r, i:] -= e · Hinv[j, j:i2]
+                for (v, h) in row.w1[i..].iter_mut().zip(&urow(j)[j..i2]) {
                     *v -= e * h;
                 }
             }
-        }
-        // Later blocks, lazily: W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
+        });
+        // Later blocks, lazily, as one product in the reference loop's order (see
+        // `sub_products_in_order`): W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
         if i2 < cols {
-            for r in 0..rows {
-                let e = &err[r * count..(r + 1) * count];
-                let row = &mut wp[r * cols..(r + 1) * cols];
-                for (i, &ei) in e.iter().enumerate() {
-                    if ei == 0.0 {
-                        continue;
-                    }
-                    for (v, h) in row[i2..].iter_mut().zip(&urow(i1 + i)[i2..]) {
-                        *v -= ei * h;
-                    }
-                }
-            }
+            err.clear();
+            err.extend(work.iter().flat_map(|row| row.err.iter().copied()));
+            let d = Strided::rows(i2, rows, cols - i2, cols);
+            sub_products_in_order(&mut wp, d, &err, &u.a, i1 * cols + i2, cols);
         }
-        i1 = i2;
     }
-    // Codes back in column order.
+    let loss = work.iter().map(|row| row.loss).sum();
+    let mut params = Vec::with_capacity(rows * groups);
     let mut codes = vec![0u8; rows * cols];
-    for r in 0..rows {
+    for (r, row) in work.into_iter().enumerate() {
+        params.extend(row.params);
+        // Codes back in column order.
         for (j, &c) in perm.iter().enumerate() {
-            codes[r * cols + c] = codes_p[r * cols + j];
+            codes[r * cols + c] = row.codes[j];
         }
     }
     // Groups follow column order unless act-order visited them in another one (decided by

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device call for issue 11's two speed targets (results: docs/benchmarks.md):
+# 1. the GPTQ solve alone (sdk/examples/gptq_time, CPU, all cores) on Llama-3.2-1B's shapes;
+# 2. int-group kernel variants (plugins built locally into dist/kvar/, one per header/unroll
+#    variant, see bench/NOTES.md) timed beside NF4 in this same call;
+# 3. calibration + GPTQ of the synthetic Llama-3.2-1B with the per-phase split
+#    (RUST_LOG=llq_host=debug synchronizes the device at each phase boundary).
+# Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz dist/gptq_time [dist/kvar]
+#        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
+set -u
+FINAL="${1:?usage: bench/gpu_speed_11.sh OUT}"
+W=/tmp/speed; mkdir -p "$W" "$FINAL"
+source scripts/cuda-device-env.sh
+export LLQ_CACHE_DIR=/tmp/llq-cache
+BIN=dist/llq-host-cuda
+[ -x "$BIN" ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"; }
+[ -f data/gutenberg/calibration.txt ] || { tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz; }
+pack() { (cd "$W" && tar czf "$FINAL/speed.tgz" .); }
+lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400 > "$W/cpu.txt"
+for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
+pack
+K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
+# Variants: `name plugin [options]`; dist/kvar/*.so (local builds of one plugin with other
+# kernel sources) join as rtn at 4 bits.
+specs=("nf4 plugins/nf4.so" "rtn4 plugins/rtn.so --opt bits=4" "rtn3 plugins/rtn.so --opt bits=3")
+for f in dist/kvar/*.so; do [ -f "$f" ] && specs+=("$(basename "$f" .so) $f --opt bits=4"); done
+[ -n "${SKIP_KERNELS:-}" ] && specs=()
+for spec in "${specs[@]}"; do
+  set -- $spec; v=$1; p=$2; shift 2
+  "$BIN" kernels --quant $p "$@" $K --out "$W/kernels-$v.json" > "$W/kernels-$v.txt" 2>&1
+  echo "== $v: exit $?"; grep -E "^  (check  2048|matvec|dequantize) " "$W/kernels-$v.txt"
+done
+pack
+head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
+name=gptq1b-4
+RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
+  --quant plugins/gptq.so --opt bits=4 --opt group_size=128 --task tasks/perplexity.wasm \
+  --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$W/$name" > "$W/$name.txt" 2> "$W/$name.log"
+echo "$name: exit $?"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400
+pack
