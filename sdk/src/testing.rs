@@ -5,6 +5,18 @@
 use crate::{OptionSpec, Options, PackedView, QuantMethod, Quantized};
 use serde_json::Value;
 
+/// A seeded xorshift64 stream of values uniform in [−0.5, 0.5) (53-bit resolution): test data
+/// that is the same on every machine, without a random-number crate.
+pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
+    let mut s = seed.max(1);
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+}
+
 /// The bitsandbytes 0.50.2 reference file, parsed.
 pub fn bnb_reference() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/bnb/bnb-0.50.2-reference.json");

@@ -253,13 +253,7 @@ mod tests {
     /// A Hessian from `n` pseudo-random activation rows that are correlated across columns
     /// (rank 8 plus noise, uneven column scales), as real layer inputs are.
     fn hessian(cols: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
-        let mut s = 0x1234_5678u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut next = crate::testing::uniform(0x1234_5678u64);
         let basis: Vec<f64> = (0..8 * cols).map(|_| next()).collect();
         let mut x = vec![0f64; n * cols];
         for t in 0..n {

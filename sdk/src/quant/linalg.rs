@@ -444,13 +444,7 @@ mod tests {
 
     /// A symmetric positive definite n × n matrix with uneven scales and strong correlations.
     fn spd(n: usize) -> SquareMatrix {
-        let mut s = 0x9e37_79b9u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut next = crate::testing::uniform(0x9e37_79b9u64);
         let k = n + 3;
         let x: Vec<f64> = (0..n * k).map(|i| next() * (1.0 + (i / k % 5) as f64)).collect();
         let mut h = SquareMatrix::zeros(n);
@@ -561,13 +555,7 @@ mod tests {
     #[test]
     fn in_order_products_equal_the_plain_loop_bit_for_bit() {
         let (m, k, n, width, off) = (70, 37, 300, 310, 7);
-        let mut s = 7u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut next = crate::testing::uniform(7u64);
         let dst0: Vec<f64> = (0..m * width).map(|_| next()).collect();
         let a: Vec<f64> = (0..m * k).map(|_| next()).collect();
         let b: Vec<f64> = (0..(k + 1) * width).map(|_| next()).collect();
