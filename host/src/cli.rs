@@ -38,6 +38,11 @@ pub enum Command {
         command: cmd::tasks::Args,
     },
     Score(cmd::score::Args),
+    /// A study as a matrix of runs: plan, run (resumable, sharded), status.
+    Sweep {
+        #[command(subcommand)]
+        command: cmd::sweep::Args,
+    },
 }
 
 fn init_logging() {
@@ -98,5 +103,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd::bench::main(a),
         Command::Tasks { command } => cmd::tasks::main(command),
         Command::Score(a) => cmd::score::main(a),
+        Command::Sweep { command } => cmd::sweep::main(command),
     }
 }

@@ -30,6 +30,7 @@ pub mod model;
 pub mod plugin;
 pub mod quant;
 pub mod results;
+pub mod sweep;
 pub mod task;
 pub mod tokenizer;
 pub mod util;

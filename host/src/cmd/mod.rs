@@ -12,5 +12,6 @@ pub mod quant_bench;
 pub mod quantize;
 pub mod run;
 pub mod score;
+pub mod sweep;
 pub mod task_bench;
 pub mod tasks;

@@ -1,0 +1,130 @@
+//! `llq-host sweep plan|run|status SPEC`: a study as a matrix of `run`s (crate::sweep).
+
+use crate::sweep::exec::{self, Outcome, State};
+use crate::sweep::plan::{plan, shard, Cell};
+use crate::sweep::spec::Spec;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Args {
+    /// Expand the spec into cells and print each with its content address and command.
+    Plan(Common),
+    /// Run the cells not yet done (each one `llq-host run` process); resumable.
+    Run(RunArgs),
+    /// Done, stale, failed and pending cells.
+    Status(Common),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// The sweep spec (TOML; see `llq-host sweep` docs in crate::sweep::spec).
+    pub spec: PathBuf,
+    /// Results folder [default: results/sweeps/<name>]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only the cells of shard I of N (`I/N`, 0-based): every N-th cell of the plan from the
+    /// I-th, so shards run anywhere in parallel never overlap.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Cells run at once (processes)
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+}
+
+/// The resolved spec, its output folder and the cells this invocation covers.
+struct Resolved {
+    out: PathBuf,
+    cells: Vec<Cell>,
+    shard: Option<String>,
+}
+
+impl Resolved {
+    fn new(c: &Common) -> Result<Self> {
+        let spec = Spec::load(&c.spec)?;
+        let out = c.out.clone().unwrap_or_else(|| PathBuf::from("results/sweeps").join(&spec.name));
+        let cells = plan(&spec)?;
+        if let Some(s) = &c.shard {
+            shard(&cells, s)?; // checked before anything runs
+        }
+        Ok(Resolved { out, cells, shard: c.shard.clone() })
+    }
+    fn mine(&self) -> Vec<&Cell> {
+        match &self.shard {
+            Some(s) => shard(&self.cells, s).unwrap_or_default(),
+            None => self.cells.iter().collect(),
+        }
+    }
+}
+
+pub fn main(a: Args) -> Result<()> {
+    match a {
+        Args::Plan(c) => {
+            let r = Resolved::new(&c)?;
+            for cell in r.mine() {
+                println!("{}  {}  llq-host {}", &cell.address[..12], cell.id, cell.args.join(" "));
+            }
+            println!("{} cells; results in {}", r.mine().len(), r.out.display());
+            Ok(())
+        }
+        Args::Status(c) => {
+            let r = Resolved::new(&c)?;
+            let mut counts = std::collections::BTreeMap::new();
+            for cell in r.mine() {
+                let st = exec::state(&r.out, cell);
+                *counts.entry(st.label()).or_insert(0) += 1;
+                match &st {
+                    State::Failed(e) => {
+                        println!("{:8} {}  {}", st.label(), cell.id, e.lines().last().unwrap_or(""))
+                    }
+                    _ => println!("{:8} {}", st.label(), cell.id),
+                }
+            }
+            let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            println!("{} ({})", summary.join(", "), r.out.display());
+            Ok(())
+        }
+        Args::Run(a) => {
+            if a.jobs == 0 {
+                bail!("--jobs must be at least 1");
+            }
+            let r = Resolved::new(&a.common)?;
+            let mine = r.mine();
+            let todo: Vec<&Cell> =
+                mine.iter().copied().filter(|c| !exec::state(&r.out, c).is_done()).collect();
+            println!(
+                "{} of {} cells to run ({} done) in {}",
+                todo.len(),
+                mine.len(),
+                mine.len() - todo.len(),
+                r.out.display()
+            );
+            let exe = std::env::current_exe().context("cannot find the llq-host executable")?;
+            let report = |o: &Outcome| match &o.result {
+                Ok(s) => println!("done    {} ({s:.1} s)", o.cell.id),
+                Err(e) => {
+                    println!("failed  {}: {}", o.cell.id, format!("{e:#}").lines().last().unwrap_or(""))
+                }
+            };
+            let outcomes = exec::run(&exe, &r.out, &todo, a.jobs, &report)?;
+            let failed: Vec<&str> =
+                outcomes.iter().filter(|o| o.result.is_err()).map(|o| o.cell.id.as_str()).collect();
+            if !failed.is_empty() {
+                bail!(
+                    "{} of {} cells failed ({}); each one's error is in {}/<cell>.failed.json",
+                    failed.len(),
+                    todo.len(),
+                    failed.join(", "),
+                    r.out.display()
+                );
+            }
+            Ok(())
+        }
+    }
+}

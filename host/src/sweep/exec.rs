@@ -1,0 +1,164 @@
+//! A sweep's folder and running its cells. Layout under the output folder:
+//! - `<cell>/`: a finished cell — the run's `results.json` and `samples.jsonl`, its log
+//!   (`run.log`), and `cell.json` (address, inputs, command, seconds). It appears at once,
+//!   by renaming the folder the run wrote (`.<cell>.tmp-<pid>`), so a killed sweep leaves
+//!   no half cell: only a temporary folder, which the next run of that cell replaces;
+//! - `<cell>.failed.json`: the last failure of a cell (address, exit status, end of its log);
+//!   a failed cell does not stop the others and is tried again by the next `run`.
+//!
+//! A cell is done when `<cell>/cell.json` holds its current address; a folder with another
+//! address is stale (an input changed) and is replaced when the cell runs again.
+
+use super::plan::Cell;
+use crate::util::fs::write_json;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Done,
+    /// Done for other inputs.
+    Stale,
+    /// The last attempt failed (its message).
+    Failed(String),
+    Pending,
+}
+
+impl State {
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Done => "done",
+            State::Stale => "stale",
+            State::Failed(_) => "failed",
+            State::Pending => "pending",
+        }
+    }
+    pub fn is_done(&self) -> bool {
+        *self == State::Done
+    }
+}
+
+fn read_json(p: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+fn failed_path(out: &Path, cell: &Cell) -> PathBuf {
+    out.join(format!("{}.failed.json", cell.id))
+}
+
+/// Where `cell` stands in `out`.
+pub fn state(out: &Path, cell: &Cell) -> State {
+    let ours = |v: &serde_json::Value| v["address"] == cell.address.as_str();
+    let dir = out.join(&cell.id);
+    let failed = read_json(&failed_path(out, cell))
+        .filter(|f| ours(f))
+        .map(|f| State::Failed(f["error"].as_str().unwrap_or("").to_string()));
+    match read_json(&dir.join("cell.json")) {
+        Some(c) if ours(&c) && dir.join("results.json").is_file() => State::Done,
+        _ if failed.is_some() => failed.unwrap_or(State::Pending),
+        Some(_) => State::Stale,
+        None => State::Pending,
+    }
+}
+
+/// Run one cell with the `llq-host` at `exe`; its files appear in `out/<id>/` only if it
+/// succeeds. Returns the seconds it took.
+fn run_cell(exe: &Path, out: &Path, cell: &Cell) -> Result<f64> {
+    let tmp = out.join(format!(".{}.tmp-{}", cell.id, std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let log = tmp.join("run.log");
+    let t0 = Instant::now();
+    let status = Command::new(exe)
+        .args(&cell.args)
+        .arg("--out")
+        .arg(&tmp)
+        .stdout(std::fs::File::create(tmp.join("stdout.txt"))?)
+        .stderr(std::fs::File::create(&log)?)
+        .status()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!("{status}: {}", tail.join("\n"));
+    }
+    write_json(
+        &tmp.join("cell.json"),
+        &json!({
+            "id": cell.id,
+            "address": cell.address,
+            "inputs": cell.inputs,
+            "args": cell.args,
+            "seconds": seconds,
+        }),
+    )?;
+    let dir = out.join(&cell.id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace stale {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
+    Ok(seconds)
+}
+
+/// What happened to each cell `run` was given.
+pub struct Outcome<'a> {
+    pub cell: &'a Cell,
+    pub result: Result<f64>,
+}
+
+/// Run `cells` (those not done) with `jobs` processes at once; every outcome is recorded
+/// (`<cell>.failed.json` for failures, removed on success) and reported through `progress`.
+pub fn run<'a>(
+    exe: &Path,
+    out: &Path,
+    cells: &[&'a Cell],
+    jobs: usize,
+    progress: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Vec<Outcome<'a>>> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create sweep folder {}", out.display()))?;
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(vec![]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, cells.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&cell) = cells.get(i) else { break };
+                let result = run_cell(exe, out, cell);
+                let record = match &result {
+                    Ok(_) => std::fs::remove_file(failed_path(out, cell)).or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e.into())
+                        }
+                    }),
+                    Err(e) => write_json(
+                        &failed_path(out, cell),
+                        &json!({"id": cell.id, "address": cell.address, "args": cell.args, "error": format!("{e:#}")}),
+                    ),
+                };
+                let result = match (result, record) {
+                    (Ok(_), Err(e)) => Err(e.context(format!("cell {} ran but its record could not be updated", cell.id))),
+                    (r, _) => r,
+                };
+                let o = Outcome { cell, result };
+                progress(&o);
+                outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(o);
+            });
+        }
+    });
+    let mut v = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    v.sort_by(|a, b| a.cell.id.cmp(&b.cell.id));
+    Ok(v)
+}

@@ -1,0 +1,10 @@
+//! Sweeps: a TOML spec of models × methods × tasks expanded into cells, each one `llq-host
+//! run` in its own process, each with a content address, so a sweep resumes after a crash
+//! and shards split it without coordination.
+//! - [`spec`]: the file format and its checks;
+//! - [`plan`]: cells, their command lines and content addresses;
+//! - [`exec`]: each cell's state on disk, and running the pending ones.
+
+pub mod exec;
+pub mod plan;
+pub mod spec;

@@ -1,0 +1,151 @@
+//! Cells: one per (model, method, task), each with the `llq-host run` arguments that compute
+//! it and a content address — the SHA-256 of everything that decides its results: llq's
+//! version, the model's content, the plugin file and its options, the task file, its options
+//! and data, the limit and the device. A cell whose address is unchanged is not run again;
+//! change any input and it is pending again.
+
+use super::spec::Spec;
+use crate::util::digest::{sha256_file, sha256_hex};
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// `<model>.<method>.<task>`: the cell's folder name.
+    pub id: String,
+    pub model: String,
+    pub method: String,
+    pub task: String,
+    /// Arguments of `llq-host` (from `run`), without `--out`.
+    pub args: Vec<String>,
+    /// What the address is the hash of.
+    pub inputs: Value,
+    pub address: String,
+}
+
+/// Content hashes of files, each read once per plan.
+#[derive(Default)]
+struct Hashes(HashMap<String, String>);
+
+impl Hashes {
+    fn of(&mut self, what: &str, path: &str) -> Result<String> {
+        if let Some(h) = self.0.get(path) {
+            return Ok(h.clone());
+        }
+        let p = Path::new(path);
+        let h = if path.starts_with("synthetic:") {
+            path.to_string()
+        } else if p.is_dir() {
+            // An HF directory: the hash of its files' names and hashes, in name order.
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .with_context(|| format!("{what} {path}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|e| e.is_file())
+                .collect();
+            entries.sort();
+            let mut all = String::new();
+            for e in entries {
+                all.push_str(&format!(
+                    "{} {}\n",
+                    e.file_name().unwrap_or_default().to_string_lossy(),
+                    sha256_file(&e)?
+                ));
+            }
+            sha256_hex(all.as_bytes())
+        } else {
+            sha256_file(p).with_context(|| format!("{what} {path} cannot be read"))?
+        };
+        self.0.insert(path.to_string(), h.clone());
+        Ok(h)
+    }
+}
+
+/// Every cell of `spec`, sorted by id (the order shards are taken from).
+pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
+    let mut hashes = Hashes::default();
+    let mut cells = vec![];
+    for m in &spec.models {
+        let model_path = spec.resolve(&m.path);
+        let model_hash = hashes.of(&format!("model `{}`:", m.name), &model_path)?;
+        for q in &spec.methods {
+            let plugin = q.plugin.as_ref().map(|p| spec.resolve(p));
+            let plugin_hash =
+                plugin.as_ref().map(|p| hashes.of(&format!("method `{}`: plugin", q.name), p)).transpose()?;
+            for t in &spec.tasks {
+                let (wasm, data) = (spec.resolve(&t.wasm), spec.resolve(&t.data));
+                let wasm_hash = hashes.of(&format!("task `{}`: component", t.name), &wasm)?;
+                let data_hash = hashes.of(&format!("task `{}`: data", t.name), &data)?;
+                let mut args: Vec<String> = vec!["run".into(), "--model".into(), model_path.clone()];
+                if let Some(p) = &plugin {
+                    args.extend(["--quant".into(), p.clone()]);
+                    for o in &q.opts {
+                        args.extend(["--opt".into(), o.clone()]);
+                    }
+                    if let Some(n) = q.calib_samples {
+                        args.extend(["--calib-samples".into(), n.to_string()]);
+                    }
+                    if let Some(n) = q.calib_seq_len {
+                        args.extend(["--calib-seq-len".into(), n.to_string()]);
+                    }
+                }
+                args.extend(["--task".into(), wasm.clone(), "--data".into(), data.clone()]);
+                for o in &t.opts {
+                    args.extend(["--task-opt".into(), o.clone()]);
+                }
+                if let Some(l) = t.limit {
+                    args.extend(["--limit".into(), l.to_string()]);
+                }
+                if t.kl_baseline {
+                    args.push("--kl-baseline".into());
+                }
+                if let Some(d) = &spec.device {
+                    args.extend(["--device".into(), d.clone()]);
+                }
+                let inputs = json!({
+                    "llq_version": env!("CARGO_PKG_VERSION"),
+                    "model": {"sha256": model_hash},
+                    "method": {
+                        "plugin_sha256": plugin_hash,
+                        "opts": q.opts,
+                        "calib_samples": q.calib_samples,
+                        "calib_seq_len": q.calib_seq_len,
+                    },
+                    "task": {
+                        "wasm_sha256": wasm_hash,
+                        "data_sha256": data_hash,
+                        "opts": t.opts,
+                        "limit": t.limit,
+                        "kl_baseline": t.kl_baseline,
+                    },
+                    "device": spec.device,
+                });
+                let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
+                cells.push(Cell {
+                    id: format!("{}.{}.{}", m.name, q.name, t.name),
+                    model: m.name.clone(),
+                    method: q.name.clone(),
+                    task: t.name.clone(),
+                    args,
+                    inputs,
+                    address,
+                });
+            }
+        }
+    }
+    cells.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(cells)
+}
+
+/// The cells of shard `i` of `n` (`i/n` as the user wrote it, 0-based): every n-th cell of
+/// the full plan from the i-th, so shards never overlap whatever is already done.
+pub fn shard<'a>(cells: &'a [Cell], spec: &str) -> Result<Vec<&'a Cell>> {
+    let bad = || anyhow::anyhow!("--shard {spec} is not `i/n` with 0 ≤ i < n");
+    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok(cells.iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, c)| c).collect())
+}

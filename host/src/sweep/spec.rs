@@ -1,0 +1,188 @@
+//! The sweep spec, a TOML file:
+//!
+//! ```toml
+//! name = "smoke"            # results go to results/sweeps/<name>/ unless --out says
+//! device = "cpu"            # optional: passed to every cell's `run --device`
+//!
+//! [[models]]
+//! name = "stories"
+//! path = "tests/fixtures/tinyllama/stories260K.bin"   # or synthetic:<preset>
+//!
+//! [[methods]]
+//! name = "none"             # no plugin: the model as loaded (the baseline)
+//!
+//! [[methods]]
+//! name = "nf4-dq"
+//! plugin = "plugins/nf4.so"
+//! opts = ["double_quant=true"]
+//!
+//! [[tasks]]
+//! name = "ppl"
+//! wasm = "tasks/perplexity.wasm"
+//! data = "data/gutenberg/evaluation.txt"
+//! opts = ["split=none"]     # task options
+//! limit = 10                # optional
+//! kl_baseline = true        # optional: KL against the unquantized model
+//! ```
+//!
+//! Relative paths are read from the folder the spec is in, so a spec and its data travel
+//! together. Names become folder names: letters, digits, `.`, `_` and `-`.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub name: String,
+    /// `run --device` for every cell.
+    pub device: Option<String>,
+    pub models: Vec<ModelSpec>,
+    pub methods: Vec<MethodSpec>,
+    pub tasks: Vec<TaskSpec>,
+    /// The folder relative paths are read from (the spec's own).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    pub name: String,
+    /// The plugin library; absent for the unquantized baseline.
+    pub plugin: Option<String>,
+    #[serde(default)]
+    pub opts: Vec<String>,
+    pub calib_samples: Option<usize>,
+    pub calib_seq_len: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    pub wasm: String,
+    pub data: String,
+    #[serde(default)]
+    pub opts: Vec<String>,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub kl_baseline: bool,
+}
+
+impl Spec {
+    /// Read and check the spec at `path`; every error names the file.
+    pub fn load(path: &Path) -> Result<Spec> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read sweep spec {}", path.display()))?;
+        let mut spec: Spec =
+            toml::from_str(&text).with_context(|| format!("sweep spec {}", path.display()))?;
+        spec.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        spec.check().with_context(|| format!("sweep spec {}", path.display()))?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_name("name", &self.name)?;
+        let lists: [(&str, Vec<&str>); 3] = [
+            ("models", self.models.iter().map(|m| m.name.as_str()).collect()),
+            ("methods", self.methods.iter().map(|m| m.name.as_str()).collect()),
+            ("tasks", self.tasks.iter().map(|t| t.name.as_str()).collect()),
+        ];
+        for (what, names) in lists {
+            if names.is_empty() {
+                bail!("`{what}` is empty: a sweep needs at least one");
+            }
+            let mut seen = HashSet::new();
+            for n in names {
+                check_name(what, n)?;
+                if !seen.insert(n) {
+                    bail!("{what}: the name `{n}` is used twice");
+                }
+            }
+        }
+        for m in &self.methods {
+            if m.plugin.is_none()
+                && (!m.opts.is_empty() || m.calib_samples.is_some() || m.calib_seq_len.is_some())
+            {
+                bail!("method `{}` has options but no plugin", m.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// `p` read from the spec's folder (as given when absolute; `synthetic:` kept as is).
+    pub fn resolve(&self, p: &str) -> String {
+        if p.starts_with("synthetic:") || Path::new(p).is_absolute() {
+            p.to_string()
+        } else {
+            self.base.join(p).display().to_string()
+        }
+    }
+}
+
+fn check_name(what: &str, n: &str) -> Result<()> {
+    if n.is_empty()
+        || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || n.starts_with('.')
+    {
+        bail!("{what}: `{n}` is not a usable name (letters, digits, `.`, `_`, `-`; not starting with `.`)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, text)?;
+        Spec::load(&p)
+    }
+
+    const OK: &str = r#"
+name = "s"
+[[models]]
+name = "m"
+path = "synthetic:tiny"
+[[methods]]
+name = "none"
+[[tasks]]
+name = "t"
+wasm = "t.wasm"
+data = "d.txt"
+"#;
+
+    #[test]
+    fn a_good_spec_and_each_kind_of_bad_one() {
+        let s = parse(OK).unwrap();
+        assert_eq!((s.models.len(), s.methods[0].plugin.is_none()), (1, true));
+        assert_eq!(s.resolve("synthetic:tiny"), "synthetic:tiny");
+        assert!(s.resolve("d.txt").ends_with("/d.txt"));
+        for (text, needle) in [
+            (OK.replace("name = \"m\"", "name = \"a b\""), "not a usable name"),
+            (OK.replace("path = \"synthetic:tiny\"", "path = \"x\"\nsize = 3"), "unknown field `size`"),
+            (
+                OK.replace("[[models]]\nname = \"m\"\npath = \"synthetic:tiny\"", "models = []"),
+                "`models` is empty",
+            ),
+            (OK.replace("name = \"none\"", "name = \"none\"\nopts = [\"a=1\"]"), "options but no plugin"),
+            (format!("{OK}[[tasks]]\nname = \"t\"\nwasm = \"u\"\ndata = \"v\"\n"), "used twice"),
+            ("name = 3".to_string(), "invalid type"),
+        ] {
+            let e = format!("{:#}", parse(&text).unwrap_err());
+            assert!(e.contains(needle) && e.contains("s.toml"), "{needle}: {e}");
+        }
+    }
+}
