@@ -95,6 +95,22 @@ fn sweep_runs_resumes_records_failures_and_shards() {
     assert!(out_str(&o).contains("1 of 4 cells to run (3 done)"), "{}", out_str(&o));
     assert_eq!(std::fs::metadata(&results).unwrap().modified().unwrap(), before);
 
+    // The report: every finished cell, the failed one named, paired differences vs `none`.
+    let o = llq(&["sweep", "report", &spec, "--out", &out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(Path::new(&out).join("report.md")).unwrap();
+    for needle in [
+        "## stories × ppl",
+        "| nf4 |",
+        "| int8 |",
+        "`stories.broken.ppl`: failed",
+        "Against `none`",
+        "- nf4: Δ mean token log-prob",
+        "- int8: Δ mean token log-prob",
+    ] {
+        assert!(md.contains(needle), "{needle}:\n{md}");
+    }
+
     // A changed option makes that method's cell stale, and only it.
     let spec2 = write_spec(dir.path(), "smoke2.toml", "\"double_quant=false\"");
     let st = status(&spec2, &out);

@@ -1,4 +1,4 @@
-//! `llq-host sweep plan|run|status SPEC`: a study as a matrix of `run`s (crate::sweep).
+//! `llq-host sweep plan|run|status|report SPEC`: a study as a matrix of `run`s (crate::sweep).
 
 use crate::sweep::exec::{self, Outcome, State};
 use crate::sweep::plan::{plan, shard, Cell};
@@ -14,6 +14,8 @@ pub enum Args {
     Run(RunArgs),
     /// Done, stale, failed and pending cells.
     Status(Common),
+    /// Write <out>/report.md from the finished cells (paired differences vs the baseline).
+    Report(Common),
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +42,7 @@ pub struct RunArgs {
 
 /// The resolved spec, its output folder and the cells this invocation covers.
 struct Resolved {
+    spec: Spec,
     out: PathBuf,
     cells: Vec<Cell>,
     shard: Option<String>,
@@ -53,7 +56,7 @@ impl Resolved {
         if let Some(s) = &c.shard {
             shard(&cells, s)?; // checked before anything runs
         }
-        Ok(Resolved { out, cells, shard: c.shard.clone() })
+        Ok(Resolved { spec, out, cells, shard: c.shard.clone() })
     }
     fn mine(&self) -> Vec<&Cell> {
         match &self.shard {
@@ -88,6 +91,19 @@ pub fn main(a: Args) -> Result<()> {
             }
             let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
             println!("{} ({})", summary.join(", "), r.out.display());
+            Ok(())
+        }
+        Args::Report(c) => {
+            if c.shard.is_some() {
+                bail!("--shard does not apply to `sweep report`: it reads every finished cell");
+            }
+            let r = Resolved::new(&c)?;
+            let md = crate::sweep::report::report(&r.spec, &r.cells, &r.out)?;
+            let path = r.out.join("report.md");
+            std::fs::create_dir_all(&r.out).with_context(|| format!("cannot create {}", r.out.display()))?;
+            crate::util::fs::write_atomic(&path, md.as_bytes())?;
+            print!("{md}");
+            eprintln!("wrote {}", path.display());
             Ok(())
         }
         Args::Run(a) => {

@@ -3,8 +3,10 @@
 //! and shards split it without coordination.
 //! - [`spec`]: the file format and its checks;
 //! - [`plan`]: cells, their command lines and content addresses;
-//! - [`exec`]: each cell's state on disk, and running the pending ones.
+//! - [`exec`]: each cell's state on disk, and running the pending ones;
+//! - [`report`]: the finished cells as one Markdown report with paired statistics.
 
 pub mod exec;
 pub mod plan;
+pub mod report;
 pub mod spec;

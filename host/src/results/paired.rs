@@ -1,0 +1,114 @@
+//! Paired comparisons of two runs over the same samples (or tokens): the mean difference with
+//! a bootstrap 95% interval, and McNemar's exact test for 0/1 outcomes — lm-eval reports
+//! standard errors per run; a difference between two methods needs the pairing, or two
+//! overlapping error bars hide (or invent) it.
+
+/// A mean difference and its 95% percentile-bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedCi {
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// Pairs the estimate rests on.
+    pub n: usize,
+}
+
+impl PairedCi {
+    /// Whether the interval excludes zero.
+    pub fn detectable(&self) -> bool {
+        self.lo > 0.0 || self.hi < 0.0
+    }
+    /// `+0.0123 [+0.0050, +0.0200]`, or the plain statement when the interval includes zero.
+    pub fn describe(&self, digits: usize) -> String {
+        let ci = format!("{:+.d$} [{:+.d$}, {:+.d$}]", self.mean, self.lo, self.hi, d = digits);
+        if self.detectable() {
+            ci
+        } else {
+            format!("{ci}: no detectable difference at n = {}", self.n)
+        }
+    }
+}
+
+/// xorshift64: the resampling is the same on every machine for a given seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Mean of `diffs` with a 95% interval from `resamples` bootstrap draws of blocks of `block`
+/// consecutive values (block 1 for independent samples; longer blocks for per-token values of
+/// running text, which are correlated). `None` for no pairs.
+pub fn bootstrap_mean(diffs: &[f64], block: usize, resamples: usize, seed: u64) -> Option<PairedCi> {
+    let n = diffs.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let block = block.clamp(1, n);
+    let blocks: Vec<(f64, usize)> = diffs.chunks(block).map(|c| (c.iter().sum::<f64>(), c.len())).collect();
+    let mut rng = Rng(seed.max(1));
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| {
+            let (mut s, mut k) = (0.0, 0usize);
+            while k < n {
+                let (bs, bl) = blocks[rng.below(blocks.len())];
+                s += bs;
+                k += bl;
+            }
+            s / k as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * means.len() as f64) as usize).min(means.len() - 1)];
+    Some(PairedCi { mean, lo: at(0.025), hi: at(0.975), n })
+}
+
+/// McNemar's exact two-sided p-value for paired 0/1 outcomes: `b` pairs where only the first
+/// run succeeded, `c` where only the second did (a binomial test of b against n = b + c, p ½).
+pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
+    let n = b + c;
+    if n == 0 {
+        return 1.0;
+    }
+    // P(X ≤ min(b, c)) for X ~ Bin(n, ½), in logs to stay finite for large n.
+    let k = b.min(c);
+    let ln_choose = |n: u64, k: u64| -> f64 { (1..=k).map(|i| ((n - k + i) as f64 / i as f64).ln()).sum() };
+    let tail: f64 = (0..=k).map(|i| (ln_choose(n, i) - n as f64 * std::f64::consts::LN_2).exp()).sum();
+    (2.0 * tail).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcnemar_by_hand() {
+        // 0 vs 5 discordant pairs: 2 · (½)⁵.
+        assert!((mcnemar_exact(0, 5) - 0.0625).abs() < 1e-12);
+        assert_eq!(mcnemar_exact(3, 3), 1.0);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        // 1 vs 9: 2 · (1 + 10) / 1024.
+        assert!((mcnemar_exact(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bootstrap_intervals_cover_what_they_should() {
+        // A constant shift has a zero-width interval at the shift.
+        let ci = bootstrap_mean(&[0.5; 40], 1, 500, 1).unwrap();
+        assert_eq!((ci.mean, ci.lo, ci.hi, ci.detectable()), (0.5, 0.5, 0.5, true));
+        // Symmetric noise around zero: the interval straddles zero and says so.
+        let d: Vec<f64> = (0..200).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let ci = bootstrap_mean(&d, 1, 2000, 7).unwrap();
+        assert!(ci.lo < 0.0 && ci.hi > 0.0 && !ci.detectable(), "{ci:?}");
+        assert!(ci.describe(3).contains("no detectable difference at n = 200"));
+        // Its width is about 2 · 1.96 · sd/√n = 0.277.
+        assert!((ci.hi - ci.lo - 0.277).abs() < 0.05, "{ci:?}");
+        assert!(bootstrap_mean(&[], 1, 10, 1).is_none());
+    }
+}
