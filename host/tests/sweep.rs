@@ -118,13 +118,26 @@ fn sweep_runs_resumes_records_failures_and_shards() {
 
     // Shards: disjoint, and together the whole plan.
     let out2 = dir.path().join("sharded").display().to_string();
-    for s in ["0/2", "1/2"] {
-        let o = llq(&["sweep", "run", &spec, "--out", &out2, "--shard", s]);
+    for (s, gpus) in [("0/2", "3"), ("1/2", "5,7")] {
+        let o = llq(&["sweep", "run", &spec, "--out", &out2, "--shard", s, "--gpus", gpus]);
         let text = out_str(&o);
         assert!(text.contains("2 of 2 cells to run"), "{s}: {text}");
     }
     let st = status(&spec, &out2);
     assert!(st.contains("3 done") && st.contains("1 failed"), "{st}");
+    // Each cell's process saw one GPU of its worker (recorded; these CPU runs ignore it).
+    let seen: Vec<String> = ["stories.none.ppl", "stories.nf4.ppl", "stories.int8.ppl"]
+        .iter()
+        .map(|c| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(Path::new(&out2).join(c).join("cell.json")).unwrap())
+                    .unwrap();
+            v["cuda_visible_devices"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(seen.iter().all(|g| ["3", "5", "7"].contains(&g.as_str())), "{seen:?}");
+    let o = llq(&["sweep", "run", &spec, "--out", &out2, "--gpus", "0,x"]);
+    assert!(!o.status.success() && stderr(&o).contains("`x` is not a GPU index"), "{}", stderr(&o));
 
     // Bad input names what is wrong.
     let o = llq(&["sweep", "run", &spec, "--out", &out, "--shard", "2/2"]);
@@ -132,4 +145,67 @@ fn sweep_runs_resumes_records_failures_and_shards() {
     let bad = write(dir.path(), "bad.toml", "name = \"x\"\nmodels = []\n");
     let o = llq(&["sweep", "plan", &bad]);
     assert!(!o.status.success() && stderr(&o).contains("bad.toml"), "{}", stderr(&o));
+}
+
+/// A sweep killed (SIGKILL) after its first finished cell leaves only whole cells; running it
+/// again does the rest and nothing twice.
+#[test]
+fn a_killed_sweep_resumes_without_redoing_done_cells() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"name = "killed"
+[[models]]
+name = "stories"
+path = "{model}"
+[[methods]]
+name = "none"
+[[methods]]
+name = "nf4"
+plugin = "{nf4}"
+[[methods]]
+name = "fp4"
+plugin = "{fp4}"
+[[tasks]]
+name = "coqa"
+wasm = "{coqa}"
+data = "{data}"
+"#,
+        model = p(STORIES),
+        nf4 = plugin("nf4"),
+        fp4 = plugin("fp4"),
+        coqa = coqa(),
+        data = p(SAMPLE),
+    );
+    let spec = write(dir.path(), "killed.toml", &body);
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llq-host"))
+        .args(["sweep", "run", &spec, "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("done"))).unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Whole cells only: each cell folder has its record and results.
+    let cells: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(!cells.is_empty() && cells.len() < 3, "{first}: {cells:?}");
+    for c in &cells {
+        assert!(c.join("cell.json").is_file() && c.join("results.json").is_file(), "{}", c.display());
+    }
+    let o = llq(&["sweep", "run", &spec, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains(&format!("{} of 3 cells to run ({} done)", 3 - cells.len(), cells.len())),
+        "{text}"
+    );
+    let st = llq(&["sweep", "status", &spec, "--out", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("3 done"));
 }

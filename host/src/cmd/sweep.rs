@@ -1,6 +1,6 @@
 //! `llq-host sweep plan|run|status|report SPEC`: a study as a matrix of `run`s (crate::sweep).
 
-use crate::sweep::exec::{self, Outcome, State};
+use crate::sweep::exec::{self, Outcome, State, Workers};
 use crate::sweep::plan::{plan, shard, Cell};
 use crate::sweep::spec::Spec;
 use anyhow::{bail, Context, Result};
@@ -36,8 +36,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
     /// Cells run at once (processes)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "gpus")]
     pub jobs: usize,
+    /// One worker per listed GPU (e.g. 0,1,2,3): each cell's process sees only its GPU
+    /// (CUDA_VISIBLE_DEVICES)
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Vec<String>,
 }
 
 /// The resolved spec, its output folder and the cells this invocation covers.
@@ -110,6 +114,11 @@ pub fn main(a: Args) -> Result<()> {
             if a.jobs == 0 {
                 bail!("--jobs must be at least 1");
             }
+            if let Some(g) = a.gpus.iter().find(|g| g.is_empty() || !g.chars().all(|c| c.is_ascii_digit())) {
+                bail!("--gpus: `{g}` is not a GPU index");
+            }
+            let workers =
+                if a.gpus.is_empty() { Workers::Processes(a.jobs) } else { Workers::Gpus(a.gpus.clone()) };
             let r = Resolved::new(&a.common)?;
             let mine = r.mine();
             let todo: Vec<&Cell> =
@@ -128,7 +137,7 @@ pub fn main(a: Args) -> Result<()> {
                     println!("failed  {}: {}", o.cell.id, format!("{e:#}").lines().last().unwrap_or(""))
                 }
             };
-            let outcomes = exec::run(&exe, &r.out, &todo, a.jobs, &report)?;
+            let outcomes = exec::run(&exe, &r.out, &todo, &workers, &report)?;
             let failed: Vec<&str> =
                 outcomes.iter().filter(|o| o.result.is_err()).map(|o| o.cell.id.as_str()).collect();
             if !failed.is_empty() {

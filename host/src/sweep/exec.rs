@@ -66,9 +66,10 @@ pub fn state(out: &Path, cell: &Cell) -> State {
     }
 }
 
-/// Run one cell with the `llq-host` at `exe`; its files appear in `out/<id>/` only if it
-/// succeeds. Returns the seconds it took.
-fn run_cell(exe: &Path, out: &Path, cell: &Cell) -> Result<f64> {
+/// Run one cell with the `llq-host` at `exe`, seeing only GPU `gpu` when given
+/// (`CUDA_VISIBLE_DEVICES`); its files appear in `out/<id>/` only if it succeeds. Returns the
+/// seconds it took.
+fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>) -> Result<f64> {
     let tmp = out.join(format!(".{}.tmp-{}", cell.id, std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
@@ -76,7 +77,11 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell) -> Result<f64> {
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let log = tmp.join("run.log");
     let t0 = Instant::now();
-    let status = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(g) = gpu {
+        cmd.env("CUDA_VISIBLE_DEVICES", g);
+    }
+    let status = cmd
         .args(&cell.args)
         .arg("--out")
         .arg(&tmp)
@@ -99,6 +104,7 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell) -> Result<f64> {
             "address": cell.address,
             "inputs": cell.inputs,
             "args": cell.args,
+            "cuda_visible_devices": gpu,
             "seconds": seconds,
         }),
     )?;
@@ -117,24 +123,37 @@ pub struct Outcome<'a> {
     pub result: Result<f64>,
 }
 
-/// Run `cells` (those not done) with `jobs` processes at once; every outcome is recorded
-/// (`<cell>.failed.json` for failures, removed on success) and reported through `progress`.
+/// How many cells run at once, and on which GPUs.
+pub enum Workers {
+    /// This many processes at once (CPU cells, or one GPU shared).
+    Processes(usize),
+    /// One worker per listed GPU, each cell's process seeing only that GPU.
+    Gpus(Vec<String>),
+}
+
+/// Run `cells` (those not done) on `workers`; every outcome is recorded (`<cell>.failed.json`
+/// for failures, removed on success) and reported through `progress`.
 pub fn run<'a>(
     exe: &Path,
     out: &Path,
     cells: &[&'a Cell],
-    jobs: usize,
+    workers: &Workers,
     progress: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome<'a>>> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create sweep folder {}", out.display()))?;
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(vec![]);
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, cells.len().max(1)) {
-            s.spawn(|| loop {
+        let gpus: Vec<Option<&str>> = match workers {
+            Workers::Processes(n) => vec![None; (*n).clamp(1, cells.len().max(1))],
+            Workers::Gpus(g) => g.iter().map(|g| Some(g.as_str())).collect(),
+        };
+        for gpu in gpus {
+            let (next, outcomes) = (&next, &outcomes);
+            s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&cell) = cells.get(i) else { break };
-                let result = run_cell(exe, out, cell);
+                let result = run_cell(exe, out, cell, gpu);
                 let record = match &result {
                     Ok(_) => std::fs::remove_file(failed_path(out, cell)).or_else(|e| {
                         if e.kind() == std::io::ErrorKind::NotFound {
