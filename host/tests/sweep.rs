@@ -136,6 +136,11 @@ fn sweep_runs_resumes_records_failures_and_shards() {
         })
         .collect();
     assert!(seen.iter().all(|g| ["3", "5", "7"].contains(&g.as_str())), "{seen:?}");
+    // The merged shards report what the single run reported (same cells, same pairs).
+    let o = llq(&["sweep", "report", &spec, "--out", &out2]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let merged = std::fs::read_to_string(Path::new(&out2).join("report.md")).unwrap();
+    assert_eq!(merged, md);
     let o = llq(&["sweep", "run", &spec, "--out", &out2, "--gpus", "0,x"]);
     assert!(!o.status.success() && stderr(&o).contains("`x` is not a GPU index"), "{}", stderr(&o));
 

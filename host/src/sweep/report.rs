@@ -86,7 +86,12 @@ fn paired(base: &Done, m: &Done) -> Vec<String> {
 
 /// The report of the done cells of `cells` in `out`, as Markdown.
 pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<String> {
-    let mut md = format!("# Sweep `{}`\n\nCells in `{}`; every difference is paired over the same samples against the model's unquantized run.\n", spec.name, out.display());
+    // Nothing here depends on where the cells are or in which order they ran, so shards
+    // merged into one folder report exactly what one run reports.
+    let mut md = format!(
+        "# Sweep `{}`\n\nEvery difference is paired over the same samples against the model's unquantized run.\n",
+        spec.name
+    );
     let baseline: Option<&str> = spec.methods.iter().find(|m| m.plugin.is_none()).map(|m| m.name.as_str());
     for model in &spec.models {
         for task in &spec.tasks {
