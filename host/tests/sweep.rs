@@ -214,3 +214,55 @@ data = "{data}"
     let st = llq(&["sweep", "status", &spec, "--out", out.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&st.stdout).contains("3 done"));
 }
+
+/// The Slurm array script runs for real (bash, one call per array index, as sbatch would):
+/// its shards together finish the sweep. The Kubernetes Indexed Job is checked as text.
+#[test]
+fn emitted_job_arrays_run_the_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "smoke.toml", "");
+    let out = dir.path().join("cluster").display().to_string();
+    let script = dir.path().join("sweep.sbatch");
+    let o = llq(&[
+        "sweep",
+        "emit",
+        "slurm",
+        &spec,
+        "--out",
+        &out,
+        "--shards",
+        "3",
+        "--output",
+        script.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.contains("#SBATCH --array=0-2") && text.contains("--shard ${SLURM_ARRAY_TASK_ID}/3"),
+        "{text}"
+    );
+    for i in 0..3 {
+        // A shard holding the broken cell exits non-zero, as it should; the others succeed.
+        std::process::Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .output()
+            .unwrap();
+    }
+    let st = status(&spec, &out);
+    assert!(st.contains("3 done") && st.contains("1 failed"), "{st}");
+
+    let o = llq(&["sweep", "emit", "k8s", &spec, "--out", &out, "--gpu", "--image", "registry/llq:1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let yaml = out_str(&o);
+    for needle in [
+        "kind: Job",
+        "completions: 4",
+        "completionMode: Indexed",
+        "image: registry/llq:1",
+        "--shard $JOB_COMPLETION_INDEX/4",
+        "nvidia.com/gpu: 1",
+    ] {
+        assert!(yaml.contains(needle), "{needle}:\n{yaml}");
+    }
+}

@@ -16,6 +16,35 @@ pub enum Args {
     Status(Common),
     /// Write <out>/report.md from the finished cells (paired differences vs the baseline).
     Report(Common),
+    /// Write a job-array script that runs the sweep as shards on a cluster engine.
+    Emit(EmitArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Engine {
+    /// An `sbatch --array` script (array index = shard).
+    Slurm,
+    /// A Kubernetes Indexed Job (completion index = shard).
+    K8s,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EmitArgs {
+    pub engine: Engine,
+    #[command(flatten)]
+    pub common: Common,
+    /// Shards (array tasks) [default: one per cell]
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Request one GPU per shard
+    #[arg(long)]
+    pub gpu: bool,
+    /// Container image holding llq-host and the spec's files (k8s)
+    #[arg(long, default_value = "llq:latest")]
+    pub image: String,
+    /// Where to write the script [default: stdout]
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +137,35 @@ pub fn main(a: Args) -> Result<()> {
             crate::util::fs::write_atomic(&path, md.as_bytes())?;
             print!("{md}");
             eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        Args::Emit(e) => {
+            if e.common.shard.is_some() {
+                bail!("--shard does not apply to `sweep emit`: the script runs every shard");
+            }
+            let r = Resolved::new(&e.common)?;
+            let n = e.shards.unwrap_or(r.cells.len());
+            if n == 0 {
+                bail!("--shards must be at least 1");
+            }
+            let exe = std::env::current_exe().context("cannot find the llq-host executable")?;
+            let job = crate::sweep::emit::Job {
+                name: &r.spec.name,
+                exe: &exe,
+                spec: &e.common.spec,
+                out: &r.out,
+                shards: n,
+                gpu: e.gpu,
+                image: &e.image,
+            };
+            let text = match e.engine {
+                Engine::Slurm => crate::sweep::emit::slurm(&job),
+                Engine::K8s => crate::sweep::emit::k8s(&job),
+            };
+            match &e.output {
+                Some(p) => crate::util::fs::write_atomic(p, text.as_bytes())?,
+                None => print!("{text}"),
+            }
             Ok(())
         }
         Args::Run(a) => {

@@ -4,8 +4,10 @@
 //! - [`spec`]: the file format and its checks;
 //! - [`plan`]: cells, their command lines and content addresses;
 //! - [`exec`]: each cell's state on disk, and running the pending ones;
-//! - [`report`]: the finished cells as one Markdown report with paired statistics.
+//! - [`report`]: the finished cells as one Markdown report with paired statistics;
+//! - [`emit`]: Slurm and Kubernetes job arrays that run the shards.
 
+pub mod emit;
 pub mod exec;
 pub mod plan;
 pub mod report;
