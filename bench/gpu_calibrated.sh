@@ -35,27 +35,6 @@ if [ "$WHAT" = stage1 ]; then
   "$BIN" --version; ls -la models/
   exit 0
 fi
-# GPTQ's time on the synthetic Llama-3.2-1B (issue 11's ≤ 60 s target), GPTQ's default
-# calibration (128 × 2048 tokens of the calibration books) through its real tokenizer:
-#   bench/gpu_calibrated.sh OUT gptq1b  (carry dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz
-#                                        models/llama-3.2/tokenizer.json)
-if [ "$WHAT" = gptq1b ]; then
-  [ -x "$BIN" ] || { python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"; }
-  [ -f data/gutenberg/calibration.txt ] || { tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz; }
-  lscpu | grep -E "Model name|^CPU\(s\)" | tee "$FINAL/cpu.txt"
-  head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
-  mkdir -p "$RUNS"
-  for b in ${BITS:-4}; do
-    name=gptq1b-$b
-    /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
-      --quant plugins/gptq.so --opt bits=$b --opt group_size=128 --task tasks/perplexity.wasm \
-      --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$RUNS/$name" \
-      > "$FINAL/$name.txt" 2> "$FINAL/$name.log"
-    echo "$name: exit $?"; grep -E "calibration:|quantized|wall" "$FINAL/$name.log"
-    cp "$RUNS/$name/results.json" "$FINAL/$name-results.json"
-  done
-  exit 0
-fi
 if [ ! -f "$G" ]; then
   cat models/smollm2.part-* > "$G"
   tar xJf dist/gpu-bundle.tar.xz

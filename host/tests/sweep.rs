@@ -9,39 +9,43 @@ mod common;
 use common::*;
 use std::path::Path;
 
+/// A spec over the llama2.c fixture model with the unquantized baseline, then `sections`.
+fn stories_spec(name: &str, sections: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[[models]]\nname = \"stories\"\npath = \"{}\"\n[[methods]]\nname = \"none\"\n{sections}",
+        p(STORIES)
+    )
+}
+
+/// A `[[methods]]` entry named `name` using the built plugin `plugin`.
+fn method(name: &str, plugin_name: &str) -> String {
+    format!("[[methods]]\nname = \"{name}\"\nplugin = \"{}\"", plugin(plugin_name))
+}
+
 fn write_spec(dir: &Path, name: &str, nf4_opts: &str) -> String {
     let text = write(
         dir,
         "story.txt",
         "Once upon a time, there was a little girl named Lily. She loved to play outside.\n\nOne day, she saw a big red ball in the park.\n",
     );
-    let body = format!(
-        r#"name = "smoke"
-[[models]]
-name = "stories"
-path = "{model}"
-[[methods]]
-name = "none"
-[[methods]]
-name = "nf4"
-plugin = "{nf4}"
+    let body = stories_spec(
+        "smoke",
+        &format!(
+            r#"{nf4}
 opts = [{nf4_opts}]
-[[methods]]
-name = "int8"
-plugin = "{int8}"
-[[methods]]
-name = "broken"
-plugin = "{nf4}"
+{int8}
+{nf4_broken}
 opts = ["block_size=7"]
 [[tasks]]
 name = "ppl"
 wasm = "{ppl}"
 data = "{text}"
 "#,
-        model = p(STORIES),
-        nf4 = plugin("nf4"),
-        int8 = plugin("int8"),
-        ppl = wasm("perplexity").display(),
+            nf4 = method("nf4", "nf4"),
+            int8 = method("int8", "int8"),
+            nf4_broken = method("broken", "nf4"),
+            ppl = wasm("perplexity").display(),
+        ),
     );
     write(dir, name, &body)
 }
@@ -158,29 +162,15 @@ fn sweep_runs_resumes_records_failures_and_shards() {
 fn a_killed_sweep_resumes_without_redoing_done_cells() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let body = format!(
-        r#"name = "killed"
-[[models]]
-name = "stories"
-path = "{model}"
-[[methods]]
-name = "none"
-[[methods]]
-name = "nf4"
-plugin = "{nf4}"
-[[methods]]
-name = "fp4"
-plugin = "{fp4}"
-[[tasks]]
-name = "coqa"
-wasm = "{coqa}"
-data = "{data}"
-"#,
-        model = p(STORIES),
-        nf4 = plugin("nf4"),
-        fp4 = plugin("fp4"),
-        coqa = coqa(),
-        data = p(SAMPLE),
+    let body = stories_spec(
+        "killed",
+        &format!(
+            "{}\n{}\n[[tasks]]\nname = \"coqa\"\nwasm = \"{}\"\ndata = \"{}\"\n",
+            method("nf4", "nf4"),
+            method("fp4", "fp4"),
+            coqa(),
+            p(SAMPLE)
+        ),
     );
     let spec = write(dir.path(), "killed.toml", &body);
     let out = dir.path().join("out");

@@ -1,7 +1,7 @@
 //! `llq-host sweep plan|run|status|report SPEC`: a study as a matrix of `run`s (crate::sweep).
 
 use crate::sweep::exec::{self, Outcome, State, Workers};
-use crate::sweep::plan::{plan, shard, Cell};
+use crate::sweep::plan::{plan, shard, Cell, Shard};
 use crate::sweep::spec::Spec;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -57,7 +57,7 @@ pub struct Common {
     /// Only the cells of shard I of N (`I/N`, 0-based): every N-th cell of the plan from the
     /// I-th, so shards run anywhere in parallel never overlap.
     #[arg(long)]
-    pub shard: Option<String>,
+    pub shard: Option<Shard>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,7 +78,7 @@ struct Resolved {
     spec: Spec,
     out: PathBuf,
     cells: Vec<Cell>,
-    shard: Option<String>,
+    shard: Option<Shard>,
 }
 
 impl Resolved {
@@ -86,14 +86,11 @@ impl Resolved {
         let spec = Spec::load(&c.spec)?;
         let out = c.out.clone().unwrap_or_else(|| PathBuf::from("results/sweeps").join(&spec.name));
         let cells = plan(&spec)?;
-        if let Some(s) = &c.shard {
-            shard(&cells, s)?; // checked before anything runs
-        }
-        Ok(Resolved { spec, out, cells, shard: c.shard.clone() })
+        Ok(Resolved { spec, out, cells, shard: c.shard })
     }
     fn mine(&self) -> Vec<&Cell> {
         match &self.shard {
-            Some(s) => shard(&self.cells, s).unwrap_or_default(),
+            Some(s) => shard(&self.cells, *s),
             None => self.cells.iter().collect(),
         }
     }
@@ -103,10 +100,11 @@ pub fn main(a: Args) -> Result<()> {
     match a {
         Args::Plan(c) => {
             let r = Resolved::new(&c)?;
-            for cell in r.mine() {
+            let mine = r.mine();
+            for cell in &mine {
                 println!("{}  {}  llq-host {}", &cell.address[..12], cell.id, cell.args.join(" "));
             }
-            println!("{} cells; results in {}", r.mine().len(), r.out.display());
+            println!("{} cells; results in {}", mine.len(), r.out.display());
             Ok(())
         }
         Args::Status(c) => {

@@ -138,14 +138,29 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
     Ok(cells)
 }
 
-/// The cells of shard `i` of `n` (`i/n` as the user wrote it, 0-based): every n-th cell of
-/// the full plan from the i-th, so shards never overlap whatever is already done.
-pub fn shard<'a>(cells: &'a [Cell], spec: &str) -> Result<Vec<&'a Cell>> {
-    let bad = || anyhow::anyhow!("--shard {spec} is not `i/n` with 0 ≤ i < n");
-    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
-    if n == 0 || i >= n {
-        return Err(bad());
+/// A shard, `i/n` as the user wrote it (0-based).
+#[derive(Debug, Clone, Copy)]
+pub struct Shard {
+    pub i: usize,
+    pub n: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(spec: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("--shard {spec} is not `i/n` with 0 ≤ i < n");
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let (i, n): (usize, usize) =
+            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if n == 0 || i >= n {
+            return Err(bad());
+        }
+        Ok(Shard { i, n })
     }
-    Ok(cells.iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, c)| c).collect())
+}
+
+/// The cells of `shard`: every n-th cell of the full plan from the i-th, so shards never
+/// overlap whatever is already done.
+pub fn shard(cells: &[Cell], s: Shard) -> Vec<&Cell> {
+    cells.iter().enumerate().filter(|(k, _)| k % s.n == s.i).map(|(_, c)| c).collect()
 }

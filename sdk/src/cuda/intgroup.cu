@@ -13,43 +13,17 @@ struct LlqIntGroup {
     const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
     return __fmul_rn(s, __fsub_rn((float)q, (float)__ldg(a.b2 + k)));
   }
-  // Column and row of flat index i, and c / p1, in 32-bit arithmetic when they fit (v3: the
-  // 64-bit divisions of v1, emulated in ~70 instructions each, ran once per 8 weights) and
-  // with a shift for power-of-two groups.
-  static __device__ __forceinline__ unsigned col_of(const LlqArgs& a, long long i, unsigned* row) {
-    if (i <= 0xffffffffLL && a.cols <= 0xffffffffLL) {
-      const unsigned ii = (unsigned)i, cols = (unsigned)a.cols, r = ii / cols;
-      *row = r;
-      return ii - r * cols;
-    }
-    const long long r = i / a.cols;
-    *row = (unsigned)r;
-    return (unsigned)(i - r * a.cols);
-  }
   static __device__ __forceinline__ unsigned group_of(const LlqArgs& a, unsigned c) {
     const unsigned gs = (unsigned)a.p1;
     return (gs & (gs - 1u)) == 0u ? c >> (__ffs(gs) - 1) : c / gs;
   }
-  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words), and from the
-  // row/column entries (v6) the group's scale (f16 bits) and zero in one word, fetched with
-  // the codes so both loads are in flight at once. load8 (flat index) leaves `sz` unset and
-  // decode8 finds the group again.
+  // The 8·p0 bits of 8 consecutive codes (at most 64, in at most two words), and the group's
+  // scale (f16 bits) and zero in one word, fetched with the codes so both loads are in flight
+  // at once. Only the row/column entries (header v1.1): the flat-index ones would need a
+  // division by cols per 8 weights (v1–v5).
   struct Raw { unsigned lo, hi, sz; };
   // The 8 weights at column c share one group (no g_idx, groups a multiple of 8).
   static __device__ __forceinline__ bool fast8(const LlqArgs& a) { return !a.p2 && (a.p1 & 7) == 0; }
-  static __device__ __forceinline__ Raw load8(const LlqArgs& a, long long i) {
-    unsigned row;
-    const unsigned c = col_of(a, i, &row);
-    const unsigned bit = c * (unsigned)a.p0;
-    const unsigned wpr = (unsigned)((a.cols * a.p0 + 31) >> 5);
-    const unsigned* w = reinterpret_cast<const unsigned*>(a.b0) + (size_t)row * wpr + (bit >> 5);
-    const int off = (int)(bit & 31u);
-    Raw r;
-    r.lo = __ldg(w);
-    r.hi = off + 8 * (int)a.p0 > 32 ? __ldg(w + 1) : 0u;
-    r.sz = 0u;
-    return r;
-  }
   static __device__ __forceinline__ unsigned groups32(const LlqArgs& a) {
     return group_of(a, (unsigned)a.cols + (unsigned)a.p1 - 1u);
   }
@@ -78,21 +52,6 @@ struct LlqIntGroup {
     const unsigned mask = (1u << a.p0) - 1u;
     const float s = llq_f16_to_f32((unsigned short)(raw.sz & 0xffffu));
     const float z = (float)(raw.sz >> 16);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
-  }
-  static __device__ __forceinline__ void decode8(const LlqArgs& a, const float*, long long i, long long row, Raw raw, float w[8]) {
-    if (!fast8(a)) {
-      for (int k = 0; k < 8; ++k) w[k] = at(a, nullptr, i + k, row);
-      return;
-    }
-    const unsigned c = (unsigned)(i - row * a.cols);
-    const int off = (int)((c * (unsigned)a.p0) & 31u);
-    const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
-    const unsigned mask = (1u << a.p0) - 1u;
-    const size_t k = (size_t)row * groups32(a) + group_of(a, c);
-    const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
-    const float z = (float)__ldg(a.b2 + k);
 #pragma unroll
     for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
   }

@@ -21,8 +21,8 @@
 //   static __device__ Raw load8_rc(const LlqArgs&, unsigned row, unsigned col);
 //   static __device__ void decode8_rc(const LlqArgs&, const float* lut, unsigned row,
 //                                     unsigned col, Raw raw, float w[8]);
-// A decoder that has them must also handle `load8`/`decode8`, but the drivers then call only
-// these (row and column as 32-bit values: a matrix has fewer than 2³² rows and columns).
+// A decoder that has them needs no `load8`/`decode8`: the drivers then call only these (row
+// and column as 32-bit values: a matrix has fewer than 2³² rows and columns).
 
 typedef unsigned short llq_bf16;
 

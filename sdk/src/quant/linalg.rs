@@ -69,9 +69,15 @@ impl Strided {
 /// `dst[d] -= a[va] · b[vb]` on views of three buffers (`dst` does not alias `a` or `b`, which
 /// the borrow checker guarantees).
 pub fn mul_sub(dst: &mut [f64], d: Strided, a: &[f64], va: Strided, b: &[f64], vb: Strided) {
+    add_product(dst, d, a, va, b, vb, -1.0);
+}
+
+/// `dst[d] += sign · a[va] · b[vb]`: the one place the gemm crate is called (gemm on the rayon
+/// pool; without the `gemm` feature, plain loops).
+fn add_product(dst: &mut [f64], d: Strided, a: &[f64], va: Strided, b: &[f64], vb: Strided, sign: f64) {
     assert!(
         va.rows == d.rows && vb.cols == d.cols && va.cols == vb.rows,
-        "mul_sub: {}×{} · {}×{} into {}×{}",
+        "product: {}×{} · {}×{} into {}×{}",
         va.rows,
         va.cols,
         vb.rows,
@@ -79,9 +85,9 @@ pub fn mul_sub(dst: &mut [f64], d: Strided, a: &[f64], va: Strided, b: &[f64], v
         d.rows,
         d.cols
     );
-    d.check(dst.len(), "mul_sub dst");
-    va.check(a.len(), "mul_sub lhs");
-    vb.check(b.len(), "mul_sub rhs");
+    d.check(dst.len(), "product dst");
+    va.check(a.len(), "product lhs");
+    vb.check(b.len(), "product rhs");
     let (m, k, n) = (d.rows, va.cols, d.cols);
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -89,9 +95,9 @@ pub fn mul_sub(dst: &mut [f64], d: Strided, a: &[f64], va: Strided, b: &[f64], v
     #[cfg(not(feature = "gemm"))]
     for i in 0..m {
         for t in 0..k {
-            let av = a[va.off + i * va.rs + t * va.cs];
+            let av = sign * a[va.off + i * va.rs + t * va.cs];
             for j in 0..n {
-                dst[d.off + i * d.rs + j * d.cs] -= av * b[vb.off + t * vb.rs + j * vb.cs];
+                dst[d.off + i * d.rs + j * d.cs] += av * b[vb.off + t * vb.rs + j * vb.cs];
             }
         }
     }
@@ -114,7 +120,7 @@ pub fn mul_sub(dst: &mut [f64], d: Strided, a: &[f64], va: Strided, b: &[f64], v
             vb.cs as isize,
             vb.rs as isize,
             1.0,
-            -1.0,
+            sign,
             false,
             false,
             false,
@@ -174,6 +180,8 @@ impl GroupJob<'_> {
         const C: usize = 8;
         const W: usize = 256;
         let GroupJob { g0, a, k, b, b_off, b_rs, n } = *self;
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
         for w0 in (0..n).step_by(W) {
             let w1 = (w0 + W).min(n);
             for (ti, tile) in group.chunks_mut(R).enumerate() {
@@ -181,7 +189,7 @@ impl GroupJob<'_> {
                 for c0 in (w0..w1).step_by(C) {
                     let w = (w1 - c0).min(C);
                     #[cfg(target_arch = "x86_64")]
-                    if tile.len() == R && w == C && std::arch::is_x86_feature_detected!("avx2") {
+                    if avx2 && tile.len() == R && w == C {
                         let ar: [&[f64]; R] = std::array::from_fn(|r| &a[(r0 + r) * k..(r0 + r + 1) * k]);
                         // SAFETY: AVX2 was detected; tile_4x8 checks every index it reads.
                         unsafe { tile_4x8(tile, c0, ar, b, b_off, b_rs, k) };
@@ -389,8 +397,7 @@ pub fn inverse_upper_cholesky(h: &SquareMatrix) -> Result<SquareMatrix, String> 
     Ok(u)
 }
 
-/// `a · b` for row-major `a` (m × k) and `b` (k × n), into a new row-major m × n matrix
-/// (gemm on the rayon pool; without the `gemm` feature, row-by-row axpy loops).
+/// `a · b` for row-major `a` (m × k) and `b` (k × n), into a new row-major m × n matrix.
 pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
     assert!(
         a.len() == m * k && b.len() == k * n,
@@ -400,41 +407,15 @@ pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
         b.len()
     );
     let mut out = vec![0f64; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    #[cfg(not(feature = "gemm"))]
-    for (arow, orow) in a.chunks(k).zip(out.chunks_mut(n)) {
-        for (&av, brow) in arow.iter().zip(b.chunks(n)) {
-            orow.iter_mut().zip(brow).for_each(|(o, bv)| *o += av * bv);
-        }
-    }
-    // SAFETY: the three buffers hold m×k, k×n and m×n values, row-major (row stride = width,
-    // column stride 1), and `out` does not alias the inputs.
-    #[cfg(feature = "gemm")]
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
-    };
+    add_product(
+        &mut out,
+        Strided::rows(0, m, n, n),
+        a,
+        Strided::rows(0, m, k, k),
+        b,
+        Strided::rows(0, k, n, n),
+        1.0,
+    );
     out
 }
 
