@@ -418,6 +418,9 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     // 4-bit codes plus an f16 scale and a u8 zero per group (rows padded to 32-bit words).
     assert!((4.0..5.0).contains(&r.size.bits_per_weight), "{}", r.size.bits_per_weight);
     assert!(c.scale_groups.is_empty());
+    // The time split: quantize calls are part of the total; no scale search for GPTQ.
+    let qs = c.quantize_seconds.unwrap();
+    assert!(qs > 0.0 && qs <= c.seconds && c.search_seconds.is_none(), "{qs} of {}", c.seconds);
     // AWQ records the ratio it chose for each of the 15 groups (3 a block: grouped-query
     // attention has no v→o group) in results.json.
     let ok = run("awq", "awq", &["--calib-data", &calib, "--calib-samples", "4", "--calib-seq-len", "64"]);
@@ -425,6 +428,8 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     let r = llq_host::results::RunResults::read(&dir.path().join("awq/results.json")).unwrap();
     let c = r.quantization.unwrap().calibration.unwrap();
     assert_eq!(c.scale_groups.len(), 15);
+    let split = c.quantize_seconds.unwrap() + c.search_seconds.unwrap();
+    assert!(c.search_seconds.unwrap() > 0.0 && split <= c.seconds, "{c:?}");
     for g in &c.scale_groups {
         let ratio = g.info["ratio"].as_f64().unwrap();
         assert!((0.0..1.0).contains(&ratio) && g.min > 0.0 && g.max >= g.min, "{g:?}");
