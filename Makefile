@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda gpu-bundle test lint demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint check-plugins demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -19,7 +19,7 @@ build:
 	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
 	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
-test: lint build models data
+test: lint build models data check-plugins
 	$(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
@@ -31,6 +31,25 @@ lint:
 	$(CARGO) fmt --all --check --manifest-path tasks/Cargo.toml
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR) -- -D warnings
+
+# The plugin conformance matrix: `llq-host plugins check` over every built-in plugin with its
+# main option sets (`+` joins options) and over the out-of-tree example plugin, built as a third
+# party builds it. JSON reports in $(CHECK_OUT); every cell runs, then any failure fails.
+PLUGIN_CHECKS := fp16 fp16+dtype=bf16 int8 int8+threshold=0 nf4 nf4+double_quant=true nf4+block_size=4096 \
+  fp4 fp4+double_quant=true rtn rtn+bits=3 rtn+bits=8+group_size=-1+sym=true rtn+bits=2+group_size=32 \
+  gptq gptq+bits=3 gptq+act_order=true+sym=true gptq+static_groups=true+act_order=true awq awq+bits=3 awq+scale=false+clip=false
+CHECK_OUT := $(TARGET_DIR)/plugin-check
+check-plugins: build
+	@mkdir -p $(CHECK_OUT)
+	$(CARGO) build --release --quiet --manifest-path tests/third-party-plugin/Cargo.toml --target-dir $(TARGET_DIR)/third-party
+	@failed=""; \
+	for c in $(PLUGIN_CHECKS) third-party; do \
+	  case $$c in third-party) lib=$(TARGET_DIR)/third-party/release/libsign_quant.so;; *) lib=plugins/$${c%%+*}.so;; esac; \
+	  opts=$$(echo "$$c" | tr '+' '\n' | tail -n +2 | sed 's/^/--opt /' | tr '\n' ' '); \
+	  if $(HOST) plugins check $$lib $$opts --json $(CHECK_OUT)/$$c.json > $(CHECK_OUT)/$$c.txt 2>&1; \
+	  then echo "pass  $$c"; else echo "FAIL  $$c"; cat $(CHECK_OUT)/$$c.txt; failed="$$failed $$c"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "plugin conformance failed:$$failed"; exit 1; fi
 
 # results/README.md's schema tables, regenerated from host/src/results/schema.rs.
 results-doc:

@@ -6,6 +6,7 @@
 //! import each other, directly or through others):
 //!
 //! - [`cli`] → [`cmd`]: the command line, one module per subcommand;
+//! - [`sweep`], [`conformance`]: studies as matrices of runs; the plugin conformance suite;
 //! - [`bench`]: benchmarks (model speed, plugin throughput, task overhead, kernels);
 //! - [`quant`], [`generate`]: quantizing a model with a plugin; running it on requests;
 //! - [`loader`]: reading models from HF, GGUF, llama2.c and synthetic presets;
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod calib;
 pub mod cli;
 pub mod cmd;
+pub mod conformance;
 pub mod device;
 pub mod generate;
 #[cfg(feature = "cuda")]

@@ -145,6 +145,16 @@ unsafe extern "C" fn packed_size<T: QuantMethod>(
 /// # Safety: `w` must describe valid weights for the call's duration.
 unsafe fn weights_of<'a, T: QuantMethod>(w: &LlqWeights) -> crate::Result<Weights<'a>> {
     let layer = unsafe { str_of(w.layer)? };
+    // An empty matrix has nothing to quantize, and group and block arithmetic divides by its
+    // sizes: refused here once, for every method (`plugins check` probes it).
+    if w.rows == 0 || w.cols == 0 {
+        return Err(PluginError(format!(
+            "{}: layer `{layer}` is an empty {}×{} matrix",
+            T::NAME,
+            w.rows,
+            w.cols
+        )));
+    }
     let n = elements(w.rows, w.cols)?;
     let data = unsafe { slice_of(w.data, n, "weights")? };
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
