@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda gpu-bundle test lint check-plugins demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint check-plugins study demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -74,6 +74,13 @@ demo: build models data
 	done
 	@echo; echo "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized = baseline), CoQA sample dialogue (12 turns, official scoring):"
 	@$(HOST) compare $(foreach r,$(DEMO_RUNS),$(DEMO_OUT)/$(r)/results.json) --sample 3dr23u6we5exclen4th8uq9rb42tel\#1
+
+# The default study (studies/default.toml): SmolLM2-135M on the CPU, every built-in plugin and
+# option set, CoQA sample + perplexity/KL on the evaluation books + speed and memory; resumable
+# (re-running redoes nothing done). Report: results/sweeps/default/report.{md,html}.
+study: build models data
+	$(HOST) sweep run studies/default.toml
+	$(HOST) sweep report studies/default.toml > /dev/null
 
 # The committed figures in docs/benchmarks.md come from this target.
 bench-quant: build

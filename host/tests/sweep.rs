@@ -256,3 +256,81 @@ fn emitted_job_arrays_run_the_shards() {
         assert!(yaml.contains(needle), "{needle}:\n{yaml}");
     }
 }
+
+/// Bench cells and the HTML report: a spec with KL and a `[bench]` section gives a bench cell
+/// per method, figures for every kind of plot, and a report.html with everything inline.
+#[test]
+fn the_report_has_figures_findings_and_bench_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(
+        dir.path(),
+        "story.txt",
+        "Once upon a time, there was a little girl named Lily. She loved to play outside.\n\nOne day, she saw a big red ball in the park. She ran to get it and laughed.\n",
+    );
+    let body = stories_spec(
+        "figs",
+        &format!(
+            "{}\n[[tasks]]\nname = \"ppl\"\nwasm = \"{}\"\ndata = \"{text}\"\nkl_baseline = true\n[bench]\nprompt_lens = [16, 32]\nbatch_sizes = [1, 2]\ndecode_steps = 2\nrepeats = 1\n",
+            method("nf4", "nf4"),
+            wasm("perplexity").display(),
+        ),
+    );
+    let spec = write(dir.path(), "figs.toml", &body);
+    let out = dir.path().join("out");
+    let o = llq(&["sweep", "plan", &spec, "--out", out.to_str().unwrap()]);
+    let plan = out_str(&o);
+    assert!(
+        plan.contains("stories.nf4.bench")
+            && plan.contains("llq-host bench --model")
+            && plan.contains("4 cells"),
+        "{plan}"
+    );
+    let o = llq(&["sweep", "run", &spec, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bench: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("stories.nf4.bench/bench.json")).unwrap()).unwrap();
+    assert_eq!(bench["size"]["bits_per_weight"], 4.5);
+    assert!(bench["peak_rss_bytes"].as_u64().unwrap() > 1 << 20 && bench["llq"]["git_revision"].is_string());
+    let o = llq(&["sweep", "report", &spec, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["accuracy", "kl", "decode", "prefill", "memory", "quantize-time"] {
+        let name = match f {
+            "accuracy" | "kl" => format!("stories.ppl.{f}.svg"),
+            _ => format!("stories.{f}.svg"),
+        };
+        let svg =
+            std::fs::read_to_string(out.join("figures").join(&name)).unwrap_or_else(|_| panic!("{name}"));
+        assert!(svg.starts_with("<svg") && svg.contains("nf4"), "{name}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for needle in [
+        "## stories: speed and memory",
+        "## Findings",
+        "## Environment",
+        "(figures/stories.decode.svg)",
+        "| nf4 | 4.50 |",
+    ] {
+        assert!(md.contains(needle), "{needle}:\n{md}");
+    }
+    // Running text: the documents' sums and counts are not compared one by one; the tokens are,
+    // with a real interval (58 tokens are far fewer than one 256-token block: blocks shrink).
+    assert!(!md.contains("Δtokens") && !md.contains("Δkl_sum"), "{md}");
+    let line = md.lines().find(|l| l.starts_with("- nf4: Δ mean token log-prob")).unwrap();
+    let nums: Vec<f64> = line["- nf4: Δ mean token log-prob".len()..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(nums[2] > nums[1], "a zero-width interval: {line}");
+    assert!(md.contains("stories × ppl: `nf4` is") || md.contains("no detectable difference between `nf4` and `none`"), "{md}");
+    // Self-contained: figures inline, nothing fetched.
+    assert_eq!(html.matches("<svg").count(), 6, "{html:.2000}");
+    for external in ["<link", "<script", "src=", "href=", "http://", "https://"] {
+        let outside_svg = html
+            .split("<svg")
+            .enumerate()
+            .map(|(i, part)| if i == 0 { part } else { part.split("</svg>").nth(1).unwrap_or("") })
+            .collect::<String>();
+        assert!(!outside_svg.contains(external), "{external}");
+    }
+}

@@ -4,7 +4,8 @@
 use crate::device::{copy_bandwidth, free_bytes};
 use crate::model::Llama;
 use crate::plugin::QuantConfig;
-use crate::quant::{prepare, CalibSettings, GpuPath, QuantizeOptions};
+use crate::quant::{model_size, prepare, CalibSettings, GpuPath, QuantizeOptions};
+use crate::results::schema::{Build, Size};
 use crate::util::par::par_map;
 use crate::util::stats::{spread, Spread};
 use anyhow::Result;
@@ -53,6 +54,8 @@ pub struct DecodeRow {
 
 #[derive(Debug, Serialize)]
 pub struct ModelBenchReport {
+    /// The llq build that measured (version, git revision).
+    pub llq: Build,
     pub model: String,
     pub precision: String,
     pub method: String,
@@ -60,6 +63,10 @@ pub struct ModelBenchReport {
     pub device: String,
     pub repeats: usize,
     pub quantize_s: Option<f64>,
+    /// Every byte the model's weights take as stored (as in `run`'s results.json).
+    pub size: Size,
+    /// Peak resident memory of the process (bytes; Linux), loading and quantizing included.
+    pub peak_rss_bytes: Option<u64>,
     /// On a GPU: max |Δ| / max |ref| of last-position logits against the CPU f32 model.
     pub logits_rel_err_vs_cpu: Option<f64>,
     /// Device memory in use after loading the model (bytes), where the device reports it.
@@ -88,6 +95,7 @@ pub fn model_bench(
     let mut m = crate::loader::load(model)?;
     let (mut quantize_s, mut dequantize_all_s) = (None, None);
     let mut packed = None;
+    let mut quantization = None;
     let mut gpu_path = GpuPath::Dense;
     let (method, options) = match quant {
         Some(q) => {
@@ -99,6 +107,7 @@ pub fn model_bench(
             let p = prepare(q, &mut m, &dev, &o)?;
             quantize_s = Some(p.quantization.seconds);
             (packed, gpu_path) = (p.packed, p.path);
+            quantization = Some(p.quantization);
             // Re-quantize the layers to time one full dequantize pass (outside the forward);
             // a calibrated method cannot quantize without its calibration data, so it is
             // not timed (the report's field stays null).
@@ -136,6 +145,7 @@ pub fn model_bench(
     } else {
         None
     };
+    let size = model_size(&m, quantization.as_ref());
     m.weights.clear();
     let copy_bytes_per_s = copy_bandwidth(&dev)?;
     let mut peak = device_memory_bytes;
@@ -199,6 +209,7 @@ pub fn model_bench(
         });
     }
     Ok(ModelBenchReport {
+        llq: Build::this(),
         model: m.id.clone(),
         precision: m.precision_note.clone(),
         method,
@@ -214,6 +225,8 @@ pub fn model_bench(
         copy_bytes_per_s,
         repeats,
         quantize_s,
+        size,
+        peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
         dequantize_all_s,
         prefill,
         decode,

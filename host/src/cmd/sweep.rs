@@ -14,7 +14,8 @@ pub enum Args {
     Run(RunArgs),
     /// Done, stale, failed and pending cells.
     Status(Common),
-    /// Write <out>/report.md from the finished cells (paired differences vs the baseline).
+    /// Write <out>/report.md, report.html and figures/ from the finished cells (paired
+    /// differences vs the baseline, figures, findings).
     Report(Common),
     /// Write a job-array script that runs the sweep as shards on a cluster engine.
     Emit(EmitArgs),
@@ -129,12 +130,23 @@ pub fn main(a: Args) -> Result<()> {
                 bail!("--shard does not apply to `sweep report`: it reads every finished cell");
             }
             let r = Resolved::new(&c)?;
-            let md = crate::sweep::report::report(&r.spec, &r.cells, &r.out)?;
+            let w = crate::sweep::report::report(&r.spec, &r.cells, &r.out)?;
+            let figures = r.out.join("figures");
+            std::fs::create_dir_all(&figures)
+                .with_context(|| format!("cannot create {}", figures.display()))?;
+            for (name, svg) in &w.figures {
+                crate::util::fs::write_atomic(&figures.join(name), svg.as_bytes())?;
+            }
+            crate::util::fs::write_atomic(&r.out.join("report.html"), w.html.as_bytes())?;
             let path = r.out.join("report.md");
-            std::fs::create_dir_all(&r.out).with_context(|| format!("cannot create {}", r.out.display()))?;
-            crate::util::fs::write_atomic(&path, md.as_bytes())?;
-            print!("{md}");
-            eprintln!("wrote {}", path.display());
+            crate::util::fs::write_atomic(&path, w.md.as_bytes())?;
+            print!("{}", w.md);
+            eprintln!(
+                "wrote {}, report.html (self-contained) and {} figures in {}",
+                path.display(),
+                w.figures.len(),
+                figures.display()
+            );
             Ok(())
         }
         Args::Emit(e) => {

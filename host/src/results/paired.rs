@@ -29,6 +29,9 @@ impl PairedCi {
     }
 }
 
+/// Fewest blocks a block bootstrap resamples (see [`bootstrap_mean`]).
+pub const MIN_BLOCKS: usize = 20;
+
 /// xorshift64: the resampling is the same on every machine for a given seed.
 struct Rng(u64);
 
@@ -50,7 +53,10 @@ pub fn bootstrap_mean(diffs: &[f64], block: usize, resamples: usize, seed: u64) 
         return None;
     }
     let mean = diffs.iter().sum::<f64>() / n as f64;
-    let block = block.clamp(1, n);
+    // At least MIN_BLOCKS blocks to resample: with one block every resample is the sample
+    // itself and the interval collapses to a point (a "difference" from 58 tokens). Short
+    // series get shorter blocks (n / MIN_BLOCKS), as the n^(1/3) rules of thumb also do.
+    let block = block.clamp(1, (n / MIN_BLOCKS).max(1));
     let blocks: Vec<(f64, usize)> = diffs.chunks(block).map(|c| (c.iter().sum::<f64>(), c.len())).collect();
     let mut rng = Rng(seed.max(1));
     let mut means: Vec<f64> = (0..resamples.max(1))
@@ -110,5 +116,10 @@ mod tests {
         // Its width is about 2 · 1.96 · sd/√n = 0.277.
         assert!((ci.hi - ci.lo - 0.277).abs() < 0.05, "{ci:?}");
         assert!(bootstrap_mean(&[], 1, 10, 1).is_none());
+        // 58 values in blocks of 256 would be one block and a zero-width interval: the blocks
+        // shrink so that there are at least MIN_BLOCKS of them and the interval has a width.
+        let d: Vec<f64> = (0..58).map(|i| 0.02 + if i % 3 == 0 { 0.05 } else { -0.03 }).collect();
+        let ci = bootstrap_mean(&d, 256, 2000, 3).unwrap();
+        assert!(ci.hi - ci.lo > 0.005, "{ci:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! A sweep's folder and running its cells. Layout under the output folder:
-//! - `<cell>/`: a finished cell — the run's `results.json` and `samples.jsonl`, its log
+//! - `<cell>/`: a finished cell — the run's `results.json` and `samples.jsonl` (a bench
+//!   cell's `bench.json`), its log
 //!   (`run.log`), and `cell.json` (address, inputs, command, seconds). It appears at once,
 //!   by renaming the folder the run wrote (`.<cell>.tmp-<pid>`), so a killed sweep leaves
 //!   no half cell: only a temporary folder, which the next run of that cell replaces;
@@ -9,7 +10,7 @@
 //! A cell is done when `<cell>/cell.json` holds its current address; a folder with another
 //! address is stale (an input changed) and is replaced when the cell runs again.
 
-use super::plan::Cell;
+use super::plan::{Cell, Kind};
 use crate::util::fs::write_json;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -59,7 +60,7 @@ pub fn state(out: &Path, cell: &Cell) -> State {
         .filter(|f| ours(f))
         .map(|f| State::Failed(f["error"].as_str().unwrap_or("").to_string()));
     match read_json(&dir.join("cell.json")) {
-        Some(c) if ours(&c) && dir.join("results.json").is_file() => State::Done,
+        Some(c) if ours(&c) && dir.join(cell.kind.output()).is_file() => State::Done,
         _ if failed.is_some() => failed.unwrap_or(State::Pending),
         Some(_) => State::Stale,
         None => State::Pending,
@@ -81,10 +82,14 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>) -> Result<f6
     if let Some(g) = gpu {
         cmd.env("CUDA_VISIBLE_DEVICES", g);
     }
+    let out_arg = match cell.kind {
+        Kind::Run => tmp.clone(),
+        Kind::Bench => tmp.join(cell.kind.output()),
+    };
     let status = cmd
         .args(&cell.args)
         .arg("--out")
-        .arg(&tmp)
+        .arg(&out_arg)
         .stdout(std::fs::File::create(tmp.join("stdout.txt"))?)
         .stderr(std::fs::File::create(&log)?)
         .status()

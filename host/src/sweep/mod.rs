@@ -9,6 +9,7 @@
 
 pub mod emit;
 pub mod exec;
+pub mod figures;
 pub mod plan;
 pub mod report;
 pub mod spec;

@@ -1,24 +1,45 @@
 //! Cells: one per (model, method, task), each with the `llq-host run` arguments that compute
-//! it and a content address — the SHA-256 of everything that decides its results: llq's
+//! it, plus one `llq-host bench` cell per (model, method) when the spec has a `[bench]`
+//! section; each with a content address — the SHA-256 of everything that decides its results: llq's
 //! version, the model's content, the plugin file and its options, the task file, its options
 //! and data, the limit and the device. A cell whose address is unchanged is not run again;
 //! change any input and it is pending again.
 
-use super::spec::Spec;
+use super::spec::{Spec, BENCH};
 use crate::util::digest::{sha256_file, sha256_hex};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// What a cell runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `llq-host run`: a task's samples and metrics (`results.json`, `samples.jsonl`).
+    Run,
+    /// `llq-host bench`: prefill and decode speed, memory (`bench.json`).
+    Bench,
+}
+
+impl Kind {
+    /// The file whose presence (with the cell's record) makes the cell done.
+    pub fn output(self) -> &'static str {
+        match self {
+            Kind::Run => "results.json",
+            Kind::Bench => "bench.json",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Cell {
-    /// `<model>.<method>.<task>`: the cell's folder name.
+    /// `<model>.<method>.<task>` (`<model>.<method>.bench`): the cell's folder name.
     pub id: String,
+    pub kind: Kind,
     pub model: String,
     pub method: String,
     pub task: String,
-    /// Arguments of `llq-host` (from `run`), without `--out`.
+    /// Arguments of `llq-host` (from the subcommand), without `--out`.
     pub args: Vec<String>,
     /// What the address is the hash of.
     pub inputs: Value,
@@ -73,23 +94,75 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
             let plugin = q.plugin.as_ref().map(|p| spec.resolve(p));
             let plugin_hash =
                 plugin.as_ref().map(|p| hashes.of(&format!("method `{}`: plugin", q.name), p)).transpose()?;
+            let mut method_args: Vec<String> = vec![];
+            if let Some(p) = &plugin {
+                method_args.extend(["--quant".into(), p.clone()]);
+                for o in &q.opts {
+                    method_args.extend(["--opt".into(), o.clone()]);
+                }
+                if let Some(n) = q.calib_samples {
+                    method_args.extend(["--calib-samples".into(), n.to_string()]);
+                }
+                if let Some(n) = q.calib_seq_len {
+                    method_args.extend(["--calib-seq-len".into(), n.to_string()]);
+                }
+            }
+            let method_inputs = json!({
+                "plugin_sha256": plugin_hash,
+                "opts": q.opts,
+                "calib_samples": q.calib_samples,
+                "calib_seq_len": q.calib_seq_len,
+            });
+            if let Some(b) = spec.bench.as_ref().filter(|_| q.bench) {
+                let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+                let mut args: Vec<String> = vec!["bench".into(), "--model".into(), model_path.clone()];
+                args.extend(method_args.iter().cloned());
+                args.extend([
+                    "--prompt-lens".into(),
+                    list(&b.prompt_lens),
+                    "--batch-sizes".into(),
+                    list(&b.batch_sizes),
+                ]);
+                if let Some(n) = b.decode_steps {
+                    args.extend(["--decode-steps".into(), n.to_string()]);
+                }
+                if let Some(n) = b.repeats {
+                    args.extend(["--repeats".into(), n.to_string()]);
+                }
+                if let Some(d) = &spec.device {
+                    args.extend(["--device".into(), d.clone()]);
+                }
+                let inputs = json!({
+                    "llq_version": env!("CARGO_PKG_VERSION"),
+                    "kind": "bench",
+                    "model": {"sha256": model_hash},
+                    "method": method_inputs,
+                    "bench": {
+                        "prompt_lens": b.prompt_lens,
+                        "batch_sizes": b.batch_sizes,
+                        "decode_steps": b.decode_steps,
+                        "repeats": b.repeats,
+                    },
+                    "device": spec.device,
+                });
+                let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
+                cells.push(Cell {
+                    id: format!("{}.{}.{BENCH}", m.name, q.name),
+                    kind: Kind::Bench,
+                    model: m.name.clone(),
+                    method: q.name.clone(),
+                    task: BENCH.into(),
+                    args,
+                    inputs,
+                    address,
+                });
+            }
             for t in &spec.tasks {
                 let (wasm, data) = (spec.resolve(&t.wasm), spec.resolve(&t.data));
                 let wasm_hash = hashes.of(&format!("task `{}`: component", t.name), &wasm)?;
                 let data_hash = hashes.of(&format!("task `{}`: data", t.name), &data)?;
                 let mut args: Vec<String> = vec!["run".into(), "--model".into(), model_path.clone()];
-                if let Some(p) = &plugin {
-                    args.extend(["--quant".into(), p.clone()]);
-                    for o in &q.opts {
-                        args.extend(["--opt".into(), o.clone()]);
-                    }
-                    if let Some(n) = q.calib_samples {
-                        args.extend(["--calib-samples".into(), n.to_string()]);
-                    }
-                    if let Some(n) = q.calib_seq_len {
-                        args.extend(["--calib-seq-len".into(), n.to_string()]);
-                    }
-                }
+                args.extend(method_args.iter().cloned());
                 args.extend(["--task".into(), wasm.clone(), "--data".into(), data.clone()]);
                 for o in &t.opts {
                     args.extend(["--task-opt".into(), o.clone()]);
@@ -97,7 +170,9 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 if let Some(l) = t.limit {
                     args.extend(["--limit".into(), l.to_string()]);
                 }
-                if t.kl_baseline {
+                // KL compares a quantized model with the unquantized one: not for the baseline.
+                let kl = t.kl_baseline && plugin.is_some();
+                if kl {
                     args.push("--kl-baseline".into());
                 }
                 if let Some(d) = &spec.device {
@@ -106,24 +181,20 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 let inputs = json!({
                     "llq_version": env!("CARGO_PKG_VERSION"),
                     "model": {"sha256": model_hash},
-                    "method": {
-                        "plugin_sha256": plugin_hash,
-                        "opts": q.opts,
-                        "calib_samples": q.calib_samples,
-                        "calib_seq_len": q.calib_seq_len,
-                    },
+                    "method": method_inputs,
                     "task": {
                         "wasm_sha256": wasm_hash,
                         "data_sha256": data_hash,
                         "opts": t.opts,
                         "limit": t.limit,
-                        "kl_baseline": t.kl_baseline,
+                        "kl_baseline": kl,
                     },
                     "device": spec.device,
                 });
                 let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
                 cells.push(Cell {
                     id: format!("{}.{}.{}", m.name, q.name, t.name),
+                    kind: Kind::Run,
                     model: m.name.clone(),
                     method: q.name.clone(),
                     task: t.name.clone(),

@@ -1,25 +1,40 @@
-//! `sweep report`: one Markdown report of a sweep's finished cells, per (model, task): each
-//! method's size, time and metrics (± standard error, as the task computed them), then every
-//! method against the model's unquantized baseline (the method without a plugin) as *paired*
-//! estimates over the same samples: a bootstrap 95% interval for the mean difference of each
-//! per-sample metric (McNemar's exact test too when the metric is 0/1, like EM), and for
-//! running-text tasks the per-token log-probability difference and KL with a block bootstrap
-//! (blocks of 256 tokens: neighbouring tokens are not independent). An interval that includes
-//! zero is reported as "no detectable difference at n = …".
+//! `sweep report`: the finished cells as `report.md` and a self-contained `report.html` (CSS
+//! and SVG figures inline), per (model, task): each method's size, time and metrics (± standard
+//! error, as the task computed them), then every method against the model's unquantized
+//! baseline (the method without a plugin) as *paired* estimates over the same samples: a
+//! bootstrap 95% interval for the mean difference of each per-sample metric (McNemar's exact
+//! test too when the metric is 0/1, like EM), and for running-text tasks the per-token
+//! log-probability difference and KL with a block bootstrap (blocks of 256 tokens: neighbouring
+//! tokens are not independent). An interval that includes zero is reported as "no detectable
+//! difference at n = …". Bench cells add speed and memory per method.
+//!
+//! Figures: the task's first metric vs bits/weight with the Pareto front, KL vs bits/weight,
+//! decode tokens/s vs batch, prefill latency vs prompt length, memory and quantization time per
+//! method. The findings section is generated from the paired intervals only.
 
 use super::exec::state;
-use super::plan::Cell;
+use super::figures::{self, Point};
+use super::plan::{Cell, Kind};
 use super::spec::Spec;
-use crate::results::paired::{bootstrap_mean, mcnemar_exact};
+use crate::results::paired::{bootstrap_mean, mcnemar_exact, PairedCi};
 use crate::results::{read_samples, RunResults, SampleRecord};
-use anyhow::Result;
-use std::collections::BTreeMap;
+use crate::task::{Limits, TaskRuntime};
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
 const RESAMPLES: usize = 2000;
 const SEED: u64 = 20261124;
 const TOKEN_BLOCK: usize = 256;
+
+/// What `sweep report` writes: the two documents and the figures (file name, SVG).
+pub struct Written {
+    pub md: String,
+    pub html: String,
+    pub figures: Vec<(String, String)>,
+}
 
 struct Done {
     results: RunResults,
@@ -35,119 +50,624 @@ fn load(out: &Path, cell: &Cell) -> Result<Done> {
     Ok(Done { results, samples })
 }
 
-/// The paired lines of `m` against `base`.
-fn paired(base: &Done, m: &Done) -> Vec<String> {
-    let mut lines = vec![];
+/// One paired per-sample metric difference against the baseline.
+struct PairedMetric {
+    name: String,
+    ci: PairedCi,
+    /// Discordant pairs (only the baseline right, only the method right) and McNemar's p.
+    mcnemar: Option<(u64, u64, f64)>,
+}
+
+/// Everything paired of one method against the baseline.
+#[derive(Default)]
+struct Paired {
+    metrics: Vec<PairedMetric>,
+    /// Δ mean token log-prob (running text).
+    logprob: Option<PairedCi>,
+}
+
+/// `declared`: the task's metric names; per-sample metrics outside it (running-text tasks
+/// keep sums and counts per document to aggregate from) are not compared.
+fn paired(base: &Done, m: &Done, declared: &[(String, bool)]) -> Paired {
+    let mut out = Paired::default();
     let common: Vec<(&SampleRecord, &SampleRecord)> = base
         .samples
         .iter()
         .filter_map(|(id, b)| m.samples.get(id).map(|s| (b, s)))
         .filter(|(b, s)| b.error.is_none() && s.error.is_none())
         .collect();
-    let names: Vec<&String> = common.first().map(|(b, _)| b.metrics.keys().collect()).unwrap_or_default();
+    let names: Vec<&String> = common
+        .first()
+        .map(|(b, _)| b.metrics.keys().filter(|k| declared.is_empty() || declared.iter().any(|(d, _)| d == *k)).collect())
+        .unwrap_or_default();
     for name in names {
         let pairs: Vec<(f64, f64)> =
             common.iter().filter_map(|(b, s)| Some((*b.metrics.get(name)?, *s.metrics.get(name)?))).collect();
         let diffs: Vec<f64> = pairs.iter().map(|(b, s)| s - b).collect();
         let Some(ci) = bootstrap_mean(&diffs, 1, RESAMPLES, SEED) else { continue };
-        let mut line = format!("Δ{name} (per-sample values, as in samples.jsonl) {}", ci.describe(4));
-        if pairs.iter().all(|(b, s)| (*b == 0.0 || *b == 1.0) && (*s == 0.0 || *s == 1.0)) {
+        let binary = pairs.iter().all(|(b, s)| (*b == 0.0 || *b == 1.0) && (*s == 0.0 || *s == 1.0));
+        let mcnemar = binary.then(|| {
             let only_base = pairs.iter().filter(|(b, s)| *b == 1.0 && *s == 0.0).count() as u64;
             let only_method = pairs.iter().filter(|(b, s)| *b == 0.0 && *s == 1.0).count() as u64;
-            let p = mcnemar_exact(only_base, only_method);
-            let _ = write!(line, "; McNemar {only_base} vs {only_method} discordant, p = {p:.3}");
-        }
-        lines.push(line);
+            (only_base, only_method, mcnemar_exact(only_base, only_method))
+        });
+        out.metrics.push(PairedMetric { name: name.clone(), ci, mcnemar });
     }
     // Running text: the same tokens in both runs.
     let mut dlp = vec![];
-    let mut kl = vec![];
     for (b, s) in &common {
         if let (Some(x), Some(y)) = (&b.token_logprobs, &s.token_logprobs) {
             if x.len() == y.len() {
                 dlp.extend(x.iter().zip(y).map(|(x, y)| y - x));
             }
         }
-        if let Some(k) = &s.token_kl {
-            kl.extend(k.iter().copied());
-        }
     }
-    if let Some(ci) = bootstrap_mean(&dlp, TOKEN_BLOCK, RESAMPLES, SEED) {
-        lines.push(format!("Δ mean token log-prob {} (tokens; block bootstrap)", ci.describe(4)));
-    }
-    if let Some(ci) = bootstrap_mean(&kl, TOKEN_BLOCK, RESAMPLES, SEED) {
-        lines.push(format!(
-            "KL(unquantized ‖ method) per token {:.4} [{:.4}, {:.4}], n = {}",
-            ci.mean, ci.lo, ci.hi, ci.n
-        ));
-    }
-    lines
+    out.logprob = bootstrap_mean(&dlp, TOKEN_BLOCK, RESAMPLES, SEED);
+    out
 }
 
-/// The report of the done cells of `cells` in `out`, as Markdown.
-pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<String> {
+/// Per-token KL of a method's run against the unquantized model (`--kl-baseline`), with its
+/// block-bootstrap interval.
+fn kl(d: &Done) -> Option<PairedCi> {
+    let kl: Vec<f64> = d
+        .samples
+        .values()
+        .filter(|s| s.error.is_none())
+        .filter_map(|s| s.token_kl.as_ref())
+        .flatten()
+        .copied()
+        .collect();
+    bootstrap_mean(&kl, TOKEN_BLOCK, RESAMPLES, SEED)
+}
+
+/// The task's metrics in its own order with their direction (`describe()`); empty when the
+/// component cannot be read (the report then draws no front).
+fn task_metrics(wasm: &str) -> Vec<(String, bool)> {
+    TaskRuntime::load(Path::new(wasm), Limits::default())
+        .and_then(|mut t| t.describe())
+        .map(|i| i.metrics.into_iter().map(|m| (m.name, m.higher_is_better)).collect())
+        .unwrap_or_default()
+}
+
+/// A finished bench cell's `bench.json`.
+fn bench_json(out: &Path, cell: &Cell) -> Result<Value> {
+    let p = out.join(&cell.id).join("bench.json");
+    serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?)
+        .with_context(|| format!("{} is not JSON", p.display()))
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A document built once and rendered twice: Markdown and HTML.
+#[derive(Default)]
+struct Doc {
+    md: String,
+    html: String,
+    figures: Vec<(String, String)>,
+}
+
+impl Doc {
+    fn heading(&mut self, level: usize, text: &str) {
+        let _ = write!(self.md, "\n{} {text}\n\n", "#".repeat(level));
+        let _ = writeln!(self.html, "<h{level}>{}</h{level}>", inline_html(text));
+    }
+    fn para(&mut self, text: &str) {
+        let _ = write!(self.md, "{text}\n\n");
+        let _ = writeln!(self.html, "<p>{}</p>", inline_html(text));
+    }
+    fn list(&mut self, items: &[String]) {
+        if items.is_empty() {
+            return;
+        }
+        self.html.push_str("<ul>\n");
+        for i in items {
+            let _ = writeln!(self.md, "- {i}");
+            let _ = writeln!(self.html, "<li>{}</li>", inline_html(i));
+        }
+        self.md.push('\n');
+        self.html.push_str("</ul>\n");
+    }
+    fn table(&mut self, header: &[&str], align_right: &[bool], rows: &[Vec<String>]) {
+        let _ = writeln!(self.md, "| {} |", header.join(" | "));
+        let seps: Vec<&str> = align_right.iter().map(|r| if *r { "---:" } else { "---" }).collect();
+        let _ = writeln!(self.md, "| {} |", seps.join(" | "));
+        self.html.push_str("<table><thead><tr>");
+        for h in header {
+            let _ = write!(self.html, "<th>{}</th>", inline_html(h));
+        }
+        self.html.push_str("</tr></thead><tbody>\n");
+        for r in rows {
+            let _ = writeln!(self.md, "| {} |", r.join(" | "));
+            self.html.push_str("<tr>");
+            for (c, right) in r.iter().zip(align_right) {
+                let _ = write!(
+                    self.html,
+                    "<td{}>{}</td>",
+                    if *right { " class=\"r\"" } else { "" },
+                    inline_html(c)
+                );
+            }
+            self.html.push_str("</tr>\n");
+        }
+        self.md.push('\n');
+        self.html.push_str("</tbody></table>\n");
+    }
+    fn figure(&mut self, file: &str, caption: &str, svg: Result<String>) {
+        match svg {
+            Ok(svg) => {
+                let _ = write!(self.md, "![{caption}](figures/{file})\n\n");
+                let _ = writeln!(
+                    self.html,
+                    "<figure>{svg}<figcaption>{}</figcaption></figure>",
+                    inline_html(caption)
+                );
+                self.figures.push((file.to_string(), svg));
+            }
+            Err(e) => self.para(&format!("(figure `{file}` could not be drawn: {e:#})")),
+        }
+    }
+}
+
+/// Markdown's inline code (`x`) as HTML, the rest escaped.
+fn inline_html(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in s.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{}</code>", html_escape(part));
+        } else {
+            out.push_str(&html_escape(part));
+        }
+    }
+    out
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px}td.r{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f3f3f3}code{background:#f3f3f3;padding:0 3px}figure{margin:1em 0}figcaption{color:#555;font-size:90%}svg{max-width:100%;height:auto}";
+
+/// The report of the done cells of `cells` in `out`.
+pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
     // Nothing here depends on where the cells are or in which order they ran, so shards
     // merged into one folder report exactly what one run reports.
-    let mut md = format!(
-        "# Sweep `{}`\n\nEvery difference is paired over the same samples against the model's unquantized run.\n",
-        spec.name
-    );
+    let mut doc = Doc::default();
+    doc.heading(1, &format!("Sweep `{}`", spec.name));
+    doc.para("Every difference is paired over the same samples against the model's unquantized run; intervals are 95%.");
     let baseline: Option<&str> = spec.methods.iter().find(|m| m.plugin.is_none()).map(|m| m.name.as_str());
+    let mut findings: Vec<String> = vec![];
+    let mut builds = BTreeSet::new();
+    let mut devices = BTreeSet::new();
+    let mut bench_devices = BTreeSet::new();
+    let mut precisions = BTreeSet::new();
     for model in &spec.models {
+        // Seconds each method took to quantize the model (calibration included), from the
+        // first finished cell of that method.
+        let mut qtimes: Vec<(String, f64)> = vec![];
         for task in &spec.tasks {
-            let _ = write!(md, "\n## {} × {}\n\n", model.name, task.name);
-            let group: Vec<&Cell> =
-                cells.iter().filter(|c| c.model == model.name && c.task == task.name).collect();
+            doc.heading(2, &format!("{} × {}", model.name, task.name));
+            let group: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| c.kind == Kind::Run && c.model == model.name && c.task == task.name)
+                .collect();
             let mut done: BTreeMap<&str, Done> = BTreeMap::new();
+            let mut missing = vec![];
             for c in &group {
                 let st = state(out, c);
                 if st.is_done() {
                     done.insert(&c.method, load(out, c)?);
                 } else {
-                    let _ = writeln!(md, "- `{}`: {} (not in the tables)", c.id, st.label());
+                    missing.push(format!("`{}`: {} (not in the tables)", c.id, st.label()));
                 }
             }
-            md.push_str("\n| method | bits/weight | linear MB | quantize s | metrics (± s.e.) |\n| --- | ---: | ---: | ---: | --- |\n");
-            for c in &group {
-                let Some(d) = done.get(c.method.as_str()) else { continue };
-                let r = &d.results;
-                let metrics: Vec<String> = r
-                    .metrics
+            doc.list(&missing);
+            for (m, d) in &done {
+                if !qtimes.iter().any(|(q, _)| q == m) {
+                    qtimes.push((m.to_string(), d.results.timing.quantize_s.unwrap_or(0.0)));
+                }
+                builds.insert(format!("llq {} ({})", d.results.llq.version, d.results.llq.git_revision));
+                let dv = &d.results.device;
+                devices.insert(format!("{} `{}`, {} threads, {}", dv.kind, dv.spec, dv.threads, dv.dtype));
+                precisions.insert(d.results.model.precision.clone());
+            }
+            let rows: Vec<Vec<String>> = group
+                .iter()
+                .filter_map(|c| done.get(c.method.as_str()).map(|d| (c, d)))
+                .map(|(c, d)| {
+                    let r = &d.results;
+                    let metrics: Vec<String> = r
+                        .metrics
+                        .iter()
+                        .map(|m| match m.stderr {
+                            Some(se) => format!("{} {:.4} ± {:.4}", m.name, m.value, se),
+                            None => format!("{} {:.4}", m.name, m.value),
+                        })
+                        .collect();
+                    vec![
+                        c.method.clone(),
+                        format!("{:.2}", r.size.bits_per_weight),
+                        format!("{:.2}", r.size.quantized_bytes as f64 / 1e6),
+                        r.timing.quantize_s.map_or("–".into(), |s| format!("{s:.1}")),
+                        metrics.join(", "),
+                    ]
+                })
+                .collect();
+            doc.table(
+                &["method", "bits/weight", "linear MB", "quantize s", "metrics (± s.e.)"],
+                &[false, true, true, true, false],
+                &rows,
+            );
+            // The task's first metric, its direction, and each method's estimate.
+            let declared = task_metrics(&spec.resolve(&task.wasm));
+            let primary = declared.first().cloned();
+            let kls: BTreeMap<&str, PairedCi> = done.iter().filter_map(|(m, d)| Some((*m, kl(d)?))).collect();
+            if let Some((pname, higher)) = &primary {
+                let points: Vec<Point> = group
                     .iter()
-                    .map(|m| match m.stderr {
-                        Some(se) => format!("{} {:.4} ± {:.4}", m.name, m.value, se),
-                        None => format!("{} {:.4}", m.name, m.value),
+                    .filter_map(|c| {
+                        let d = done.get(c.method.as_str())?;
+                        let m = d.results.metrics.iter().find(|m| &m.name == pname)?;
+                        let half = m.stderr.map_or(0.0, |se| 1.96 * se);
+                        Some(Point {
+                            label: c.method.clone(),
+                            x: d.results.size.bits_per_weight,
+                            y: m.value,
+                            lo: m.value - half,
+                            hi: m.value + half,
+                        })
                     })
                     .collect();
-                let _ = writeln!(
-                    md,
-                    "| {} | {:.2} | {:.2} | {} | {} |",
-                    c.method,
-                    r.size.bits_per_weight,
-                    r.size.quantized_bytes as f64 / 1e6,
-                    r.timing.quantize_s.map_or("–".into(), |s| format!("{s:.1}")),
-                    metrics.join(", ")
+                if !points.is_empty() {
+                    let front: Vec<String> = figures::pareto(&points, *higher)
+                        .iter()
+                        .map(|&i| format!("`{}`", points[i].label))
+                        .collect();
+                    let title = format!("{} × {}: {pname} vs bits/weight", model.name, task.name);
+                    let svg = figures::scatter(&title, "bits per quantized weight", pname, &points, *higher);
+                    doc.figure(
+                        &format!("{}.{}.accuracy.svg", model.name, task.name),
+                        &format!("{title} (bars: ±1.96 s.e. of each run; line: Pareto front of the point estimates)"),
+                        svg,
+                    );
+                    findings.push(format!(
+                        "{} × {}: on point estimates, the front of bits/weight vs {pname} ({}) is {}.",
+                        model.name,
+                        task.name,
+                        if *higher { "higher is better" } else { "lower is better" },
+                        front.join(" → ")
+                    ));
+                }
+            }
+            if !kls.is_empty() {
+                let points: Vec<Point> = group
+                    .iter()
+                    .filter_map(|c| {
+                        let d = done.get(c.method.as_str())?;
+                        let k = kls.get(c.method.as_str())?;
+                        Some(Point {
+                            label: c.method.clone(),
+                            x: d.results.size.bits_per_weight,
+                            y: k.mean,
+                            lo: k.lo,
+                            hi: k.hi,
+                        })
+                    })
+                    .collect();
+                let title = format!("{} × {}: KL vs bits/weight", model.name, task.name);
+                let svg = figures::scatter(
+                    &title,
+                    "bits per quantized weight",
+                    "KL(unquantized ‖ method) per token",
+                    &points,
+                    false,
+                );
+                doc.figure(
+                    &format!("{}.{}.kl.svg", model.name, task.name),
+                    &format!("{title} (bars: 95% block-bootstrap intervals over tokens)"),
+                    svg,
                 );
             }
             match baseline.and_then(|b| done.get(b).map(|d| (b, d))) {
                 Some((bname, base)) => {
-                    let _ = writeln!(md, "\nAgainst `{bname}`:\n");
+                    doc.para(&format!("Against `{bname}`:"));
+                    let mut lines = vec![];
                     for c in &group {
                         if c.method == bname {
                             continue;
                         }
-                        if let Some(d) = done.get(c.method.as_str()) {
-                            for line in paired(base, d) {
-                                let _ = writeln!(md, "- {}: {line}", c.method);
+                        let Some(d) = done.get(c.method.as_str()) else { continue };
+                        let p = paired(base, d, &declared);
+                        for m in &p.metrics {
+                            let mut line = format!(
+                                "{}: Δ{} (per-sample values, as in samples.jsonl) {}",
+                                c.method,
+                                m.name,
+                                m.ci.describe(4)
+                            );
+                            if let Some((b, s, pv)) = m.mcnemar {
+                                let _ = write!(line, "; McNemar {b} vs {s} discordant, p = {pv:.3}");
                             }
+                            lines.push(line);
                         }
+                        if let Some(ci) = p.logprob {
+                            lines.push(format!(
+                                "{}: Δ mean token log-prob {} (tokens; block bootstrap)",
+                                c.method,
+                                ci.describe(4)
+                            ));
+                        }
+                        if let Some(ci) = kls.get(c.method.as_str()) {
+                            lines.push(format!(
+                                "{}: KL(unquantized ‖ method) per token {:.4} [{:.4}, {:.4}], n = {}",
+                                c.method, ci.mean, ci.lo, ci.hi, ci.n
+                            ));
+                        }
+                        findings.extend(finding(
+                            &model.name,
+                            &task.name,
+                            bname,
+                            &c.method,
+                            &p,
+                            primary.as_ref(),
+                        ));
                     }
+                    doc.list(&lines);
                 }
-                None => md.push_str(
-                    "\nNo finished unquantized run (a method without a plugin): no paired differences.\n",
-                ),
+                None => doc
+                    .para("No finished unquantized run (a method without a plugin): no paired differences."),
             }
         }
+        bench_section(
+            &mut doc,
+            spec,
+            cells,
+            out,
+            &model.name,
+            &mut findings,
+            &mut bench_devices,
+            &mut builds,
+        )?;
+        if qtimes.iter().any(|(_, t)| *t > 0.0) {
+            qtimes.sort_by(|a, b| a.0.cmp(&b.0));
+            let names: Vec<String> = qtimes.iter().map(|(m, _)| m.clone()).collect();
+            let title = format!("{}: quantization time", model.name);
+            doc.heading(2, &title);
+            doc.figure(
+                &format!("{}.quantize-time.svg", model.name),
+                &format!("{title} (calibration included; one process each, on the task cells' device)"),
+                figures::bars(
+                    &title,
+                    "seconds",
+                    &names,
+                    &[("quantize".into(), qtimes.iter().map(|q| q.1).collect())],
+                ),
+            );
+        }
     }
-    Ok(md)
+    doc.heading(2, "Findings");
+    doc.para("Generated from the paired intervals above: a difference is stated only where its 95% interval excludes zero.");
+    doc.list(&findings);
+    doc.heading(2, "Environment");
+    let mut env: Vec<String> = vec![];
+    if builds.len() > 1 {
+        env.push(format!(
+            "**Warning: the cells come from {} different llq builds** (listed below): compare with care.",
+            builds.len()
+        ));
+    }
+    for (set, what) in [(&devices, "task"), (&bench_devices, "bench")] {
+        if set.len() > 1 {
+            env.push(format!(
+                "**Warning: the {what} cells ran on {} different device settings** (listed below).",
+                set.len()
+            ));
+        }
+    }
+    env.extend(builds.into_iter().map(|b| format!("build: {b}")));
+    env.extend(devices.into_iter().map(|d| format!("device (tasks): {d}")));
+    env.extend(bench_devices.into_iter().map(|d| format!("device (bench): {d}")));
+    env.extend(precisions.into_iter().map(|p| format!("model precision: {p}")));
+    env.push("each cell's command line, inputs and content address: `<cell>/cell.json`".into());
+    doc.list(&env);
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sweep {}</title><style>{CSS}</style></head><body>\n{}</body></html>\n",
+        html_escape(&spec.name),
+        doc.html
+    );
+    Ok(Written { md: doc.md, html, figures: doc.figures })
+}
+
+/// The statement the paired intervals support for `method` on the task's first metric (or,
+/// for running text without per-sample metrics, the token log-probability).
+fn finding(
+    model: &str,
+    task: &str,
+    base: &str,
+    method: &str,
+    p: &Paired,
+    primary: Option<&(String, bool)>,
+) -> Option<String> {
+    let (name, ci, higher) =
+        match primary.and_then(|(n, h)| p.metrics.iter().find(|m| &m.name == n).map(|m| (n, m.ci, *h))) {
+            Some((n, ci, h)) => (n.clone(), ci, h),
+            None => ("mean token log-prob".to_string(), p.logprob?, true),
+        };
+    let at = format!("{model} × {task}");
+    Some(if ci.detectable() {
+        let better = (ci.mean > 0.0) == higher;
+        format!(
+            "{at}: `{method}` is {} than `{base}` on {name}: Δ = {:+.4} [{:+.4}, {:+.4}], n = {}.",
+            if better { "better" } else { "worse" },
+            ci.mean,
+            ci.lo,
+            ci.hi,
+            ci.n
+        )
+    } else {
+        format!(
+            "{at}: no detectable difference between `{method}` and `{base}` on {name} at n = {} (Δ = {:+.4} [{:+.4}, {:+.4}]).",
+            ci.n, ci.mean, ci.lo, ci.hi
+        )
+    })
+}
+
+/// Speed and memory of `model`'s finished bench cells: tables and figures.
+#[allow(clippy::too_many_arguments)]
+fn bench_section(
+    doc: &mut Doc,
+    spec: &Spec,
+    cells: &[Cell],
+    out: &Path,
+    model: &str,
+    findings: &mut Vec<String>,
+    bench_devices: &mut BTreeSet<String>,
+    builds: &mut BTreeSet<String>,
+) -> Result<()> {
+    let group: Vec<&Cell> = cells.iter().filter(|c| c.kind == Kind::Bench && c.model == model).collect();
+    if group.is_empty() {
+        return Ok(());
+    }
+    doc.heading(2, &format!("{model}: speed and memory"));
+    let mut done: Vec<(&str, Value)> = vec![];
+    let mut missing = vec![];
+    for c in &group {
+        let st = state(out, c);
+        if st.is_done() {
+            done.push((&c.method, bench_json(out, c)?));
+        } else {
+            missing.push(format!("`{}`: {} (not in the tables)", c.id, st.label()));
+        }
+    }
+    doc.list(&missing);
+    if done.is_empty() {
+        return Ok(());
+    }
+    for (_, b) in &done {
+        if let Some(d) = b["device"].as_str() {
+            bench_devices.insert(d.to_string());
+        }
+        if let (Some(v), Some(g)) = (b["llq"]["version"].as_str(), b["llq"]["git_revision"].as_str()) {
+            builds.insert(format!("llq {v} ({g})"));
+        }
+    }
+    let mb = |v: &Value| f(v).map_or("–".to_string(), |b| format!("{:.1}", b / 1e6));
+    let rows: Vec<Vec<String>> = done
+        .iter()
+        .map(|(m, b)| {
+            let decode: Vec<String> = b["decode"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("b{} {:.1}", r["batch"], f(&r["tokens_per_s"]).unwrap_or(f64::NAN)))
+                .collect();
+            let prefill: Vec<String> = b["prefill"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    format!(
+                        "{} tok {:.3}",
+                        r["prompt_tokens"],
+                        f(&r["seconds"]["median"]).unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
+            let peak = if b["peak_device_memory_bytes"].is_null() {
+                &b["peak_rss_bytes"]
+            } else {
+                &b["peak_device_memory_bytes"]
+            };
+            vec![
+                m.to_string(),
+                f(&b["size"]["bits_per_weight"]).map_or("–".into(), |v| format!("{v:.2}")),
+                mb(&b["size"]["total_bytes"]),
+                mb(peak),
+                f(&b["quantize_s"]).map_or("–".into(), |s| format!("{s:.1}")),
+                decode.join(", "),
+                prefill.join(", "),
+            ]
+        })
+        .collect();
+    doc.table(
+        &[
+            "method",
+            "bits/weight",
+            "weights MB",
+            "peak MB",
+            "quantize s",
+            "decode tokens/s by batch",
+            "prefill s by prompt",
+        ],
+        &[false, true, true, true, true, false, false],
+        &rows,
+    );
+    let repeats = done.first().and_then(|(_, b)| b["repeats"].as_u64()).unwrap_or(0);
+    doc.para(&format!(
+        "Medians of {repeats} timed repeats after a warm-up (spreads in each cell's bench.json). Weights: every stored byte (packed layers, other tensors at 2 bytes); peak: the device's memory in use on a GPU, the process's peak resident memory on a CPU."
+    ));
+    let series = |key: &str, x: &str, y: &dyn Fn(&Value) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+        done.iter()
+            .map(|(m, b)| {
+                let pts = b[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| Some((f(&r[x])?, y(r)?)))
+                    .collect();
+                (m.to_string(), pts)
+            })
+            .collect()
+    };
+    let decode = series("decode", "batch", &|r| f(&r["tokens_per_s"]));
+    let title = format!("{model}: decode throughput");
+    doc.figure(
+        &format!("{model}.decode.svg"),
+        &title,
+        figures::lines(&title, "batch size", "tokens/s", &decode, true),
+    );
+    let prefill = series("prefill", "prompt_tokens", &|r| f(&r["seconds"]["median"]));
+    let title = format!("{model}: prefill latency");
+    doc.figure(
+        &format!("{model}.prefill.svg"),
+        &title,
+        figures::lines(&title, "prompt tokens", "seconds", &prefill, true),
+    );
+    let names: Vec<String> = done.iter().map(|(m, _)| m.to_string()).collect();
+    let col = |g: &dyn Fn(&Value) -> Option<f64>| -> Vec<f64> {
+        done.iter().map(|(_, b)| g(b).unwrap_or(f64::NAN)).collect()
+    };
+    let weights = col(&|b| f(&b["size"]["total_bytes"]).map(|v| v / 1e6));
+    let peak = col(&|b| f(&b["peak_device_memory_bytes"]).or(f(&b["peak_rss_bytes"])).map(|v| v / 1e6));
+    let title = format!("{model}: memory");
+    doc.figure(
+        &format!("{model}.memory.svg"),
+        &title,
+        figures::bars(&title, "MB", &names, &[("weights as stored".into(), weights), ("peak".into(), peak)]),
+    );
+    // Which is fastest at each batch is a measurement, stated with its spread, not a test.
+    if let Some(b) = spec.bench.as_ref().and_then(|b| b.batch_sizes.first()) {
+        let at: Vec<(&str, f64)> = done
+            .iter()
+            .filter_map(|(m, v)| {
+                v["decode"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["batch"].as_u64() == Some(*b as u64))
+                    .and_then(|r| Some((*m, f(&r["tokens_per_s"])?)))
+            })
+            .collect();
+        if let (Some(hi), Some(lo)) =
+            (at.iter().max_by(|a, b| a.1.total_cmp(&b.1)), at.iter().min_by(|a, b| a.1.total_cmp(&b.1)))
+        {
+            findings.push(format!(
+                "{model}: decode at batch {b} ranges from `{}` {:.1} to `{}` {:.1} tokens/s (medians of {repeats} repeats on one machine; see bench.json for spreads).",
+                lo.0, lo.1, hi.0, hi.1
+            ));
+        }
+    }
+    Ok(())
 }

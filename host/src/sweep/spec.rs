@@ -15,6 +15,7 @@
 //! name = "nf4-dq"
 //! plugin = "plugins/nf4.so"
 //! opts = ["double_quant=true"]
+//! bench = false             # optional: leave this method out of the [bench] cells
 //!
 //! [[tasks]]
 //! name = "ppl"
@@ -22,7 +23,13 @@
 //! data = "data/gutenberg/evaluation.txt"
 //! opts = ["split=none"]     # task options
 //! limit = 10                # optional
-//! kl_baseline = true        # optional: KL against the unquantized model
+//! kl_baseline = true        # optional: KL against the unquantized model (methods with a plugin)
+//!
+//! [bench]                   # optional: one `llq-host bench` cell per (model, method)
+//! prompt_lens = [128, 512]  # prefill latency per prompt length
+//! batch_sizes = [1, 4]      # decode tokens/s per batch size
+//! decode_steps = 16         # optional
+//! repeats = 3               # optional
 //! ```
 //!
 //! Relative paths are read from the folder the spec is in, so a spec and its data travel
@@ -42,6 +49,8 @@ pub struct Spec {
     pub models: Vec<ModelSpec>,
     pub methods: Vec<MethodSpec>,
     pub tasks: Vec<TaskSpec>,
+    /// Speed and memory cells, when present.
+    pub bench: Option<BenchSpec>,
     /// The folder relative paths are read from (the spec's own).
     #[serde(skip)]
     pub base: PathBuf,
@@ -64,6 +73,14 @@ pub struct MethodSpec {
     pub opts: Vec<String>,
     pub calib_samples: Option<usize>,
     pub calib_seq_len: Option<usize>,
+    /// Whether the `[bench]` section measures this method (default true): `false` for a
+    /// method whose packed format and kernels another method already times.
+    #[serde(default = "yes")]
+    pub bench: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +95,19 @@ pub struct TaskSpec {
     #[serde(default)]
     pub kl_baseline: bool,
 }
+
+/// What each (model, method) bench cell measures (`llq-host bench` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSpec {
+    pub prompt_lens: Vec<usize>,
+    pub batch_sizes: Vec<usize>,
+    pub decode_steps: Option<usize>,
+    pub repeats: Option<usize>,
+}
+
+/// The task name of bench cells (`<model>.<method>.bench`), so no task may take it.
+pub const BENCH: &str = "bench";
 
 impl Spec {
     /// Read and check the spec at `path`; every error names the file.
@@ -108,6 +138,21 @@ impl Spec {
                 if !seen.insert(n) {
                     bail!("{what}: the name `{n}` is used twice");
                 }
+            }
+        }
+        if self.tasks.iter().any(|t| t.name == BENCH) {
+            bail!(
+                "tasks: `{BENCH}` names the speed cells of the [bench] section; call the task something else"
+            );
+        }
+        if let Some(b) = &self.bench {
+            for (what, v) in [("prompt_lens", &b.prompt_lens), ("batch_sizes", &b.batch_sizes)] {
+                if v.is_empty() || v.contains(&0) {
+                    bail!("bench.{what} must list positive numbers");
+                }
+            }
+            if b.decode_steps == Some(0) || b.repeats == Some(0) {
+                bail!("bench.decode_steps and bench.repeats must be positive");
             }
         }
         for m in &self.methods {
@@ -180,6 +225,12 @@ data = "d.txt"
             (OK.replace("name = \"none\"", "name = \"none\"\nopts = [\"a=1\"]"), "options but no plugin"),
             (format!("{OK}[[tasks]]\nname = \"t\"\nwasm = \"u\"\ndata = \"v\"\n"), "used twice"),
             ("name = 3".to_string(), "invalid type"),
+            (format!("{OK}[bench]\nprompt_lens = [128]\nbatch_sizes = []\n"), "bench.batch_sizes"),
+            (
+                format!("{OK}[bench]\nprompt_lens = [128]\nbatch_sizes = [1]\nwarmup = 2\n"),
+                "unknown field `warmup`",
+            ),
+            (OK.replace("name = \"t\"", "name = \"bench\""), "names the speed cells"),
         ] {
             let e = format!("{:#}", parse(&text).unwrap_err());
             assert!(e.contains(needle) && e.contains("s.toml"), "{needle}: {e}");
