@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda gpu-bundle test lint check-plugins study demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint check-plugins ray study demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -19,8 +19,8 @@ build:
 	@for t in $(TASKS); do cp -f $(WASM)/$$t.wasm tasks/$$t.wasm; done
 	@echo "built $(HOST), $(foreach p,$(PLUGINS),plugins/$(p).so) and $(foreach t,$(TASKS),tasks/$(t).wasm)"
 
-test: lint build models data check-plugins
-	$(CARGO) test --release --workspace
+test: lint build models data check-plugins ray
+	LLQ_RAY_PYTHON=$(RAY_PY) LLQ_REQUIRE_RAY=1 $(CARGO) test --release --workspace
 	$(CARGO) test --release --manifest-path tasks/Cargo.toml --target-dir $(TARGET_DIR)
 
 # Formatting (rustfmt.toml) and clippy with warnings as errors, on both workspaces (the tasks
@@ -50,6 +50,16 @@ check-plugins: build
 	  then echo "pass  $$c"; else echo "FAIL  $$c"; cat $(CHECK_OUT)/$$c.txt; failed="$$failed $$c"; fi; \
 	done; \
 	if [ -n "$$failed" ]; then echo "plugin conformance failed:$$failed"; exit 1; fi
+
+# A Python with Ray (PyPI, pinned) in the target dir, for the test that runs a sweep's shards on
+# a real local Ray cluster (`sweep emit ray`).
+RAY_VENV := $(TARGET_DIR)/ray-venv
+RAY_PY := $(RAY_VENV)/bin/python
+ray: $(RAY_PY)
+$(RAY_PY):
+	python3 -m venv $(RAY_VENV).tmp
+	$(RAY_VENV).tmp/bin/python -m pip install -q --only-binary=:all: ray==2.60.0
+	rm -rf $(RAY_VENV) && mv $(RAY_VENV).tmp $(RAY_VENV)
 
 # results/README.md's schema tables, regenerated from host/src/results/schema.rs.
 results-doc:

@@ -322,7 +322,11 @@ fn the_report_has_figures_findings_and_bench_cells() {
         .filter_map(|t| t.parse().ok())
         .collect();
     assert!(nums[2] > nums[1], "a zero-width interval: {line}");
-    assert!(md.contains("stories × ppl: `nf4` is") || md.contains("no detectable difference between `nf4` and `none`"), "{md}");
+    assert!(
+        md.contains("stories × ppl: `nf4` is")
+            || md.contains("no detectable difference between `nf4` and `none`"),
+        "{md}"
+    );
     // Self-contained: figures inline, nothing fetched.
     assert_eq!(html.matches("<svg").count(), 6, "{html:.2000}");
     for external in ["<link", "<script", "src=", "href=", "http://", "https://"] {
@@ -333,4 +337,48 @@ fn the_report_has_figures_findings_and_bench_cells() {
             .collect::<String>();
         assert!(!outside_svg.contains(external), "{external}");
     }
+}
+
+/// A real engine: the Ray launcher starts a local Ray cluster (2 CPUs) that runs the shards as
+/// Ray tasks; together they finish the sweep (the broken cell fails its shard, as it should).
+/// Needs a Python with `ray`: `LLQ_RAY_PYTHON` (`make test` makes one in the target dir and
+/// sets `LLQ_REQUIRE_RAY`, so there it cannot be skipped).
+#[test]
+fn a_local_ray_cluster_runs_the_shards() {
+    let Some(python) = std::env::var_os("LLQ_RAY_PYTHON") else {
+        assert!(
+            std::env::var_os("LLQ_REQUIRE_RAY").is_none(),
+            "LLQ_REQUIRE_RAY is set but LLQ_RAY_PYTHON is not"
+        );
+        eprintln!("skipped: LLQ_RAY_PYTHON (a python with ray) is not set; make test sets it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "smoke.toml", "");
+    let out = dir.path().join("ray-out").display().to_string();
+    let script = dir.path().join("sweep_ray.py");
+    let o = llq(&[
+        "sweep",
+        "emit",
+        "ray",
+        &spec,
+        "--out",
+        &out,
+        "--shards",
+        "2",
+        "--output",
+        script.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--num-cpus", "2"])
+        .env("RAY_USAGE_STATS_ENABLED", "0")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "the shard with the broken cell must fail: {text}");
+    assert!(text.contains("== shard 0/2: exit") && text.contains("== shard 1/2: exit"), "{text}");
+    let st = status(&spec, &out);
+    assert!(st.contains("3 done") && st.contains("1 failed"), "{st}\n{text}");
 }

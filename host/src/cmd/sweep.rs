@@ -27,6 +27,8 @@ pub enum Engine {
     Slurm,
     /// A Kubernetes Indexed Job (completion index = shard).
     K8s,
+    /// A Ray launcher (Python): one Ray task per shard.
+    Ray,
 }
 
 #[derive(clap::Args, Debug)]
@@ -171,6 +173,7 @@ pub fn main(a: Args) -> Result<()> {
             let text = match e.engine {
                 Engine::Slurm => crate::sweep::emit::slurm(&job),
                 Engine::K8s => crate::sweep::emit::k8s(&job),
+                Engine::Ray => crate::sweep::emit::ray(&job),
             };
             match &e.output {
                 Some(p) => crate::util::fs::write_atomic(p, text.as_bytes())?,

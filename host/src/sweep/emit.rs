@@ -1,7 +1,9 @@
 //! Job-array scripts that run a sweep as shards on an existing cluster engine: one shard per
 //! array task, `llq-host sweep run SPEC --out OUT --shard $INDEX/N`, all writing into one shared
 //! folder (cells are renamed into place atomically, shards never overlap), then `sweep report`
-//! anywhere merges them.
+//! anywhere merges them. Ray has no job arrays and no Rust API: its launcher is a small Python
+//! script with one Ray task per shard (`num_gpus=1` with `--gpu`, so Ray sets
+//! `CUDA_VISIBLE_DEVICES`), each running the same command.
 
 use std::path::Path;
 
@@ -66,5 +68,66 @@ pub fn k8s(j: &Job) -> String {
         name = j.name.to_lowercase().replace(['_', '.'], "-"),
         n = j.shards,
         image = j.image,
+    )
+}
+
+/// Python string literal (JSON's escaping is valid Python for these strings).
+fn py(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// A Ray launcher: `python3 this.py` starts a local cluster, `python3 this.py --address auto`
+/// (or `ray job submit -- python3 this.py --address auto`) uses a running one. One task per
+/// shard; the script exits non-zero when a shard failed, after all of them ran.
+pub fn ray(j: &Job) -> String {
+    format!(
+        r#"#!/usr/bin/env python3
+# llq sweep `{name}` as {n} shards on Ray: one task per shard, each running
+#   llq-host sweep run SPEC --out OUT --shard i/{n}
+# Then `llq-host sweep report`. The spec, its files and OUT must be on every node at these paths.
+import argparse, subprocess, sys
+
+import ray
+
+LLQ = {exe}
+SPEC = {spec}
+OUT = {out}
+SHARDS = {n}
+GPUS_PER_SHARD = {gpus}
+
+
+@ray.remote(num_cpus=1, num_gpus=GPUS_PER_SHARD)
+def shard(i):
+    cmd = [LLQ, "sweep", "run", SPEC, "--out", OUT, "--shard", f"{{i}}/{{SHARDS}}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return i, r.returncode, (r.stdout + r.stderr)[-4000:]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--address", help="a running cluster (e.g. auto); default: start a local one")
+    ap.add_argument("--num-cpus", type=int, help="CPUs of the local cluster")
+    a = ap.parse_args()
+    if a.address:
+        ray.init(address=a.address)
+    else:
+        ray.init(num_cpus=a.num_cpus, include_dashboard=False)
+    failed = 0
+    for i, code, log in ray.get([shard.remote(i) for i in range(SHARDS)]):
+        print(f"== shard {{i}}/{{SHARDS}}: exit {{code}}")
+        print(log)
+        failed += code != 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
+"#,
+        name = j.name,
+        n = j.shards,
+        exe = py(&abs(j.exe)),
+        spec = py(&abs(j.spec)),
+        out = py(&abs(j.out)),
+        gpus = if j.gpu { 1 } else { 0 },
     )
 }

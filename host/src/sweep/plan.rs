@@ -113,7 +113,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 "calib_samples": q.calib_samples,
                 "calib_seq_len": q.calib_seq_len,
             });
-            if let Some(b) = spec.bench.as_ref().filter(|_| q.bench) {
+            if let Some(b) = spec.bench.as_ref().filter(|_| q.bench && m.bench) {
                 let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
                 let mut args: Vec<String> = vec!["bench".into(), "--model".into(), model_path.clone()];
                 args.extend(method_args.iter().cloned());
@@ -157,7 +157,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                     address,
                 });
             }
-            for t in &spec.tasks {
+            for t in spec.tasks.iter().filter(|t| m.runs(&t.name)) {
                 let (wasm, data) = (spec.resolve(&t.wasm), spec.resolve(&t.data));
                 let wasm_hash = hashes.of(&format!("task `{}`: component", t.name), &wasm)?;
                 let data_hash = hashes.of(&format!("task `{}`: data", t.name), &data)?;

@@ -76,19 +76,36 @@ fn paired(base: &Done, m: &Done, declared: &[(String, bool)]) -> Paired {
         .filter_map(|(id, b)| m.samples.get(id).map(|s| (b, s)))
         .filter(|(b, s)| b.error.is_none() && s.error.is_none())
         .collect();
+    // Only metrics both runs report (KL and the like exist only against a baseline).
+    let aggregate = |d: &Done, n: &str| d.results.metrics.iter().find(|m| m.name == n).map(|m| m.value);
     let names: Vec<&String> = common
         .first()
-        .map(|(b, _)| b.metrics.keys().filter(|k| declared.is_empty() || declared.iter().any(|(d, _)| d == *k)).collect())
+        .map(|(b, _)| {
+            b.metrics
+                .keys()
+                .filter(|k| declared.is_empty() || declared.iter().any(|(d, _)| d == *k))
+                .filter(|k| aggregate(base, k).is_some() && aggregate(m, k).is_some())
+                .collect()
+        })
         .unwrap_or_default();
     for name in names {
         let pairs: Vec<(f64, f64)> =
             common.iter().filter_map(|(b, s)| Some((*b.metrics.get(name)?, *s.metrics.get(name)?))).collect();
+        // Tasks may aggregate in other units than they score samples (CoQA: F1 per turn in
+        // [0, 1], reported ×100 as the official script does): differences are stated in the
+        // aggregate's units, found from the baseline's own numbers.
+        let per_sample_mean = pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len().max(1) as f64;
+        let scale = match aggregate(base, name) {
+            Some(a) if (a - 100.0 * per_sample_mean).abs() < (a - per_sample_mean).abs() => 100.0,
+            _ => 1.0,
+        };
+        let pairs: Vec<(f64, f64)> = pairs.iter().map(|(b, s)| (b * scale, s * scale)).collect();
         let diffs: Vec<f64> = pairs.iter().map(|(b, s)| s - b).collect();
         let Some(ci) = bootstrap_mean(&diffs, 1, RESAMPLES, SEED) else { continue };
-        let binary = pairs.iter().all(|(b, s)| (*b == 0.0 || *b == 1.0) && (*s == 0.0 || *s == 1.0));
+        let binary = pairs.iter().all(|(b, s)| (*b == 0.0 || *b == scale) && (*s == 0.0 || *s == scale));
         let mcnemar = binary.then(|| {
-            let only_base = pairs.iter().filter(|(b, s)| *b == 1.0 && *s == 0.0).count() as u64;
-            let only_method = pairs.iter().filter(|(b, s)| *b == 0.0 && *s == 1.0).count() as u64;
+            let only_base = pairs.iter().filter(|(b, s)| *b > 0.0 && *s == 0.0).count() as u64;
+            let only_method = pairs.iter().filter(|(b, s)| *b == 0.0 && *s > 0.0).count() as u64;
             (only_base, only_method, mcnemar_exact(only_base, only_method))
         });
         out.metrics.push(PairedMetric { name: name.clone(), ci, mcnemar });
@@ -248,7 +265,7 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
         // Seconds each method took to quantize the model (calibration included), from the
         // first finished cell of that method.
         let mut qtimes: Vec<(String, f64)> = vec![];
-        for task in &spec.tasks {
+        for task in spec.tasks.iter().filter(|t| model.runs(&t.name)) {
             doc.heading(2, &format!("{} × {}", model.name, task.name));
             let group: Vec<&Cell> = cells
                 .iter()
@@ -383,7 +400,7 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                         let p = paired(base, d, &declared);
                         for m in &p.metrics {
                             let mut line = format!(
-                                "{}: Δ{} (per-sample values, as in samples.jsonl) {}",
+                                "{}: Δ{} (paired over samples, in the table's units) {}",
                                 c.method,
                                 m.name,
                                 m.ci.describe(4)

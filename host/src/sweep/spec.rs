@@ -7,6 +7,8 @@
 //! [[models]]
 //! name = "stories"
 //! path = "tests/fixtures/tinyllama/stories260K.bin"   # or synthetic:<preset>
+//! tasks = ["ppl"]           # optional: only these tasks on this model ([] = bench only)
+//! bench = false             # optional: no [bench] cells for this model
 //!
 //! [[methods]]
 //! name = "none"             # no plugin: the model as loaded (the baseline)
@@ -61,6 +63,19 @@ pub struct Spec {
 pub struct ModelSpec {
     pub name: String,
     pub path: String,
+    /// The tasks run on this model (default: every task; `[]`: bench cells only, e.g. for
+    /// synthetic weights, whose answers mean nothing).
+    pub tasks: Option<Vec<String>>,
+    /// Whether the `[bench]` section measures this model (default true).
+    #[serde(default = "yes")]
+    pub bench: bool,
+}
+
+impl ModelSpec {
+    /// Whether `task` runs on this model.
+    pub fn runs(&self, task: &str) -> bool {
+        self.tasks.as_ref().is_none_or(|t| t.iter().any(|x| x == task))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +159,11 @@ impl Spec {
             bail!(
                 "tasks: `{BENCH}` names the speed cells of the [bench] section; call the task something else"
             );
+        }
+        for m in &self.models {
+            if let Some(bad) = m.tasks.iter().flatten().find(|t| !self.tasks.iter().any(|x| &x.name == *t)) {
+                bail!("model `{}`: tasks names `{bad}`, which is not a task of this spec", m.name);
+            }
         }
         if let Some(b) = &self.bench {
             for (what, v) in [("prompt_lens", &b.prompt_lens), ("batch_sizes", &b.batch_sizes)] {
@@ -231,6 +251,10 @@ data = "d.txt"
                 "unknown field `warmup`",
             ),
             (OK.replace("name = \"t\"", "name = \"bench\""), "names the speed cells"),
+            (
+                OK.replace("path = \"synthetic:tiny\"", "path = \"synthetic:tiny\"\ntasks = [\"u\"]"),
+                "`u`, which is not a task",
+            ),
         ] {
             let e = format!("{:#}", parse(&text).unwrap_err());
             assert!(e.contains(needle) && e.contains("s.toml"), "{needle}: {e}");
