@@ -10,7 +10,8 @@
 
 use crate::gpu::timing::{copy_bandwidth, time_launches};
 use crate::gpu::{self, PackedLinear};
-use crate::plugin::QuantConfig;
+use crate::calib::stats::Accumulator;
+use crate::plugin::{CalibrationData, QuantConfig};
 use crate::util::stats::Spread;
 use crate::util::synth::synthetic_weights;
 use anyhow::{bail, Context, Result};
@@ -66,6 +67,20 @@ fn poisoned(dev: &CudaDevice, n: usize) -> Result<CudaSlice<bf16>> {
     Ok(dev.clone_htod(&vec![bf16::from_bits(0xffff); n])?)
 }
 
+/// What a calibrated plugin needs to quantize a test matrix of `cols` inputs: the statistics of
+/// seeded Gaussian inputs (the kernels decode whatever codes the plugin chose).
+fn calibration_for(q: &QuantConfig, cols: usize) -> Result<Option<CalibrationData>> {
+    let need = q.plugin.calibration();
+    if need == llq_sdk::CalibrationNeed::None {
+        return Ok(None);
+    }
+    let n = 256;
+    let x = synthetic_weights(cols as u64 ^ 0x5eed, n * cols, 1.0);
+    let mut acc = Accumulator::new(cols, need, n);
+    acc.add(&Tensor::from_vec(x, (n, cols), &Device::Cpu)?)?;
+    Ok(Some(acc.finish()?))
+}
+
 fn random_bf16(seed: u64, n: usize) -> Vec<bf16> {
     synthetic_weights(seed, n, 1.0).into_iter().map(bf16::from_f32).collect()
 }
@@ -111,7 +126,7 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
     for (i, &(rows, cols)) in check_shapes.iter().enumerate() {
         let s = seed.wrapping_add(i as u64 * 1_000_003);
         let w = synthetic_weights(s, rows * cols, 0.02);
-        let packed = q.quantize("check", rows, cols, &w, None)?;
+        let packed = q.quantize("check", rows, cols, &w, calibration_for(q, cols)?.as_ref())?;
         let reference = q.dequantize(&packed)?;
         let pl = PackedLinear::upload(&packed, &kernels, cd)?;
         let n = rows * cols;
@@ -174,7 +189,7 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
     };
     for &(rows, cols) in shapes.iter() {
         let w = synthetic_weights(seed ^ 0xABCD, rows * cols, 0.02);
-        let packed = q.quantize("bench", rows, cols, &w, None)?;
+        let packed = q.quantize("bench", rows, cols, &w, calibration_for(q, cols)?.as_ref())?;
         let packed_bytes = packed.bytes();
         let copies = (256u64 << 20).div_ceil(packed_bytes).clamp(2, 64) as usize;
         let pls: Vec<PackedLinear> =
