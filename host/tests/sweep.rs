@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use sha2::Digest;
 use std::path::Path;
 
 /// A spec over the llama2.c fixture model with the unquantized baseline, then `sections`.
@@ -92,6 +93,14 @@ fn sweep_runs_resumes_records_failures_and_shards() {
         serde_json::from_slice(&std::fs::read(Path::new(&out).join("stories.nf4.ppl/cell.json")).unwrap())
             .unwrap();
     assert_eq!(cell["address"].as_str().unwrap().len(), 64);
+    // Provenance: the binary that ran it (its hash and build) and the machine.
+    let host = std::fs::read(env!("CARGO_BIN_EXE_llq-host")).unwrap();
+    let digest = sha2::Sha256::digest(&host).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(cell["provenance"]["host_sha256"], digest.as_str());
+    assert!(
+        cell["provenance"]["llq"]["git_revision"].is_string()
+            && cell["provenance"]["cpus"].as_u64() > Some(0)
+    );
     let before = std::fs::metadata(&results).unwrap().modified().unwrap();
 
     // Again: only the failed cell is tried; nothing done is redone.

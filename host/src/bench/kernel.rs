@@ -8,9 +8,9 @@
 //! the CPU-dequantized weights. Timing: CUDA events around back-to-back launches that rotate
 //! over enough copies of the matrix to defeat the 50 MB L2, median of repeats.
 
+use crate::calib::stats::Accumulator;
 use crate::gpu::timing::{copy_bandwidth, time_launches};
 use crate::gpu::{self, PackedLinear};
-use crate::calib::stats::Accumulator;
 use crate::plugin::{CalibrationData, QuantConfig};
 use crate::util::stats::Spread;
 use crate::util::synth::synthetic_weights;

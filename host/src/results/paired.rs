@@ -75,6 +75,38 @@ pub fn bootstrap_mean(diffs: &[f64], block: usize, resamples: usize, seed: u64) 
     Some(PairedCi { mean, lo: at(0.025), hi: at(0.975), n })
 }
 
+/// Two-sided p-value of the paired sign-flip (permutation) test of "mean difference 0": under
+/// the null each difference is as likely negative as positive, so the observed |mean| is ranked
+/// among the |means| of every sign assignment — exactly for n ≤ 16 (2ⁿ assignments), else over
+/// `resamples` random ones. Exact at any n, where a percentile bootstrap over a dozen samples
+/// covers less than it claims; the report requires both to call a difference.
+pub fn sign_flip_p(diffs: &[f64], resamples: usize, seed: u64) -> f64 {
+    let d: Vec<f64> = diffs.iter().copied().filter(|v| *v != 0.0).collect();
+    let n = d.len();
+    if n == 0 {
+        return 1.0;
+    }
+    let observed = d.iter().sum::<f64>().abs();
+    // A relative tolerance, so sums equal up to rounding count as "as extreme".
+    let extreme = |s: f64| s.abs() >= observed * (1.0 - 1e-12);
+    let (hits, total) = if n <= 16 {
+        let hits = (0u32..1 << n)
+            .filter(|mask| {
+                extreme(d.iter().enumerate().map(|(i, v)| if mask >> i & 1 == 1 { -v } else { *v }).sum())
+            })
+            .count();
+        (hits, 1usize << n)
+    } else {
+        let mut rng = Rng(seed.max(1));
+        let hits = (0..resamples.max(1))
+            .filter(|_| extreme(d.iter().map(|v| if rng.below(2) == 1 { -v } else { *v }).sum()))
+            .count();
+        // The observed assignment counts as one of the draws (never p = 0).
+        (hits + 1, resamples.max(1) + 1)
+    };
+    hits as f64 / total as f64
+}
+
 /// McNemar's exact two-sided p-value for paired 0/1 outcomes: `b` pairs where only the first
 /// run succeeded, `c` where only the second did (a binomial test of b against n = b + c, p ½).
 pub fn mcnemar_exact(b: u64, c: u64) -> f64 {
@@ -101,6 +133,19 @@ mod tests {
         assert_eq!(mcnemar_exact(0, 0), 1.0);
         // 1 vs 9: 2 · (1 + 10) / 1024.
         assert!((mcnemar_exact(9, 1) - 22.0 / 1024.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sign_flip_by_hand() {
+        // Six equal positive differences: only all-plus and all-minus are as extreme, 2/64.
+        assert!((sign_flip_p(&[1.0; 6], 1000, 1) - 2.0 / 64.0).abs() < 1e-12);
+        // Five: 2/32 = 0.0625, not significant at 5% however consistent.
+        assert!((sign_flip_p(&[0.3; 5], 1000, 1) - 0.0625).abs() < 1e-12);
+        // Zeros carry no sign; balanced differences give p = 1.
+        assert_eq!(sign_flip_p(&[0.0, 0.0], 10, 1), 1.0);
+        assert_eq!(sign_flip_p(&[1.0, -1.0], 10, 1), 1.0);
+        // Monte Carlo above 16: 40 positive differences are far out in the tail.
+        assert!(sign_flip_p(&[1.0; 40], 5000, 1) < 0.001);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A sweep's folder and running its cells. Layout under the output folder:
 //! - `<cell>/`: a finished cell — the run's `results.json` and `samples.jsonl` (a bench
 //!   cell's `bench.json`), its log
-//!   (`run.log`), and `cell.json` (address, inputs, command, seconds). It appears at once,
+//!   (`run.log`), and `cell.json` (address, inputs, command, seconds, provenance: host binary
+//!   hash and build, machine, GPUs and driver). It appears at once,
 //!   by renaming the folder the run wrote (`.<cell>.tmp-<pid>`), so a killed sweep leaves
 //!   no half cell: only a temporary folder, which the next run of that cell replaces;
 //! - `<cell>.failed.json`: the last failure of a cell (address, exit status, end of its log);
@@ -67,10 +68,28 @@ pub fn state(out: &Path, cell: &Cell) -> State {
     }
 }
 
+/// Where and with what a sweep's cells run, recorded in every `cell.json`: the host binary's
+/// SHA-256 and build, the machine, and the GPUs with their driver when `nvidia-smi` answers.
+pub fn provenance(exe: &Path) -> serde_json::Value {
+    let gpus = Command::new("nvidia-smi")
+        .args(["--query-gpu=index,name,driver_version,memory.total", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect::<Vec<_>>());
+    json!({
+        "host_sha256": crate::util::digest::sha256_file(exe).ok(),
+        "llq": crate::results::schema::Build::this(),
+        "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "gpus": gpus,
+    })
+}
+
 /// Run one cell with the `llq-host` at `exe`, seeing only GPU `gpu` when given
 /// (`CUDA_VISIBLE_DEVICES`); its files appear in `out/<id>/` only if it succeeds. Returns the
 /// seconds it took.
-fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>) -> Result<f64> {
+fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>, prov: &serde_json::Value) -> Result<f64> {
     let tmp = out.join(format!(".{}.tmp-{}", cell.id, std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
@@ -110,6 +129,7 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>) -> Result<f6
             "inputs": cell.inputs,
             "args": cell.args,
             "cuda_visible_devices": gpu,
+            "provenance": prov,
             "seconds": seconds,
         }),
     )?;
@@ -146,6 +166,8 @@ pub fn run<'a>(
     progress: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Vec<Outcome<'a>>> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create sweep folder {}", out.display()))?;
+    let prov = provenance(exe);
+    let prov = &prov;
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(vec![]);
     std::thread::scope(|s| {
@@ -158,7 +180,7 @@ pub fn run<'a>(
             s.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&cell) = cells.get(i) else { break };
-                let result = run_cell(exe, out, cell, gpu);
+                let result = run_cell(exe, out, cell, gpu, prov);
                 let record = match &result {
                     Ok(_) => std::fs::remove_file(failed_path(out, cell)).or_else(|e| {
                         if e.kind() == std::io::ErrorKind::NotFound {

@@ -2,21 +2,22 @@
 //! and SVG figures inline), per (model, task): each method's size, time and metrics (± standard
 //! error, as the task computed them), then every method against the model's unquantized
 //! baseline (the method without a plugin) as *paired* estimates over the same samples: a
-//! bootstrap 95% interval for the mean difference of each per-sample metric (McNemar's exact
-//! test too when the metric is 0/1, like EM), and for running-text tasks the per-token
+//! bootstrap 95% interval for the mean difference of each per-sample metric with the exact
+//! paired sign-flip test beside it (McNemar's exact test too when the metric is 0/1, like EM), and for running-text tasks the per-token
 //! log-probability difference and KL with a block bootstrap (blocks of 256 tokens: neighbouring
 //! tokens are not independent). An interval that includes zero is reported as "no detectable
 //! difference at n = …". Bench cells add speed and memory per method.
 //!
 //! Figures: the task's first metric vs bits/weight with the Pareto front, KL vs bits/weight,
 //! decode tokens/s vs batch, prefill latency vs prompt length, memory and quantization time per
-//! method. The findings section is generated from the paired intervals only.
+//! method. The findings section is generated from the paired statistics only: a per-sample
+//! difference is stated when its interval excludes zero and the sign-flip test gives p < 0.05.
 
 use super::exec::state;
 use super::figures::{self, Point};
 use super::plan::{Cell, Kind};
 use super::spec::Spec;
-use crate::results::paired::{bootstrap_mean, mcnemar_exact, PairedCi};
+use crate::results::paired::{bootstrap_mean, mcnemar_exact, sign_flip_p, PairedCi};
 use crate::results::{read_samples, RunResults, SampleRecord};
 use crate::task::{Limits, TaskRuntime};
 use anyhow::{Context, Result};
@@ -54,6 +55,8 @@ fn load(out: &Path, cell: &Cell) -> Result<Done> {
 struct PairedMetric {
     name: String,
     ci: PairedCi,
+    /// The sign-flip test's p-value for the same differences.
+    p: f64,
     /// Discordant pairs (only the baseline right, only the method right) and McNemar's p.
     mcnemar: Option<(u64, u64, f64)>,
 }
@@ -108,7 +111,8 @@ fn paired(base: &Done, m: &Done, declared: &[(String, bool)]) -> Paired {
             let only_method = pairs.iter().filter(|(b, s)| *b == 0.0 && *s > 0.0).count() as u64;
             (only_base, only_method, mcnemar_exact(only_base, only_method))
         });
-        out.metrics.push(PairedMetric { name: name.clone(), ci, mcnemar });
+        let p = sign_flip_p(&diffs, RESAMPLES * 10, SEED);
+        out.metrics.push(PairedMetric { name: name.clone(), ci, p, mcnemar });
     }
     // Running text: the same tokens in both runs.
     let mut dlp = vec![];
@@ -257,10 +261,7 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
     doc.para("Every difference is paired over the same samples against the model's unquantized run; intervals are 95%.");
     let baseline: Option<&str> = spec.methods.iter().find(|m| m.plugin.is_none()).map(|m| m.name.as_str());
     let mut findings: Vec<String> = vec![];
-    let mut builds = BTreeSet::new();
-    let mut devices = BTreeSet::new();
-    let mut bench_devices = BTreeSet::new();
-    let mut precisions = BTreeSet::new();
+    let mut env = Env::default();
     for model in &spec.models {
         // Seconds each method took to quantize the model (calibration included), from the
         // first finished cell of that method.
@@ -286,10 +287,11 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                 if !qtimes.iter().any(|(q, _)| q == m) {
                     qtimes.push((m.to_string(), d.results.timing.quantize_s.unwrap_or(0.0)));
                 }
-                builds.insert(format!("llq {} ({})", d.results.llq.version, d.results.llq.git_revision));
+                env.builds.insert(format!("llq {} ({})", d.results.llq.version, d.results.llq.git_revision));
                 let dv = &d.results.device;
-                devices.insert(format!("{} `{}`, {} threads, {}", dv.kind, dv.spec, dv.threads, dv.dtype));
-                precisions.insert(d.results.model.precision.clone());
+                env.devices
+                    .insert(format!("{} `{}`, {} threads, {}", dv.kind, dv.spec, dv.threads, dv.dtype));
+                env.precisions.insert(d.results.model.precision.clone());
             }
             let rows: Vec<Vec<String>> = group
                 .iter()
@@ -405,6 +407,10 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                                 m.name,
                                 m.ci.describe(4)
                             );
+                            let _ = write!(line, "; sign-flip p = {:.3}", m.p);
+                            if m.ci.detectable() && m.p >= 0.05 {
+                                line.push_str(" (not confirmed: no detectable difference stated)");
+                            }
                             if let Some((b, s, pv)) = m.mcnemar {
                                 let _ = write!(line, "; McNemar {b} vs {s} discordant, p = {pv:.3}");
                             }
@@ -438,16 +444,7 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                     .para("No finished unquantized run (a method without a plugin): no paired differences."),
             }
         }
-        bench_section(
-            &mut doc,
-            spec,
-            cells,
-            out,
-            &model.name,
-            &mut findings,
-            &mut bench_devices,
-            &mut builds,
-        )?;
+        bench_section(&mut doc, spec, cells, out, &model.name, &mut findings, &mut env)?;
         if qtimes.iter().any(|(_, t)| *t > 0.0) {
             qtimes.sort_by(|a, b| a.0.cmp(&b.0));
             let names: Vec<String> = qtimes.iter().map(|(m, _)| m.clone()).collect();
@@ -469,27 +466,28 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
     doc.para("Generated from the paired intervals above: a difference is stated only where its 95% interval excludes zero.");
     doc.list(&findings);
     doc.heading(2, "Environment");
-    let mut env: Vec<String> = vec![];
+    let Env { builds, devices, bench_devices, precisions } = env;
+    let mut lines: Vec<String> = vec![];
     if builds.len() > 1 {
-        env.push(format!(
+        lines.push(format!(
             "**Warning: the cells come from {} different llq builds** (listed below): compare with care.",
             builds.len()
         ));
     }
     for (set, what) in [(&devices, "task"), (&bench_devices, "bench")] {
         if set.len() > 1 {
-            env.push(format!(
+            lines.push(format!(
                 "**Warning: the {what} cells ran on {} different device settings** (listed below).",
                 set.len()
             ));
         }
     }
-    env.extend(builds.into_iter().map(|b| format!("build: {b}")));
-    env.extend(devices.into_iter().map(|d| format!("device (tasks): {d}")));
-    env.extend(bench_devices.into_iter().map(|d| format!("device (bench): {d}")));
-    env.extend(precisions.into_iter().map(|p| format!("model precision: {p}")));
-    env.push("each cell's command line, inputs and content address: `<cell>/cell.json`".into());
-    doc.list(&env);
+    lines.extend(builds.into_iter().map(|b| format!("build: {b}")));
+    lines.extend(devices.into_iter().map(|d| format!("device (tasks): {d}")));
+    lines.extend(bench_devices.into_iter().map(|d| format!("device (bench): {d}")));
+    lines.extend(precisions.into_iter().map(|p| format!("model precision: {p}")));
+    lines.push("each cell's command line, inputs and content address: `<cell>/cell.json`".into());
+    doc.list(&lines);
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sweep {}</title><style>{CSS}</style></head><body>\n{}</body></html>\n",
         html_escape(&spec.name),
@@ -508,16 +506,20 @@ fn finding(
     p: &Paired,
     primary: Option<&(String, bool)>,
 ) -> Option<String> {
-    let (name, ci, higher) =
-        match primary.and_then(|(n, h)| p.metrics.iter().find(|m| &m.name == n).map(|m| (n, m.ci, *h))) {
-            Some((n, ci, h)) => (n.clone(), ci, h),
-            None => ("mean token log-prob".to_string(), p.logprob?, true),
-        };
+    // Per-sample metrics: the bootstrap interval and the exact sign-flip test must agree; per
+    // token, the block bootstrap over thousands of tokens stands alone.
+    let (name, ci, higher, pv) = match primary
+        .and_then(|(n, h)| p.metrics.iter().find(|m| &m.name == n).map(|m| (n, m.ci, *h, Some(m.p))))
+    {
+        Some((n, ci, h, pv)) => (n.clone(), ci, h, pv),
+        None => ("mean token log-prob".to_string(), p.logprob?, true, None),
+    };
     let at = format!("{model} × {task}");
-    Some(if ci.detectable() {
+    let p_note = pv.map_or(String::new(), |p| format!(", sign-flip p = {p:.3}"));
+    Some(if ci.detectable() && pv.is_none_or(|p| p < 0.05) {
         let better = (ci.mean > 0.0) == higher;
         format!(
-            "{at}: `{method}` is {} than `{base}` on {name}: Δ = {:+.4} [{:+.4}, {:+.4}], n = {}.",
+            "{at}: `{method}` is {} than `{base}` on {name}: Δ = {:+.4} [{:+.4}, {:+.4}], n = {}{p_note}.",
             if better { "better" } else { "worse" },
             ci.mean,
             ci.lo,
@@ -526,14 +528,23 @@ fn finding(
         )
     } else {
         format!(
-            "{at}: no detectable difference between `{method}` and `{base}` on {name} at n = {} (Δ = {:+.4} [{:+.4}, {:+.4}]).",
+            "{at}: no detectable difference between `{method}` and `{base}` on {name} at n = {} (Δ = {:+.4} [{:+.4}, {:+.4}]{p_note}).",
             ci.n, ci.mean, ci.lo, ci.hi
         )
     })
 }
 
+/// What the environment section lists: every distinct build, device setting and model
+/// precision among the finished cells (more than one build or device is warned about).
+#[derive(Default)]
+struct Env {
+    builds: BTreeSet<String>,
+    devices: BTreeSet<String>,
+    bench_devices: BTreeSet<String>,
+    precisions: BTreeSet<String>,
+}
+
 /// Speed and memory of `model`'s finished bench cells: tables and figures.
-#[allow(clippy::too_many_arguments)]
 fn bench_section(
     doc: &mut Doc,
     spec: &Spec,
@@ -541,8 +552,7 @@ fn bench_section(
     out: &Path,
     model: &str,
     findings: &mut Vec<String>,
-    bench_devices: &mut BTreeSet<String>,
-    builds: &mut BTreeSet<String>,
+    env: &mut Env,
 ) -> Result<()> {
     let group: Vec<&Cell> = cells.iter().filter(|c| c.kind == Kind::Bench && c.model == model).collect();
     if group.is_empty() {
@@ -565,10 +575,10 @@ fn bench_section(
     }
     for (_, b) in &done {
         if let Some(d) = b["device"].as_str() {
-            bench_devices.insert(d.to_string());
+            env.bench_devices.insert(d.to_string());
         }
         if let (Some(v), Some(g)) = (b["llq"]["version"].as_str(), b["llq"]["git_revision"].as_str()) {
-            builds.insert(format!("llq {v} ({g})"));
+            env.builds.insert(format!("llq {v} ({g})"));
         }
     }
     let mb = |v: &Value| f(v).map_or("–".to_string(), |b| format!("{:.1}", b / 1e6));
