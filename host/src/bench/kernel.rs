@@ -8,7 +8,7 @@
 //! the CPU-dequantized weights. Timing: CUDA events around back-to-back launches that rotate
 //! over enough copies of the matrix to defeat the 50 MB L2, median of repeats.
 
-use crate::calib::stats::Accumulator;
+use crate::calib::stats::from_rows;
 use crate::gpu::timing::{copy_bandwidth, time_launches};
 use crate::gpu::{self, PackedLinear};
 use crate::plugin::{CalibrationData, QuantConfig};
@@ -74,11 +74,7 @@ fn calibration_for(q: &QuantConfig, cols: usize) -> Result<Option<CalibrationDat
     if need == llq_sdk::CalibrationNeed::None {
         return Ok(None);
     }
-    let n = 256;
-    let x = synthetic_weights(cols as u64 ^ 0x5eed, n * cols, 1.0);
-    let mut acc = Accumulator::new(cols, need, n);
-    acc.add(&Tensor::from_vec(x, (n, cols), &Device::Cpu)?)?;
-    Ok(Some(acc.finish()?))
+    Ok(Some(from_rows(&synthetic_weights(cols as u64 ^ 0x5eed, 256 * cols, 1.0), cols, need)?))
 }
 
 fn random_bf16(seed: u64, n: usize) -> Vec<bf16> {

@@ -102,6 +102,16 @@ impl Accumulator {
     }
 }
 
+/// The calibration data of the rows of `x` (`[tokens, cols]`, all kept as samples when `need`
+/// asks for samples), through the same accumulator as a calibration run: for activations
+/// given in a file (`quantize --calibration`) or made up (checks of plugins and kernels).
+pub fn from_rows(x: &[f32], cols: usize, need: CalibrationNeed) -> Result<CalibrationData> {
+    let n = x.len() / cols.max(1);
+    let mut acc = Accumulator::new(cols, need, n);
+    acc.add(&Tensor::from_slice(x, (n, cols), &candle_core::Device::Cpu)?)?;
+    acc.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,14 +12,13 @@
 //! (f32) by which a consumer divides the input. The metadata records every group's choice.
 
 use super::args::PluginArgs;
-use crate::calib::stats::Accumulator;
+use crate::calib::stats::from_rows;
 use crate::loader::hf::tensor_to_f32;
 use crate::model::Stage;
 use crate::plugin::{CalibrationData, GroupLayer, LayerGroup, PackedMatrix, QuantConfig};
 use crate::quant::fold::{stage_group, Group};
 use crate::util::fs::write_atomic;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
 use llq_sdk::CalibrationNeed;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -273,11 +272,7 @@ fn activations(acts: &SafeTensors, name: &str, cols: usize) -> Result<Vec<f32>> 
     Ok(x)
 }
 
-/// The calibration data of activations `x` (`[tokens, cols]`), through the same accumulator
-/// as a calibration run.
+/// The calibration data of activations `x` (`[tokens, cols]`), for this plugin's need.
 fn layer_calibration(q: &QuantConfig, x: &[f32], cols: usize) -> Result<CalibrationData> {
-    let n = x.len() / cols;
-    let mut acc = Accumulator::new(cols, q.plugin.calibration(), n);
-    acc.add(&Tensor::from_slice(x, (n, cols), &Device::Cpu)?)?;
-    acc.finish()
+    from_rows(x, cols, q.plugin.calibration())
 }

@@ -4,11 +4,10 @@
 //! ~20× the rest, the case AWQ and LLM.int8() are built for), turned into calibration data
 //! by the same accumulator a model run uses.
 
-use crate::calib::stats::Accumulator;
+use crate::calib::stats::from_rows;
 use crate::plugin::CalibrationData;
 use crate::util::synth::synthetic_weights;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
 use llq_sdk::CalibrationNeed;
 
 /// The matrix every method must quantize (rows × cols): columns a multiple of every group and
@@ -47,10 +46,7 @@ pub fn activations(seed: u64, cols: usize, outliers: bool) -> Vec<f32> {
 
 /// What a model run would give a layer whose inputs are `x` (`TOKENS × cols`), for `need`.
 pub fn calibration(x: &[f32], cols: usize, need: CalibrationNeed) -> Result<CalibrationData> {
-    let n = x.len() / cols;
-    let mut acc = Accumulator::new(cols, need, n);
-    acc.add(&Tensor::from_slice(x, (n, cols), &Device::Cpu)?)?;
-    acc.finish()
+    from_rows(x, cols, need)
 }
 
 /// `‖X (W − Ŵ)ᵀ‖ / ‖X Wᵀ‖`: the error a layer's output sees on inputs `x` (the quantity GPTQ

@@ -82,7 +82,7 @@ fn in_child(
         Err(e) => return fail(format!("cannot start {}: {e}", exe.display())),
     };
     // Drain both pipes while waiting, so a chatty check cannot block on a full pipe.
-    let drain = |p: Option<Box<dyn Read + Send>>| {
+    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<String> {
         std::thread::spawn(move || {
             let mut s = String::new();
             if let Some(mut p) = p {
@@ -90,9 +90,9 @@ fn in_child(
             }
             s
         })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let t0 = Instant::now();
     let status = loop {
         match child.try_wait() {

@@ -83,6 +83,32 @@ impl Hashes {
     }
 }
 
+/// A cell running `llq-host ARGS` (plus the spec's device), addressed by the hash of `inputs`.
+fn cell(
+    spec: &Spec,
+    kind: Kind,
+    model: &str,
+    method: &str,
+    task: &str,
+    mut args: Vec<String>,
+    inputs: Value,
+) -> Result<Cell> {
+    if let Some(d) = &spec.device {
+        args.extend(["--device".into(), d.clone()]);
+    }
+    let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
+    Ok(Cell {
+        id: format!("{model}.{method}.{task}"),
+        kind,
+        model: model.into(),
+        method: method.into(),
+        task: task.into(),
+        args,
+        inputs,
+        address,
+    })
+}
+
 /// Every cell of `spec`, sorted by id (the order shards are taken from).
 pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
     let mut hashes = Hashes::default();
@@ -129,9 +155,6 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 if let Some(n) = b.repeats {
                     args.extend(["--repeats".into(), n.to_string()]);
                 }
-                if let Some(d) = &spec.device {
-                    args.extend(["--device".into(), d.clone()]);
-                }
                 let inputs = json!({
                     "llq_version": env!("CARGO_PKG_VERSION"),
                     "kind": "bench",
@@ -145,17 +168,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                     },
                     "device": spec.device,
                 });
-                let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
-                cells.push(Cell {
-                    id: format!("{}.{}.{BENCH}", m.name, q.name),
-                    kind: Kind::Bench,
-                    model: m.name.clone(),
-                    method: q.name.clone(),
-                    task: BENCH.into(),
-                    args,
-                    inputs,
-                    address,
-                });
+                cells.push(cell(spec, Kind::Bench, &m.name, &q.name, BENCH, args, inputs)?);
             }
             for t in spec.tasks.iter().filter(|t| m.runs(&t.name)) {
                 let (wasm, data) = (spec.resolve(&t.wasm), spec.resolve(&t.data));
@@ -175,9 +188,6 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 if kl {
                     args.push("--kl-baseline".into());
                 }
-                if let Some(d) = &spec.device {
-                    args.extend(["--device".into(), d.clone()]);
-                }
                 let inputs = json!({
                     "llq_version": env!("CARGO_PKG_VERSION"),
                     "model": {"sha256": model_hash},
@@ -191,17 +201,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                     },
                     "device": spec.device,
                 });
-                let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
-                cells.push(Cell {
-                    id: format!("{}.{}.{}", m.name, q.name, t.name),
-                    kind: Kind::Run,
-                    model: m.name.clone(),
-                    method: q.name.clone(),
-                    task: t.name.clone(),
-                    args,
-                    inputs,
-                    address,
-                });
+                cells.push(cell(spec, Kind::Run, &m.name, &q.name, &t.name, args, inputs)?);
             }
         }
     }
