@@ -12,7 +12,8 @@
 #                                  runs cells for up to ${BUDGET:-500} s, then writes the report
 #   bench/gpu_study.sh OUT run     again (no carry) until the status line says all done
 # Cells live in dist/gpu-study (ignored by git, so kept between calls); OUT/study.tgz holds the
-# report, figures and every cell's results.json / bench.json / cell.json (not samples.jsonl).
+# report, figures and every cell's results.json / bench.json / cell.json (not samples.jsonl);
+# committed as results/h100/sweep-gpu/ (tar xzf study.tgz there, with checks.tgz and device.csv).
 set -u
 FINAL="${1:?usage: bench/gpu_study.sh OUT unpack|parts|run}"
 WHAT="${2:?stage}"

@@ -96,6 +96,9 @@ fn bad_arguments_are_clear_errors() {
     );
     let o = llq(&["plugins", "check", &nf4, "--opt", "block_size=65"]);
     assert!(!o.status.success() && stderr(&o).contains("block_size"), "{}", stderr(&o));
+    let o = llq(&["plugins", "check", &nf4, "--list"]);
+    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success() && list.lines().count() == 11 && list.contains("hostile-inputs"), "{list}");
     let o = llq(&["plugins", "check", "/nonexistent/x.so"]);
     assert!(!o.status.success() && stderr(&o).contains("/nonexistent/x.so"), "{}", stderr(&o));
 }

@@ -23,6 +23,11 @@ fn zero_rows_and_non_finite_input() {
     assert!(buffer(&q, "CB").iter().all(|&b| b == 0));
     assert!(out.iter().all(|v| *v == 0.0));
     assert!(abi_quantize::<Int8>(1, 2, &[1.0, f32::NAN], "{}").unwrap_err().contains("non-finite"));
+    // An empty matrix is refused by the SDK before the method runs (int8 panicked on 128×0).
+    for (r, c) in [(128, 0), (0, 64)] {
+        let e = abi_quantize::<Int8>(r, c, &[], "{}").unwrap_err();
+        assert!(e.contains(&format!("empty {r}×{c} matrix")), "{e}");
+    }
     assert!(abi_quantize::<Int8>(1, 2, &[1.0, 2.0], r#"{"threshold":-1}"#)
         .unwrap_err()
         .contains("threshold"));
