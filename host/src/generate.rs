@@ -3,6 +3,7 @@
 //! log-likelihood of a whole text in windows (lm-eval's scheme).
 
 use crate::model::{Llama, MAX_POSITIONS};
+use crate::results::logprobs;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, D};
@@ -176,17 +177,35 @@ fn last_log_probs(model: &Llama, inputs: &[u32], n: usize) -> Result<Tensor> {
     Ok(candle_nn::ops::log_softmax(&last, D::Minus1)?)
 }
 
+/// The window `rolling` uses for a requested `window`: at most the model's positions, at
+/// least 2.
+pub fn rolling_window(cfg: &crate::model::Config, window: usize) -> usize {
+    window.min(cfg.max_position_embeddings.min(MAX_POSITIONS)).max(2)
+}
+
+/// The distributions KL is measured against, if any.
+pub enum Baseline<'a> {
+    None,
+    /// The same model unquantized, run here: exact KL.
+    Model(&'a Llama),
+    /// The unquantized model's distributions stored by an earlier run (`--save-logprobs`),
+    /// u16-encoded as llama.cpp's KL base file: within 1.2e-4 nats per log-prob.
+    Stored(logprobs::Reader),
+}
+
 /// Rolling log-likelihood of `text` (lm-eval's `loglikelihood_rolling`): every token is
 /// predicted once, in windows of at most `window` tokens; the first is conditioned on BOS
 /// (when the tokenizer has one), later windows on the tokens just before them. With a
-/// `baseline` model (the same model unquantized), also the exact per-token KL divergence
-/// KL(P_baseline ‖ P_model) over the whole vocabulary and top-1 agreement.
+/// `baseline`, also the per-token KL divergence KL(P_baseline ‖ P_model) over the whole
+/// vocabulary and top-1 agreement; with `save`, every scored token's distribution is written
+/// (for later runs' `Baseline::Stored`).
 pub fn rolling(
     model: &Llama,
-    baseline: Option<&Llama>,
+    mut baseline: Baseline,
     tok: &Tokenizer,
     text: &str,
     window: usize,
+    mut save: Option<&mut logprobs::Writer>,
 ) -> Result<Rolling> {
     let with_bos = tok.encode(text)?;
     let plain = tok.encode_plain(text)?;
@@ -195,7 +214,7 @@ pub fn rolling(
     if toks.is_empty() {
         bail!("the text encodes to no tokens");
     }
-    let window = window.min(model.cfg.max_position_embeddings.min(MAX_POSITIONS)).max(2);
+    let window = rolling_window(&model.cfg, window);
     let mut out = Rolling::default();
     let mut done = 0usize;
     while done < toks.len() {
@@ -222,8 +241,20 @@ pub fn rolling(
         let idx = Tensor::new(targets, lq.device())?.unsqueeze(1)?;
         let lp: Vec<f32> = lq.gather(&idx, 1)?.squeeze(1)?.to_vec1()?;
         out.logprobs.extend(lp.into_iter().map(f64::from));
-        if let Some(base) = baseline {
-            let lb = last_log_probs(base, &inputs, targets.len())?.to_device(lq.device())?;
+        if let Some(w) = save.as_deref_mut() {
+            w.write(targets, &lq.flatten_all()?.to_vec1::<f32>()?)?;
+        }
+        let lb = match &mut baseline {
+            Baseline::None => None,
+            Baseline::Model(base) => {
+                Some(last_log_probs(base, &inputs, targets.len())?.to_device(lq.device())?)
+            }
+            Baseline::Stored(r) => Some(
+                Tensor::from_vec(r.next(targets)?, lq.dims(), &candle_core::Device::Cpu)?
+                    .to_device(lq.device())?,
+            ),
+        };
+        if let Some(lb) = lb {
             // KL(P_base ‖ P_model) per token over the whole vocabulary, summed in f64.
             let (b64, q64) = (lb.to_dtype(DType::F64)?, lq.to_dtype(DType::F64)?);
             let kl: Vec<f64> = (b64.exp()? * (&b64 - &q64)?)?.sum(1)?.to_vec1()?;
@@ -232,6 +263,9 @@ pub fn rolling(
             out.top1_agree.extend(agree);
         }
         done = end;
+    }
+    if let Baseline::Stored(r) = baseline {
+        r.finish()?;
     }
     Ok(out)
 }

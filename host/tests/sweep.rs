@@ -391,3 +391,124 @@ fn a_local_ray_cluster_runs_the_shards() {
     let st = status(&spec, &out);
     assert!(st.contains("3 done") && st.contains("1 failed"), "{st}\n{text}");
 }
+
+/// The baseline cell stores its distributions once (`--save-logprobs`) and every KL cell reads
+/// them (`--kl-baseline-from`) instead of running the unquantized model again; a shard
+/// computes the baseline its cells need; the stored (u16) KL matches the in-process exact KL
+/// within the encoding's resolution; a baseline whose stored rows are gone (a fresh clone of a
+/// committed sweep) runs again when a KL cell needs it.
+#[test]
+fn kl_cells_read_the_baseline_cells_stored_distributions() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(
+        dir.path(),
+        "story.txt",
+        "Once upon a time, there was a little girl named Lily. She loved to play outside.\n\nOne day, she saw a big red ball in the park. She ran to get it and laughed.\n",
+    );
+    let ppl = wasm("perplexity");
+    let body = stories_spec(
+        "kl",
+        &format!(
+            "{}\n{}\n[[tasks]]\nname = \"ppl\"\nwasm = \"{}\"\ndata = \"{text}\"\nkl_baseline = true\n",
+            method("nf4", "nf4"),
+            method("int8", "int8"),
+            ppl.display(),
+        ),
+    );
+    let spec = write(dir.path(), "kl.toml", &body);
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let plan = out_str(&llq(&["sweep", "plan", &spec, "--out", out_s]));
+    let line = |id: &str| plan.lines().find(|l| l.contains(&format!(" {id} "))).unwrap().to_string();
+    assert!(line("stories.none.ppl").ends_with("--save-logprobs"), "{plan}");
+    assert!(!line("stories.nf4.ppl").contains("--kl-baseline"), "{plan}");
+    // Sorted: int8, nf4, none. Shard 1/3 is nf4 alone: it runs the baseline it needs too.
+    let o = llq(&["sweep", "run", &spec, "--out", out_s, "--shard", "1/3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out_str(&o).contains("and the baselines their KL needs: stories.none.ppl"), "{}", out_str(&o));
+    let base = out.join("stories.none.ppl");
+    assert!(base.join("logprobs/manifest.json").is_file());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("stories.nf4.ppl/results.json")).unwrap()).unwrap();
+    assert_eq!(results["task"]["kl_baseline_from"], base.to_str().unwrap());
+    assert_eq!(results["task"]["kl_baseline"], true);
+    // The same cell with the unquantized model run in-process: exact KL.
+    let exact = dir.path().join("exact");
+    let o = llq(&[
+        "run",
+        "--model",
+        &p(STORIES),
+        "--quant",
+        &plugin("nf4"),
+        "--task",
+        ppl.to_str().unwrap(),
+        "--data",
+        &text,
+        "--kl-baseline",
+        "--out",
+        exact.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let samples = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("samples.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (stored, exact_s) = (samples(&out.join("stories.nf4.ppl")), samples(&exact));
+    assert_eq!(stored.len(), 2);
+    let mut worst = 0f64;
+    let mut n = 0;
+    for (a, b) in stored.iter().zip(&exact_s) {
+        assert_eq!(a["token_logprobs"], b["token_logprobs"], "the quantized side is the same model");
+        for (x, y) in a["token_kl"].as_array().unwrap().iter().zip(b["token_kl"].as_array().unwrap()) {
+            worst = worst.max((x.as_f64().unwrap() - y.as_f64().unwrap()).abs());
+            n += 1;
+        }
+        assert_eq!(a["token_top1_agree"], b["token_top1_agree"]);
+    }
+    // Each stored log-prob is within 1.2e-4 nats; entries below the 16-nat span carry no mass
+    // (measured here: worst 5e-5 nats per token, mean KL 0.062).
+    assert!(n > 40 && worst < 1.2e-4, "stored-baseline KL is off by {worst} nats on {n} tokens");
+    assert!(worst > 0.0, "the stored rows are encoded: some difference is expected");
+    // KL against a quantized run, a run that never finished, or another window: refused.
+    let nf4_dir = out.join("stories.nf4.ppl");
+    for (from, extra, want) in [
+        (nf4_dir.to_str().unwrap(), "2048", "was quantized (nf4)"),
+        (dir.path().to_str().unwrap(), "2048", "has not finished"),
+        (base.to_str().unwrap(), "16", "stored for window 512, this run has 16"),
+    ] {
+        let o = llq(&[
+            "run",
+            "--model",
+            &p(STORIES),
+            "--quant",
+            &plugin("int8"),
+            "--task",
+            ppl.to_str().unwrap(),
+            "--data",
+            &text,
+            "--kl-baseline-from",
+            from,
+            "--window",
+            extra,
+            "--out",
+            dir.path().join("refused").to_str().unwrap(),
+        ]);
+        assert!(!o.status.success() && stderr(&o).contains(want), "{want}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--kl-baseline-from"), "{}", stderr(&o));
+    }
+    // A committed sweep keeps results, not the stored rows: the baseline runs again for the
+    // int8 cell, nf4 stays done (its baseline's address did not change).
+    std::fs::remove_dir_all(base.join("logprobs")).unwrap();
+    let o = llq(&["sweep", "run", &spec, "--out", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = out_str(&o);
+    assert!(
+        said.contains("1 of 3 cells to run") && said.contains("baselines their KL needs: stories.none.ppl"),
+        "{said}"
+    );
+    assert!(said.contains("done    stories.int8.ppl") && !said.contains("stories.nf4.ppl"), "{said}");
+    assert!(base.join("logprobs/manifest.json").is_file());
+}

@@ -4,15 +4,15 @@
 //! continues it), aggregate, and write `results.json` (schema: `results::schema`).
 
 use super::args::{parse_opt, CalibArgs, MaybePluginArgs, TaskLimitArgs};
-use crate::generate::{generate, loglikelihood, rolling};
+use crate::generate::{generate, loglikelihood, rolling, Baseline, Rolling};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare, QuantizeOptions};
-use crate::results::read_samples;
 use crate::results::schema::{
     Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts,
     SampleRecord, TaskRun, Timing, SCHEMA,
 };
+use crate::results::{logprobs, read_samples};
 use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
 use crate::util::digest::sha256_hex;
 use crate::util::fs::{write_atomic, write_json};
@@ -68,8 +68,17 @@ pub struct Args {
     pub chat_template: bool,
     /// For rolling log-likelihood tasks (perplexity): also run the unquantized model and
     /// report per-token KL divergence and top-1 agreement against it (llama.cpp's KLD).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kl_baseline_from")]
     pub kl_baseline: bool,
+    /// KL divergence against the distributions a finished unquantized run stored with
+    /// --save-logprobs (its --out folder), instead of running the unquantized model here.
+    #[arg(long, value_name = "RUN")]
+    pub kl_baseline_from: Option<PathBuf>,
+    /// Store this model's next-token distribution at every token scored by rolling
+    /// log-likelihood requests (in --out/logprobs/, about 2 bytes × vocabulary per token), for
+    /// later runs' --kl-baseline-from.
+    #[arg(long)]
+    pub save_logprobs: bool,
     /// cpu, cuda, cuda:N, or auto (a GPU when built with --features cuda and present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -181,6 +190,20 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
         bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
     }
+    let rolling_task = requests.iter().any(|r| matches!(r.kind, RequestKind::LoglikelihoodRolling(_)));
+    for (flag, given) in [
+        ("--kl-baseline", a.kl_baseline),
+        ("--kl-baseline-from", a.kl_baseline_from.is_some()),
+        ("--save-logprobs", a.save_logprobs),
+    ] {
+        if given && !rolling_task {
+            bail!(
+                "{flag} applies to rolling log-likelihood requests (perplexity); task `{}` has none",
+                info.name
+            );
+        }
+    }
+    let stored_baseline = a.kl_baseline_from.as_deref().map(stored_baseline).transpose()?;
 
     tracing::info!("loading model {}", a.model);
     let t = Instant::now();
@@ -228,6 +251,33 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
     drop(packed);
     m.weights.clear();
+    let window = crate::generate::rolling_window(&m.config, a.window);
+    let this_model = logprobs::Manifest::new(&m.content_hash, m.config.vocab_size, window);
+    if let Some((dir, stored)) = &stored_baseline {
+        let differs = |what: &str, theirs: &dyn std::fmt::Display, ours: &dyn std::fmt::Display| {
+            anyhow::anyhow!(
+                "--kl-baseline-from {}: its log-probs were stored for {what} {theirs}, this run has {ours}",
+                dir.display()
+            )
+        };
+        if stored.model_sha256 != this_model.model_sha256 {
+            return Err(differs("model", &stored.model_sha256, &this_model.model_sha256));
+        }
+        if stored.vocab != this_model.vocab {
+            return Err(differs("vocabulary size", &stored.vocab, &this_model.vocab));
+        }
+        if stored.window != window {
+            return Err(differs("window", &stored.window, &window));
+        }
+    }
+    if a.save_logprobs {
+        this_model.write(&out)?;
+    }
+    let kl = KlSetup {
+        model: baseline.as_ref(),
+        stored: stored_baseline.as_ref().map(|(d, m)| (d.as_path(), m)),
+        save: a.save_logprobs.then_some((out.as_path(), &this_model)),
+    };
 
     let samples_path = out.join("samples.jsonl");
     let hashes: HashMap<&str, String> =
@@ -293,7 +343,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, baseline.as_ref(), &m, &batch, a.window, a.chat_template);
+        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a.window, a.chat_template);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -419,7 +469,9 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             limit: a.limit,
             chat_template: a.chat_template,
             batch_size: a.batch_size,
-            kl_baseline: a.kl_baseline,
+            kl_baseline: a.kl_baseline || a.kl_baseline_from.is_some(),
+            kl_baseline_from: a.kl_baseline_from.as_ref().map(|p| p.display().to_string()),
+            saved_logprobs: a.save_logprobs,
         },
         metrics: report
             .metrics
@@ -450,11 +502,60 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
 /// (response, prompt tokens, new tokens, prompt tokens truncated)
 type Outcome = Result<(Response, usize, usize, usize)>;
 
+/// A finished run's stored log-probs (`--kl-baseline-from`): its folder and manifest. It must
+/// have finished (results.json) and been unquantized: KL is against the unquantized model.
+fn stored_baseline(dir: &Path) -> Result<(PathBuf, logprobs::Manifest)> {
+    let flag = format!("--kl-baseline-from {}", dir.display());
+    let results = dir.join("results.json");
+    let text = std::fs::read(&results)
+        .with_context(|| format!("{flag}: {} is missing: that run has not finished", results.display()))?;
+    let r: RunResults = serde_json::from_slice(&text)
+        .with_context(|| format!("{flag}: {} is not an llq results file", results.display()))?;
+    if let Some(q) = &r.quantization {
+        bail!("{flag}: that run was quantized ({}); KL is measured against an unquantized run", q.method);
+    }
+    let m = logprobs::Manifest::read(dir).with_context(|| flag.clone())?;
+    Ok((dir.to_path_buf(), m))
+}
+
+/// What rolling requests compare against and store.
+struct KlSetup<'a> {
+    /// The unquantized model, run here (`--kl-baseline`).
+    model: Option<&'a Llama>,
+    /// A baseline run's stored distributions (`--kl-baseline-from`).
+    stored: Option<(&'a Path, &'a logprobs::Manifest)>,
+    /// Where to store this model's distributions (`--save-logprobs`).
+    save: Option<(&'a Path, &'a logprobs::Manifest)>,
+}
+
+/// One rolling request, with its baseline and its stored rows as `kl` says.
+fn rolling_request(
+    model: &Llama,
+    kl: &KlSetup,
+    m: &LoadedModel,
+    text: &str,
+    sha: &str,
+    window: usize,
+) -> Result<Rolling> {
+    let baseline = match (kl.model, kl.stored) {
+        (Some(b), _) => Baseline::Model(b),
+        (None, Some((dir, man))) => Baseline::Stored(logprobs::Reader::open(dir, sha, man)?),
+        (None, None) => Baseline::None,
+    };
+    let mut save = kl.save.map(|(dir, man)| logprobs::Writer::create(dir, sha, man)).transpose()?;
+    let r = rolling(model, baseline, &m.tokenizer, text, window, save.as_mut())?;
+    if let Some(w) = save {
+        w.finish()?;
+    }
+    Ok(r)
+}
+
 fn run_batch(
     model: &Llama,
-    baseline: Option<&Llama>,
+    kl: &KlSetup,
     m: &LoadedModel,
     batch: &[&Request],
+    hashes: &HashMap<&str, String>,
     window: usize,
     chat: bool,
 ) -> Vec<Outcome> {
@@ -480,7 +581,7 @@ fn run_batch(
                     .collect(),
                 // A batch failure is retried row by row so one bad prompt costs one sample.
                 Err(_) if batch.len() > 1 => {
-                    batch.iter().flat_map(|r| run_batch(model, baseline, m, &[*r], window, chat)).collect()
+                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, window, chat)).collect()
                 }
                 Err(e) => vec![Err(e)],
             }
@@ -499,8 +600,8 @@ fn run_batch(
                 )
             })]
         }
-        RequestKind::LoglikelihoodRolling(text) => vec![rolling(model, baseline, &m.tokenizer, text, window)
-            .map(|r| {
+        RequestKind::LoglikelihoodRolling(text) => {
+            vec![rolling_request(model, kl, m, text, &hashes[batch[0].id.as_str()], window).map(|r| {
                 let n = r.logprobs.len();
                 let resp = RollingResult {
                     logprob: r.logprobs.iter().sum(),
@@ -511,6 +612,7 @@ fn run_batch(
                     top1_agree: r.top1_agree,
                 };
                 (Response::Rolling(resp), n, 0, 0)
-            })],
+            })]
+        }
     }
 }

@@ -192,15 +192,24 @@ pub fn main(a: Args) -> Result<()> {
                 if a.gpus.is_empty() { Workers::Processes(a.jobs) } else { Workers::Gpus(a.gpus.clone()) };
             let r = Resolved::new(&a.common)?;
             let mine = r.mine();
-            let todo: Vec<&Cell> =
+            let pending: Vec<&Cell> =
                 mine.iter().copied().filter(|c| !exec::state(&r.out, c).is_done()).collect();
+            let todo = exec::with_needs(&r.out, &r.cells, &pending);
             println!(
                 "{} of {} cells to run ({} done) in {}",
-                todo.len(),
+                pending.len(),
                 mine.len(),
-                mine.len() - todo.len(),
+                mine.len() - pending.len(),
                 r.out.display()
             );
+            if todo.len() > pending.len() {
+                let extra: Vec<&str> = todo
+                    .iter()
+                    .filter(|c| !pending.iter().any(|p| p.id == c.id))
+                    .map(|c| c.id.as_str())
+                    .collect();
+                println!("and the baselines their KL needs: {}", extra.join(", "));
+            }
             let exe = std::env::current_exe().context("cannot find the llq-host executable")?;
             let report = |o: &Outcome| match &o.result {
                 Ok(s) => println!("done    {} ({s:.1} s)", o.cell.id),

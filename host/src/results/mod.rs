@@ -1,8 +1,9 @@
 //! What llq writes and reads back: the typed results schema ([`schema`]) and the
-//! side-by-side comparison of runs ([`compare`]), and paired statistics between runs
-//! ([`paired`]).
+//! side-by-side comparison of runs ([`compare`]), paired statistics between runs
+//! ([`paired`]), and a baseline's stored distributions for KL ([`logprobs`]).
 
 pub mod compare;
+pub mod logprobs;
 pub mod paired;
 pub mod schema;
 

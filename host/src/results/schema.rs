@@ -212,6 +212,15 @@ pub struct TaskRun {
     pub batch_size: usize,
     /// Whether KL divergence against the unquantized model was computed.
     pub kl_baseline: bool,
+    /// The unquantized run whose stored distributions KL was measured against
+    /// (`--kl-baseline-from`; u16-encoded, within 1.2e-4 nats per log-prob); absent when the
+    /// unquantized model ran in-process (`--kl-baseline`, exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_baseline_from: Option<String>,
+    /// Whether this run stored its distributions at every scored token (`--save-logprobs`,
+    /// in `logprobs/`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub saved_logprobs: bool,
 }
 
 /// One aggregate metric.

@@ -15,10 +15,10 @@ use super::plan::{Cell, Kind};
 use crate::util::fs::write_json;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +68,31 @@ pub fn state(out: &Path, cell: &Cell) -> State {
     }
 }
 
+/// Done, and (for a baseline cell) with the distributions its dependents read: a committed
+/// sweep keeps results but not the stored log-probs (hundreds of MB), so a pending KL cell
+/// makes its baseline run again.
+pub fn ready(out: &Path, cell: &Cell) -> bool {
+    state(out, cell).is_done()
+        && (!cell.saves_logprobs
+            || out.join(&cell.id).join(crate::results::logprobs::DIR).join("manifest.json").is_file())
+}
+
+/// `todo` plus the baseline cells its KL cells need that are not [`ready`] (a shard computes
+/// the baselines its cells need even when they belong to another shard: shards stay
+/// independent; whichever finishes first is kept), baselines first.
+pub fn with_needs<'a>(out: &Path, all: &'a [Cell], todo: &[&'a Cell]) -> Vec<&'a Cell> {
+    let mut v: Vec<&Cell> = todo.to_vec();
+    for c in todo {
+        if let Some(b) = all.iter().find(|b| Some(&b.id) == c.needs.as_ref()) {
+            if !ready(out, b) && !v.iter().any(|x| x.id == b.id) {
+                v.push(b);
+            }
+        }
+    }
+    v.sort_by_key(|c| c.needs.is_some());
+    v
+}
+
 /// Where and with what a sweep's cells run, recorded in every `cell.json`: the host binary's
 /// SHA-256 and build, the machine, and the GPUs with their driver when `nvidia-smi` answers.
 pub fn provenance(exe: &Path) -> serde_json::Value {
@@ -90,6 +115,10 @@ pub fn provenance(exe: &Path) -> serde_json::Value {
 /// (`CUDA_VISIBLE_DEVICES`); its files appear in `out/<id>/` only if it succeeds. Returns the
 /// seconds it took.
 fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>, prov: &serde_json::Value) -> Result<f64> {
+    if ready(out, cell) {
+        // Another shard finished it meanwhile.
+        return Ok(0.0);
+    }
     let tmp = out.join(format!(".{}.tmp-{}", cell.id, std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
@@ -105,8 +134,11 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>, prov: &serde
         Kind::Run => tmp.clone(),
         Kind::Bench => tmp.join(cell.kind.output()),
     };
+    cmd.args(&cell.args);
+    if let Some(b) = &cell.needs {
+        cmd.arg("--kl-baseline-from").arg(out.join(b));
+    }
     let status = cmd
-        .args(&cell.args)
         .arg("--out")
         .arg(&out_arg)
         .stdout(std::fs::File::create(tmp.join("stdout.txt"))?)
@@ -134,12 +166,50 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>, prov: &serde
         }),
     )?;
     let dir = out.join(&cell.id);
+    if ready(out, cell) {
+        // Another shard finished the same cell first: its folder stays (a dependent may be
+        // reading it), ours goes.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(seconds);
+    }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace stale {}", dir.display()))?;
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
     Ok(seconds)
+}
+
+/// A KL cell can run once its baseline's distributions are there (its baseline, when among
+/// this run's cells, has finished before it is taken).
+fn baseline_stored(out: &Path, cell: &Cell) -> Result<()> {
+    let Some(b) = &cell.needs else { return Ok(()) };
+    let base = out.join(b);
+    if !base.join(crate::results::logprobs::DIR).join("manifest.json").is_file() {
+        bail!(
+            "its baseline cell {b} is not done (see {}.failed.json): KL has nothing to compare with",
+            base.display()
+        );
+    }
+    Ok(())
+}
+
+/// The cells not yet taken, and those of this run that finished (id → succeeded).
+struct Queue<'a> {
+    left: Vec<&'a Cell>,
+    finished: HashMap<String, bool>,
+}
+
+impl<'a> Queue<'a> {
+    /// The first cell that can start now: one whose baseline is not among this run's cells or
+    /// has finished. Workers never wait while such a cell is left.
+    fn take(&mut self, ours: &[&Cell]) -> Option<&'a Cell> {
+        let k = self.left.iter().position(|c| match &c.needs {
+            Some(b) => self.finished.contains_key(b) || !ours.iter().any(|o| &o.id == b),
+            None => true,
+        })?;
+        Some(self.left.remove(k))
+    }
 }
 
 /// What happened to each cell `run` was given.
@@ -168,7 +238,7 @@ pub fn run<'a>(
     std::fs::create_dir_all(out).with_context(|| format!("cannot create sweep folder {}", out.display()))?;
     let prov = provenance(exe);
     let prov = &prov;
-    let next = AtomicUsize::new(0);
+    let queue = (Mutex::new(Queue { left: cells.to_vec(), finished: HashMap::new() }), Condvar::new());
     let outcomes = Mutex::new(vec![]);
     std::thread::scope(|s| {
         let gpus: Vec<Option<&str>> = match workers {
@@ -176,11 +246,24 @@ pub fn run<'a>(
             Workers::Gpus(g) => g.iter().map(|g| Some(g.as_str())).collect(),
         };
         for gpu in gpus {
-            let (next, outcomes) = (&next, &outcomes);
+            let (queue, outcomes) = (&queue, &outcomes);
             s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&cell) = cells.get(i) else { break };
-                let result = run_cell(exe, out, cell, gpu, prov);
+                let (lock, cv) = queue;
+                let cell = {
+                    let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    loop {
+                        if q.left.is_empty() {
+                            break None;
+                        }
+                        if let Some(c) = q.take(cells) {
+                            break Some(c);
+                        }
+                        // Only cells waiting for a baseline that is running: wait for it.
+                        q = cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                    }
+                };
+                let Some(cell) = cell else { break };
+                let result = baseline_stored(out, cell).and_then(|_| run_cell(exe, out, cell, gpu, prov));
                 let record = match &result {
                     Ok(_) => std::fs::remove_file(failed_path(out, cell)).or_else(|e| {
                         if e.kind() == std::io::ErrorKind::NotFound {
@@ -198,6 +281,8 @@ pub fn run<'a>(
                     (Ok(_), Err(e)) => Err(e.context(format!("cell {} ran but its record could not be updated", cell.id))),
                     (r, _) => r,
                 };
+                lock.lock().unwrap_or_else(|p| p.into_inner()).finished.insert(cell.id.clone(), result.is_ok());
+                cv.notify_all();
                 let o = Outcome { cell, result };
                 progress(&o);
                 outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(o);

@@ -44,6 +44,12 @@ pub struct Cell {
     /// What the address is the hash of.
     pub inputs: Value,
     pub address: String,
+    /// The cell whose stored distributions this cell's KL reads (`--kl-baseline-from`, added
+    /// when the cell runs: the folder depends on where the sweep is): its model's baseline
+    /// cell for the same task. Its address is part of this cell's.
+    pub needs: Option<String>,
+    /// This cell stores its distributions for others' KL (`--save-logprobs`).
+    pub saves_logprobs: bool,
 }
 
 /// Content hashes of files, each read once per plan.
@@ -106,12 +112,17 @@ fn cell(
         args,
         inputs,
         address,
+        needs: None,
+        saves_logprobs: false,
     })
 }
 
 /// Every cell of `spec`, sorted by id (the order shards are taken from).
 pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
     let mut hashes = Hashes::default();
+    // The unquantized baseline: computed once per model and task, its distributions reused by
+    // every KL cell. Without one in the spec, KL cells run the unquantized model themselves.
+    let baseline = spec.methods.iter().find(|q| q.plugin.is_none()).map(|q| q.name.as_str());
     let mut cells = vec![];
     for m in &spec.models {
         let model_path = spec.resolve(&m.path);
@@ -183,12 +194,19 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 if let Some(l) = t.limit {
                     args.extend(["--limit".into(), l.to_string()]);
                 }
-                // KL compares a quantized model with the unquantized one: not for the baseline.
+                // KL compares a quantized model with the unquantized one: not for the baseline,
+                // which stores its distributions for the others when the spec has one.
                 let kl = t.kl_baseline && plugin.is_some();
-                if kl {
+                let needs = (kl && baseline.is_some())
+                    .then(|| format!("{}.{}.{}", m.name, baseline.unwrap_or_default(), t.name));
+                let saves = t.kl_baseline && Some(q.name.as_str()) == baseline;
+                if kl && needs.is_none() {
                     args.push("--kl-baseline".into());
                 }
-                let inputs = json!({
+                if saves {
+                    args.push("--save-logprobs".into());
+                }
+                let mut inputs = json!({
                     "llq_version": env!("CARGO_PKG_VERSION"),
                     "model": {"sha256": model_hash},
                     "method": method_inputs,
@@ -201,8 +219,27 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                     },
                     "device": spec.device,
                 });
-                cells.push(cell(spec, Kind::Run, &m.name, &q.name, &t.name, args, inputs)?);
+                if saves {
+                    // Only where true: other cells' addresses stay as they were.
+                    inputs["task"]["saves_logprobs"] = json!(true);
+                }
+                let mut c = cell(spec, Kind::Run, &m.name, &q.name, &t.name, args, inputs)?;
+                c.needs = needs;
+                c.saves_logprobs = saves;
+                cells.push(c);
             }
+        }
+    }
+    // A dependent cell's address covers its baseline's (a changed baseline makes its KL stale).
+    let addresses: HashMap<String, String> =
+        cells.iter().map(|c| (c.id.clone(), c.address.clone())).collect();
+    for c in cells.iter_mut() {
+        if let Some(b) = &c.needs {
+            let address = addresses
+                .get(b)
+                .with_context(|| format!("cell {}: its baseline {b} is not planned", c.id))?;
+            c.inputs["task"]["kl_baseline"] = json!({"from": b, "address": address});
+            c.address = sha256_hex(serde_json::to_string(&c.inputs)?.as_bytes());
         }
     }
     cells.sort_by(|a, b| a.id.cmp(&b.id));

@@ -427,8 +427,12 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                             ));
                         }
                         if let Some(ci) = kls.get(c.method.as_str()) {
+                            let against = match done.get(c.method.as_str()).map(|d| &d.results.task.kl_baseline_from) {
+                                Some(Some(_)) => "the baseline cell's stored distributions, each log-prob within 1.2e-4 nats",
+                                _ => "the unquantized model run in the same process, exact",
+                            };
                             lines.push(format!(
-                                "{}: KL(unquantized ‖ method) per token {:.4} [{:.4}, {:.4}], n = {}",
+                                "{}: KL(unquantized ‖ method) per token {:.4} [{:.4}, {:.4}], n = {} (against {against})",
                                 c.method, ci.mean, ci.lo, ci.hi, ci.n
                             ));
                         }

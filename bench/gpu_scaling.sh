@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Issue 16: the GPU study spec (studies/gpu-scaling.toml: studies/gpu.toml with smaller
+# calibration, evaluation text and bench grid so both runs fit one device session) run by
+# `sweep run --gpus` on one GPU and then on every GPU of the host, on one warm machine (the
+# cells record its hostname), then compared cell for cell (bench/compare_sweeps.py).
+# Builds nothing: dist/llq-host-cuda.xz (source scripts/cuda-build-env.sh && make build-cuda;
+# xz) and the CPU-built plugins and tasks from the bundle (make gpu-bundle). Stages, each one
+# device call on the same machine (the GGUF travels in parts: tracked files + carry ≤ 64 MiB):
+#   bench/gpu_scaling.sh OUT unpack  carry dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz models/smollm2.part-aa
+#   bench/gpu_scaling.sh OUT parts   carry models/smollm2.part-ab models/smollm2.part-ac
+#   bench/gpu_scaling.sh OUT one     carry models/smollm2.part-ad models/llama-3.2/tokenizer.json
+#   bench/gpu_scaling.sh OUT all     (no carry): all GPUs, then the comparison and OUT/scaling.tgz
+# Each sweep's wall time is measured around `sweep run` (dist/sweep-run-<dir>.json) and every
+# GPU sampled once a second by nvidia-smi meanwhile (dist/util-<dir>.csv).
+set -u
+FINAL="${1:?usage: bench/gpu_scaling.sh OUT unpack|parts|one|all}"
+WHAT="${2:?stage}"
+mkdir -p "$FINAL"
+source scripts/cuda-device-env.sh
+export LLQ_CACHE_DIR=/tmp/llq-cache RUST_LOG=${RUST_LOG:-warn}
+BIN=dist/llq-host-cuda
+G=models/smollm2-135m-instruct.gguf
+SPEC=studies/gpu-scaling.toml
+mkdir -p /tmp/parts && for f in models/smollm2.part-a?; do [ -f "$f" ] && cp -n "$f" /tmp/parts/; done
+ls /tmp/parts
+[ "$WHAT" = parts ] && exit 0
+if [ "$WHAT" = unpack ]; then
+  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
+  tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz
+  nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$FINAL/device.csv"
+  "$BIN" sweep plan "$SPEC" --out dist/scaling-1 | tail -1
+  exit 0
+fi
+[ -f "$G" ] || cat /tmp/parts/smollm2.part-a? > "$G"
+echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
+sweep() { # $1 = folder, $2 = GPU list
+  local dir=dist/$1
+  nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 > dist/util-$1.csv &
+  local smi=$!
+  local t0; t0=$(date +%s.%N)
+  "$BIN" sweep run "$SPEC" --out "$dir" --gpus "$2" | tail -40
+  local rc=$?
+  local t1; t1=$(date +%s.%N)
+  kill $smi
+  python3 -c "import json; json.dump({'gpus': '$2', 'wall_s': $t1 - $t0, 'exit': $rc}, open('dist/sweep-run-$1.json', 'w'))"
+  "$BIN" sweep status "$SPEC" --out "$dir" | tail -1
+  "$BIN" sweep report "$SPEC" --out "$dir" > /dev/null
+}
+if [ "$WHAT" = one ]; then
+  sweep scaling-1 0
+  exit 0
+fi
+ALL=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, -)
+N=$(echo "$ALL" | tr , '\n' | wc -l)
+sweep scaling-$N "$ALL"
+python3 bench/compare_sweeps.py dist/scaling-1 dist/scaling-$N --util-a dist/util-scaling-1.csv \
+  --util-b dist/util-scaling-$N.csv | tee "$FINAL/comparison.md"
+(cd dist && find scaling-1 scaling-$N -maxdepth 2 -not -path '*/.*' \( -name results.json -o -name bench.json \
+  -o -name cell.json -o -name samples.jsonl -o -name '*.failed.json' -o -name 'report.*' \) \
+  | tar czf "$FINAL/scaling.tgz" -T - scaling-1/figures scaling-$N/figures util-scaling-*.csv sweep-run-*.json)
+ls -la "$FINAL"
