@@ -10,6 +10,10 @@
 #   bench/gpu_scaling.sh OUT parts   carry models/smollm2.part-ab models/smollm2.part-ac
 #   bench/gpu_scaling.sh OUT one     carry models/smollm2.part-ad models/llama-3.2/tokenizer.json
 #   bench/gpu_scaling.sh OUT all     (no carry): all GPUs, then the comparison and OUT/scaling.tgz
+#   (a stage that outlasts BUDGET seconds stops there; run it again: the sweep resumes)
+#   bench/gpu_scaling.sh OUT noise   the one-GPU speed cells again alone on GPU 0 (run-to-run noise)
+# Committed as results/h200x2/scaling/ (the tgz files unpacked; samples.jsonl packed into
+# samples.tar.xz: unpack it there to re-run bench/compare_sweeps.py scaling-1 scaling-2).
 # Each sweep's wall time is measured around `sweep run` (dist/sweep-run-<dir>.json) and every
 # GPU sampled once a second by nvidia-smi meanwhile (dist/util-<dir>.csv).
 set -u
@@ -33,26 +37,52 @@ if [ "$WHAT" = unpack ]; then
 fi
 [ -f "$G" ] || cat /tmp/parts/smollm2.part-a? > "$G"
 echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
+# A sweep that outlasts one call (${BUDGET:-540} s) resumes in the next; each call's segment
+# adds its wall time to dist/sweep-run-<dir>.json and its samples to dist/util-<dir>.csv.
 sweep() { # $1 = folder, $2 = GPU list
   local dir=dist/$1
-  nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 > dist/util-$1.csv &
+  nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 >> dist/util-$1.csv &
   local smi=$!
   local t0; t0=$(date +%s.%N)
-  "$BIN" sweep run "$SPEC" --out "$dir" --gpus "$2" | tail -40
+  timeout "${BUDGET:-540}" "$BIN" sweep run "$SPEC" --out "$dir" --gpus "$2" > dist/log-$1.txt 2>&1
   local rc=$?
   local t1; t1=$(date +%s.%N)
   kill $smi
-  python3 -c "import json; json.dump({'gpus': '$2', 'wall_s': $t1 - $t0, 'exit': $rc}, open('dist/sweep-run-$1.json', 'w'))"
+  tail -12 dist/log-$1.txt
+  python3 - <<PY
+import json, os
+p = 'dist/sweep-run-$1.json'
+m = json.load(open(p)) if os.path.exists(p) else {'gpus': '$2', 'wall_s': 0.0, 'segments': []}
+m['segments'].append({'wall_s': $t1 - $t0, 'exit': $rc})
+m['wall_s'] = sum(s['wall_s'] for s in m['segments'])
+json.dump(m, open(p, 'w'))
+print(m)
+PY
   "$BIN" sweep status "$SPEC" --out "$dir" | tail -1
-  "$BIN" sweep report "$SPEC" --out "$dir" > /dev/null
 }
 if [ "$WHAT" = one ]; then
   sweep scaling-1 0
   exit 0
 fi
+if [ "$WHAT" = noise ]; then
+  # Run-to-run noise: the one-GPU sweep's speed cells again, alone on GPU 0, same arguments.
+  mkdir -p dist/rerun-1
+  for c in dist/scaling-1/*.bench; do
+    id=$(basename "$c"); mkdir -p "dist/rerun-1/$id"; cp "$c/cell.json" "dist/rerun-1/$id/"
+    mapfile -t A < <(python3 -c "import json; print('\n'.join(json.load(open('$c/cell.json'))['args']))")
+    CUDA_VISIBLE_DEVICES=0 timeout 100 "$BIN" "${A[@]}" --out "dist/rerun-1/$id/bench.json" > /dev/null 2>&1
+    echo "$id $?"
+  done
+  python3 bench/compare_sweeps.py dist/scaling-1 dist/rerun-1 | tee "$FINAL/noise.md"
+  (cd dist && tar czf "$FINAL/rerun.tgz" rerun-1)
+  exit 0
+fi
 ALL=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, -)
 N=$(echo "$ALL" | tr , '\n' | wc -l)
-sweep scaling-$N "$ALL"
+[ "$WHAT" = all ] && sweep scaling-$N "$ALL"
+# WHAT=all or compare: reports, the comparison and the files.
+"$BIN" sweep report "$SPEC" --out dist/scaling-1 > /dev/null
+"$BIN" sweep report "$SPEC" --out dist/scaling-$N > /dev/null
 python3 bench/compare_sweeps.py dist/scaling-1 dist/scaling-$N --util-a dist/util-scaling-1.csv \
   --util-b dist/util-scaling-$N.csv | tee "$FINAL/comparison.md"
 (cd dist && find scaling-1 scaling-$N -maxdepth 2 -not -path '*/.*' \( -name results.json -o -name bench.json \
