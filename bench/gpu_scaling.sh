@@ -20,23 +20,17 @@ set -u
 FINAL="${1:?usage: bench/gpu_scaling.sh OUT unpack|parts|one|all}"
 WHAT="${2:?stage}"
 mkdir -p "$FINAL"
-source scripts/cuda-device-env.sh
-export LLQ_CACHE_DIR=/tmp/llq-cache RUST_LOG=${RUST_LOG:-warn}
-BIN=dist/llq-host-cuda
-G=models/smollm2-135m-instruct.gguf
+source bench/gpu_lib.sh
 SPEC=studies/gpu-scaling.toml
-mkdir -p /tmp/parts && for f in models/smollm2.part-a?; do [ -f "$f" ] && cp -n "$f" /tmp/parts/; done
-ls /tmp/parts
+collect_parts
 [ "$WHAT" = parts ] && exit 0
 if [ "$WHAT" = unpack ]; then
-  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
-  tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz
+  unpack_binary && unpack_bundle
   nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$FINAL/device.csv"
   "$BIN" sweep plan "$SPEC" --out dist/scaling-1 | tail -1
   exit 0
 fi
-[ -f "$G" ] || cat /tmp/parts/smollm2.part-a? > "$G"
-echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
+join_model
 # A sweep that outlasts one call (${BUDGET:-540} s) resumes in the next; each call's segment
 # adds its wall time to dist/sweep-run-<dir>.json and its samples to dist/util-<dir>.csv.
 sweep() { # $1 = folder, $2 = GPU list

@@ -18,18 +18,12 @@ set -u
 FINAL="${1:?usage: bench/gpu_study.sh OUT unpack|parts|run}"
 WHAT="${2:?stage}"
 mkdir -p "$FINAL"
-source scripts/cuda-device-env.sh
-export LLQ_CACHE_DIR=/tmp/llq-cache RUST_LOG=${RUST_LOG:-warn}
-BIN=dist/llq-host-cuda
-G=models/smollm2-135m-instruct.gguf
+source bench/gpu_lib.sh
 S=dist/gpu-study
-# Each call brings some parts of the model; they wait in /tmp/parts.
-mkdir -p /tmp/parts && for f in models/smollm2.part-a?; do [ -f "$f" ] && cp -n "$f" /tmp/parts/; done
-ls /tmp/parts
+collect_parts
 [ "$WHAT" = parts ] && exit 0
 if [ "$WHAT" = unpack ]; then
-  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
-  tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz
+  unpack_binary && unpack_bundle
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$FINAL/device.csv"
   # The conformance suite's kernel check (CUDA kernels vs the CPU dequantize) per plugin.
   i=0
@@ -42,14 +36,11 @@ if [ "$WHAT" = unpack ]; then
 fi
 # A newer binary carried in this call replaces the unpacked one.
 if [ dist/llq-host-cuda.xz -nt "$BIN" ]; then
-  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
+  unpack_binary
   "$BIN" plugins check plugins/gptq.so --opt bits=4 --only kernels --json /tmp/check-9-gptq.json
   (cd /tmp && tar czf "$FINAL/checks.tgz" check-*.json)
 fi
-if [ ! -f "$G" ]; then
-  cat /tmp/parts/smollm2.part-a? > "$G"
-fi
-echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 (wheel); model sha256: $(sha256sum "$G" | cut -c1-64)"
+join_model
 timeout "${BUDGET:-500}" "$BIN" sweep run studies/gpu.toml --out "$S" | tail -40
 "$BIN" sweep status studies/gpu.toml --out "$S" | tail -1
 "$BIN" sweep report studies/gpu.toml --out "$S" > /dev/null
