@@ -149,11 +149,13 @@ pub fn loglikelihood(
     if cont.is_empty() {
         bail!("the continuation encodes to no tokens");
     }
+    // The first continuation token is predicted from the context's last token (or BOS): with
+    // neither there is nothing to predict it from.
+    if ctx.is_empty() {
+        bail!("log-likelihood with an empty context needs a BOS token, and this tokenizer adds none");
+    }
     let mut input = ctx.clone();
     input.extend_from_slice(&cont[..cont.len() - 1]);
-    if input.is_empty() {
-        bail!("log-likelihood needs a non-empty context or a BOS token");
-    }
     let (lps, greedy) = score_tokens(model, &input, &cont)?;
     Ok((lps.iter().sum(), greedy.iter().all(|&g| g), cont.len()))
 }

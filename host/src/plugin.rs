@@ -146,6 +146,32 @@ fn llq_str(s: &str) -> LlqStr {
     LlqStr { ptr: s.as_ptr(), len: s.len() }
 }
 
+/// A truncated or damaged shared object can kill the process inside dlopen (SIGBUS when a
+/// mapped segment lies past the end of the file), where no error can be returned: so an ELF
+/// file's loadable segments are checked to lie inside it first. Other files are left to
+/// dlopen, which refuses them with an error.
+fn check_elf(path: &Path) -> Result<()> {
+    use object::read::elf::ElfFile64;
+    use object::{Endianness, Object, ObjectSegment};
+    let data = std::fs::read(path).context("cannot read the file")?;
+    if !data.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let elf = ElfFile64::<Endianness>::parse(&*data)
+        .map_err(|e| anyhow!("not a valid 64-bit ELF shared library ({e}); truncated or damaged?"))?;
+    for seg in elf.segments() {
+        let (offset, size) = seg.file_range();
+        if offset.checked_add(size).is_none_or(|end| end > data.len() as u64) {
+            bail!(
+                "truncated or damaged: a loadable segment spans bytes {offset}..{} but the file has {} bytes",
+                offset.saturating_add(size),
+                data.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Plugin {
     /// Load and validate the plugin at `path`.
     pub fn load(path: &Path) -> Result<Plugin> {
@@ -156,6 +182,7 @@ impl Plugin {
         // An absolute path, so dlopen never searches the library path for a bare file name.
         let abs =
             std::fs::canonicalize(path).with_context(|| format!("plugin {shown}: cannot resolve path"))?;
+        check_elf(&abs).map_err(|e| anyhow!("plugin {shown}: {e}"))?;
         // SAFETY: loading a library runs its initializers; plugins are trusted native code.
         let lib = unsafe { libloading::Library::new(&abs) }
             .map_err(|e| anyhow!("plugin {shown}: not a loadable shared library: {e}"))?;

@@ -327,3 +327,19 @@ fn loglikelihood_scores_exactly_the_continuation_tokens() {
     assert_eq!(greedy, (first..all.len()).all(|i| argmax(&rows[i - 1]) == all[i]));
     assert!(lp < 0.0);
 }
+
+/// Issue 14: an empty context on a tokenizer that adds no BOS left the first continuation
+/// token with nothing to be predicted from; the row count underflowed (a panic). Now an error.
+#[test]
+fn loglikelihood_with_an_empty_context_and_no_bos_is_an_error() {
+    use llq_host::generate::loglikelihood;
+    let gguf = root().join("models/smollm2-135m-instruct.gguf");
+    assert!(gguf.exists(), "run `make models`");
+    let m = load(gguf.to_str().unwrap()).unwrap();
+    assert!(m.tokenizer.encode("").unwrap().is_empty(), "SmolLM2's GGUF tokenizer adds no BOS");
+    let model = Llama::new(&m.config, &m.weights, &Device::Cpu).unwrap();
+    let e = loglikelihood(&model, &m.tokenizer, "", " the little girl").unwrap_err().to_string();
+    assert!(e.contains("empty context needs a BOS token"), "{e}");
+    // With a context it scores.
+    assert!(loglikelihood(&model, &m.tokenizer, "Once upon a time", " there was").unwrap().0 < 0.0);
+}

@@ -145,7 +145,7 @@ pub fn model_bench(
     } else {
         None
     };
-    let size = model_size(&m, quantization.as_ref());
+    let size = model_size(&m, quantization.as_ref(), llama.dtype.size_in_bytes() as u64);
     m.weights.clear();
     let copy_bytes_per_s = copy_bandwidth(&dev)?;
     let mut peak = device_memory_bytes;

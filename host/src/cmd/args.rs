@@ -61,6 +61,9 @@ impl PluginArgs {
     }
 }
 
+const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
+const MAX_TASK_MEMORY_MIB: usize = 4096;
+
 /// Sandbox limits for a task, per call.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TaskLimitArgs {
@@ -79,6 +82,21 @@ impl TaskLimitArgs {
     pub fn limits(&self) -> Result<Limits> {
         if !(self.task_timeout > 0.0 && self.task_timeout.is_finite()) {
             bail!("--task-timeout must be a positive number of seconds");
+        }
+        // A year: beyond it the timer's arithmetic overflows (Duration panics on 1e20 s).
+        if self.task_timeout > MAX_TASK_TIMEOUT_S {
+            bail!(
+                "--task-timeout {} is beyond the largest allowed, {MAX_TASK_TIMEOUT_S} s (a year)",
+                self.task_timeout
+            );
+        }
+        // wasm32 linear memory is at most 4 GiB (65,536 pages of 64 KiB); larger values would
+        // wrap when shifted to bytes.
+        if self.task_memory == 0 || self.task_memory > MAX_TASK_MEMORY_MIB {
+            bail!(
+                "--task-memory {} MiB is outside 1..={MAX_TASK_MEMORY_MIB} (a wasm32 task addresses at most 4 GiB)",
+                self.task_memory
+            );
         }
         Ok(Limits {
             fuel: self.task_fuel,

@@ -45,7 +45,9 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let plugin = a.plugin.load()?;
     let q = plugin.configure(&a.plugin.opts)?;
-    if a.output == a.input {
+    let same = a.output == a.input
+        || matches!((a.output.canonicalize(), a.input.canonicalize()), (Ok(o), Ok(i)) if o == i);
+    if same {
         bail!("--output {} is --input: write the result elsewhere", a.output.display());
     }
     let acts = match (&a.calibration, plugin.calibration()) {

@@ -152,6 +152,29 @@ fn prepare_out(dir: &Path, resume: bool) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on `<dir>/.llq.lock`, released when the returned file is dropped (or the
+/// process dies): two runs appending to one samples.jsonl would interleave their records.
+fn lock_out(dir: &Path) -> Result<std::fs::File> {
+    let p = dir.join(".llq.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot create {}", p.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another llq run (it holds {}); wait for it or choose another --out",
+            dir.display(),
+            p.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", p.display()))
+        }
+    }
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
@@ -182,10 +205,18 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if a.window < 2 {
+        bail!(
+            "--window {} is too small: a window holds at least one context token and one scored token",
+            a.window
+        );
+    }
     let plugin = a.plugin.load()?;
     let quant_cfg = a.plugin.configure(plugin.as_ref())?;
     let calibration = a.calib.resolve(quant_cfg.as_ref())?;
     prepare_out(&out, a.resume)?;
+    // Held until the run ends: a second run or resume on the same folder stops here.
+    let _lock = lock_out(&out)?;
     let device = crate::device::open(&a.device)?;
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
         bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
@@ -247,8 +278,8 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     if a.chat_template {
         m.chat_prompt("")?;
     }
-    let size = model_size(&m, quant.as_ref());
     let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
+    let size = model_size(&m, quant.as_ref(), model.dtype.size_in_bytes() as u64);
     drop(packed);
     m.weights.clear();
     let window = crate::generate::rolling_window(&m.config, a.window);

@@ -5,15 +5,16 @@ use crate::loader::LoadedModel;
 use crate::results::schema::Size;
 
 /// What the model's weights take as stored: the quantized layers packed (without a plugin:
-/// at 4 bytes, f32 as computed), everything else at 2 bytes per parameter (fp16, as
-/// transformers + bitsandbytes keep it).
-pub fn model_size(m: &LoadedModel, q: Option<&ModelQuantization>) -> Size {
+/// `unquantized_bytes` each, the width the device computes in — 4 for f32 on the CPU, 2 for
+/// bf16 on a GPU), everything else at 2 bytes per parameter (fp16, as transformers +
+/// bitsandbytes keep it).
+pub fn model_size(m: &LoadedModel, q: Option<&ModelQuantization>, unquantized_bytes: u64) -> Size {
     let params: u64 = m.weights.values().map(|t| t.data.len() as u64).sum();
     let (qp, qb) = match q {
         Some(q) => (q.quantized_params, q.quantized_bytes),
         None => {
             let p: u64 = m.config.linear_layers().iter().map(|(_, r, c)| (*r * *c) as u64).sum();
-            (p, p * 4)
+            (p, p * unquantized_bytes)
         }
     };
     let other = (params - qp) * 2;
