@@ -142,3 +142,96 @@ fn a_truncated_plugin_is_named_not_a_crash() {
         }
     }
 }
+
+/// `score` reads llq's own samples.jsonl including its failed samples (no prediction, an
+/// error: counted, those turns have no prediction) and refuses a file that predicts one id
+/// twice, naming the id (which of the two was scored used to be left to a hash map).
+#[test]
+fn score_counts_failed_samples_and_refuses_duplicate_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let story = "3dr23u6we5exclen4th8uq9rb42tel";
+    let line = |turn: u32, pred: &str| format!("{{\"id\":\"{story}#{turn}\",\"prediction\":\"{pred}\"}}\n");
+    let failed =
+        format!("{{\"id\":\"{story}#3\",\"prompt_sha256\":\"x\",\"error\":\"model: out of memory\"}}\n");
+    let task = coqa();
+    let score = |preds: &str| llq(&["score", "--task", &task, "--data", &p(SAMPLE), "--predictions", preds]);
+    let with_failed =
+        write(dir.path(), "f.jsonl", &format!("{}{}{failed}", line(1, "white"), line(2, "in a barn")));
+    let o = score(&with_failed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 samples failed in their run"), "{}", stderr(&o));
+    let dup =
+        write(dir.path(), "d.jsonl", &format!("{}{}{}", line(1, "white"), line(2, "barn"), line(1, "grey")));
+    let o = score(&dup);
+    clean_failure(&o, &format!("1 ids appear more than once ({story}#1)"));
+}
+
+/// GGUF metadata that is present but malformed (wrong type, zero, NaN) is an error naming the
+/// key, not a silent default: the SmolLM2 file with one key's type or value patched in place.
+#[test]
+fn malformed_gguf_metadata_is_an_error_not_a_default() {
+    let src = root().join("models/smollm2-135m-instruct.gguf");
+    assert!(src.exists(), "run `make models`");
+    let whole = std::fs::read(&src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // (key, new type id or None, new 4 value bytes or None, expected message). Types: 4 = u32,
+    // 6 = f32 (same size, so the file still parses).
+    let nan = f32::NAN.to_le_bytes();
+    /// (key, new type id, new value bytes, expected message)
+    type Patch = (&'static str, Option<u32>, Option<[u8; 4]>, &'static str);
+    let cases: [Patch; 6] = [
+        ("llama.rope.freq_base", Some(4), None, "`llama.rope.freq_base` is malformed"),
+        ("llama.rope.freq_base", None, Some(nan), "`llama.rope.freq_base` is NaN"),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            None,
+            Some(0f32.to_le_bytes()),
+            "`llama.attention.layer_norm_rms_epsilon` is 0",
+        ),
+        ("llama.context_length", Some(6), None, "`llama.context_length` is malformed"),
+        ("llama.context_length", None, Some([0; 4]), "`llama.context_length` is 0"),
+        ("tokenizer.ggml.eos_token_id", Some(6), None, "`tokenizer.ggml.eos_token_id` is malformed"),
+    ];
+    for (key, ty, value, want) in cases {
+        let mut bytes = whole.clone();
+        let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap() + key.len();
+        if let Some(t) = ty {
+            bytes[at..at + 4].copy_from_slice(&t.to_le_bytes());
+        }
+        if let Some(v) = value {
+            bytes[at + 4..at + 8].copy_from_slice(&v);
+        }
+        let path = dir.path().join("m.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let e = format!(
+            "{:#}",
+            llq_host::loader::load(path.to_str().unwrap()).err().unwrap_or_else(|| panic!("{want}: loaded"))
+        );
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+/// An HF folder's generation_config.json that is there must parse, and an eos_token_id that is
+/// there must be token ids (they used to be skipped silently, changing where generation stops).
+#[test]
+fn a_malformed_generation_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    let gguf = root().join("models/smollm2-135m-instruct.gguf");
+    let o = llq(&["convert", "--model", gguf.to_str().unwrap(), "--out", hf.to_str().unwrap(), "--bf16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let load = || llq_host::loader::load(hf.to_str().unwrap()).map(|m| m.eos).map_err(|e| format!("{e:#}"));
+    let good = load().unwrap();
+    for (text, want) in [
+        ("{\"eos_token_id\": 2,", "generation_config.json is not valid JSON"),
+        ("{\"eos_token_id\": \"</s>\"}", "eos_token_id \"</s>\" is not a token id"),
+        ("{\"eos_token_id\": [2, -1]}", "eos_token_id -1 is not a token id"),
+    ] {
+        std::fs::write(hf.join("generation_config.json"), text).unwrap();
+        let e = load().unwrap_err();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    std::fs::write(hf.join("generation_config.json"), "{\"eos_token_id\": [2, 7]}").unwrap();
+    let with7 = load().unwrap();
+    assert!(with7.contains(&7) && good.iter().all(|t| with7.contains(t)), "{good:?} {with7:?}");
+}

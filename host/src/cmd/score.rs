@@ -9,16 +9,40 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// Predictions in llq's own per-sample JSONL (`{"id": ..., "prediction": ...}` per line),
-/// or `None` when the file is not in that layout.
-fn llq_jsonl(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+/// Predictions in llq's own per-sample JSONL (`{"id": ..., "prediction": ...}` per line), or
+/// `None` when the file is not in that layout. Lines of samples that failed in their run (an
+/// `"error"` and no prediction) are counted, not read: those requests have no prediction.
+fn llq_jsonl(bytes: &[u8]) -> Option<(Vec<(String, String)>, usize)> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let mut out = vec![];
+    let (mut out, mut failed) = (vec![], 0);
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        out.push((v.get("id")?.as_str()?.to_string(), v.get("prediction")?.as_str()?.to_string()));
+        let id = v.get("id")?.as_str()?.to_string();
+        match (v.get("prediction").and_then(|p| p.as_str()), v.get("error")) {
+            (Some(p), _) => out.push((id, p.to_string())),
+            (None, Some(e)) if e.is_string() => failed += 1,
+            _ => return None,
+        }
     }
-    (!out.is_empty()).then_some(out)
+    (!out.is_empty() || failed > 0).then_some((out, failed))
+}
+
+/// Two predictions for one id would leave which one is scored to chance: refused, naming them.
+fn refuse_duplicates(preds: &[(String, String)], file: &std::path::Path) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let dups: std::collections::BTreeSet<&str> =
+        preds.iter().map(|(id, _)| id.as_str()).filter(|id| !seen.insert(*id)).collect();
+    if !dups.is_empty() {
+        let shown: Vec<&str> = dups.iter().take(5).copied().collect();
+        bail!(
+            "predictions {}: {} ids appear more than once ({}{}); keep one prediction per id",
+            file.display(),
+            dups.len(),
+            shown.join(", "),
+            if dups.len() > 5 { ", …" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 /// Score existing predictions with a task, without a model. Prints the task's native
@@ -62,11 +86,20 @@ fn score(a: &Args) -> Result<String> {
         .with_context(|| format!("cannot read predictions {}", a.predictions.display()))?;
     let requests = rt.requests(&data, options).with_context(|| format!("data {}", a.data.display()))?;
     let preds = match llq_jsonl(&pred_bytes) {
-        Some(p) => p,
+        Some((p, failed)) => {
+            if failed > 0 {
+                tracing::warn!(
+                    "{}: {failed} samples failed in their run and have no prediction",
+                    a.predictions.display()
+                );
+            }
+            p
+        }
         None => rt
             .parse_predictions(&pred_bytes)
             .with_context(|| format!("predictions {}", a.predictions.display()))?,
     };
+    refuse_duplicates(&preds, &a.predictions)?;
     let preds: HashMap<String, String> = preds.into_iter().collect();
     if let Some(r) = requests.iter().find(|r| !matches!(r.kind, RequestKind::Generate(_))) {
         bail!("task `{}` request {:?} asks for log-likelihoods: it needs a model (llq-host run), not a predictions file", info.name, r.id);

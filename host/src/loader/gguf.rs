@@ -24,18 +24,66 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let u = |k: &str| -> Result<usize> {
         Ok(get(&format!("llama.{k}"))?.to_u32().map_err(|e| anyhow!("llama.{k}: {e}"))? as usize)
     };
-    let fl = |k: &str, d: f64| -> f64 {
-        md.get(&format!("llama.{k}")).and_then(|v| v.to_f32().ok()).map_or(d, |v| v as f64)
+    // A key that is present must be well-formed: a default stands in only for an absent key,
+    // and says so. (A malformed rope base or context length read as a default would give a
+    // silently different model.)
+    let absent = |k: &str, d: &dyn std::fmt::Display| {
+        tracing::info!("GGUF metadata has no `{k}`; using {d}");
+    };
+    let opt_u = |k: &str| -> Result<Option<usize>> {
+        match md.get(k) {
+            None => Ok(None),
+            Some(v) => match v.to_u32() {
+                Ok(0) => bail!("GGUF metadata `{k}` is 0"),
+                Ok(n) => Ok(Some(n as usize)),
+                Err(e) => {
+                    bail!("GGUF metadata `{k}` is malformed ({e}); expected an unsigned 32-bit integer")
+                }
+            },
+        }
+    };
+    let fl = |k: &str, d: f64| -> Result<f64> {
+        let key = format!("llama.{k}");
+        match md.get(&key) {
+            None => {
+                absent(&key, &d);
+                Ok(d)
+            }
+            Some(v) => match v.to_f32() {
+                Ok(x) if x.is_finite() && x > 0.0 => Ok(x as f64),
+                Ok(x) => bail!("GGUF metadata `{key}` is {x}; it must be a positive number"),
+                Err(e) => bail!("GGUF metadata `{key}` is malformed ({e}); expected a 32-bit float"),
+            },
+        }
     };
     let heads = u("attention.head_count")?;
-    let kvh =
-        md.get("llama.attention.head_count_kv").and_then(|v| v.to_u32().ok()).map_or(heads, |v| v as usize);
+    let kvh = opt_u("llama.attention.head_count_kv")?.unwrap_or(heads);
     let tokens: Vec<String> = get("tokenizer.ggml.tokens")?
         .to_vec()
         .map_err(|e| anyhow!("{e}"))?
         .iter()
         .map(|v| v.to_string().cloned().map_err(|e| anyhow!("tokenizer.ggml.tokens: {e}")))
         .collect::<Result<_>>()?;
+    let vocab = opt_u("llama.vocab_size")?.unwrap_or(tokens.len());
+    let context = match opt_u("llama.context_length")? {
+        Some(n) => n,
+        None => {
+            absent("llama.context_length", &4096);
+            4096
+        }
+    };
+    // Checked before the tensors are read (seconds for a real model).
+    let rms_norm_eps = fl("attention.layer_norm_rms_epsilon", 1e-5)?;
+    let rope_theta = fl("rope.freq_base", 10_000.0)?;
+    let eos = match md.get("tokenizer.ggml.eos_token_id") {
+        Some(v) => vec![v.to_u32().map_err(|e| {
+            anyhow!("GGUF metadata `tokenizer.ggml.eos_token_id` is malformed ({e}); expected an unsigned 32-bit integer")
+        })?],
+        None => {
+            absent("tokenizer.ggml.eos_token_id", &2);
+            vec![2]
+        }
+    };
     let dev = candle_core::Device::Cpu;
     let mut w = Weights::new();
     let mut qtypes = std::collections::BTreeSet::new();
@@ -55,7 +103,6 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         };
         w.insert(hf.0, ht);
     }
-    let vocab = md.get("llama.vocab_size").and_then(|v| v.to_u32().ok()).map_or(tokens.len(), |v| v as usize);
     let config = Config {
         hidden_size: u("embedding_length")?,
         intermediate_size: u("feed_forward_length")?,
@@ -63,16 +110,15 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         num_attention_heads: heads,
         num_key_value_heads: Some(kvh),
         vocab_size: vocab,
-        rms_norm_eps: fl("attention.layer_norm_rms_epsilon", 1e-5),
-        rope_theta: fl("rope.freq_base", 10_000.0),
-        max_position_embeddings: u("context_length").unwrap_or(4096),
+        rms_norm_eps,
+        rope_theta,
+        max_position_embeddings: context,
         tie_word_embeddings: !w.contains_key(LM_HEAD),
         rope_scaling: None,
         head_dim: None,
     };
     check_weights(&config, &w)?;
     let tokenizer = Tokenizer::from_gguf(md, tokens)?;
-    let eos = vec![md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()).unwrap_or(2)];
     Ok(LoadedModel {
         id: path.display().to_string(),
         format: "gguf".into(),

@@ -59,18 +59,35 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     check_weights(&config, &w).with_context(|| format!("weights in {}", dir.display()))?;
     let tok = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tok)?;
+    // generation_config.json is optional; one that is there must parse, and an eos_token_id
+    // that is there must be token ids (a default would change where generation stops).
+    let gen_path = dir.join("generation_config.json");
+    let gen = match std::fs::read(&gen_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", gen_path.display())),
+        Ok(b) => Some(
+            serde_json::from_slice::<serde_json::Value>(&b)
+                .with_context(|| format!("{} is not valid JSON", gen_path.display()))?,
+        ),
+    };
     let mut eos = vec![];
-    for src in [
-        raw.get("eos_token_id").cloned(),
-        read_json(&dir.join("generation_config.json")).and_then(|g| g.get("eos_token_id").cloned()),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for (file, src) in [
+        (dir.join("config.json"), raw.get("eos_token_id").cloned()),
+        (gen_path.clone(), gen.and_then(|g| g.get("eos_token_id").cloned())),
+    ] {
+        let id = |v: &serde_json::Value| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| anyhow::anyhow!("{}: eos_token_id {v} is not a token id", file.display()))
+        };
         match src {
-            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|v| v as u32)),
-            serde_json::Value::Array(a) => eos.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32)),
-            _ => {}
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(a)) => {
+                for v in &a {
+                    eos.push(id(v)?);
+                }
+            }
+            Some(v) => eos.push(id(&v)?),
         }
     }
     eos.sort();
