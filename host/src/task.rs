@@ -35,11 +35,28 @@ pub struct Limits {
     pub timeout: Duration,
     /// Linear memory the instance may grow to, in bytes.
     pub memory: usize,
+    /// Linear memories, tables, their elements and core instances a component may create.
+    /// The memory cap is per memory, so their count is capped too (sixteen were allowed,
+    /// sixteen times --task-memory); a component cargo builds for wasm32-wasip2 needs one
+    /// memory (the WASI adapter imports the module's), 3 instances (module, adapter, shim)
+    /// and 2 tables — the defaults leave one spare of the latter two.
+    pub memories: usize,
+    pub instances: usize,
+    pub tables: usize,
+    pub table_elements: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { fuel: 20_000_000_000, timeout: Duration::from_secs(120), memory: 2 << 30 }
+        Limits {
+            fuel: 20_000_000_000,
+            timeout: Duration::from_secs(120),
+            memory: 2 << 30,
+            memories: 1,
+            instances: 4,
+            tables: 3,
+            table_elements: 1 << 20,
+        }
     }
 }
 
@@ -194,9 +211,10 @@ impl TaskRuntime {
         if self.live.is_none() {
             let limits = StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory)
-                .instances(16)
-                .tables(64)
-                .memories(16)
+                .memories(self.limits.memories)
+                .instances(self.limits.instances)
+                .tables(self.limits.tables)
+                .table_elements(self.limits.table_elements)
                 .trap_on_grow_failure(true)
                 .build();
             let mut store = Store::new(&self.engine, HostState { limits, log: VecDeque::new() });

@@ -395,3 +395,24 @@ fn tasks_inspect_shows_options_in_the_plugin_layout() {
     let spec: llq_sdk::OptionSpec = serde_json::from_value(mode.clone()).unwrap();
     assert_eq!(spec.kind_spelling(), "string:official|lm-eval");
 }
+
+/// The store caps memories, instances and tables (issue 14: sixteen memories, each up to
+/// --task-memory, and tables of any size were allowed). The built tasks fit the defaults; one
+/// instance or table fewer than a cargo-built component needs and it is refused, with the
+/// task named.
+#[test]
+fn the_sandbox_caps_instances_and_tables() {
+    for limits in [Limits::default(), Limits { tables: 3, instances: 3, ..Limits::default() }] {
+        let mut rt = TaskRuntime::load(&wasm("coqa"), limits).unwrap();
+        assert_eq!(rt.describe().unwrap().name, "coqa");
+    }
+    for (limits, what) in [
+        (Limits { instances: 2, ..Limits::default() }, "instances 2"),
+        (Limits { tables: 1, ..Limits::default() }, "tables 1"),
+        (Limits { memories: 0, ..Limits::default() }, "memories 0"),
+    ] {
+        let mut rt = TaskRuntime::load(&wasm("coqa"), limits).unwrap();
+        let e = format!("{:#}", rt.describe().map(|_| ()).expect_err(what));
+        assert!(e.contains("coqa"), "{what}: {e}");
+    }
+}

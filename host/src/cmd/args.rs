@@ -102,6 +102,7 @@ impl TaskLimitArgs {
             fuel: self.task_fuel,
             timeout: std::time::Duration::from_secs_f64(self.task_timeout),
             memory: self.task_memory << 20,
+            ..Limits::default()
         })
     }
 }
