@@ -44,6 +44,10 @@ pub struct Limits {
     pub instances: usize,
     pub tables: usize,
     pub table_elements: usize,
+    /// Bytes a task may hand back to the host in one call (wasmtime's hostcall fuel, 128 MiB
+    /// by default there: too little for the requests of CoQA's train set, whose every turn
+    /// carries its story).
+    pub data: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,7 @@ impl Default for Limits {
             instances: 4,
             tables: 3,
             table_elements: 1 << 20,
+            data: 1 << 30,
         }
     }
 }
@@ -220,6 +225,7 @@ impl TaskRuntime {
             let mut store = Store::new(&self.engine, HostState { limits, log: VecDeque::new() });
             store.limiter(|s| &mut s.limits);
             store.set_fuel(self.limits.fuel).map_err(|e| anyhow!("{e}"))?;
+            store.set_hostcall_fuel(self.limits.data);
             store.set_epoch_deadline(self.ticks());
             let task = Task::instantiate(&mut store, &self.component, &self.linker)
                 .map_err(|e| anyhow!("{e:#}"))
@@ -260,6 +266,11 @@ impl TaskRuntime {
                             format!(
                                 "hit its memory limit ({} MiB; raise --task-memory): {root}",
                                 self.limits.memory >> 20
+                            )
+                        } else if root.contains("fuel allocated for hostcalls") {
+                            format!(
+                                "returned more data than allowed ({} MiB; raise --task-data-limit): {root}",
+                                self.limits.data >> 20
                             )
                         } else {
                             format!("failed: {root}")

@@ -57,6 +57,7 @@ fn options_outside_their_domain_are_errors() {
         (&["--task-memory", "17592186044416"][..], "--task-memory 17592186044416 MiB is outside"),
         (&["--task-memory", "4097"][..], "--task-memory 4097 MiB is outside"),
         (&["--batch-size", "0"][..], "--batch-size must be at least 1"),
+        (&["--task-data-limit", "0"][..], "--task-data-limit 0 MiB is outside 1..=65536"),
         (&["--kl-baseline-from", "/nonexistent"][..], "--kl-baseline-from /nonexistent"),
     ] {
         let o = run_ppl(dir.path(), &out, extra);
@@ -234,4 +235,42 @@ fn a_malformed_generation_config_is_an_error() {
     std::fs::write(hf.join("generation_config.json"), "{\"eos_token_id\": [2, 7]}").unwrap();
     let with7 = load().unwrap();
     assert!(with7.contains(&7) && good.iter().all(|t| with7.contains(t)), "{good:?} {with7:?}");
+}
+
+/// A dataset the size of CoQA's train set (7,200 stories, 86,400 turns, 68 MB here) used to be
+/// refused: its requests exceeded wasmtime's 128 MiB per-call data default, with no flag. Now
+/// the default is 1 GiB and `--task-data-limit` names itself when too small.
+#[test]
+fn a_train_sized_dataset_fits_and_the_data_limit_is_a_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join(SAMPLE)).unwrap()).unwrap();
+    let story = &sample["data"][0];
+    let stories: Vec<serde_json::Value> = (0..7200)
+        .map(|i| {
+            let mut s = story.clone();
+            s["id"] = serde_json::Value::String(format!("{}{i}", story["id"].as_str().unwrap()));
+            s
+        })
+        .collect();
+    let big = dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        serde_json::to_vec(&serde_json::json!({"version": "1.0", "data": stories})).unwrap(),
+    )
+    .unwrap();
+    let preds = write(dir.path(), "p.jsonl", "{\"id\":\"x\",\"prediction\":\"y\"}\n");
+    let task = coqa();
+    let score = |extra: &[&str]| {
+        let mut a = vec!["score", "--task", &task, "--data", big.to_str().unwrap(), "--predictions", &preds];
+        a.extend_from_slice(extra);
+        llq(&a)
+    };
+    let o = score(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("86400 of 86400 requests have no prediction"), "{}", stderr(&o));
+    clean_failure(
+        &score(&["--task-data-limit", "16"]),
+        "returned more data than allowed (16 MiB; raise --task-data-limit)",
+    );
 }

@@ -63,6 +63,8 @@ impl PluginArgs {
 
 const MAX_TASK_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
 const MAX_TASK_MEMORY_MIB: usize = 4096;
+/// 64 GiB: more than any dataset's requests; keeps the shift to bytes far from overflow.
+const MAX_TASK_DATA_MIB: usize = 65536;
 
 /// Sandbox limits for a task, per call.
 #[derive(clap::Args, Debug, Clone)]
@@ -76,6 +78,10 @@ pub struct TaskLimitArgs {
     /// Linear memory a task may use, in MiB.
     #[arg(long, default_value_t = Limits::default().memory >> 20)]
     pub task_memory: usize,
+    /// Data a task may return to the host in one call, in MiB (e.g. the requests it makes of
+    /// a dataset).
+    #[arg(long, default_value_t = Limits::default().data >> 20)]
+    pub task_data_limit: usize,
 }
 
 impl TaskLimitArgs {
@@ -98,10 +104,14 @@ impl TaskLimitArgs {
                 self.task_memory
             );
         }
+        if self.task_data_limit == 0 || self.task_data_limit > MAX_TASK_DATA_MIB {
+            bail!("--task-data-limit {} MiB is outside 1..={MAX_TASK_DATA_MIB}", self.task_data_limit);
+        }
         Ok(Limits {
             fuel: self.task_fuel,
             timeout: std::time::Duration::from_secs_f64(self.task_timeout),
             memory: self.task_memory << 20,
+            data: self.task_data_limit << 20,
             ..Limits::default()
         })
     }
