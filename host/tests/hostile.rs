@@ -20,10 +20,11 @@ fn clean_failure(o: &Output, needle: &str) {
 fn run_ppl(dir: &Path, out: &Path, extra: &[&str]) -> Output {
     let text = write(dir, "t.txt", "Once upon a time, there was a little girl named Lily.\n");
     let task = wasm("perplexity");
+    let model = p(STORIES);
     let mut args = vec![
         "run",
         "--model",
-        STORIES,
+        &model,
         "--task",
         task.to_str().unwrap(),
         "--data",
@@ -32,12 +33,7 @@ fn run_ppl(dir: &Path, out: &Path, extra: &[&str]) -> Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let root = root();
-    let owned: Vec<String> = args
-        .iter()
-        .map(|a| if *a == STORIES { root.join(STORIES).display().to_string() } else { a.to_string() })
-        .collect();
-    llq(&owned.iter().map(String::as_str).collect::<Vec<_>>())
+    llq(&args)
 }
 
 #[test]

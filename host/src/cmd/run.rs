@@ -285,20 +285,8 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let window = crate::generate::rolling_window(&m.config, a.window);
     let this_model = logprobs::Manifest::new(&m.content_hash, m.config.vocab_size, window);
     if let Some((dir, stored)) = &stored_baseline {
-        let differs = |what: &str, theirs: &dyn std::fmt::Display, ours: &dyn std::fmt::Display| {
-            anyhow::anyhow!(
-                "--kl-baseline-from {}: its log-probs were stored for {what} {theirs}, this run has {ours}",
-                dir.display()
-            )
-        };
-        if stored.model_sha256 != this_model.model_sha256 {
-            return Err(differs("model", &stored.model_sha256, &this_model.model_sha256));
-        }
-        if stored.vocab != this_model.vocab {
-            return Err(differs("vocabulary size", &stored.vocab, &this_model.vocab));
-        }
-        if stored.window != window {
-            return Err(differs("window", &stored.window, &window));
+        if let Some(d) = stored.mismatch(&this_model) {
+            bail!("--kl-baseline-from {}: its log-probs were stored for {d}", dir.display());
         }
     }
     if a.save_logprobs {

@@ -60,11 +60,29 @@ impl Manifest {
     pub fn write(&self, run: &Path) -> Result<()> {
         let dir = run.join(DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        crate::util::fs::write_json(&dir.join("manifest.json"), self)
+        crate::util::fs::write_json(&manifest_path(run), self)
+    }
+
+    /// What differs between rows stored as `self` says and a run made as `ours` would
+    /// compute ("model A, this run has B"), or `None` when they can be compared.
+    pub fn mismatch(&self, ours: &Manifest) -> Option<String> {
+        let differs = |what: &str, theirs: &dyn std::fmt::Display, ours: &dyn std::fmt::Display| {
+            Some(format!("{what} {theirs}, this run has {ours}"))
+        };
+        if self.model_sha256 != ours.model_sha256 {
+            return differs("model", &self.model_sha256, &ours.model_sha256);
+        }
+        if self.vocab != ours.vocab {
+            return differs("vocabulary size", &self.vocab, &ours.vocab);
+        }
+        if self.window != ours.window {
+            return differs("window", &self.window, &ours.window);
+        }
+        None
     }
 
     pub fn read(run: &Path) -> Result<Manifest> {
-        let p = run.join(DIR).join("manifest.json");
+        let p = manifest_path(run);
         let text = std::fs::read(&p).with_context(|| {
             format!("{} holds no stored log-probs (was its run made with --save-logprobs?)", p.display())
         })?;
@@ -75,6 +93,15 @@ impl Manifest {
         }
         Ok(m)
     }
+}
+
+fn manifest_path(run: &Path) -> PathBuf {
+    run.join(DIR).join("manifest.json")
+}
+
+/// Whether the run folder `run` holds stored log-probs (their manifest is written first).
+pub fn stored_in(run: &Path) -> bool {
+    manifest_path(run).is_file()
 }
 
 fn row_bytes(vocab: usize) -> usize {

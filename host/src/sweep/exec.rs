@@ -73,8 +73,7 @@ pub fn state(out: &Path, cell: &Cell) -> State {
 /// makes its baseline run again.
 pub fn ready(out: &Path, cell: &Cell) -> bool {
     state(out, cell).is_done()
-        && (!cell.saves_logprobs
-            || out.join(&cell.id).join(crate::results::logprobs::DIR).join("manifest.json").is_file())
+        && (!cell.saves_logprobs || crate::results::logprobs::stored_in(&out.join(&cell.id)))
 }
 
 /// `todo` plus the baseline cells its KL cells need that are not [`ready`] (a shard computes
@@ -185,7 +184,7 @@ fn run_cell(exe: &Path, out: &Path, cell: &Cell, gpu: Option<&str>, prov: &serde
 fn baseline_stored(out: &Path, cell: &Cell) -> Result<()> {
     let Some(b) = &cell.needs else { return Ok(()) };
     let base = out.join(b);
-    if !base.join(crate::results::logprobs::DIR).join("manifest.json").is_file() {
+    if !crate::results::logprobs::stored_in(&base) {
         bail!(
             "its baseline cell {b} is not done (see {}.failed.json): KL has nothing to compare with",
             base.display()

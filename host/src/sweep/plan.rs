@@ -89,6 +89,11 @@ impl Hashes {
     }
 }
 
+/// The content address of a cell's inputs.
+fn address(inputs: &Value) -> Result<String> {
+    Ok(sha256_hex(serde_json::to_string(inputs)?.as_bytes()))
+}
+
 /// A cell running `llq-host ARGS` (plus the spec's device), addressed by the hash of `inputs`.
 fn cell(
     spec: &Spec,
@@ -102,7 +107,7 @@ fn cell(
     if let Some(d) = &spec.device {
         args.extend(["--device".into(), d.clone()]);
     }
-    let address = sha256_hex(serde_json::to_string(&inputs)?.as_bytes());
+    let address = address(&inputs)?;
     Ok(Cell {
         id: format!("{model}.{method}.{task}"),
         kind,
@@ -235,11 +240,11 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
         cells.iter().map(|c| (c.id.clone(), c.address.clone())).collect();
     for c in cells.iter_mut() {
         if let Some(b) = &c.needs {
-            let address = addresses
+            let base = addresses
                 .get(b)
                 .with_context(|| format!("cell {}: its baseline {b} is not planned", c.id))?;
-            c.inputs["task"]["kl_baseline"] = json!({"from": b, "address": address});
-            c.address = sha256_hex(serde_json::to_string(&c.inputs)?.as_bytes());
+            c.inputs["task"]["kl_baseline"] = json!({"from": b, "address": base});
+            c.address = address(&c.inputs)?;
         }
     }
     cells.sort_by(|a, b| a.id.cmp(&b.id));
