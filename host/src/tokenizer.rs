@@ -19,7 +19,10 @@ pub enum Tokenizer {
 
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // JSON errors first, in words (a cut file, a BOM); then the tokenizers crate's own.
+        crate::util::json::parse::<serde_json::Value>(&bytes, path)?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| anyhow!("{} is not a usable tokenizer.json: {e}", path.display()))?;
         let bos = ["<|begin_of_text|>", "<s>"].iter().find_map(|t| inner.token_to_id(t));
         Ok(Tokenizer::Hf { inner: Box::new(inner), bos })
@@ -222,26 +225,58 @@ impl Llama2cTokenizer {
             }
         }
         let start = bos as usize;
-        loop {
-            let mut best: Option<(f32, usize, u32)> = None;
-            for i in start..t.len().saturating_sub(1) {
-                let mut m = self.pieces[t[i] as usize].clone();
-                m.extend_from_slice(&self.pieces[t[i + 1] as usize]);
-                if let Some(&id) = self.lookup.get(&m) {
-                    if best.is_none_or(|(s, _, _)| self.scores[id as usize] > s) {
-                        best = Some((self.scores[id as usize], i, id));
-                    }
-                }
+        let merged = self.merge(&mut t[start..]);
+        t.truncate(start);
+        t.extend(merged);
+        t
+    }
+
+    /// The piece of `a` followed by `b`'s, if the vocabulary has it: (score, id).
+    fn pair(&self, a: u32, b: u32) -> Option<(f32, u32)> {
+        let mut m = self.pieces[a as usize].clone();
+        m.extend_from_slice(&self.pieces[b as usize]);
+        self.lookup.get(&m).map(|&id| (self.scores[id as usize], id))
+    }
+
+    /// llama2.c's merge loop (`encode` in run.c: merge the adjacent pair whose merged piece
+    /// scores highest, the leftmost on a tie, until none merges) with the same result in
+    /// O(n log n): the candidate pairs sit in a heap, the tokens in a linked list, and a
+    /// candidate is stale when either side has merged since (a merged piece is longer, so a
+    /// token id never comes back). run.c rescans every pair after each merge, O(n²): a
+    /// 200 KB prompt took minutes.
+    fn merge(&self, t: &mut [u32]) -> Vec<u32> {
+        let n = t.len();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<Option<usize>> = (0..n).map(|i| i.checked_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let mut heap = std::collections::BinaryHeap::new();
+        let push = |heap: &mut std::collections::BinaryHeap<Candidate>, t: &[u32], l: usize, r: usize| {
+            if let Some((score, id)) = self.pair(t[l], t[r]) {
+                heap.push(Candidate { score, left: l, right: r, tokens: (t[l], t[r]), id });
             }
-            match best {
-                Some((_, i, id)) => {
-                    t[i] = id;
-                    t.remove(i + 1);
-                }
-                None => break,
+        };
+        for i in 0..n.saturating_sub(1) {
+            push(&mut heap, t, i, i + 1);
+        }
+        while let Some(c) = heap.pop() {
+            let (l, r) = (c.left, c.right);
+            if !alive[l] || !alive[r] || next[l] != r || (t[l], t[r]) != c.tokens {
+                continue;
+            }
+            t[l] = c.id;
+            alive[r] = false;
+            next[l] = next[r];
+            if next[r] < n {
+                prev[next[r]] = Some(l);
+            }
+            if let Some(p) = prev[l] {
+                push(&mut heap, t, p, l);
+            }
+            if next[l] < n {
+                push(&mut heap, t, l, next[l]);
             }
         }
-        t
+        (0..n).filter(|&i| alive[i]).map(|i| t[i]).collect()
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
@@ -261,5 +296,117 @@ impl Llama2cTokenizer {
             out.extend_from_slice(p);
         }
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A mergeable adjacent pair: the highest score first, then the leftmost (run.c's order).
+struct Candidate {
+    score: f32,
+    left: usize,
+    right: usize,
+    /// The two tokens when the pair was found; the pair is stale once either changed.
+    tokens: (u32, u32),
+    id: u32,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.score.total_cmp(&o.score).then_with(|| o.left.cmp(&self.left))
+    }
+}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl PartialEq for Candidate {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+impl Eq for Candidate {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// run.c's merge loop as written there: rescan every adjacent pair, merge the best
+    /// (strictly higher score wins, so the leftmost on a tie), repeat. The reference for the
+    /// heap version.
+    fn merge_quadratic(tk: &Llama2cTokenizer, mut t: Vec<u32>) -> Vec<u32> {
+        loop {
+            let mut best: Option<(f32, usize, u32)> = None;
+            for i in 0..t.len().saturating_sub(1) {
+                if let Some((s, id)) = tk.pair(t[i], t[i + 1]) {
+                    if best.is_none_or(|(b, _, _)| s > b) {
+                        best = Some((s, i, id));
+                    }
+                }
+            }
+            let Some((_, i, id)) = best else { return t };
+            t[i] = id;
+            t.remove(i + 1);
+        }
+    }
+
+    /// Specials, the 256 byte tokens, then `pieces` with `scores`.
+    fn tokenizer(pieces: &[&str], scores: &[f32]) -> Llama2cTokenizer {
+        let mut p: Vec<Vec<u8>> = ["<unk>", "<s>", "</s>"].iter().map(|s| s.as_bytes().to_vec()).collect();
+        p.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+        p.extend(pieces.iter().map(|s| s.as_bytes().to_vec()));
+        let mut sc = vec![0.0; 259];
+        sc.extend_from_slice(scores);
+        let lookup = p.iter().enumerate().map(|(i, x)| (x.clone(), i as u32)).collect();
+        Llama2cTokenizer { pieces: p, scores: sc, lookup }
+    }
+
+    const PIECES: [&str; 14] =
+        [" ", "a", "b", "c", "ab", "bc", "ca", "aa", "abc", "bca", "  ", " a", "aab", "cab"];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        ))]
+        #[test]
+        fn heap_merge_is_run_c_merge(
+            scores in proptest::collection::vec(-4i8..4, PIECES.len()),
+            text in "[abc é]{0,80}",
+            bos in any::<bool>(),
+        ) {
+            // Small integer scores make ties common: the leftmost rule is exercised.
+            let scores: Vec<f32> = scores.into_iter().map(f32::from).collect();
+            let tk = tokenizer(&PIECES, &scores);
+            let fast = tk.encode(&text, bos);
+            let start = bos as usize;
+            let mut slow = fast[..start].to_vec();
+            // The unmerged sequence, as encode builds it.
+            let mut raw = vec![];
+            if !text.is_empty() {
+                raw.push(tk.lookup[b" ".as_slice()]);
+            }
+            for c in text.chars() {
+                let mut buf = [0u8; 4];
+                let b = c.encode_utf8(&mut buf).as_bytes();
+                match tk.lookup.get(b) {
+                    Some(&id) => raw.push(id),
+                    None => raw.extend(b.iter().map(|&x| x as u32 + 3)),
+                }
+            }
+            slow.extend(merge_quadratic(&tk, raw));
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(tk.decode(&fast[start..]), if text.is_empty() { String::new() } else { format!(" {text}") });
+        }
+    }
+
+    #[test]
+    fn a_long_prompt_encodes_in_linearithmic_time() {
+        // 200 KB of text: run.c's loop needs ~10¹⁰ pair lookups here.
+        let tk = tokenizer(&PIECES, &[1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 3.0, 0.5, 0.5, 4.0, 4.0]);
+        let text = "abc cab aab bca ".repeat(12_500);
+        let t = std::time::Instant::now();
+        let ids = tk.encode(&text, true);
+        assert!(t.elapsed().as_secs_f64() < 10.0, "{:?}", t.elapsed());
+        assert_eq!(tk.decode(&ids[1..]), format!(" {text}"));
     }
 }

@@ -113,28 +113,104 @@ fn run_writes_results_and_samples_and_is_deterministic() {
 }
 
 #[test]
-fn an_interrupted_run_resumes_without_redoing_samples() {
+fn an_interrupted_run_resumes_without_redoing_or_losing_samples() {
     let dir = tempfile::tempdir().unwrap();
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
     assert!(run(&full, &["--limit", "4"]).status.success());
     let reference = predictions(&full);
-    // Simulate a kill mid-write: two complete samples and half of the third line.
+    // Simulate a kill mid-write after an earlier session that ran 6 samples and wrote one
+    // line of garbage bytes: samples 1-2 complete, a line that is not UTF-8, a sample outside
+    // the coming --limit 4 (sample 6), then half of sample 3's line.
     std::fs::create_dir_all(&cut).unwrap();
+    std::fs::copy(full.join("run.json"), cut.join("run.json")).unwrap();
     let text = std::fs::read_to_string(full.join("samples.jsonl")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(
-        cut.join("samples.jsonl"),
-        format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..lines[2].len() / 2]),
-    )
-    .unwrap();
+    let six = run(&dir.path().join("six"), &["--limit", "6"]);
+    assert!(six.status.success(), "{}", stderr(&six));
+    let six_text = std::fs::read_to_string(dir.path().join("six/samples.jsonl")).unwrap();
+    let sixth = six_text.lines().nth(5).unwrap().to_string();
+    // The stored metrics of sample 1 are wrong: a resume re-scores, it does not trust them.
+    let mut first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    first["metrics"]["f1"] = serde_json::json!(0.123);
+    let mut bytes = format!("{first}\n{}\n", lines[1]).into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe not utf-8\n");
+    bytes.extend_from_slice(format!("{sixth}\n{}", &lines[2][..lines[2].len() / 2]).as_bytes());
+    std::fs::write(cut.join("samples.jsonl"), &bytes).unwrap();
     let o = run(&cut, &["--limit", "4", "--resume"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("resuming: 2 of 4 samples already done"), "{}", stderr(&o));
-    // Every sample once (the cut line was dropped and redone), same predictions.
-    assert_eq!(predictions(&cut), reference);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("resuming: 2 of 4 samples already done"), "{e}");
+    assert!(e.contains("line(s) 3, 5 are not sample records"), "{e}");
+    assert!(e.contains("1 stored samples score differently under the current task"), "{e}");
+    // Nothing was deleted: the two bad lines are in .rejected, byte for byte.
+    let rejected = std::fs::read(cut.join("samples.jsonl.rejected")).unwrap();
+    let mut want = b"\xff\xfe not utf-8\n".to_vec();
+    want.extend_from_slice(format!("{}\n", &lines[2][..lines[2].len() / 2]).as_bytes());
+    assert_eq!(rejected, want);
+    // Sample 6 (outside --limit 4) is still there, the others once each with the
+    // uninterrupted run's predictions.
+    let mut with_sixth = reference.clone();
+    let six_rec: serde_json::Value = serde_json::from_str(&sixth).unwrap();
+    with_sixth.push((six_rec["id"].as_str().unwrap().into(), six_rec["prediction"].as_str().unwrap().into()));
+    with_sixth.sort();
+    assert_eq!(predictions(&cut), with_sixth);
+    // The aggregate covers the 4 samples with the re-scored metrics: the same as the
+    // uninterrupted run's, and it says what the earlier session contributed.
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cut.join("results.json")).unwrap()).unwrap();
+    let rf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["native"]["overall"]["turns"], 4);
+    assert_eq!(r["metrics"], rf["metrics"]);
+    assert_eq!(r["timing"]["earlier_sessions"]["samples"], 2);
+    assert_eq!(r["timing"]["earlier_sessions"]["rescored_differently"], 1);
+    assert!(rf["timing"].get("earlier_sessions").is_none());
+
+    // The run manifest: a resume with other settings is refused, naming the field, before
+    // anything is computed; the samples are untouched.
+    let before = std::fs::read(cut.join("samples.jsonl")).unwrap();
+    let nf4 = plugin("nf4");
+    for (extra, field) in [
+        (vec!["--quant", nf4.as_str()], "plugin_sha256: stored null"),
+        (vec!["--chat-template"], "chat_template: stored false, now true"),
+        (vec!["--window", "64"], "window: stored 2048, now 64"),
+    ] {
+        let mut args = vec!["--limit", "4", "--resume"];
+        args.extend(extra);
+        let o = run(&cut, &args);
+        assert_clean_failure(&o, "--resume: ");
+        assert_clean_failure(&o, "holds a run that differs from this one");
+        assert_clean_failure(&o, field);
+    }
+    let o = llq(&[
+        "run",
+        "--model",
+        &p(STORIES),
+        "--task",
+        &coqa(),
+        "--data",
+        &p(SAMPLE),
+        "--out",
+        cut.to_str().unwrap(),
+        "--task-opt",
+        "max_new_tokens=13",
+        "--limit",
+        "4",
+        "--resume",
+    ]);
+    assert_clean_failure(
+        &o,
+        "task_options: stored {\"max_new_tokens\":\"12\"}, now {\"max_new_tokens\":\"13\"}",
+    );
+    assert_eq!(std::fs::read(cut.join("samples.jsonl")).unwrap(), before);
+    // A folder from before manifests cannot be shown to be the same run.
+    std::fs::remove_file(cut.join("run.json")).unwrap();
+    assert_clean_failure(&run(&cut, &["--limit", "4", "--resume"]), "has no run.json");
+    // A larger --limit extends the run: the 4 done samples (and sample 6) are kept.
+    std::fs::copy(full.join("run.json"), cut.join("run.json")).unwrap();
+    let o = run(&cut, &["--limit", "6", "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming: 5 of 6 samples already done"), "{}", stderr(&o));
 }
 
 fn assert_clean_failure(o: &Output, needle: &str) {

@@ -16,15 +16,14 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
-    let raw: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", cfg_path.display()))?;
+    let raw: serde_json::Value = crate::util::json::parse(&text, &cfg_path)?;
     let config: Config = serde_json::from_value(raw.clone())
         .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
     config.validate().with_context(|| format!("{}", cfg_path.display()))?;
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.exists() {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
-            .with_context(|| format!("{} is not JSON", index.display()))?;
+        let bytes = std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?;
+        let v: serde_json::Value = crate::util::json::parse(&bytes, &index)?;
         let map =
             v["weight_map"].as_object().with_context(|| format!("{} has no weight_map", index.display()))?;
         let mut f: Vec<PathBuf> = map.values().filter_map(|x| x.as_str()).map(|s| dir.join(s)).collect();
@@ -65,10 +64,7 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     let gen = match std::fs::read(&gen_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", gen_path.display())),
-        Ok(b) => Some(
-            serde_json::from_slice::<serde_json::Value>(&b)
-                .with_context(|| format!("{} is not valid JSON", gen_path.display()))?,
-        ),
+        Ok(b) => Some(crate::util::json::parse::<serde_json::Value>(&b, &gen_path)?),
     };
     let mut eos = vec![];
     for (file, src) in [
@@ -92,6 +88,7 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     }
     eos.sort();
     eos.dedup();
+    let chat_template = chat_template(&dir.join("tokenizer_config.json"))?;
     let hash = sha256_hex(hasher_input.as_bytes());
     Ok(LoadedModel {
         id: dir.display().to_string(),
@@ -106,13 +103,32 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
         content_hash: hash,
         eos,
         file_bytes,
-        chat_template: read_json(&dir.join("tokenizer_config.json"))
-            .and_then(|v| v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string)),
+        chat_template,
     })
 }
 
-fn read_json(p: &Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+/// `tokenizer_config.json`'s `chat_template`: absent file or key, none; a file that is there
+/// must parse, and a template that is there must be a string (transformers' list-of-named-
+/// templates form is not supported: say so rather than run without one).
+fn chat_template(p: &Path) -> Result<Option<String>> {
+    let b = match std::fs::read(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r.with_context(|| format!("cannot read {}", p.display()))?,
+    };
+    let v: serde_json::Value = crate::util::json::parse(&b, p)?;
+    match v.get("chat_template") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
+        Some(other) => bail!(
+            "{}: chat_template is {}, not a string (named templates are not supported)",
+            p.display(),
+            match other {
+                serde_json::Value::Array(_) => "a list",
+                serde_json::Value::Object(_) => "an object",
+                _ => "a number or boolean",
+            }
+        ),
+    }
 }
 
 /// Convert a safetensors tensor to f32, or say why not.

@@ -37,19 +37,30 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         bail!("dim {dim} is not a multiple of {heads} heads");
     }
     let hs = dim / heads;
+    // In u128: a hostile header's sizes must not overflow into a small, "valid" total.
+    let [d, hd, l, h, k, v, sl] =
+        [dim, hidden, layers, heads * hs, kvh * hs, vocab, seq_len].map(|x| x as u128);
+    let need = v * d
+        + 2 * l * d
+        + l * d * h * 2
+        + 2 * l * d * k
+        + 3 * l * hd * d
+        + d
+        + sl * (hs as u128)
+        + if shared { 0 } else { v * d };
+    let have = (bytes.len() - 28) as u128;
+    // llama2.c's export writes exactly these floats: fewer is a cut file, more a header that
+    // does not describe the weights (reading a prefix would run a different model).
+    if have % 4 != 0 || have / 4 != need {
+        bail!(
+            "llama2.c file holds {} bytes of weights ({} floats{}), the header {hdr:?} implies {need} floats",
+            have,
+            have / 4,
+            if have % 4 != 0 { " and a partial one" } else { "" }
+        );
+    }
     let floats: Vec<f32> =
         bytes[28..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let need = vocab * dim
-        + 2 * layers * dim
-        + layers * dim * (heads * hs) * 2
-        + 2 * layers * dim * (kvh * hs)
-        + 3 * layers * hidden * dim
-        + dim
-        + seq_len * hs
-        + if shared { 0 } else { vocab * dim };
-    if floats.len() < need || (bytes.len() - 28) % 4 != 0 {
-        bail!("llama2.c file holds {} floats, the header implies {need}", floats.len());
-    }
     let mut at = 0usize;
     let mut take = |n: usize| {
         let s = floats[at..at + n].to_vec();

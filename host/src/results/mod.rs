@@ -4,7 +4,8 @@
 
 pub mod compare;
 pub mod logprobs;
+pub mod manifest;
 pub mod paired;
 pub mod schema;
 
-pub use schema::{read_samples, RunResults, SampleRecord, SCHEMA};
+pub use schema::{read_samples, RunResults, SampleFile, SampleRecord, SCHEMA};

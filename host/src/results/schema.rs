@@ -263,6 +263,26 @@ pub struct Timing {
     pub new_tokens: usize,
     /// Wall time of the command.
     pub wall_s: f64,
+    /// What earlier sessions of a resumed run contributed (`--resume`); absent for a run in
+    /// one session. Their load, quantize and wall times are not known (an interrupted session
+    /// writes no results.json): only the model time of their samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_sessions: Option<EarlierSessions>,
+}
+
+/// The samples a resumed run took from its earlier sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierSessions {
+    /// Samples taken from samples.jsonl as done (re-scored, not re-run).
+    pub samples: usize,
+    /// Their model time, summed from their records; `generate_s` + this is the model time
+    /// of all the run's samples.
+    pub sample_seconds: f64,
+    /// Tokens they generated.
+    pub new_tokens: usize,
+    /// How many of them the current task scored differently from their stored metrics.
+    pub rescored_differently: usize,
 }
 
 /// One line of `samples.jsonl`, written as soon as the sample is scored.
@@ -330,10 +350,8 @@ fn is_zero(n: &usize) -> bool {
 impl RunResults {
     /// Read a results file, refusing anything that is not this schema version.
     pub fn read(path: &Path) -> Result<RunResults> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a results file", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: serde_json::Value = crate::util::json::parse(&bytes, path)?;
         if v["schema"] != SCHEMA {
             bail!("{} is not an {SCHEMA} results file (schema {})", path.display(), v["schema"]);
         }
@@ -345,22 +363,55 @@ impl RunResults {
     }
 }
 
+/// A `samples.jsonl` as read back: its records, and the lines that are not records.
+#[derive(Debug, Default)]
+pub struct SampleFile {
+    /// The records, in file order (a retried sample appears more than once; the last wins).
+    pub records: Vec<SampleRecord>,
+    /// The raw bytes of each record's line, in the same order.
+    pub record_lines: Vec<Vec<u8>>,
+    /// 1-based numbers and raw bytes of lines that are not records: a line cut short by a
+    /// kill, or bytes that are not UTF-8.
+    pub rejected: Vec<(usize, Vec<u8>)>,
+    /// Whether the file ends with a newline (or is empty): appending to one that does not
+    /// would glue the next record onto its last line.
+    pub ends_cleanly: bool,
+}
+
+impl SampleFile {
+    /// Read `path` line by line as bytes: one bad line (torn, not UTF-8) rejects that line,
+    /// never the file. A missing file has no records.
+    pub fn read(path: &Path) -> Result<SampleFile> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(SampleFile { ends_cleanly: true, ..Default::default() })
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut f =
+            SampleFile { ends_cleanly: bytes.is_empty() || bytes.ends_with(b"\n"), ..Default::default() };
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match std::str::from_utf8(line).ok().and_then(|l| serde_json::from_str::<SampleRecord>(l).ok()) {
+                Some(r) => {
+                    f.records.push(r);
+                    f.record_lines.push(line.to_vec());
+                }
+                None => f.rejected.push((i + 1, line.to_vec())),
+            }
+        }
+        Ok(f)
+    }
+}
+
 /// The records of a `samples.jsonl`, in file order, with the 1-based numbers of lines that
 /// are not records (a line cut short by an interruption). A missing file has no records.
 pub fn read_samples(path: &Path) -> Result<(Vec<SampleRecord>, Vec<usize>)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![])),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let (mut records, mut bad) = (vec![], vec![]);
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        match serde_json::from_str::<SampleRecord>(line) {
-            Ok(r) => records.push(r),
-            Err(_) => bad.push(i + 1),
-        }
-    }
-    Ok((records, bad))
+    let f = SampleFile::read(path)?;
+    Ok((f.records, f.rejected.into_iter().map(|(n, _)| n).collect()))
 }
 
 // ---- the documentation, generated from the types ------------------------------------------

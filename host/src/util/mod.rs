@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod fs;
+pub mod json;
 pub mod mem;
 pub mod par;
 pub mod stats;

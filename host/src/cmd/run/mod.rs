@@ -3,19 +3,22 @@
 //! (appending it to `samples.jsonl`, so an interrupted run loses nothing and `--resume`
 //! continues it), aggregate, and write `results.json` (schema: `results::schema`).
 
+mod resume;
+
 use super::args::{parse_opt, CalibArgs, MaybePluginArgs, TaskLimitArgs};
 use crate::generate::{generate, loglikelihood, rolling, Baseline, Rolling};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare, QuantizeOptions};
+use crate::results::logprobs;
+use crate::results::manifest::{RunManifest, MANIFEST_SCHEMA};
 use crate::results::schema::{
     Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts,
     SampleRecord, TaskRun, Timing, SCHEMA,
 };
-use crate::results::{logprobs, read_samples};
 use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
-use crate::util::digest::sha256_hex;
-use crate::util::fs::{write_atomic, write_json};
+use crate::util::digest::{sha256_file, sha256_hex};
+use crate::util::fs::write_json;
 use crate::util::par::default_threads;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -50,7 +53,9 @@ pub struct Args {
     /// Output directory (default: results/runs/<model>-<method>-<task>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue a run in --out: samples already in its samples.jsonl are kept.
+    /// Continue a run in --out: samples already in its samples.jsonl are kept (re-scored by
+    /// the task); refused when the run's run.json names another model, plugin, task, data or
+    /// setting.
     #[arg(long)]
     pub resume: bool,
     /// Generation requests per batch (left-padded).
@@ -218,6 +223,56 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     // Held until the run ends: a second run or resume on the same folder stops here.
     let _lock = lock_out(&out)?;
     let device = crate::device::open(&a.device)?;
+    let stored_baseline = a.kl_baseline_from.as_deref().map(stored_baseline).transpose()?;
+    let mut manifest = RunManifest {
+        schema: MANIFEST_SCHEMA.into(),
+        llq_version: env!("CARGO_PKG_VERSION").into(),
+        llq_revision: env!("LLQ_GIT_REV").into(),
+        model_sha256: String::new(),
+        device_kind: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        eos_token_ids: vec![],
+        plugin_sha256: a.plugin.quant.as_deref().map(sha256_file).transpose()?,
+        plugin_options: quant_cfg
+            .as_ref()
+            .map(|q| serde_json::from_str(&q.canonical()).context("the plugin's canonical options"))
+            .transpose()?,
+        quantize_lm_head: a.quantize_lm_head,
+        calibration: calibration.as_ref().map(|c| {
+            [
+                ("text_sha256", c.text.sha256.clone()),
+                ("samples", c.samples.to_string()),
+                ("seq_len", c.seq_len.map_or("default".into(), |l| l.to_string())),
+                ("seed", c.seed.to_string()),
+                ("mode", c.mode.name().into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        }),
+        task_sha256: sha256_file(&a.task)?,
+        task_options: a.task_opts.iter().cloned().collect(),
+        data_sha256: sha256_hex(&data),
+        chat_template: a.chat_template,
+        window: a.window,
+        kl_baseline: match (&stored_baseline, a.kl_baseline) {
+            (Some((_, m)), _) => format!("stored {}", m.model_sha256),
+            (None, true) => "in-process".into(),
+            (None, false) => "none".into(),
+        },
+        save_logprobs: a.save_logprobs,
+    };
+    let samples_path = out.join("samples.jsonl");
+    let stored_manifest = if a.resume { RunManifest::read(&out)? } else { None };
+    match &stored_manifest {
+        Some(s) => manifest.check_resume(s, &out, false)?,
+        None if a.resume && samples_path.exists() => bail!(
+            "--resume: {} has no {} (it was made by an llq older than this one), so nothing shows \
+             it is the same run; start it again in another --out",
+            out.display(),
+            crate::results::manifest::MANIFEST_FILE
+        ),
+        None => {}
+    }
     if a.chat_template && !requests.iter().any(|r| matches!(r.kind, RequestKind::Generate(_))) {
         bail!("--chat-template applies to generation requests; task `{}` has none", info.name);
     }
@@ -234,12 +289,17 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             );
         }
     }
-    let stored_baseline = a.kl_baseline_from.as_deref().map(stored_baseline).transpose()?;
 
     tracing::info!("loading model {}", a.model);
     let t = Instant::now();
     let mut m = load(&a.model)?;
     let load_s = t.elapsed().as_secs_f64();
+    manifest.model_sha256 = m.content_hash.clone();
+    manifest.eos_token_ids = m.eos.clone();
+    if let Some(s) = &stored_manifest {
+        manifest.check_resume(s, &out, true)?;
+    }
+    manifest.write(&out)?;
     tracing::info!(
         "{} ({}, {} layers, hidden {}); {}",
         m.id,
@@ -298,39 +358,16 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         save: a.save_logprobs.then_some((out.as_path(), &this_model)),
     };
 
-    let samples_path = out.join("samples.jsonl");
     let hashes: HashMap<&str, String> =
         requests.iter().map(|r| (r.id.as_str(), sha256_hex(request_text(r).as_bytes()))).collect();
-    let mut done: HashMap<String, SampleRecord> = HashMap::new();
-    if a.resume {
-        let (records, bad) = read_samples(&samples_path)?;
-        for line in bad {
-            // A line cut short by an interruption: that sample runs again.
-            tracing::warn!(
-                "{}: line {line} is not a sample record; it will be redone",
-                samples_path.display()
-            );
-        }
-        done.extend(records.into_iter().map(|r| (r.id.clone(), r)));
-    }
-    // A resumed sample only counts if it was the same request and it succeeded.
-    done.retain(|id, r| hashes.get(id.as_str()) == Some(&r.prompt_sha256) && r.error.is_none());
+    let (mut done, earlier) = if a.resume {
+        let r = resume::resume(&samples_path, &requests, &hashes, &mut task, &a.task_opts)?;
+        tracing::info!("resuming: {} of {} samples already done", r.done.len(), requests.len());
+        (r.done, Some(r.earlier))
+    } else {
+        (HashMap::new(), None)
+    };
     let pending: Vec<&Request> = requests.iter().filter(|r| !done.contains_key(&r.id)).collect();
-    if a.resume {
-        tracing::info!(
-            "resuming: {} of {} samples already done",
-            requests.len() - pending.len(),
-            requests.len()
-        );
-        // Keep only the complete, successful records (drops a line cut short by a kill).
-        let mut kept = String::new();
-        for r in requests.iter().filter_map(|r| done.get(&r.id)) {
-            kept.push_str(&serde_json::to_string(r)?);
-            kept.push('\n');
-        }
-        write_atomic(&samples_path, kept.as_bytes())
-            .with_context(|| format!("cannot rewrite {}", samples_path.display()))?;
-    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -511,6 +548,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             generate_s: gen_s,
             new_tokens: new_tokens_total,
             wall_s: wall.elapsed().as_secs_f64(),
+            earlier_sessions: earlier,
         },
     };
     let path = out.join("results.json");
