@@ -1,6 +1,8 @@
 //! Blockwise absmax quantization as bitsandbytes' `kQuantizeBlockwise` does it: 4-bit codes
 //! packed two per byte, and 8-bit codes from a 256-entry map (the dynamic map).
 
+use super::rcp::rcp_approx;
+
 /// Number of blocks of `block` elements covering `n` elements.
 pub fn n_blocks(n: usize, block: usize) -> usize {
     n.div_ceil(block)
@@ -18,7 +20,7 @@ pub fn quantize_4bit(data: &[f32], block: usize, code_of: fn(f32) -> u8) -> (Vec
     let absmax = blockwise_absmax(data, block);
     let mut packed = vec![0u8; data.len().div_ceil(2)];
     for (b, chunk) in data.chunks(block).enumerate() {
-        let inv = 1.0f32 / absmax[b];
+        let inv = rcp_approx(absmax[b]);
         let base = b * block / 2;
         for (j, pair) in chunk.chunks(2).enumerate() {
             let hi = code_of(pair[0] * inv);
@@ -140,7 +142,7 @@ pub fn quantize_blockwise_8bit(data: &[f32], code: &[f32; 256], block: usize) ->
     let absmax = blockwise_absmax(data, block);
     let mut q = Vec::with_capacity(data.len());
     for (b, chunk) in data.chunks(block).enumerate() {
-        let inv = 1.0f32 / absmax[b];
+        let inv = rcp_approx(absmax[b]);
         q.extend(chunk.iter().map(|&v| code8(code, v * inv)));
     }
     (q, absmax)

@@ -11,9 +11,14 @@ pub fn to_f16(x: f32) -> f32 {
 /// `q = round_half_even(x · (127 · (1/absmax)))`; values at or above the threshold become 0.
 pub fn int8_quantize_row(row: &[f32], threshold: f32, out: &mut [i8]) -> f32 {
     let sparse = threshold > 0.0;
-    let absmax = row.iter().filter(|v| !sparse || v.abs() < threshold).fold(0f32, |m, v| m.max(v.abs()));
-    // bitsandbytes computes `__fdividef(127, absmax)`, i.e. 127 · (1/absmax): two roundings.
-    let scale = 127.0f32 * (1.0f32 / absmax);
+    let mut inliers = row.iter().filter(|v| !sparse || v.abs() < threshold).peekable();
+    // A row whose every value is an outlier keeps the kernel's starting maximum: bitsandbytes
+    // 0.50.2 reports −0.0 for it (measured, `quant::bnb_shapes`).
+    let absmax =
+        if inliers.peek().is_none() && sparse { -0.0 } else { inliers.fold(0f32, |m, v| m.max(v.abs())) };
+    // bitsandbytes computes `__fdividef(127, absmax)`, i.e. 127 · (1/absmax) with the GPU's
+    // approximate reciprocal: two roundings, the first not the correctly rounded one.
+    let scale = 127.0f32 * super::rcp::rcp_approx(absmax);
     for (o, &v) in out.iter_mut().zip(row) {
         *o = if sparse && v.abs() >= threshold { 0 } else { (v * scale).round_ties_even() as i8 };
     }

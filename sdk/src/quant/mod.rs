@@ -25,6 +25,10 @@ pub mod gptq;
 pub mod int8;
 pub mod intgroup;
 pub mod linalg;
+pub mod rcp;
+
+#[cfg(test)]
+mod bnb_shapes;
 
 pub use blockwise::*;
 pub use codes::*;
