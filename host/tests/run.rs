@@ -81,6 +81,7 @@ fn run_writes_results_and_samples_and_is_deterministic() {
         serde_json::from_slice(&std::fs::read(a.join("results.json")).unwrap()).unwrap();
     check_schema(&r);
     assert_eq!(r["quantization"]["method"], "nf4");
+    assert!(r["quantization"].get("numerics").is_none(), "NF4 runs as the method: no label");
     assert_eq!(r["samples"]["total"], 3);
     // NF4 block 64: 4 bits + one f32 absmax per 64 weights = 4.5 bits per weight.
     assert_eq!(r["size"]["bits_per_weight"], 4.5);
@@ -106,6 +107,14 @@ fn run_writes_results_and_samples_and_is_deterministic() {
         r["size"]["quantized_params"].as_u64().unwrap() + 512 * 64
     );
     assert_eq!(rc["quantization"]["layers"], r["quantization"]["layers"].as_u64().unwrap() + 1);
+    // LLM.int8 brings its own matmul, which run does not use: every result says so.
+    let d = dir.path().join("d");
+    let o = run(&d, &["--quant", &plugin("int8"), "--limit", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rd: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("results.json")).unwrap()).unwrap();
+    let label = rd["quantization"]["numerics"].as_str().unwrap();
+    assert!(label.starts_with("weight-only") && label.contains("outlier"), "{label}");
     // An existing run is not overwritten without --resume.
     let o = run(&a, &["--quant", &nf4, "--limit", "3"]);
     assert_eq!(o.status.code(), Some(1));

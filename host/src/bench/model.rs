@@ -60,6 +60,9 @@ pub struct ModelBenchReport {
     pub precision: String,
     pub method: String,
     pub options: String,
+    /// `weight-only: …` for a plugin with its own matmul (`quant::WEIGHT_ONLY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub numerics: Option<String>,
     pub device: String,
     pub repeats: usize,
     pub quantize_s: Option<f64>,
@@ -213,6 +216,7 @@ pub fn model_bench(
         model: m.id.clone(),
         precision: m.precision_note.clone(),
         method,
+        numerics: quant.and_then(|q| crate::quant::numerics(q.plugin)),
         options,
         device: if dev.is_cuda() {
             format!("{} (bf16; {})", settings.device, gpu_path.describe())

@@ -86,6 +86,9 @@ pub struct TaskLimitArgs {
 
 impl TaskLimitArgs {
     pub fn limits(&self) -> Result<Limits> {
+        if self.task_fuel == 0 {
+            bail!("--task-fuel 0 would stop every task call before its first instruction; give at least 1");
+        }
         if !(self.task_timeout > 0.0 && self.task_timeout.is_finite()) {
             bail!("--task-timeout must be a positive number of seconds");
         }

@@ -62,6 +62,9 @@ pub fn main(a: Args) -> Result<()> {
 
 fn print_report(r: &ModelBenchReport) {
     println!("{} [{}] {} {} on {}", r.model, r.precision, r.method, r.options, r.device);
+    if let Some(n) = &r.numerics {
+        println!("  {} is measured {n}", r.method);
+    }
     if let Some(e) = r.logits_rel_err_vs_cpu {
         println!("  logits vs the CPU f32 model (32-token prompt): max relative error {e:.2e}");
     }

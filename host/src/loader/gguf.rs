@@ -14,7 +14,10 @@ use std::path::Path;
 pub fn load(path: &Path) -> Result<LoadedModel> {
     use candle_core::quantized::gguf_file;
     let mut f = std::fs::File::open(path)?;
-    let content = gguf_file::Content::read(&mut f).map_err(|e| anyhow!("not a readable GGUF file: {e}"))?;
+    // candle appends a backtrace to its errors when RUST_BACKTRACE is set: keep the message.
+    let content = gguf_file::Content::read(&mut f).map_err(|e| {
+        anyhow!("not a readable GGUF file: {}", e.to_string().lines().next().unwrap_or_default())
+    })?;
     let md = &content.metadata;
     let get = |k: &str| md.get(k).ok_or_else(|| anyhow!("GGUF metadata has no `{k}`"));
     let arch = get("general.architecture")?.to_string().map_err(|e| anyhow!("{e}"))?.clone();
@@ -89,7 +92,9 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let mut qtypes = std::collections::BTreeSet::new();
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
     for name in &names {
-        let qt = content.tensor(&mut f, name, &dev).map_err(|e| anyhow!("tensor {name}: {e}"))?;
+        let qt = content
+            .tensor(&mut f, name, &dev)
+            .map_err(|e| anyhow!("tensor {name}: {}", e.to_string().lines().next().unwrap_or_default()))?;
         qtypes.insert(format!("{:?}", qt.dtype()));
         let t = qt.dequantize(&dev).map_err(|e| anyhow!("tensor {name}: {e}"))?;
         let shape = t.dims().to_vec();

@@ -37,9 +37,12 @@ pub fn load(spec: &str) -> Result<LoadedModel> {
     } else {
         let mut magic = [0u8; 4];
         use std::io::Read;
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .with_context(|| format!("cannot read model {spec}"))?;
+        let mut f = std::fs::File::open(path).with_context(|| format!("cannot read model {spec}"))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < 4 {
+            bail!("model file {spec} holds {len} bytes: too short to be a GGUF or llama2.c model");
+        }
+        f.read_exact(&mut magic).with_context(|| format!("cannot read model {spec}"))?;
         if &magic == b"GGUF" {
             gguf::load(path)
         } else if path.extension().is_some_and(|e| e == "bin") {

@@ -18,3 +18,16 @@ pub mod size;
 pub use calibrated::{CalibMode, CalibSettings};
 pub use model::{prepare, quantize_model, GpuPath, ModelQuantization, Prepared, QuantizeOptions};
 pub use size::model_size;
+
+/// What a plugin that brings its own matmul (`has_matmul`, e.g. LLM.int8: int8 activations
+/// and fp16 outlier columns) is measured as: `run`, `bench` and the GPU path build the model
+/// from its dequantized weights, so its activation numerics are not what ran. Every result of
+/// such a plugin carries this label (results.json `quantization.numerics`, bench reports,
+/// the sweep report's method column) rather than present it as the full method.
+pub const WEIGHT_ONLY: &str = "weight-only: the model computed with the plugin's dequantized weights; \
+     its own matmul (LLM.int8: int8 activations with fp16 outlier columns) did not run";
+
+/// [`WEIGHT_ONLY`] for plugins that declare a matmul, none otherwise.
+pub fn numerics(plugin: &crate::plugin::Plugin) -> Option<String> {
+    plugin.info.has_matmul.then(|| WEIGHT_ONLY.to_string())
+}

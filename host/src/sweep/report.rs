@@ -309,8 +309,9 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                             None => format!("{} {:.4}", m.name, m.value),
                         })
                         .collect();
+                    let weight_only = r.quantization.as_ref().is_some_and(|q| q.numerics.is_some());
                     vec![
-                        c.method.clone(),
+                        if weight_only { format!("{} (weight-only)", c.method) } else { c.method.clone() },
                         format!("{:.2}", r.size.bits_per_weight),
                         format!("{:.2}", r.size.quantized_bytes as f64 / 1e6),
                         r.timing.quantize_s.map_or("–".into(), |s| format!("{s:.1}")),
@@ -323,6 +324,13 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                 &[false, true, true, true, false],
                 &rows,
             );
+            let weight_only: Vec<String> = done
+                .iter()
+                .filter_map(|(m, d)| Some(format!("`{m}` is {}.", d.results.quantization.as_ref()?.numerics.as_ref()?)))
+                .collect();
+            if !weight_only.is_empty() {
+                doc.para(&weight_only.join(" "));
+            }
             // The task's first metric, its direction, and each method's estimate.
             let declared = &declared_by_task[task.name.as_str()];
             let primary = declared.first().cloned();

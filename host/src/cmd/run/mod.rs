@@ -511,6 +511,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 seconds: q.seconds,
                 lm_head: a.quantize_lm_head,
                 calibration: q.calibration.clone(),
+                numerics: quant_cfg.as_ref().and_then(|c| crate::quant::numerics(c.plugin)),
             }),
             _ => None,
         },
