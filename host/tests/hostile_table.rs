@@ -134,10 +134,8 @@ fn hf_config(layers: usize) -> serde_json::Value {
 
 /// config.json, model.safetensors (tensors for `layers` layers, minus `drop`), tokenizer.json.
 fn hf_files(layers: usize, drop: &[&str]) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![VOCAB, 16]),
-        ("model.norm.weight".into(), vec![16]),
-    ];
+    let mut tensors: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![VOCAB, 16]), ("model.norm.weight".into(), vec![16])];
     for l in 0..layers {
         let pre = format!("model.layers.{l}");
         for (n, s) in [
@@ -160,13 +158,16 @@ fn hf_files(layers: usize, drop: &[&str]) -> std::collections::BTreeMap<String, 
         .enumerate()
         .map(|(i, (n, s))| {
             let len: usize = s.iter().product();
-            let b = (0..len).flat_map(|j| (((i * 31 + j * 7) % 17) as f32 / 40.0 - 0.2).to_le_bytes()).collect();
+            let b =
+                (0..len).flat_map(|j| (((i * 31 + j * 7) % 17) as f32 / 40.0 - 0.2).to_le_bytes()).collect();
             (n, s, b)
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
         .collect();
     let st = safetensors::serialize(views, None).unwrap();
     let mut f = std::collections::BTreeMap::new();
@@ -180,7 +181,8 @@ fn hf_files(layers: usize, drop: &[&str]) -> std::collections::BTreeMap<String, 
 fn tokenizer_json() -> Vec<u8> {
     let words = "the cat sat on mat and dog log a is was in it to of he she they we you i my his her \
                  what who where when why how one two three did not yes no story once upon time there \
-                 little girl boy named day went saw big red happy".split_whitespace();
+                 little girl boy named day went saw big red happy"
+        .split_whitespace();
     let mut vocab = serde_json::Map::new();
     vocab.insert("[UNK]".into(), 0.into());
     vocab.insert("</s>".into(), 1.into());
@@ -224,161 +226,800 @@ fn cases(fx: &Fx) -> Vec<Case> {
 
     // ---- llama2.c model files ----
     add("model: missing file", run(fx, Some("/no/such/model.bin"), None, None, &[]), "does not exist");
-    add("model: empty .bin", run(fx, Some(&bin(fx, b"")), None, None, &[]), "holds 0 bytes: too short to be a GGUF or llama2.c model");
-    add("model: 10-byte .bin", run(fx, Some(&bin(fx, &st[..10])), None, None, &[]), "file is too short for a llama2.c header");
+    add(
+        "model: empty .bin",
+        run(fx, Some(&bin(fx, b"")), None, None, &[]),
+        "holds 0 bytes: too short to be a GGUF or llama2.c model",
+    );
+    add(
+        "model: 10-byte .bin",
+        run(fx, Some(&bin(fx, &st[..10])), None, None, &[]),
+        "file is too short for a llama2.c header",
+    );
     add("model: header only", run(fx, Some(&bin(fx, &st[..28])), None, None, &[]), "the header");
     add("model: truncated weights", run(fx, Some(&bin(fx, &st[..st.len() / 2])), None, None, &[]), "implies");
-    add("model: a partial float", run(fx, Some(&bin(fx, &st[..st.len() - 2])), None, None, &[]), "a partial one");
+    add(
+        "model: a partial float",
+        run(fx, Some(&bin(fx, &st[..st.len() - 2])), None, None, &[]),
+        "a partial one",
+    );
     let mut longer = st.clone();
     longer.extend_from_slice(&[0u8; 64]);
     add("model: trailing bytes", run(fx, Some(&bin(fx, &longer)), None, None, &[]), "the header");
     add("model: zero dim", run(fx, Some(&bin(fx, &header(0, 0))), None, None, &[]), "non-positive sizes");
-    add("model: negative layers", run(fx, Some(&bin(fx, &header(2, -3))), None, None, &[]), "non-positive sizes");
+    add(
+        "model: negative layers",
+        run(fx, Some(&bin(fx, &header(2, -3))), None, None, &[]),
+        "non-positive sizes",
+    );
     add("model: zero heads", run(fx, Some(&bin(fx, &header(3, 0))), None, None, &[]), "non-positive sizes");
-    add("model: dim not a multiple of heads", run(fx, Some(&bin(fx, &header(3, 7))), None, None, &[]), "is not a multiple of");
+    add(
+        "model: dim not a multiple of heads",
+        run(fx, Some(&bin(fx, &header(3, 7))), None, None, &[]),
+        "is not a multiple of",
+    );
     add("model: 2^31 layers", run(fx, Some(&bin(fx, &header(2, i32::MAX))), None, None, &[]), "implies");
     add("model: huge vocabulary", run(fx, Some(&bin(fx, &header(5, i32::MAX))), None, None, &[]), "implies");
     add("model: zero seq_len", run(fx, Some(&bin(fx, &header(6, 0))), None, None, &[]), "non-positive sizes");
     add("model: NaN weight", run(fx, Some(&bin(fx, &weight(5, f32::NAN))), None, None, &[]), "non-finite");
-    add("model: +inf weight", run(fx, Some(&bin(fx, &weight(100, f32::INFINITY))), None, None, &[]), "non-finite");
-    add("model: -inf weight", run(fx, Some(&bin(fx, &weight(4000, f32::NEG_INFINITY))), None, None, &[]), "non-finite");
-    add("model: a text file", run(fx, Some(&fx.file("model.txt", b"hello world, not a model")), None, None, &[]), "neither GGUF nor a llama2.c");
-    add("model: a directory without config", run(fx, Some(&fx.path("empty").parent().unwrap().display().to_string()), None, None, &[]), "config.json");
-    add("model: unknown synthetic preset", run(fx, Some("synthetic:llama-9000b"), None, None, &[]), "llama-9000b");
+    add(
+        "model: +inf weight",
+        run(fx, Some(&bin(fx, &weight(100, f32::INFINITY))), None, None, &[]),
+        "non-finite",
+    );
+    add(
+        "model: -inf weight",
+        run(fx, Some(&bin(fx, &weight(4000, f32::NEG_INFINITY))), None, None, &[]),
+        "non-finite",
+    );
+    add(
+        "model: a text file",
+        run(fx, Some(&fx.file("model.txt", b"hello world, not a model")), None, None, &[]),
+        "neither GGUF nor a llama2.c",
+    );
+    add(
+        "model: a directory without config",
+        run(fx, Some(&fx.path("empty").parent().unwrap().display().to_string()), None, None, &[]),
+        "config.json",
+    );
+    add(
+        "model: unknown synthetic preset",
+        run(fx, Some("synthetic:llama-9000b"), None, None, &[]),
+        "llama-9000b",
+    );
 
     // ---- GGUF ----
     let gguf = std::fs::read(p("models/smollm2-135m-instruct.gguf")).unwrap();
-    add("gguf: magic only", run(fx, Some(&fx.file("m.gguf", b"GGUF")), None, None, &[]), "not a readable GGUF file");
-    add("gguf: version 99", run(fx, Some(&fx.file("m.gguf", b"GGUF\x63\x00\x00\x00rest")), None, None, &[]), "unsupported magic/version Gguf/99");
-    add("gguf: cut in its metadata", run(fx, Some(&fx.file("m.gguf", &gguf[..4096])), None, None, &[]), "only 4072 remaining");
-    add("gguf: cut in its tensors", run(fx, Some(&fx.file("m.gguf", &gguf[..gguf.len() / 3])), None, None, &[]), "only 0 remaining in file");
-    add("gguf: garbage after the magic", run(fx, Some(&fx.file("m.gguf", &[b"GGUF".as_slice(), &[0xff; 200]].concat())), None, None, &[]), "unsupported magic/version");
+    add(
+        "gguf: magic only",
+        run(fx, Some(&fx.file("m.gguf", b"GGUF")), None, None, &[]),
+        "not a readable GGUF file",
+    );
+    add(
+        "gguf: version 99",
+        run(fx, Some(&fx.file("m.gguf", b"GGUF\x63\x00\x00\x00rest")), None, None, &[]),
+        "unsupported magic/version Gguf/99",
+    );
+    add(
+        "gguf: cut in its metadata",
+        run(fx, Some(&fx.file("m.gguf", &gguf[..4096])), None, None, &[]),
+        "only 4072 remaining",
+    );
+    add(
+        "gguf: cut in its tensors",
+        run(fx, Some(&fx.file("m.gguf", &gguf[..gguf.len() / 3])), None, None, &[]),
+        "only 0 remaining in file",
+    );
+    add(
+        "gguf: garbage after the magic",
+        run(fx, Some(&fx.file("m.gguf", &[b"GGUF".as_slice(), &[0xff; 200]].concat())), None, None, &[]),
+        "unsupported magic/version",
+    );
 
     // ---- HF directories ----
-    add("hf: config.json with a BOM", run(fx, Some(&hf(fx, |f| { let c = [b"\xEF\xBB\xBF".as_slice(), &f["config.json"]].concat(); set(f, "config.json", &c) })), None, None, &[]), "byte-order mark");
-    add("hf: config.json cut short", run(fx, Some(&hf(fx, |f| { let c = f["config.json"][..40].to_vec(); set(f, "config.json", &c) })), None, None, &[]), "truncated");
-    add("hf: config.json empty", run(fx, Some(&hf(fx, |f| set(f, "config.json", b""))), None, None, &[]), "is empty");
-    add("hf: config.json a list", run(fx, Some(&hf(fx, |f| set(f, "config.json", b"[1, 2]"))), None, None, &[]), "not a Llama config");
-    add("hf: hidden_size a string", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = "16".into())))), None, None, &[]), "invalid type");
-    add("hf: no intermediate_size", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| { c.as_object_mut().unwrap().remove("intermediate_size"); })))), None, None, &[]), "missing field `intermediate_size`");
-    add("hf: zero heads", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_attention_heads"] = 0.into())))), None, None, &[]), "must be positive");
-    add("hf: heads not a multiple of kv heads", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_key_value_heads"] = 3.into())))), None, None, &[]), "num_key_value_heads");
-    add("hf: negative rms_norm_eps", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["rms_norm_eps"] = (-1.0).into())))), None, None, &[]), "rms_norm_eps and rope_theta must be positive");
-    add("hf: config says 2 layers, checkpoint has 1", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_hidden_layers"] = 2.into())))), None, None, &[]), "model.layers.1.");
-    add("hf: checkpoint has 2 layers, config says 1", run(fx, Some(&hf(fx, |f| { let s = hf_files(2, &[])["model.safetensors"].clone(); set(f, "model.safetensors", &s) })), None, None, &[]), "does not use");
-    add("hf: a tensor missing", run(fx, Some(&hf(fx, |f| { let s = hf_files(1, &["model.layers.0.mlp.up_proj.weight"])["model.safetensors"].clone(); set(f, "model.safetensors", &s) })), None, None, &[]), "`model.layers.0.mlp.up_proj.weight` is missing");
-    add("hf: hidden 32 against 16-wide tensors", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = 32.into())))), None, None, &[]), "has shape");
-    add("hf: NaN in a tensor", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::NAN)))), None, None, &[]), "non-finite");
-    add("hf: inf in a tensor", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::INFINITY)))), None, None, &[]), "non-finite");
-    add("hf: no model.safetensors", run(fx, Some(&hf(fx, |f| { f.remove("model.safetensors"); })), None, None, &[]), "model.safetensors");
-    add("hf: safetensors cut short", run(fx, Some(&hf(fx, |f| { let s = f["model.safetensors"][..300].to_vec(); set(f, "model.safetensors", &s) })), None, None, &[]), "not a valid safetensors file");
-    add("hf: safetensors header length beyond the file", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", &[0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, b'{', b'}']))), None, None, &[]), "not a valid safetensors file");
-    add("hf: safetensors header not JSON", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00notjson!"))), None, None, &[]), "not a valid safetensors file");
-    add("hf: empty safetensors", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", b""))), None, None, &[]), "not a valid safetensors file");
-    add("hf: an int32 tensor", run(fx, Some(&hf(fx, |f| {
-        let b = vec![0u8; 16 * 4];
-        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![16], &b).unwrap();
-        let s = safetensors::serialize(vec![("model.norm.weight", v)], None).unwrap();
-        set(f, "model.safetensors", &s)
-    })), None, None, &[]), "is not a float type");
-    add("hf: no tokenizer.json", run(fx, Some(&hf(fx, |f| { f.remove("tokenizer.json"); })), None, None, &[]), "tokenizer.json");
-    add("hf: tokenizer.json cut short", run(fx, Some(&hf(fx, |f| { let t = f["tokenizer.json"][..100].to_vec(); set(f, "tokenizer.json", &t) })), None, None, &[]), "truncated");
-    add("hf: tokenizer.json with a BOM", run(fx, Some(&hf(fx, |f| { let t = [b"\xEF\xBB\xBF".as_slice(), &f["tokenizer.json"]].concat(); set(f, "tokenizer.json", &t) })), None, None, &[]), "byte-order mark");
-    add("hf: tokenizer.json of another kind", run(fx, Some(&hf(fx, |f| set(f, "tokenizer.json", b"{\"model\": {\"type\": \"Nope\"}}"))), None, None, &[]), "not a usable tokenizer.json");
-    add("hf: generation_config cut short", run(fx, Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": [1,"))), None, None, &[]), "truncated");
-    add("hf: eos_token_id a string", run(fx, Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": \"</s>\"}"))), None, None, &[]), "is not a token id");
-    add("hf: eos_token_id negative in config", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["eos_token_id"] = (-1).into())))), None, None, &[]), "is not a token id");
-    add("hf: tokenizer_config.json malformed", run(fx, Some(&hf(fx, |f| set(f, "tokenizer_config.json", b"{chat_template:"))), None, None, &[]), "tokenizer_config.json");
-    add("hf: chat_template a list", run(fx, Some(&hf(fx, |f| set(f, "tokenizer_config.json", b"{\"chat_template\": [{\"name\": \"default\"}]}"))), None, None, &[]), "not a string");
-    add("hf: index.json malformed", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"weight_map\": "))), None, None, &[]), "truncated");
-    add("hf: index.json without weight_map", run(fx, Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"metadata\": {}}"))), None, None, &[]), "has no weight_map");
-    add("hf: vocabulary smaller than the tokenizer's", run(fx, Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["vocab_size"] = 8.into())))), None, None, &[]), "has shape");
+    add(
+        "hf: config.json with a BOM",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let c = [b"\xEF\xBB\xBF".as_slice(), &f["config.json"]].concat();
+                set(f, "config.json", &c)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "byte-order mark",
+    );
+    add(
+        "hf: config.json cut short",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let c = f["config.json"][..40].to_vec();
+                set(f, "config.json", &c)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "truncated",
+    );
+    add(
+        "hf: config.json empty",
+        run(fx, Some(&hf(fx, |f| set(f, "config.json", b""))), None, None, &[]),
+        "is empty",
+    );
+    add(
+        "hf: config.json a list",
+        run(fx, Some(&hf(fx, |f| set(f, "config.json", b"[1, 2]"))), None, None, &[]),
+        "not a Llama config",
+    );
+    add(
+        "hf: hidden_size a string",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = "16".into())))),
+            None,
+            None,
+            &[],
+        ),
+        "invalid type",
+    );
+    add(
+        "hf: no intermediate_size",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                set(
+                    f,
+                    "config.json",
+                    &config_with(|c| {
+                        c.as_object_mut().unwrap().remove("intermediate_size");
+                    }),
+                )
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "missing field `intermediate_size`",
+    );
+    add(
+        "hf: zero heads",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_attention_heads"] = 0.into())))),
+            None,
+            None,
+            &[],
+        ),
+        "must be positive",
+    );
+    add(
+        "hf: heads not a multiple of kv heads",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_key_value_heads"] = 3.into())))),
+            None,
+            None,
+            &[],
+        ),
+        "num_key_value_heads",
+    );
+    add(
+        "hf: negative rms_norm_eps",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["rms_norm_eps"] = (-1.0).into())))),
+            None,
+            None,
+            &[],
+        ),
+        "rms_norm_eps and rope_theta must be positive",
+    );
+    add(
+        "hf: config says 2 layers, checkpoint has 1",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_hidden_layers"] = 2.into())))),
+            None,
+            None,
+            &[],
+        ),
+        "model.layers.1.",
+    );
+    add(
+        "hf: checkpoint has 2 layers, config says 1",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let s = hf_files(2, &[])["model.safetensors"].clone();
+                set(f, "model.safetensors", &s)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "does not use",
+    );
+    add(
+        "hf: a tensor missing",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let s = hf_files(1, &["model.layers.0.mlp.up_proj.weight"])["model.safetensors"].clone();
+                set(f, "model.safetensors", &s)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "`model.layers.0.mlp.up_proj.weight` is missing",
+    );
+    add(
+        "hf: hidden 32 against 16-wide tensors",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = 32.into())))),
+            None,
+            None,
+            &[],
+        ),
+        "has shape",
+    );
+    add(
+        "hf: NaN in a tensor",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::NAN)))),
+            None,
+            None,
+            &[],
+        ),
+        "non-finite",
+    );
+    add(
+        "hf: inf in a tensor",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::INFINITY)))),
+            None,
+            None,
+            &[],
+        ),
+        "non-finite",
+    );
+    add(
+        "hf: no model.safetensors",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                f.remove("model.safetensors");
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "model.safetensors",
+    );
+    add(
+        "hf: safetensors cut short",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let s = f["model.safetensors"][..300].to_vec();
+                set(f, "model.safetensors", &s)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "not a valid safetensors file",
+    );
+    add(
+        "hf: safetensors header length beyond the file",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors", &[0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, b'{', b'}']))),
+            None,
+            None,
+            &[],
+        ),
+        "not a valid safetensors file",
+    );
+    add(
+        "hf: safetensors header not JSON",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00notjson!"))),
+            None,
+            None,
+            &[],
+        ),
+        "not a valid safetensors file",
+    );
+    add(
+        "hf: empty safetensors",
+        run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", b""))), None, None, &[]),
+        "not a valid safetensors file",
+    );
+    add(
+        "hf: an int32 tensor",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let b = vec![0u8; 16 * 4];
+                let v = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![16], &b).unwrap();
+                let s = safetensors::serialize(vec![("model.norm.weight", v)], None).unwrap();
+                set(f, "model.safetensors", &s)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "is not a float type",
+    );
+    add(
+        "hf: no tokenizer.json",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                f.remove("tokenizer.json");
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "tokenizer.json",
+    );
+    add(
+        "hf: tokenizer.json cut short",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let t = f["tokenizer.json"][..100].to_vec();
+                set(f, "tokenizer.json", &t)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "truncated",
+    );
+    add(
+        "hf: tokenizer.json with a BOM",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                let t = [b"\xEF\xBB\xBF".as_slice(), &f["tokenizer.json"]].concat();
+                set(f, "tokenizer.json", &t)
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "byte-order mark",
+    );
+    add(
+        "hf: tokenizer.json of another kind",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "tokenizer.json", b"{\"model\": {\"type\": \"Nope\"}}"))),
+            None,
+            None,
+            &[],
+        ),
+        "not a usable tokenizer.json",
+    );
+    add(
+        "hf: generation_config cut short",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": [1,"))),
+            None,
+            None,
+            &[],
+        ),
+        "truncated",
+    );
+    add(
+        "hf: eos_token_id a string",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": \"</s>\"}"))),
+            None,
+            None,
+            &[],
+        ),
+        "is not a token id",
+    );
+    add(
+        "hf: eos_token_id negative in config",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["eos_token_id"] = (-1).into())))),
+            None,
+            None,
+            &[],
+        ),
+        "is not a token id",
+    );
+    add(
+        "hf: tokenizer_config.json malformed",
+        run(fx, Some(&hf(fx, |f| set(f, "tokenizer_config.json", b"{chat_template:"))), None, None, &[]),
+        "tokenizer_config.json",
+    );
+    add(
+        "hf: chat_template a list",
+        run(
+            fx,
+            Some(&hf(fx, |f| {
+                set(f, "tokenizer_config.json", b"{\"chat_template\": [{\"name\": \"default\"}]}")
+            })),
+            None,
+            None,
+            &[],
+        ),
+        "not a string",
+    );
+    add(
+        "hf: index.json malformed",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"weight_map\": "))),
+            None,
+            None,
+            &[],
+        ),
+        "truncated",
+    );
+    add(
+        "hf: index.json without weight_map",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"metadata\": {}}"))),
+            None,
+            None,
+            &[],
+        ),
+        "has no weight_map",
+    );
+    add(
+        "hf: vocabulary smaller than the tokenizer's",
+        run(
+            fx,
+            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["vocab_size"] = 8.into())))),
+            None,
+            None,
+            &[],
+        ),
+        "has shape",
+    );
 
     // ---- data files ----
-    add("data: missing", run(fx, None, None, Some("/no/such/data.json"), &[]), "cannot read data /no/such/data.json");
+    add(
+        "data: missing",
+        run(fx, None, None, Some("/no/such/data.json"), &[]),
+        "cannot read data /no/such/data.json",
+    );
     add("data: empty", run(fx, None, None, Some(&fx.file("d.json", b"")), &[]), "d.json");
     add("data: not JSON", run(fx, None, None, Some(&fx.file("d.json", b"story: once")), &[]), "d.json");
-    add("data: cut short", run(fx, None, None, Some(&fx.file("d.json", &std::fs::read(p(SAMPLE)).unwrap()[..500])), &[]), "d.json");
-    add("data: with a BOM", run(fx, None, None, Some(&fx.file("d.json", &[b"\xEF\xBB\xBF".as_slice(), &std::fs::read(p(SAMPLE)).unwrap()].concat())), &[]), "d.json");
-    add("data: no data list", run(fx, None, None, Some(&fx.file("d.json", b"{\"version\": 1}")), &[]), "no `data` list");
-    add("data: data not a list", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": 5}")), &[]), "d.json");
-    add("data: a story without questions", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\"}]}")), &[]), "d.json");
+    add(
+        "data: cut short",
+        run(fx, None, None, Some(&fx.file("d.json", &std::fs::read(p(SAMPLE)).unwrap()[..500])), &[]),
+        "d.json",
+    );
+    add(
+        "data: with a BOM",
+        run(
+            fx,
+            None,
+            None,
+            Some(
+                &fx.file(
+                    "d.json",
+                    &[b"\xEF\xBB\xBF".as_slice(), &std::fs::read(p(SAMPLE)).unwrap()].concat(),
+                ),
+            ),
+            &[],
+        ),
+        "d.json",
+    );
+    add(
+        "data: no data list",
+        run(fx, None, None, Some(&fx.file("d.json", b"{\"version\": 1}")), &[]),
+        "no `data` list",
+    );
+    add(
+        "data: data not a list",
+        run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": 5}")), &[]),
+        "d.json",
+    );
+    add(
+        "data: a story without questions",
+        run(
+            fx,
+            None,
+            None,
+            Some(&fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\"}]}")),
+            &[],
+        ),
+        "d.json",
+    );
     add("data: questions and answers differ in number", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\", \"questions\": [{\"input_text\": \"q\", \"turn_id\": 1}], \"answers\": []}]}")), &[]), "d.json");
     add("data: no stories", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": []}")), &[]), "d.json");
-    add("data: not UTF-8", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [\"\xff\xfe\"]}")), &[]), "d.json");
-    add("data: a directory", run(fx, None, None, Some(&fx.path("dir").parent().unwrap().display().to_string()), &[]), "cannot read data");
-    add("perplexity data: empty", { let t = fx.file("e.txt", b""); let mut v = ppl(fx, None, &[]); let i = v.iter().position(|s| s == "--data").unwrap(); v[i + 1] = t; v }, "e.txt");
-    add("perplexity data: not UTF-8", { let t = fx.file("b.txt", b"abc \xff\xfe\xfd def"); let mut v = ppl(fx, None, &[]); let i = v.iter().position(|s| s == "--data").unwrap(); v[i + 1] = t; v }, "b.txt");
+    add(
+        "data: not UTF-8",
+        run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [\"\xff\xfe\"]}")), &[]),
+        "d.json",
+    );
+    add(
+        "data: a directory",
+        run(fx, None, None, Some(&fx.path("dir").parent().unwrap().display().to_string()), &[]),
+        "cannot read data",
+    );
+    add(
+        "perplexity data: empty",
+        {
+            let t = fx.file("e.txt", b"");
+            let mut v = ppl(fx, None, &[]);
+            let i = v.iter().position(|s| s == "--data").unwrap();
+            v[i + 1] = t;
+            v
+        },
+        "e.txt",
+    );
+    add(
+        "perplexity data: not UTF-8",
+        {
+            let t = fx.file("b.txt", b"abc \xff\xfe\xfd def");
+            let mut v = ppl(fx, None, &[]);
+            let i = v.iter().position(|s| s == "--data").unwrap();
+            v[i + 1] = t;
+            v
+        },
+        "b.txt",
+    );
 
     // ---- options ----
     add("--limit 0", with(run(fx, None, None, None, &[]), "--limit", "0"), "--limit 0 is out of range");
-    add("--limit past the data", with(run(fx, None, None, None, &[]), "--limit", "10000"), "--limit 10000 is out of range");
+    add(
+        "--limit past the data",
+        with(run(fx, None, None, None, &[]), "--limit", "10000"),
+        "--limit 10000 is out of range",
+    );
     add("--device bogus", run(fx, None, None, None, &["--device", "tpu"]), "tpu");
     add("--device cuda:x", run(fx, None, None, None, &["--device", "cuda:x"]), "cuda:x");
     add("--task-opt unknown key", run(fx, None, None, None, &["--task-opt", "colour=blue"]), "colour");
-    add("--task-opt bad value", run(fx, None, None, None, &["--task-opt", "max_new_tokens=lots"]), "max_new_tokens");
+    add(
+        "--task-opt bad value",
+        run(fx, None, None, None, &["--task-opt", "max_new_tokens=lots"]),
+        "max_new_tokens",
+    );
     add("--opt without --quant", run(fx, None, None, None, &["--opt", "block_size=64"]), "--opt");
-    add("--opt unknown key", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "colour=blue"]), "colour");
-    add("--opt block size off the list", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "block_size=63"]), "block_size");
-    add("--opt bool not a bool", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "double_quant=maybe"]), "double_quant");
-    add("--opt negative threshold", run(fx, None, None, None, &["--quant", &plugin("int8"), "--opt", "threshold=-1"]), "threshold");
-    add("--opt bits out of range", run(fx, None, None, None, &["--quant", &plugin("rtn"), "--opt", "bits=5"]), "bits");
-    add("--calib-samples without a calibrating plugin", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--calib-samples", "4"]), "takes no calibration data");
-    add("--calib-* without a plugin", run(fx, None, None, None, &["--calib-seed", "3"]), "--calib-* options need a --quant plugin");
-    add("--calib-samples 0", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-samples", "0"]), "--calib-samples must be at least 1");
-    add("--calib-seq-len 0", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-seq-len", "0"]), "--calib-seq-len must be at least 1");
-    add("--calib-data missing", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-data", "/no/such/text.txt"]), "/no/such/text.txt");
-    add("--calib-data empty", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-data", &fx.file("c.txt", b"")]), "c.txt");
-    add("--calib-data JSONL without text", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-data", &fx.file("c.jsonl", b"{\"body\": \"x\"}\n")]), "c.jsonl");
-    add("--calib-seq-len beyond the model", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-seq-len", "100000", "--calib-samples", "1", "--calib-data", &fx.file("c.txt", b"the cat sat on the mat\n")]), "--calib-seq-len 100000 is out of range");
-    add("--chat-template on a perplexity task", ppl(fx, None, &["--chat-template"]), "--chat-template applies to generation requests");
-    add("--chat-template on a model without one", run(fx, None, None, None, &["--chat-template"]), "chat template");
-    add("--kl-baseline without --quant", ppl(fx, None, &["--kl-baseline"]), "--kl-baseline compares a quantized model");
-    add("--kl-baseline on CoQA", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--kl-baseline"]), "--kl-baseline applies to rolling log-likelihood requests");
-    add("--save-logprobs on CoQA", run(fx, None, None, None, &["--save-logprobs"]), "--save-logprobs applies to rolling");
-    add("--kl-baseline-from a folder without a run", ppl(fx, None, &["--quant", &plugin("nf4"), "--kl-baseline-from", &fx.out()]), "--kl-baseline-from");
-    add("--task-timeout negative", run(fx, None, None, None, &["--task-timeout=-1"]), "--task-timeout must be a positive number");
+    add(
+        "--opt unknown key",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "colour=blue"]),
+        "colour",
+    );
+    add(
+        "--opt block size off the list",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "block_size=63"]),
+        "block_size",
+    );
+    add(
+        "--opt bool not a bool",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "double_quant=maybe"]),
+        "double_quant",
+    );
+    add(
+        "--opt negative threshold",
+        run(fx, None, None, None, &["--quant", &plugin("int8"), "--opt", "threshold=-1"]),
+        "threshold",
+    );
+    add(
+        "--opt bits out of range",
+        run(fx, None, None, None, &["--quant", &plugin("rtn"), "--opt", "bits=5"]),
+        "bits",
+    );
+    add(
+        "--calib-samples without a calibrating plugin",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--calib-samples", "4"]),
+        "takes no calibration data",
+    );
+    add(
+        "--calib-* without a plugin",
+        run(fx, None, None, None, &["--calib-seed", "3"]),
+        "--calib-* options need a --quant plugin",
+    );
+    add(
+        "--calib-samples 0",
+        run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-samples", "0"]),
+        "--calib-samples must be at least 1",
+    );
+    add(
+        "--calib-seq-len 0",
+        run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-seq-len", "0"]),
+        "--calib-seq-len must be at least 1",
+    );
+    add(
+        "--calib-data missing",
+        run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-data", "/no/such/text.txt"]),
+        "/no/such/text.txt",
+    );
+    add(
+        "--calib-data empty",
+        run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-data", &fx.file("c.txt", b"")]),
+        "c.txt",
+    );
+    add(
+        "--calib-data JSONL without text",
+        run(
+            fx,
+            None,
+            None,
+            None,
+            &["--quant", &plugin("gptq"), "--calib-data", &fx.file("c.jsonl", b"{\"body\": \"x\"}\n")],
+        ),
+        "c.jsonl",
+    );
+    add(
+        "--calib-seq-len beyond the model",
+        run(
+            fx,
+            None,
+            None,
+            None,
+            &[
+                "--quant",
+                &plugin("gptq"),
+                "--calib-seq-len",
+                "100000",
+                "--calib-samples",
+                "1",
+                "--calib-data",
+                &fx.file("c.txt", b"the cat sat on the mat\n"),
+            ],
+        ),
+        "--calib-seq-len 100000 is out of range",
+    );
+    add(
+        "--chat-template on a perplexity task",
+        ppl(fx, None, &["--chat-template"]),
+        "--chat-template applies to generation requests",
+    );
+    add(
+        "--chat-template on a model without one",
+        run(fx, None, None, None, &["--chat-template"]),
+        "chat template",
+    );
+    add(
+        "--kl-baseline without --quant",
+        ppl(fx, None, &["--kl-baseline"]),
+        "--kl-baseline compares a quantized model",
+    );
+    add(
+        "--kl-baseline on CoQA",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--kl-baseline"]),
+        "--kl-baseline applies to rolling log-likelihood requests",
+    );
+    add(
+        "--save-logprobs on CoQA",
+        run(fx, None, None, None, &["--save-logprobs"]),
+        "--save-logprobs applies to rolling",
+    );
+    add(
+        "--kl-baseline-from a folder without a run",
+        ppl(fx, None, &["--quant", &plugin("nf4"), "--kl-baseline-from", &fx.out()]),
+        "--kl-baseline-from",
+    );
+    add(
+        "--task-timeout negative",
+        run(fx, None, None, None, &["--task-timeout=-1"]),
+        "--task-timeout must be a positive number",
+    );
     add("--task-fuel 0", run(fx, None, None, None, &["--task-fuel", "0"]), "--task-fuel");
-    add("--task-data-limit past 64 GiB", run(fx, None, None, None, &["--task-data-limit", "65537"]), "--task-data-limit 65537 MiB is outside");
+    add(
+        "--task-data-limit past 64 GiB",
+        run(fx, None, None, None, &["--task-data-limit", "65537"]),
+        "--task-data-limit 65537 MiB is outside",
+    );
     // Usage errors (the parser's own, exit 2).
     let mut usage = |name: &str, args: Vec<String>, needle: &str| {
         c.push(Case { name: name.into(), args, needle: needle.into(), code: 2 })
     };
     usage("--limit not a number", run(fx, None, None, None, &["--limit", "ten"]), "--limit");
-    usage("--batch-size negative", run(fx, None, None, None, &["--batch-size=-2"]), "invalid value '-2' for '--batch-size");
+    usage(
+        "--batch-size negative",
+        run(fx, None, None, None, &["--batch-size=-2"]),
+        "invalid value '-2' for '--batch-size",
+    );
     usage("--window not a number", ppl(fx, None, &["--window", "big"]), "--window");
     usage("--task-opt without =", run(fx, None, None, None, &["--task-opt", "max_new_tokens"]), "--task-opt");
-    usage("--opt without =", run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "block_size"]), "--opt");
-    usage("--kl-baseline with --kl-baseline-from", ppl(fx, None, &["--kl-baseline", "--kl-baseline-from", "x"]), "cannot be used with");
+    usage(
+        "--opt without =",
+        run(fx, None, None, None, &["--quant", &plugin("nf4"), "--opt", "block_size"]),
+        "--opt",
+    );
+    usage(
+        "--kl-baseline with --kl-baseline-from",
+        ppl(fx, None, &["--kl-baseline", "--kl-baseline-from", "x"]),
+        "cannot be used with",
+    );
     usage("an unknown flag", run(fx, None, None, None, &["--turbo"]), "--turbo");
     usage("run without --task", a(&["run", "--model", &p(STORIES), "--data", &p(SAMPLE)]), "--task");
     usage("an unknown subcommand", a(&["train"]), "train");
-    usage("--calib-mode unknown", run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-mode", "sideways"]), "sideways");
+    usage(
+        "--calib-mode unknown",
+        run(fx, None, None, None, &["--quant", &plugin("gptq"), "--calib-mode", "sideways"]),
+        "sideways",
+    );
     let mut add = |name: &str, args: Vec<String>, needle: &str| {
         c.push(Case { name: name.into(), args, needle: needle.into(), code: 1 })
     };
 
     // ---- plugins ----
     let nf4 = std::fs::read(plugin("nf4")).unwrap();
-    add("plugin: missing", run(fx, None, None, None, &["--quant", "/no/such/plugin.so"]), "/no/such/plugin.so");
+    add(
+        "plugin: missing",
+        run(fx, None, None, None, &["--quant", "/no/such/plugin.so"]),
+        "/no/such/plugin.so",
+    );
     add("plugin: empty file", run(fx, None, None, None, &["--quant", &fx.file("p.so", b"")]), "p.so");
-    add("plugin: a text file", run(fx, None, None, None, &["--quant", &fx.file("p.so", b"not an ELF file at all")]), "not a loadable shared library");
-    add("plugin: ELF header only", run(fx, None, None, None, &["--quant", &fx.file("p.so", &nf4[..64])]), "p.so");
-    add("plugin: cut in half", run(fx, None, None, None, &["--quant", &fx.file("p.so", &nf4[..nf4.len() / 2])]), "p.so");
-    add("plugin: a directory", run(fx, None, None, None, &["--quant", &fx.path("d").parent().unwrap().display().to_string()]), "plugin");
+    add(
+        "plugin: a text file",
+        run(fx, None, None, None, &["--quant", &fx.file("p.so", b"not an ELF file at all")]),
+        "not a loadable shared library",
+    );
+    add(
+        "plugin: ELF header only",
+        run(fx, None, None, None, &["--quant", &fx.file("p.so", &nf4[..64])]),
+        "p.so",
+    );
+    add(
+        "plugin: cut in half",
+        run(fx, None, None, None, &["--quant", &fx.file("p.so", &nf4[..nf4.len() / 2])]),
+        "p.so",
+    );
+    add(
+        "plugin: a directory",
+        run(fx, None, None, None, &["--quant", &fx.path("d").parent().unwrap().display().to_string()]),
+        "plugin",
+    );
     add("plugin: a WASM task", run(fx, None, None, None, &["--quant", &coqa()]), "coqa.wasm");
-    add("plugin: wrong ABI version", run(fx, None, None, None, &["--quant", &plugin("test_bad_abi")]), "ABI v99");
-    add("plugin: no entry symbol", run(fx, None, None, None, &["--quant", &plugin("test_no_entry")]), "no `llq_plugin_entry` symbol");
+    add(
+        "plugin: wrong ABI version",
+        run(fx, None, None, None, &["--quant", &plugin("test_bad_abi")]),
+        "ABI v99",
+    );
+    add(
+        "plugin: no entry symbol",
+        run(fx, None, None, None, &["--quant", &plugin("test_no_entry")]),
+        "no `llq_plugin_entry` symbol",
+    );
 
     // ---- tasks ----
     let coqa_bytes = std::fs::read(coqa()).unwrap();
     add("task: missing", run(fx, None, Some("/no/such/task.wasm"), None, &[]), "/no/such/task.wasm");
     add("task: empty file", run(fx, None, Some(&fx.file("t.wasm", b"")), None, &[]), "t.wasm");
     add("task: a text file", run(fx, None, Some(&fx.file("t.wasm", b"(module)")), None, &[]), "t.wasm");
-    add("task: cut in half", run(fx, None, Some(&fx.file("t.wasm", &coqa_bytes[..coqa_bytes.len() / 2])), None, &[]), "t.wasm");
-    add("task: a core module, not a component", run(fx, None, Some(&fx.file("t.wasm", b"\0asm\x01\0\0\0")), None, &[]), "t.wasm");
+    add(
+        "task: cut in half",
+        run(fx, None, Some(&fx.file("t.wasm", &coqa_bytes[..coqa_bytes.len() / 2])), None, &[]),
+        "t.wasm",
+    );
+    add(
+        "task: a core module, not a component",
+        run(fx, None, Some(&fx.file("t.wasm", b"\0asm\x01\0\0\0")), None, &[]),
+        "t.wasm",
+    );
     add("task: a plugin library", run(fx, None, Some(&plugin("nf4")), None, &[]), "nf4");
-    add("task: a directory", run(fx, None, Some(&fx.path("d").parent().unwrap().display().to_string()), None, &[]), "task");
+    add(
+        "task: a directory",
+        run(fx, None, Some(&fx.path("d").parent().unwrap().display().to_string()), None, &[]),
+        "task",
+    );
 
     // ---- predictions (score) ----
     let score = |preds: &str| a(&["score", "--task", &coqa(), "--data", &p(SAMPLE), "--predictions", preds]);
@@ -386,24 +1027,106 @@ fn cases(fx: &Fx) -> Vec<Case> {
     add("score: predictions empty", score(&fx.file("p.json", b"")), "p.json");
     add("score: predictions cut short", score(&fx.file("p.json", b"{\"a#1\": \"yes\", \"b")), "p.json");
     add("score: predictions a number", score(&fx.file("p.json", b"42")), "p.json");
-    add("score: prediction values not strings", score(&fx.file("p.json", b"[{\"id\": \"x\", \"turn_id\": 1, \"answer\": 5}]")), "p.json");
-    add("score: predictions not UTF-8", score(&fx.file("p.json", b"[{\"id\": \"\xff\", \"turn_id\": 1, \"answer\": \"a\"}]")), "p.json");
+    add(
+        "score: prediction values not strings",
+        score(&fx.file("p.json", b"[{\"id\": \"x\", \"turn_id\": 1, \"answer\": 5}]")),
+        "p.json",
+    );
+    add(
+        "score: predictions not UTF-8",
+        score(&fx.file("p.json", b"[{\"id\": \"\xff\", \"turn_id\": 1, \"answer\": \"a\"}]")),
+        "p.json",
+    );
 
     // ---- other subcommands ----
     let out = fx.out();
-    add("quantize: input missing", a(&["quantize", "--quant", &plugin("nf4"), "--input", "/no/such/w.safetensors", "--output", &out]), "/no/such/w.safetensors");
-    add("quantize: input not safetensors", a(&["quantize", "--quant", &plugin("nf4"), "--input", &fx.file("w.safetensors", b"plain text"), "--output", &out]), "w.safetensors");
-    add("quantize: calibration missing", a(&["quantize", "--quant", &plugin("gptq"), "--input", &p("tests/fixtures/gptq/weights.safetensors"), "--calibration", "/no/such/acts.safetensors", "--output", &out]), "/no/such/acts.safetensors");
-    add("quantize: calibrating plugin without calibration", a(&["quantize", "--quant", &plugin("gptq"), "--input", &p("tests/fixtures/gptq/weights.safetensors"), "--output", &out]), "calibration");
-    add("convert: model missing", a(&["convert", "--model", "/no/such/m.gguf", "--out", &out]), "/no/such/m.gguf");
-    add("convert: a llama2.c model (no tokenizer.json form)", a(&["convert", "--model", &p(STORIES), "--out", &fx.out()]), "has no tokenizer.json form");
-    add("compare: results missing", a(&["compare", "/no/such/results.json", "/no/such/other.json"]), "/no/such/results.json");
-    add("compare: results cut short", a(&["compare", &fx.file("results.json", b"{\"schema\": \"llq-res"), &fx.file("results.json", b"{}")]), "truncated");
-    add("compare: results of another schema", a(&["compare", &fx.file("results.json", b"{\"schema\": \"llq-results/1\"}"), &fx.file("results.json", b"{\"schema\": \"llq-results/1\"}")]), "is not an llq-results/2 results file");
-    add("compare: results with a BOM", a(&["compare", &fx.file("results.json", b"\xEF\xBB\xBF{}"), &fx.file("results.json", b"{}")]), "byte-order mark");
+    add(
+        "quantize: input missing",
+        a(&["quantize", "--quant", &plugin("nf4"), "--input", "/no/such/w.safetensors", "--output", &out]),
+        "/no/such/w.safetensors",
+    );
+    add(
+        "quantize: input not safetensors",
+        a(&[
+            "quantize",
+            "--quant",
+            &plugin("nf4"),
+            "--input",
+            &fx.file("w.safetensors", b"plain text"),
+            "--output",
+            &out,
+        ]),
+        "w.safetensors",
+    );
+    add(
+        "quantize: calibration missing",
+        a(&[
+            "quantize",
+            "--quant",
+            &plugin("gptq"),
+            "--input",
+            &p("tests/fixtures/gptq/weights.safetensors"),
+            "--calibration",
+            "/no/such/acts.safetensors",
+            "--output",
+            &out,
+        ]),
+        "/no/such/acts.safetensors",
+    );
+    add(
+        "quantize: calibrating plugin without calibration",
+        a(&[
+            "quantize",
+            "--quant",
+            &plugin("gptq"),
+            "--input",
+            &p("tests/fixtures/gptq/weights.safetensors"),
+            "--output",
+            &out,
+        ]),
+        "calibration",
+    );
+    add(
+        "convert: model missing",
+        a(&["convert", "--model", "/no/such/m.gguf", "--out", &out]),
+        "/no/such/m.gguf",
+    );
+    add(
+        "convert: a llama2.c model (no tokenizer.json form)",
+        a(&["convert", "--model", &p(STORIES), "--out", &fx.out()]),
+        "has no tokenizer.json form",
+    );
+    add(
+        "compare: results missing",
+        a(&["compare", "/no/such/results.json", "/no/such/other.json"]),
+        "/no/such/results.json",
+    );
+    add(
+        "compare: results cut short",
+        a(&["compare", &fx.file("results.json", b"{\"schema\": \"llq-res"), &fx.file("results.json", b"{}")]),
+        "truncated",
+    );
+    add(
+        "compare: results of another schema",
+        a(&[
+            "compare",
+            &fx.file("results.json", b"{\"schema\": \"llq-results/1\"}"),
+            &fx.file("results.json", b"{\"schema\": \"llq-results/1\"}"),
+        ]),
+        "is not an llq-results/2 results file",
+    );
+    add(
+        "compare: results with a BOM",
+        a(&["compare", &fx.file("results.json", b"\xEF\xBB\xBF{}"), &fx.file("results.json", b"{}")]),
+        "byte-order mark",
+    );
     add("sweep: spec missing", a(&["sweep", "plan", "/no/such/spec.toml"]), "/no/such/spec.toml");
     add("sweep: spec not TOML", a(&["sweep", "plan", &fx.file("s.toml", b"[[[not toml")]), "s.toml");
-    add("sweep: spec with an unknown key", a(&["sweep", "plan", &fx.file("s.toml", b"name = \"x\"\ncolour = \"blue\"\n")]), "colour");
+    add(
+        "sweep: spec with an unknown key",
+        a(&["sweep", "plan", &fx.file("s.toml", b"name = \"x\"\ncolour = \"blue\"\n")]),
+        "colour",
+    );
     add("sweep: spec without models", a(&["sweep", "plan", &fx.file("s.toml", b"name = \"x\"\n")]), "s.toml");
     add("plugins inspect: not a plugin", a(&["plugins", "inspect", &fx.file("p.so", b"junk")]), "p.so");
     add("bench: model missing", a(&["bench", "--model", "/no/such/m.gguf"]), "/no/such/m.gguf");
@@ -424,12 +1147,46 @@ fn cases(fx: &Fx) -> Vec<Case> {
         v[i + 1] = out;
         v
     };
-    add("resume: run.json cut short", with_out(resume_dir(b"{\"schema\": \"llq-run/1\", \"llq_ver"), &["--resume"]), "truncated");
-    add("resume: run.json with a BOM", with_out(resume_dir(b"\xEF\xBB\xBF{}"), &["--resume"]), "byte-order mark");
-    add("resume: run.json of another schema", with_out(resume_dir(b"{\"schema\": \"other/9\"}"), &["--resume"]), "is not an llq-run/1 run manifest");
-    add("resume: run.json with a missing field", with_out(resume_dir(b"{\"schema\": \"llq-run/1\"}"), &["--resume"]), "does not follow llq-run/1");
-    add("resume: samples but no run.json", { let d = fx.path("o"); std::fs::create_dir_all(&d).unwrap(); std::fs::write(d.join("samples.jsonl"), b"{}\n").unwrap(); with_out(d.display().to_string(), &["--resume"]) }, "has no run.json");
-    add("run: samples.jsonl already there", { let d = fx.path("o"); std::fs::create_dir_all(&d).unwrap(); std::fs::write(d.join("samples.jsonl"), b"").unwrap(); with_out(d.display().to_string(), &[]) }, "already holds a run");
+    add(
+        "resume: run.json cut short",
+        with_out(resume_dir(b"{\"schema\": \"llq-run/1\", \"llq_ver"), &["--resume"]),
+        "truncated",
+    );
+    add(
+        "resume: run.json with a BOM",
+        with_out(resume_dir(b"\xEF\xBB\xBF{}"), &["--resume"]),
+        "byte-order mark",
+    );
+    add(
+        "resume: run.json of another schema",
+        with_out(resume_dir(b"{\"schema\": \"other/9\"}"), &["--resume"]),
+        "is not an llq-run/1 run manifest",
+    );
+    add(
+        "resume: run.json with a missing field",
+        with_out(resume_dir(b"{\"schema\": \"llq-run/1\"}"), &["--resume"]),
+        "does not follow llq-run/1",
+    );
+    add(
+        "resume: samples but no run.json",
+        {
+            let d = fx.path("o");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("samples.jsonl"), b"{}\n").unwrap();
+            with_out(d.display().to_string(), &["--resume"])
+        },
+        "has no run.json",
+    );
+    add(
+        "run: samples.jsonl already there",
+        {
+            let d = fx.path("o");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("samples.jsonl"), b"").unwrap();
+            with_out(d.display().to_string(), &[])
+        },
+        "already holds a run",
+    );
     add("run: --out is a file", with_out(fx.file("outfile", b"x"), &[]), "cannot create output directory");
     c
 }
@@ -451,15 +1208,22 @@ fn every_hostile_input_is_a_clear_error() {
                 let o = llq(&args);
                 let e = stderr(&o);
                 if record {
-                    eprintln!("[{}] exit {:?}: {}", case.name, o.status.code(), e.trim().lines().last().unwrap_or(""));
+                    eprintln!(
+                        "[{}] exit {:?}: {}",
+                        case.name,
+                        o.status.code(),
+                        e.trim().lines().last().unwrap_or("")
+                    );
                 }
                 let out_samples = case
                     .args
                     .iter()
                     .position(|a| a == "--out")
                     .map(|i| Path::new(&case.args[i + 1]).join("samples.jsonl"));
-                let wrote = out_samples.is_some_and(|p| p.exists() && std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false))
-                    && !case.name.starts_with("resume") && !case.name.starts_with("run: samples");
+                let wrote = out_samples.is_some_and(|p| {
+                    p.exists() && std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false)
+                }) && !case.name.starts_with("resume")
+                    && !case.name.starts_with("run: samples");
                 let ok = o.status.code() == Some(case.code)
                     && !case.needle.is_empty()
                     && e.contains(&case.needle)

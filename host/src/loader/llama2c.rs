@@ -51,12 +51,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let have = (bytes.len() - 28) as u128;
     // llama2.c's export writes exactly these floats: fewer is a cut file, more a header that
     // does not describe the weights (reading a prefix would run a different model).
-    if have % 4 != 0 || have / 4 != need {
+    if !have.is_multiple_of(4) || have / 4 != need {
         bail!(
             "llama2.c file holds {} bytes of weights ({} floats{}), the header {hdr:?} implies {need} floats",
             have,
             have / 4,
-            if have % 4 != 0 { " and a partial one" } else { "" }
+            if !have.is_multiple_of(4) { " and a partial one" } else { "" }
         );
     }
     let floats: Vec<f32> =

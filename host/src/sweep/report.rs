@@ -326,7 +326,9 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
             );
             let weight_only: Vec<String> = done
                 .iter()
-                .filter_map(|(m, d)| Some(format!("`{m}` is {}.", d.results.quantization.as_ref()?.numerics.as_ref()?)))
+                .filter_map(|(m, d)| {
+                    Some(format!("`{m}` is {}.", d.results.quantization.as_ref()?.numerics.as_ref()?))
+                })
                 .collect();
             if !weight_only.is_empty() {
                 doc.para(&weight_only.join(" "));
