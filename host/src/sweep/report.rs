@@ -260,6 +260,19 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
     doc.heading(1, &format!("Sweep `{}`", spec.name));
     doc.para("Every difference is paired over the same samples against the model's unquantized run; intervals are 95%.");
     let baseline: Option<&str> = spec.methods.iter().find(|m| m.plugin.is_none()).map(|m| m.name.as_str());
+    // Methods measured weight-only: a plugin with its own matmul (`quant::WEIGHT_ONLY`), from
+    // its declaration, so cells written before results carried the label are labelled too.
+    let weight_only_methods: BTreeSet<&str> = spec
+        .methods
+        .iter()
+        .filter(|m| {
+            m.plugin
+                .as_ref()
+                .and_then(|p| crate::plugin::Plugin::load(Path::new(&spec.resolve(p))).ok())
+                .is_some_and(|pl| pl.info.has_matmul)
+        })
+        .map(|m| m.name.as_str())
+        .collect();
     let mut findings: Vec<String> = vec![];
     let mut env = Env::default();
     // Each task's metrics, read from its component once (compiling it is the costly part).
@@ -309,7 +322,8 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                             None => format!("{} {:.4}", m.name, m.value),
                         })
                         .collect();
-                    let weight_only = r.quantization.as_ref().is_some_and(|q| q.numerics.is_some());
+                    let weight_only = weight_only_methods.contains(c.method.as_str())
+                        || r.quantization.as_ref().is_some_and(|q| q.numerics.is_some());
                     vec![
                         if weight_only { format!("{} (weight-only)", c.method) } else { c.method.clone() },
                         format!("{:.2}", r.size.bits_per_weight),
@@ -326,9 +340,11 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
             );
             let weight_only: Vec<String> = done
                 .iter()
-                .filter_map(|(m, d)| {
-                    Some(format!("`{m}` is {}.", d.results.quantization.as_ref()?.numerics.as_ref()?))
+                .filter(|(m, d)| {
+                    weight_only_methods.contains(*m)
+                        || d.results.quantization.as_ref().is_some_and(|q| q.numerics.is_some())
                 })
+                .map(|(m, _)| format!("`{m}` is measured {}.", crate::quant::WEIGHT_ONLY))
                 .collect();
             if !weight_only.is_empty() {
                 doc.para(&weight_only.join(" "));
