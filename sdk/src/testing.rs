@@ -17,6 +17,29 @@ pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
     }
 }
 
+/// `values(seed, n)` of `bench/peers/bnb_shapes.py` and `gguf_reference.py`: k/2^23 in
+/// [−1, 1) from a 32-bit integer hash of (seed, index) — inputs both sides regenerate
+/// exactly, so fixtures hold only the reference's outputs.
+pub fn hash_values(seed: u64, n: usize) -> Vec<f32> {
+    const MASK: u64 = 0xFFFF_FFFF;
+    (0..n as u64)
+        .map(|i| {
+            let mut h = (i * 2_654_435_761 + seed * 97_531 + 12_345) & MASK;
+            for _ in 0..2 {
+                h ^= h >> 16;
+                h = (h * 0x45D_9F3B) & MASK;
+            }
+            h ^= h >> 16;
+            ((h >> 8) as i64 - (1 << 23)) as f32 / (1u32 << 23) as f32
+        })
+        .collect()
+}
+
+/// The scripts' `row_scales`: row r scaled by 2^(r mod 9 − 4) · (1 + (r mod 5)/4), exact in f32.
+pub fn row_scale(r: usize) -> f32 {
+    2f32.powi((r % 9) as i32 - 4) * (1.0 + (r % 5) as f32 / 4.0)
+}
+
 /// The bitsandbytes 0.50.2 reference file, parsed.
 pub fn bnb_reference() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/bnb/bnb-0.50.2-reference.json");

@@ -3,7 +3,7 @@
 //! of very different scale; values on code boundaries; f32/f16/bf16 inputs; with and without
 //! double quantization) and 42 LLM.int8 row-quantization cases (thresholds 0 and 6; values at
 //! .5 after scaling), made on an H100 by `bench/peers/bnb_shapes.py`. The inputs are not in
-//! the fixture: [`values`] and friends regenerate them exactly as the script does.
+//! the fixture: `testing::hash_values` and friends regenerate them exactly as the script does.
 //!
 //! What must hold is what the README states: everything bit for bit. Codes, absmax and the
 //! whole double-quant state (its offset is torch's CUDA `mean`, whose summation order
@@ -12,29 +12,8 @@
 
 use super::double_quant::double_quantize;
 use super::{fp4_code, int8::int8_quantize_row, nf4_code, quantize_4bit};
+use crate::testing::{hash_values as values, row_scale};
 use serde_json::Value;
-
-const MASK: u64 = 0xFFFF_FFFF;
-
-/// The script's `values(seed, n)`: k/2^23 in [−1, 1) from a 32-bit integer hash.
-fn values(seed: u64, n: usize) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| {
-            let mut h = (i * 2_654_435_761 + seed * 97_531 + 12_345) & MASK;
-            for _ in 0..2 {
-                h ^= h >> 16;
-                h = (h * 0x45D_9F3B) & MASK;
-            }
-            h ^= h >> 16;
-            ((h >> 8) as i64 - (1 << 23)) as f32 / (1u32 << 23) as f32
-        })
-        .collect()
-}
-
-/// `row_scales`: 2^(r mod 9 − 4) · (1 + (r mod 5)/4).
-fn row_scale(r: usize) -> f32 {
-    2f32.powi((r % 9) as i32 - 4) * (1.0 + (r % 5) as f32 / 4.0)
-}
 
 #[allow(clippy::excessive_precision)]
 const MIDS: [f64; 22] = [

@@ -1,0 +1,115 @@
+//! `gguf`: llama.cpp's quant types (the weights-only part of `llama-quantize`) as one method,
+//! `--opt type=q4_0|q4_1|q5_0|q5_1|q8_0|q2_k|q3_k|q4_k|q5_k|q6_k`. The block formats and
+//! reference quantizers are candle-core's port of ggml-quants.c (`quantized::k_quants`), not
+//! re-derived here; `tests.rs` checks them against llama.cpp's own Python package (gguf-py)
+//! and against the blocks of the SmolLM2 GGUF as shipped.
+//!
+//! As in llama.cpp, blocks run along each row (32 values, 256 for the K types) and a row must
+//! hold whole blocks. `llama-quantize` falls back to a legacy type for rows that do not
+//! (`llama_tensor_get_type`: q2_k/q3_k → q4_0, q4_k → q5_0, q5_k → q5_1, q6_k → q8_0); so does
+//! this plugin with `fallback=true` (the default), recording the type each layer got.
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{Device, Tensor};
+use llq_sdk::{
+    bail, export_plugin, Calibration, OptionKind, OptionSpec, Options, PackedView, QuantMethod, Quantized,
+    Result, Weights,
+};
+use std::borrow::Cow;
+
+/// The offered types: option value, candle's type, llama.cpp's fallback for rows that are
+/// not whole blocks.
+const TYPES: [(&str, GgmlDType, Option<&str>); 10] = [
+    ("q4_0", GgmlDType::Q4_0, None),
+    ("q4_1", GgmlDType::Q4_1, None),
+    ("q5_0", GgmlDType::Q5_0, None),
+    ("q5_1", GgmlDType::Q5_1, None),
+    ("q8_0", GgmlDType::Q8_0, None),
+    ("q2_k", GgmlDType::Q2K, Some("q4_0")),
+    ("q3_k", GgmlDType::Q3K, Some("q4_0")),
+    ("q4_k", GgmlDType::Q4K, Some("q5_0")),
+    ("q5_k", GgmlDType::Q5K, Some("q5_1")),
+    ("q6_k", GgmlDType::Q6K, Some("q8_0")),
+];
+
+fn dtype(name: &str) -> Result<GgmlDType> {
+    TYPES
+        .iter()
+        .find(|t| t.0 == name)
+        .map(|t| t.1)
+        .ok_or_else(|| format!("unknown gguf type `{name}`").into())
+}
+
+/// The type a `cols`-wide row gets: `name`, or its fallback when the row is not whole blocks.
+fn type_for(name: &str, cols: usize, fallback: bool) -> Result<&'static str> {
+    let (n, d, fb) =
+        TYPES.iter().find(|t| t.0 == name).ok_or_else(|| format!("unknown gguf type `{name}`"))?;
+    if cols.is_multiple_of(d.block_size()) {
+        return Ok(n);
+    }
+    match fb {
+        Some(f) if fallback && cols.is_multiple_of(dtype(f)?.block_size()) => Ok(f),
+        _ => bail!(
+            "gguf {name}: rows of {cols} values are not whole blocks of {}{}",
+            d.block_size(),
+            if fb.is_some() && !fallback { " (fallback=true uses llama.cpp's fallback type)" } else { "" }
+        ),
+    }
+}
+
+fn err(e: candle_core::Error) -> llq_sdk::PluginError {
+    // candle appends a backtrace when RUST_BACKTRACE is set; the first line is the message.
+    e.to_string().lines().next().unwrap_or_default().to_string().into()
+}
+
+#[derive(Default)]
+pub struct Gguf;
+
+impl QuantMethod for Gguf {
+    const NAME: &'static str = "gguf";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "llama.cpp's GGUF quant types (q4_0 … q8_0, q2_k … q6_k), candle-core's port of ggml-quants.c";
+    fn options(&self) -> Vec<OptionSpec> {
+        let names: Vec<&str> = TYPES.iter().map(|t| t.0).collect();
+        vec![
+            OptionSpec::new("type", OptionKind::String, "q4_0", "llama.cpp quant type").choices(&names),
+            OptionSpec::new(
+                "fallback",
+                OptionKind::Bool,
+                "true",
+                "rows that are not whole K-blocks (256) use llama-quantize's fallback type",
+            ),
+        ]
+    }
+    fn packed_size(&self, rows: u64, cols: u64, opts: &Options) -> Result<u64> {
+        let t = dtype(type_for(opts.get_str("type")?, cols as usize, opts.get_bool("fallback")?)?)?;
+        let blocks = rows * cols / t.block_size() as u64;
+        Ok(blocks * t.type_size() as u64)
+    }
+    fn quantize(&self, w: &Weights, opts: &Options, _c: Option<&Calibration>) -> Result<Quantized> {
+        let name = type_for(opts.get_str("type")?, w.cols, opts.get_bool("fallback")?)?;
+        let t = Tensor::from_slice(w.data, (w.rows, w.cols), &Device::Cpu).map_err(err)?;
+        let q = QTensor::quantize(&t, dtype(name)?).map_err(err)?;
+        let blocks = q.data().map_err(err)?.into_owned();
+        Ok(Quantized::new(serde_json::json!({ "type": name })).with_buffer("blocks", blocks))
+    }
+    fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
+        let t = dtype(p.meta_str("type")?)?;
+        let blocks = p.buffer("blocks")?;
+        let n = p.rows * p.cols;
+        if !n.is_multiple_of(t.block_size()) || blocks.len() != n / t.block_size() * t.type_size() {
+            bail!("gguf: {} bytes of {:?} blocks do not fit a {}×{} matrix", blocks.len(), t, p.rows, p.cols);
+        }
+        let storage = QStorage::from_data(Cow::Borrowed(blocks), &Device::Cpu, t).map_err(err)?;
+        let q = QTensor::new(storage, (p.rows, p.cols)).map_err(err)?;
+        let v: Vec<f32> = q.dequantize(&Device::Cpu).and_then(|d| d.flatten_all()?.to_vec1()).map_err(err)?;
+        out.copy_from_slice(&v);
+        Ok(())
+    }
+}
+
+export_plugin!(Gguf);
+
+#[cfg(test)]
+mod tests;

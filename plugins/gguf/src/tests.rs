@@ -1,0 +1,126 @@
+//! Against llama.cpp's own Python package (gguf-py 0.19.0, `bench/peers/gguf_reference.py` →
+//! `tests/fixtures/gguf/`), and against the blocks of the SmolLM2 GGUF as it was published.
+use super::Gguf;
+use llq_sdk::testing::{abi_quantize, buffer, hash_values, hex, row_scale, view};
+use llq_sdk::QuantMethod;
+use serde_json::Value;
+
+fn fixture() -> Value {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/gguf/gguf-py-0.19.0.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn input(c: &Value) -> (usize, usize, Vec<f32>) {
+    let (rows, cols) = (c["rows"].as_u64().unwrap() as usize, c["cols"].as_u64().unwrap() as usize);
+    let mut x = hash_values(c["seed"].as_u64().unwrap(), rows * cols);
+    match c["family"].as_str().unwrap() {
+        "uniform" => {}
+        "scaled_rows" => x.iter_mut().enumerate().for_each(|(i, v)| *v *= row_scale(i / cols)),
+        "zeros_and_repeats" => x.chunks_mut(cols).for_each(|r| {
+            r[..32].fill(0.0);
+            r[32..64].fill(0.375);
+        }),
+        f => panic!("family {f}"),
+    }
+    (rows, cols, x)
+}
+
+fn opts(t: &str) -> String {
+    format!("{{\"type\": \"{t}\"}}")
+}
+
+#[test]
+fn legacy_types_quantize_as_gguf_py_does() {
+    let fx = fixture();
+    let cases = fx["quantize"].as_array().unwrap();
+    for c in cases {
+        let (rows, cols, x) = input(c);
+        let t = c["type"].as_str().unwrap();
+        let q = abi_quantize::<Gguf>(rows, cols, &x, &opts(t)).unwrap();
+        let want = hex(&c["blocks_hex"]);
+        let got = buffer(&q, "blocks");
+        let first = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            got == want.as_slice(),
+            "{t} {} {rows}×{cols}: blocks differ from byte {first:?}",
+            c["family"]
+        );
+    }
+    assert_eq!(cases.len(), 45);
+}
+
+#[test]
+fn every_type_decodes_as_gguf_py_does() {
+    let fx = fixture();
+    for c in fx["dequantize"].as_array().unwrap() {
+        let t = c["type"].as_str().unwrap();
+        let bytes = hex(&c["bytes_hex"]);
+        let want: Vec<f32> = c["values_f32"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| f32::from_bits(v.as_u64().unwrap() as u32))
+            .collect();
+        let q = llq_sdk::Quantized::new(serde_json::json!({ "type": t })).with_buffer("blocks", bytes);
+        let mut out = vec![0f32; want.len()];
+        Gguf.dequantize(&view(1, want.len(), &q), &mut out).unwrap();
+        let bad = out.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(bad, 0, "{t}: {bad} of {} values differ", want.len());
+    }
+}
+
+#[test]
+fn k_types_fall_back_like_llama_quantize_and_round_trip() {
+    // 576 columns (SmolLM2's hidden size) are not whole 256-blocks: q4_k falls back to q5_0.
+    let x = hash_values(7, 2 * 576);
+    let q = abi_quantize::<Gguf>(2, 576, &x, &opts("q4_k")).unwrap();
+    assert_eq!(q.metadata["type"], "q5_0");
+    let e = abi_quantize::<Gguf>(2, 576, &x, "{\"type\": \"q4_k\", \"fallback\": \"false\"}").unwrap_err();
+    assert!(e.contains("not whole blocks of 256"), "{e}");
+    let e = abi_quantize::<Gguf>(1, 33, &hash_values(1, 33), &opts("q8_0")).unwrap_err();
+    assert!(e.contains("rows of 33 values are not whole blocks of 32"), "{e}");
+    // Whole blocks: each K type keeps its type; the error shrinks with more bits.
+    let x = hash_values(9, 4 * 512);
+    let mut last = f64::INFINITY;
+    for t in ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] {
+        let q = abi_quantize::<Gguf>(4, 512, &x, &opts(t)).unwrap();
+        assert_eq!(q.metadata["type"], t);
+        let mut out = vec![0f32; x.len()];
+        Gguf.dequantize(&view(4, 512, &q), &mut out).unwrap();
+        let rms =
+            (x.iter().zip(&out).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+        assert!(rms < last && rms < 0.2, "{t}: rms error {rms} after {last}");
+        last = rms;
+    }
+}
+
+/// The published SmolLM2 GGUF's Q4_1 layers and Q8_0 embedding: decoding a tensor and
+/// quantizing it again with its own type gives back its blocks, byte for byte.
+#[test]
+fn the_shipped_smollm2_blocks_are_reproduced() {
+    use candle_core::quantized::gguf_file;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/smollm2-135m-instruct.gguf");
+    let Ok(mut f) = std::fs::File::open(path) else {
+        panic!("{path} is missing: run `make models`");
+    };
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut checked = 0;
+    for (name, want_type) in [
+        ("token_embd.weight", "q8_0"),
+        ("blk.0.attn_q.weight", "q4_1"),
+        ("blk.0.ffn_down.weight", "q4_1"),
+        ("blk.29.ffn_up.weight", "q4_1"),
+    ] {
+        let qt = content.tensor(&mut f, name, &candle_core::Device::Cpu).unwrap();
+        let raw = qt.data().unwrap().into_owned();
+        let (rows, cols) = qt.shape().dims2().unwrap();
+        let x: Vec<f32> =
+            qt.dequantize(&candle_core::Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let q = abi_quantize::<Gguf>(rows, cols, &x, &opts(want_type)).unwrap();
+        let got = buffer(&q, "blocks");
+        let same = got.chunks(20).zip(raw.chunks(20)).filter(|(a, b)| a == b).count();
+        assert!(got == raw.as_slice(), "{name}: {same} of {} 20-byte chunks equal", raw.len() / 20);
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
