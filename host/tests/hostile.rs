@@ -220,7 +220,7 @@ fn a_malformed_generation_config_is_an_error() {
     let load = || llq_host::loader::load(hf.to_str().unwrap()).map(|m| m.eos).map_err(|e| format!("{e:#}"));
     let good = load().unwrap();
     for (text, want) in [
-        ("{\"eos_token_id\": 2,", "generation_config.json is not valid JSON"),
+        ("{\"eos_token_id\": 2,", "generation_config.json ends in the middle of its JSON"),
         ("{\"eos_token_id\": \"</s>\"}", "eos_token_id \"</s>\" is not a token id"),
         ("{\"eos_token_id\": [2, -1]}", "eos_token_id -1 is not a token id"),
     ] {

@@ -115,7 +115,8 @@ fn sweep_runs_resumes_records_failures_and_shards() {
     for needle in [
         "## stories × ppl",
         "| nf4 |",
-        "| int8 |",
+        "| int8 (weight-only) |",
+        "`int8` is measured weight-only",
         "`stories.broken.ppl`: failed",
         "Against `none`",
         "- nf4: Δ mean token log-prob",
@@ -153,7 +154,21 @@ fn sweep_runs_resumes_records_failures_and_shards() {
     let o = llq(&["sweep", "report", &spec, "--out", &out2]);
     assert!(o.status.success(), "{}", stderr(&o));
     let merged = std::fs::read_to_string(Path::new(&out2).join("report.md")).unwrap();
-    assert_eq!(merged, md);
+    // Quantization seconds are measured per process (the plugins unpack their reciprocal
+    // table on first use), so that column may round differently; the rest must be identical.
+    let untimed = |r: &str| {
+        r.lines()
+            .map(|l| {
+                let mut c: Vec<&str> = l.split('|').collect();
+                if l.starts_with("| ") && c.len() > 5 {
+                    c[4] = " t ";
+                }
+                c.join("|")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(untimed(&merged), untimed(&md));
     let o = llq(&["sweep", "run", &spec, "--out", &out2, "--gpus", "0,x"]);
     assert!(!o.status.success() && stderr(&o).contains("`x` is not a GPU index"), "{}", stderr(&o));
 
