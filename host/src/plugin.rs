@@ -527,9 +527,22 @@ pub struct QuantConfig<'p> {
     options: Options,
 }
 
-impl QuantConfig<'_> {
+impl<'p> QuantConfig<'p> {
     pub fn name(&self) -> &str {
         self.plugin.name()
+    }
+
+    /// These options with `overrides` set on top (later pairs win), checked by the plugin's
+    /// option specs like `--opt`.
+    pub fn with_overrides(&self, overrides: &[(String, String)]) -> Result<QuantConfig<'p>> {
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&self.json).context("the options given")?;
+        for (k, v) in overrides {
+            map.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        let pairs: Vec<(String, String)> =
+            map.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect();
+        self.plugin.configure(&pairs)
     }
 
     /// The full option set as a canonical JSON object (defaults filled in).

@@ -326,7 +326,8 @@ fn the_probe_plugin_receives_the_statistics_of_the_right_rows() {
             sumsq[c] += y[c] * y[c];
         }
     }
-    let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+    let o =
+        QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings), layer_opts: &[] };
     let r = quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, true).unwrap();
     let info = r.calibration.as_ref().unwrap();
     assert_eq!((info.samples, info.seq_len, info.tokens, info.mode.as_str()), (3, 40, 120, "sequential"));
@@ -366,7 +367,8 @@ fn scale_searches_see_the_unquantized_block_and_quantization_sees_the_fold() {
     for y in layer0_attention_input(&m, &windows) {
         abs_sum.iter_mut().zip(&y).for_each(|(a, v)| *a += v.abs());
     }
-    let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+    let o =
+        QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings), layer_opts: &[] };
     let r = quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, true).unwrap();
     let groups = &r.calibration.as_ref().unwrap().scale_groups;
     // stories260K has grouped-query attention: no v→o group; 3 groups × 5 blocks.
@@ -530,7 +532,12 @@ fn block_and_parallel_modes_differ_only_after_the_first_block() {
             mode,
             max_sample_rows: 0,
         };
-        let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: Some(&settings) };
+        let o = QuantizeOptions {
+            include_lm_head: false,
+            threads: 2,
+            calibration: Some(&settings),
+            layer_opts: &[],
+        };
         quantize_model(&q, &mut m, &o, &candle_core::Device::Cpu, false).unwrap();
         m.weights
     };

@@ -510,3 +510,65 @@ fn cuda_kernels_are_declared_and_a_cpu_build_says_what_it_needs() {
     let o = llq(&["bench", "--model", &p(STORIES), "--device", "cuda"]);
     assert_clean_failure(&o, "cannot open CUDA device 0");
 }
+
+#[test]
+fn per_layer_options_are_applied_recorded_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let nf4 = plugin("nf4");
+    let out = dir.path().join("a");
+    let o = run(
+        &out,
+        &[
+            "--quant",
+            &nf4,
+            "--limit",
+            "1",
+            "--opt-layer",
+            "layers.*.mlp.down_proj:block_size=4096",
+            "--opt-layer",
+            "model.layers.0.*:double_quant=true",
+            "--opt-layer",
+            "layers.0.mlp.down_proj:block_size=128",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let q = &r["quantization"];
+    assert_eq!(q["layer_options"].as_array().unwrap().len(), 3);
+    let layers = q["layers_detail"].as_array().unwrap();
+    assert_eq!(layers.len(), 5 * 7, "every linear layer of the 5-layer model");
+    let get = |name: &str| layers.iter().find(|l| l["name"] == name).unwrap_or_else(|| panic!("{name}"));
+    // A later match wins: layer 0's down_proj has block 128 and double quantization.
+    let d0 = get("model.layers.0.mlp.down_proj.weight");
+    assert_eq!(d0["options"]["block_size"], "128");
+    assert_eq!(d0["options"]["double_quant"], "true");
+    let d3 = get("model.layers.3.mlp.down_proj.weight");
+    assert_eq!(d3["options"]["block_size"], "4096");
+    // 64 × 172 weights: codes at 4 bits plus one f32 absmax per (partial) block of 4096.
+    let n: u64 = 64 * 172;
+    assert_eq!(d3["bytes"], n / 2 + 4 * n.div_ceil(4096));
+    let q3 = get("model.layers.3.self_attn.q_proj.weight");
+    assert!(q3.get("options").is_none(), "untouched layers carry no override");
+    assert_eq!(q3["bits_per_weight"], 4.5);
+    // The total is the sum of the layers.
+    let sum: u64 = layers.iter().map(|l| l["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(r["size"]["quantized_bytes"].as_u64().unwrap(), sum);
+    // Errors: a pattern that matches nothing, an option the plugin does not have, no plugin,
+    // a calibrating plugin.
+    for (extra, needle) in [
+        (
+            vec!["--quant", nf4.as_str(), "--opt-layer", "layers.*.mlp.dwn_proj:block_size=128"],
+            "matches none of the 35 layers",
+        ),
+        (vec!["--quant", nf4.as_str(), "--opt-layer", "layers.1.*:colour=blue"], "unknown option `colour`"),
+        (vec!["--opt-layer", "layers.1.*:block_size=128"], "--opt-layer needs --quant"),
+        (vec!["--quant", nf4.as_str(), "--opt-layer", "layers.1.*"], "is not PATTERN:KEY=VALUE"),
+    ] {
+        let mut args = vec!["--limit", "1"];
+        args.extend(extra);
+        let o = run(&dir.path().join(format!("e{}", needle.len())), &args);
+        let e = stderr(&o);
+        assert!(!o.status.success() && e.contains(needle), "{needle}: {e}");
+    }
+}

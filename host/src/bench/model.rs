@@ -29,6 +29,8 @@ pub struct ModelBenchSettings {
     pub device: String,
     /// Calibration for plugins that need it.
     pub calibration: Option<CalibSettings>,
+    /// Per-layer options (`--opt-layer`).
+    pub layer_opts: Vec<crate::quant::LayerOpt>,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +108,7 @@ pub fn model_bench(
                 include_lm_head: false,
                 threads,
                 calibration: settings.calibration.as_ref(),
+                layer_opts: &settings.layer_opts,
             };
             let p = prepare(q, &mut m, &dev, &o)?;
             quantize_s = Some(p.quantization.seconds);

@@ -3,7 +3,7 @@
 
 use crate::calib::text;
 use crate::plugin::{Plugin, QuantConfig};
-use crate::quant::{CalibMode, CalibSettings};
+use crate::quant::{CalibMode, CalibSettings, LayerOpt};
 use crate::task::Limits;
 use anyhow::{bail, Result};
 use llq_sdk::CalibrationNeed;
@@ -18,6 +18,15 @@ pub fn parse_opt(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+/// Parse `PATTERN:KEY=VALUE` (for `--opt-layer`): a glob over layer names, then an option.
+pub fn parse_layer_opt(s: &str) -> Result<LayerOpt, String> {
+    let (pattern, kv) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not PATTERN:KEY=VALUE (e.g. 'layers.*.mlp.down_proj:bits=8')"))?;
+    let (key, value) = parse_opt(kv)?;
+    LayerOpt::new(pattern.trim(), &key, &value)
+}
+
 /// A quantization plugin and its options, optional (`run`, `bench`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MaybePluginArgs {
@@ -27,6 +36,11 @@ pub struct MaybePluginArgs {
     /// Plugin option, repeatable (e.g. --opt double_quant=true).
     #[arg(long = "opt", value_parser = parse_opt)]
     pub opts: Vec<(String, String)>,
+    /// A plugin option for the layers whose name matches a glob, repeatable, the last match
+    /// winning (e.g. --opt-layer 'layers.*.mlp.down_proj:type=q6_k'); patterns match the
+    /// weight name with or without `model.` and `.weight`.
+    #[arg(long = "opt-layer", value_parser = parse_layer_opt, value_name = "PATTERN:KEY=VALUE")]
+    pub layer_opts: Vec<LayerOpt>,
 }
 
 impl MaybePluginArgs {
@@ -34,6 +48,9 @@ impl MaybePluginArgs {
     pub fn load(&self) -> Result<Option<Plugin>> {
         if self.quant.is_none() && !self.opts.is_empty() {
             bail!("--opt needs --quant");
+        }
+        if self.quant.is_none() && !self.layer_opts.is_empty() {
+            bail!("--opt-layer needs --quant");
         }
         self.quant.as_deref().map(Plugin::load).transpose()
     }

@@ -2,7 +2,8 @@
 //! what the device runs (the plugin's kernels on packed matrices, or dense matrices).
 
 use super::calibrated::{quantize_calibrated, CalibSettings};
-use super::layers::quantize_layers;
+use super::layers::{quantize_layers, LayerResult};
+use super::LayerOpt;
 use crate::loader::LoadedModel;
 use crate::model::config::{EMBED, LM_HEAD};
 use crate::model::PackedLayers;
@@ -12,6 +13,11 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use llq_sdk::CalibrationNeed;
 use std::collections::HashMap;
+
+/// A linear layer: weight name, rows, cols.
+type Layer = (String, usize, usize);
+/// Options `--opt-layer` sets for a layer, in order.
+type Overrides = Vec<(String, String)>;
 
 /// What quantizing a model's linear layers cost and produced.
 #[derive(Debug, Clone)]
@@ -29,6 +35,20 @@ pub struct ModelQuantization {
     pub calibration: Option<CalibrationInfo>,
     /// The packed matrices by weight name, when asked to keep them (for GPU kernels).
     pub packed: HashMap<String, PackedMatrix>,
+    /// Every quantized layer's size, in model order, with the options `--opt-layer` changed.
+    pub per_layer: Vec<LayerQuantization>,
+    /// The `--opt-layer` arguments, as given.
+    pub layer_options: Vec<String>,
+}
+
+/// One quantized layer's size, and its options where `--opt-layer` changed them.
+#[derive(Debug, Clone)]
+pub struct LayerQuantization {
+    pub name: String,
+    pub params: u64,
+    pub bytes: u64,
+    /// The layer's full options (canonical JSON) when they differ from the model's.
+    pub options: Option<String>,
 }
 
 /// How to quantize a model.
@@ -39,6 +59,8 @@ pub struct QuantizeOptions<'a> {
     pub threads: usize,
     /// Calibration, for plugins that need it.
     pub calibration: Option<&'a CalibSettings>,
+    /// Per-layer options (`--opt-layer`), in order; the last match of a key wins.
+    pub layer_opts: &'a [LayerOpt],
 }
 
 /// Quantize every linear layer (q/k/v/o/gate/up/down; `lm_head` too when asked) and
@@ -63,10 +85,57 @@ pub fn quantize_model(
         }
         layers.push((LM_HEAD.into(), m.config.vocab_size, m.config.hidden_size));
     }
+    // Layers whose options `--opt-layer` changes, grouped by their resulting options.
+    let mut groups: Vec<(Overrides, Vec<Layer>)> = vec![];
+    for l in &layers {
+        let over: Vec<(String, String)> = o
+            .layer_opts
+            .iter()
+            .filter(|p| p.matches(&l.0))
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        match groups.iter_mut().find(|(g, _)| *g == over) {
+            Some((_, ls)) => ls.push(l.clone()),
+            None => groups.push((over, vec![l.clone()])),
+        }
+    }
+    for p in o.layer_opts {
+        if !layers.iter().any(|l| p.matches(&l.0)) {
+            bail!(
+                "--opt-layer {}: `{}` matches none of the {} layers quantized",
+                p.spec(),
+                p.pattern,
+                layers.len()
+            );
+        }
+    }
+    let per_layer_opts = !o.layer_opts.is_empty();
+    let mut layer_canonical: HashMap<String, String> = HashMap::new();
     let (results, calibration) = match (q.plugin.calibration(), o.calibration) {
+        (CalibrationNeed::None, _) if per_layer_opts => {
+            let mut all: Vec<LayerResult> = vec![];
+            for (over, ls) in &groups {
+                let qc = q.with_overrides(over).with_context(|| {
+                    format!("--opt-layer options {over:?} for {} layers (e.g. {})", ls.len(), ls[0].0)
+                })?;
+                for (name, ..) in ls {
+                    if !over.is_empty() {
+                        layer_canonical.insert(name.clone(), qc.canonical());
+                    }
+                }
+                all.extend(quantize_layers(&qc, &mut m.weights, ls, &HashMap::new(), o.threads, keep_packed)?);
+            }
+            // Back in model order.
+            all.sort_by_key(|r| layers.iter().position(|l| l.0 == r.name));
+            (all, None)
+        }
         (CalibrationNeed::None, _) => {
             (quantize_layers(q, &mut m.weights, &layers, &HashMap::new(), o.threads, keep_packed)?, None)
         }
+        (_, _) if per_layer_opts => bail!(
+            "--opt-layer is not supported yet for plugins that calibrate ({}): their layer groups share one input scale",
+            q.plugin.info.name
+        ),
         (_, Some(s)) => {
             let (r, info) = quantize_calibrated(q, m, &layers, s, device, o.threads, keep_packed)?;
             (r, Some(info))
@@ -86,10 +155,18 @@ pub fn quantize_model(
         seconds: 0.0,
         calibration,
         packed: Default::default(),
+        per_layer: vec![],
+        layer_options: o.layer_opts.iter().map(LayerOpt::spec).collect(),
     };
     for r in results {
         qm.quantized_params += (r.rows * r.cols) as u64;
         qm.quantized_bytes += r.bytes;
+        qm.per_layer.push(LayerQuantization {
+            name: r.name.clone(),
+            params: (r.rows * r.cols) as u64,
+            bytes: r.bytes,
+            options: layer_canonical.get(&r.name).cloned(),
+        });
         if let Some(p) = r.packed {
             qm.packed.insert(r.name, p);
         }

@@ -40,6 +40,9 @@ pub struct RunManifest {
     /// Every plugin option, defaults filled in (the plugin's canonical form).
     pub plugin_options: Option<BTreeMap<String, String>>,
     pub quantize_lm_head: bool,
+    /// `--opt-layer` arguments, in order.
+    #[serde(default)]
+    pub plugin_layer_options: Vec<String>,
     /// The calibration run's text hash and shape; null for methods that need none.
     pub calibration: Option<BTreeMap<String, String>>,
     /// SHA-256 of the task component.
@@ -137,6 +140,7 @@ mod tests {
             plugin_sha256: Some("p".into()),
             plugin_options: Some([("block_size".to_string(), "64".to_string())].into()),
             quantize_lm_head: false,
+            plugin_layer_options: vec![],
             calibration: None,
             task_sha256: "t".into(),
             task_options: BTreeMap::new(),

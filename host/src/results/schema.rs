@@ -117,6 +117,30 @@ pub struct QuantizationInfo {
     /// runs from its dequantized weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numerics: Option<String>,
+    /// The `--opt-layer` arguments as given (`PATTERN:KEY=VALUE`, the last match winning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_options: Vec<String>,
+    /// Every quantized layer, in model order: its size and, where `--opt-layer` changed them,
+    /// its full options.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers_detail: Vec<LayerInfo>,
+}
+
+/// One quantized layer as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LayerInfo {
+    /// The weight's name.
+    pub name: String,
+    /// Its parameters.
+    pub params: u64,
+    /// Its packed bytes.
+    pub bytes: u64,
+    /// 8 · bytes / params.
+    pub bits_per_weight: f64,
+    /// Every option, defaults filled in, when `--opt-layer` changed the model's options here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
 }
 
 /// A calibration run: the text, how it was cut and run, and what it cost.

@@ -142,6 +142,9 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 for o in &q.opts {
                     method_args.extend(["--opt".into(), o.clone()]);
                 }
+                for o in &q.layer_opts {
+                    method_args.extend(["--opt-layer".into(), o.clone()]);
+                }
                 if let Some(n) = q.calib_samples {
                     method_args.extend(["--calib-samples".into(), n.to_string()]);
                 }
@@ -149,12 +152,16 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                     method_args.extend(["--calib-seq-len".into(), n.to_string()]);
                 }
             }
-            let method_inputs = json!({
+            let mut method_inputs = json!({
                 "plugin_sha256": plugin_hash,
                 "opts": q.opts,
                 "calib_samples": q.calib_samples,
                 "calib_seq_len": q.calib_seq_len,
             });
+            // Only when given: the addresses of cells without per-layer options stay as they were.
+            if !q.layer_opts.is_empty() {
+                method_inputs["layer_opts"] = json!(q.layer_opts);
+            }
             if let Some(b) = spec.bench.as_ref().filter(|_| q.bench && m.bench) {
                 let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
                 let mut args: Vec<String> = vec!["bench".into(), "--model".into(), model_path.clone()];

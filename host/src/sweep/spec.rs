@@ -86,6 +86,10 @@ pub struct MethodSpec {
     pub plugin: Option<String>,
     #[serde(default)]
     pub opts: Vec<String>,
+    /// Per-layer options, `PATTERN:KEY=VALUE` each (`run --opt-layer`), the last match
+    /// winning: e.g. a llama.cpp mixture like Q4_K_M as a recipe.
+    #[serde(default)]
+    pub layer_opts: Vec<String>,
     pub calib_samples: Option<usize>,
     pub calib_seq_len: Option<usize>,
     /// Whether the `[bench]` section measures this method (default true): `false` for a
@@ -177,7 +181,10 @@ impl Spec {
         }
         for m in &self.methods {
             if m.plugin.is_none()
-                && (!m.opts.is_empty() || m.calib_samples.is_some() || m.calib_seq_len.is_some())
+                && (!m.opts.is_empty()
+                    || !m.layer_opts.is_empty()
+                    || m.calib_samples.is_some()
+                    || m.calib_seq_len.is_some())
             {
                 bail!("method `{}` has options but no plugin", m.name);
             }

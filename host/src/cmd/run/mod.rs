@@ -13,8 +13,8 @@ use crate::quant::{model_size, prepare, QuantizeOptions};
 use crate::results::logprobs;
 use crate::results::manifest::{RunManifest, MANIFEST_SCHEMA};
 use crate::results::schema::{
-    Build, DeviceInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults, SampleCounts,
-    SampleRecord, TaskRun, Timing, SCHEMA,
+    Build, DeviceInfo, LayerInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults,
+    SampleCounts, SampleRecord, TaskRun, Timing, SCHEMA,
 };
 use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
 use crate::util::digest::{sha256_file, sha256_hex};
@@ -237,6 +237,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             .map(|q| serde_json::from_str(&q.canonical()).context("the plugin's canonical options"))
             .transpose()?,
         quantize_lm_head: a.quantize_lm_head,
+        plugin_layer_options: a.plugin.layer_opts.iter().map(|l| l.spec()).collect(),
         calibration: calibration.as_ref().map(|c| {
             [
                 ("text_sha256", c.text.sha256.clone()),
@@ -323,6 +324,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 include_lm_head: a.quantize_lm_head,
                 threads,
                 calibration: calibration.as_ref(),
+                layer_opts: &a.plugin.layer_opts,
             };
             let p = prepare(q, &mut m, &device, &o)?;
             tracing::info!(
@@ -512,6 +514,25 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 lm_head: a.quantize_lm_head,
                 calibration: q.calibration.clone(),
                 numerics: quant_cfg.as_ref().and_then(|c| crate::quant::numerics(c.plugin)),
+                layer_options: q.layer_options.clone(),
+                layers_detail: q
+                    .per_layer
+                    .iter()
+                    .map(|l| {
+                        Ok(LayerInfo {
+                            name: l.name.clone(),
+                            params: l.params,
+                            bytes: l.bytes,
+                            bits_per_weight: 8.0 * l.bytes as f64 / l.params.max(1) as f64,
+                            options: l
+                                .options
+                                .as_deref()
+                                .map(serde_json::from_str)
+                                .transpose()
+                                .context("a layer's canonical options")?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
             }),
             _ => None,
         },
