@@ -11,43 +11,15 @@
 
 pub mod calibrated;
 pub mod fold;
+pub mod layer_opt;
 pub mod layers;
 pub mod model;
 pub mod size;
 
 pub use calibrated::{CalibMode, CalibSettings};
+pub use layer_opt::LayerOpt;
 pub use model::{prepare, quantize_model, GpuPath, ModelQuantization, Prepared, QuantizeOptions};
 pub use size::model_size;
-
-/// One `--opt-layer`: a plugin option for the layers whose name matches a glob.
-#[derive(Debug, Clone)]
-pub struct LayerOpt {
-    pub pattern: String,
-    glob: glob::Pattern,
-    pub key: String,
-    pub value: String,
-}
-
-impl LayerOpt {
-    pub fn new(pattern: &str, key: &str, value: &str) -> Result<LayerOpt, String> {
-        let glob =
-            glob::Pattern::new(pattern).map_err(|e| format!("`{pattern}` is not a glob pattern: {e}"))?;
-        Ok(LayerOpt { pattern: pattern.into(), glob, key: key.into(), value: value.into() })
-    }
-
-    /// Whether it applies to weight `name` (`model.layers.3.mlp.down_proj.weight` is also
-    /// matched as `layers.3.mlp.down_proj`).
-    pub fn matches(&self, name: &str) -> bool {
-        let short = name.strip_prefix("model.").unwrap_or(name);
-        let short = short.strip_suffix(".weight").unwrap_or(short);
-        self.glob.matches(name) || self.glob.matches(short)
-    }
-
-    /// As given on the command line.
-    pub fn spec(&self) -> String {
-        format!("{}:{}={}", self.pattern, self.key, self.value)
-    }
-}
 
 /// What a plugin that brings its own matmul (`has_matmul`, e.g. LLM.int8: int8 activations
 /// and fp16 outlier columns) is measured as: `run`, `bench` and the GPU path build the model

@@ -2,8 +2,8 @@
 //! what the device runs (the plugin's kernels on packed matrices, or dense matrices).
 
 use super::calibrated::{quantize_calibrated, CalibSettings};
+use super::layer_opt::LayerOpt;
 use super::layers::{quantize_layers, LayerResult};
-use super::LayerOpt;
 use crate::loader::LoadedModel;
 use crate::model::config::{EMBED, LM_HEAD};
 use crate::model::PackedLayers;
