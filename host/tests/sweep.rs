@@ -527,3 +527,44 @@ fn kl_cells_read_the_baseline_cells_stored_distributions() {
     assert!(said.contains("done    stories.int8.ppl") && !said.contains("stories.nf4.ppl"), "{said}");
     assert!(base.join("logprobs/manifest.json").is_file());
 }
+
+#[test]
+fn per_layer_options_reach_the_cells_and_leave_other_addresses_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "t.txt", "Once upon a time, there was a little girl named Lily.\n");
+    let task = format!(
+        "[[tasks]]\nname = \"ppl\"\nwasm = \"{}\"\ndata = \"{text}\"\n",
+        wasm("perplexity").display()
+    );
+    let plain = stories_spec("mixed", &format!("{}\n{task}", method("nf4", "nf4")));
+    let mixed = stories_spec(
+        "mixed",
+        &format!(
+            "{}\n{}\nlayer_opts = [\"layers.*.mlp.down_proj:block_size=128\"]\n{task}",
+            method("nf4", "nf4"),
+            method("nf4-mixed", "nf4")
+        ),
+    );
+    let plan = |name: &str, body: &str| {
+        let spec = write(dir.path(), name, body);
+        let o = llq(&["sweep", "plan", &spec, "--out", dir.path().join("out").to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out_str(&o)
+    };
+    let (a, b) = (plan("plain.toml", &plain), plan("mixed.toml", &mixed));
+    let line = |plan: &str, id: &str| {
+        plan.lines().find(|l| l.contains(id)).unwrap_or_else(|| panic!("{id}: {plan}")).to_string()
+    };
+    // The method without per-layer options keeps its cell address.
+    assert_eq!(line(&a, "stories.nf4.ppl"), line(&b, "stories.nf4.ppl"));
+    assert!(b.contains("--opt-layer") && b.contains("layers.*.mlp.down_proj:block_size=128"), "{b}");
+    assert!(!a.contains("--opt-layer"), "{a}");
+    // Per-layer options without a plugin are refused.
+    let bad = stories_spec(
+        "bad",
+        &format!("[[methods]]\nname = \"x\"\nlayer_opts = [\"layers.*:bits=3\"]\n{task}"),
+    );
+    let spec = write(dir.path(), "bad.toml", &bad);
+    let o = llq(&["sweep", "plan", &spec]);
+    assert!(!o.status.success() && stderr(&o).contains("has options but no plugin"), "{}", stderr(&o));
+}
