@@ -26,6 +26,22 @@ pub use llq::task::types::{
     RollingResult,
 };
 
+impl RollingResult {
+    /// The result of a rolling request over `text` from its per-token log-probabilities (and
+    /// KL/top-1 against a baseline, empty without one): what `run` answers and what
+    /// `run --resume` rebuilds from a stored sample.
+    pub fn from_tokens(text: &str, token_logprobs: Vec<f64>, kl: Vec<f64>, top1_agree: Vec<u8>) -> Self {
+        RollingResult {
+            logprob: token_logprobs.iter().sum(),
+            tokens: token_logprobs.len() as u32,
+            token_logprobs,
+            bytes: text.len() as u32,
+            kl,
+            top1_agree,
+        }
+    }
+}
+
 /// Per-call resource limits of a task.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -71,6 +71,21 @@ fn run(fx: &Fx, model: Option<&str>, task: Option<&str>, data: Option<&str>, ext
     v
 }
 
+/// `run` with `model` in place of the fixture model.
+fn model(fx: &Fx, model: &str) -> Vec<String> {
+    run(fx, Some(model), None, None, &[])
+}
+
+/// `run` with `data` in place of the CoQA sample.
+fn data(fx: &Fx, data: &str) -> Vec<String> {
+    run(fx, None, None, Some(data), &[])
+}
+
+/// `bytes` behind a UTF-8 byte-order mark.
+fn with_bom(bytes: &[u8]) -> Vec<u8> {
+    [b"\xEF\xBB\xBF".as_slice(), bytes].concat()
+}
+
 /// `run` of the perplexity task over a short text.
 fn ppl(fx: &Fx, model: Option<&str>, extra: &[&str]) -> Vec<String> {
     let text = fx.file("t.txt", b"the cat sat on the mat and the dog sat on the log\n");
@@ -225,152 +240,100 @@ fn cases(fx: &Fx) -> Vec<Case> {
     let bin = |fx: &Fx, b: &[u8]| fx.file("model.bin", b);
 
     // ---- llama2.c model files ----
-    add("model: missing file", run(fx, Some("/no/such/model.bin"), None, None, &[]), "does not exist");
+    add("model: missing file", model(fx, "/no/such/model.bin"), "does not exist");
     add(
         "model: empty .bin",
-        run(fx, Some(&bin(fx, b"")), None, None, &[]),
+        model(fx, &bin(fx, b"")),
         "holds 0 bytes: too short to be a GGUF or llama2.c model",
     );
-    add(
-        "model: 10-byte .bin",
-        run(fx, Some(&bin(fx, &st[..10])), None, None, &[]),
-        "file is too short for a llama2.c header",
-    );
-    add("model: header only", run(fx, Some(&bin(fx, &st[..28])), None, None, &[]), "the header");
-    add("model: truncated weights", run(fx, Some(&bin(fx, &st[..st.len() / 2])), None, None, &[]), "implies");
-    add(
-        "model: a partial float",
-        run(fx, Some(&bin(fx, &st[..st.len() - 2])), None, None, &[]),
-        "a partial one",
-    );
+    add("model: 10-byte .bin", model(fx, &bin(fx, &st[..10])), "file is too short for a llama2.c header");
+    add("model: header only", model(fx, &bin(fx, &st[..28])), "the header");
+    add("model: truncated weights", model(fx, &bin(fx, &st[..st.len() / 2])), "implies");
+    add("model: a partial float", model(fx, &bin(fx, &st[..st.len() - 2])), "a partial one");
     let mut longer = st.clone();
     longer.extend_from_slice(&[0u8; 64]);
-    add("model: trailing bytes", run(fx, Some(&bin(fx, &longer)), None, None, &[]), "the header");
-    add("model: zero dim", run(fx, Some(&bin(fx, &header(0, 0))), None, None, &[]), "non-positive sizes");
-    add(
-        "model: negative layers",
-        run(fx, Some(&bin(fx, &header(2, -3))), None, None, &[]),
-        "non-positive sizes",
-    );
-    add("model: zero heads", run(fx, Some(&bin(fx, &header(3, 0))), None, None, &[]), "non-positive sizes");
-    add(
-        "model: dim not a multiple of heads",
-        run(fx, Some(&bin(fx, &header(3, 7))), None, None, &[]),
-        "is not a multiple of",
-    );
-    add("model: 2^31 layers", run(fx, Some(&bin(fx, &header(2, i32::MAX))), None, None, &[]), "implies");
-    add("model: huge vocabulary", run(fx, Some(&bin(fx, &header(5, i32::MAX))), None, None, &[]), "implies");
-    add("model: zero seq_len", run(fx, Some(&bin(fx, &header(6, 0))), None, None, &[]), "non-positive sizes");
-    add("model: NaN weight", run(fx, Some(&bin(fx, &weight(5, f32::NAN))), None, None, &[]), "non-finite");
-    add(
-        "model: +inf weight",
-        run(fx, Some(&bin(fx, &weight(100, f32::INFINITY))), None, None, &[]),
-        "non-finite",
-    );
-    add(
-        "model: -inf weight",
-        run(fx, Some(&bin(fx, &weight(4000, f32::NEG_INFINITY))), None, None, &[]),
-        "non-finite",
-    );
+    add("model: trailing bytes", model(fx, &bin(fx, &longer)), "the header");
+    add("model: zero dim", model(fx, &bin(fx, &header(0, 0))), "non-positive sizes");
+    add("model: negative layers", model(fx, &bin(fx, &header(2, -3))), "non-positive sizes");
+    add("model: zero heads", model(fx, &bin(fx, &header(3, 0))), "non-positive sizes");
+    add("model: dim not a multiple of heads", model(fx, &bin(fx, &header(3, 7))), "is not a multiple of");
+    add("model: 2^31 layers", model(fx, &bin(fx, &header(2, i32::MAX))), "implies");
+    add("model: huge vocabulary", model(fx, &bin(fx, &header(5, i32::MAX))), "implies");
+    add("model: zero seq_len", model(fx, &bin(fx, &header(6, 0))), "non-positive sizes");
+    add("model: NaN weight", model(fx, &bin(fx, &weight(5, f32::NAN))), "non-finite");
+    add("model: +inf weight", model(fx, &bin(fx, &weight(100, f32::INFINITY))), "non-finite");
+    add("model: -inf weight", model(fx, &bin(fx, &weight(4000, f32::NEG_INFINITY))), "non-finite");
     add(
         "model: a text file",
-        run(fx, Some(&fx.file("model.txt", b"hello world, not a model")), None, None, &[]),
+        model(fx, &fx.file("model.txt", b"hello world, not a model")),
         "neither GGUF nor a llama2.c",
     );
     add(
         "model: a directory without config",
-        run(fx, Some(&fx.path("empty").parent().unwrap().display().to_string()), None, None, &[]),
+        model(fx, &fx.path("empty").parent().unwrap().display().to_string()),
         "config.json",
     );
-    add(
-        "model: unknown synthetic preset",
-        run(fx, Some("synthetic:llama-9000b"), None, None, &[]),
-        "llama-9000b",
-    );
+    add("model: unknown synthetic preset", model(fx, "synthetic:llama-9000b"), "llama-9000b");
 
     // ---- GGUF ----
     let gguf = std::fs::read(p("models/smollm2-135m-instruct.gguf")).unwrap();
-    add(
-        "gguf: magic only",
-        run(fx, Some(&fx.file("m.gguf", b"GGUF")), None, None, &[]),
-        "not a readable GGUF file",
-    );
+    add("gguf: magic only", model(fx, &fx.file("m.gguf", b"GGUF")), "not a readable GGUF file");
     add(
         "gguf: version 99",
-        run(fx, Some(&fx.file("m.gguf", b"GGUF\x63\x00\x00\x00rest")), None, None, &[]),
+        model(fx, &fx.file("m.gguf", b"GGUF\x63\x00\x00\x00rest")),
         "unsupported magic/version Gguf/99",
     );
-    add(
-        "gguf: cut in its metadata",
-        run(fx, Some(&fx.file("m.gguf", &gguf[..4096])), None, None, &[]),
-        "only 4072 remaining",
-    );
+    add("gguf: cut in its metadata", model(fx, &fx.file("m.gguf", &gguf[..4096])), "only 4072 remaining");
     add(
         "gguf: cut in its tensors",
-        run(fx, Some(&fx.file("m.gguf", &gguf[..gguf.len() / 3])), None, None, &[]),
+        model(fx, &fx.file("m.gguf", &gguf[..gguf.len() / 3])),
         "only 0 remaining in file",
     );
     add(
         "gguf: garbage after the magic",
-        run(fx, Some(&fx.file("m.gguf", &[b"GGUF".as_slice(), &[0xff; 200]].concat())), None, None, &[]),
+        model(fx, &fx.file("m.gguf", &[b"GGUF".as_slice(), &[0xff; 200]].concat())),
         "unsupported magic/version",
     );
 
     // ---- HF directories ----
     add(
         "hf: config.json with a BOM",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
-                let c = [b"\xEF\xBB\xBF".as_slice(), &f["config.json"]].concat();
+            &hf(fx, |f| {
+                let c = with_bom(&f["config.json"]);
                 set(f, "config.json", &c)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "byte-order mark",
     );
     add(
         "hf: config.json cut short",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let c = f["config.json"][..40].to_vec();
                 set(f, "config.json", &c)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "truncated",
     );
-    add(
-        "hf: config.json empty",
-        run(fx, Some(&hf(fx, |f| set(f, "config.json", b""))), None, None, &[]),
-        "is empty",
-    );
+    add("hf: config.json empty", model(fx, &hf(fx, |f| set(f, "config.json", b""))), "is empty");
     add(
         "hf: config.json a list",
-        run(fx, Some(&hf(fx, |f| set(f, "config.json", b"[1, 2]"))), None, None, &[]),
+        model(fx, &hf(fx, |f| set(f, "config.json", b"[1, 2]"))),
         "not a Llama config",
     );
     add(
         "hf: hidden_size a string",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = "16".into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = "16".into())))),
         "invalid type",
     );
     add(
         "hf: no intermediate_size",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 set(
                     f,
                     "config.json",
@@ -378,385 +341,223 @@ fn cases(fx: &Fx) -> Vec<Case> {
                         c.as_object_mut().unwrap().remove("intermediate_size");
                     }),
                 )
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "missing field `intermediate_size`",
     );
     add(
         "hf: zero heads",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_attention_heads"] = 0.into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_attention_heads"] = 0.into())))),
         "must be positive",
     );
     add(
         "hf: heads not a multiple of kv heads",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_key_value_heads"] = 3.into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_key_value_heads"] = 3.into())))),
         "num_key_value_heads",
     );
     add(
         "hf: negative rms_norm_eps",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["rms_norm_eps"] = (-1.0).into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["rms_norm_eps"] = (-1.0).into())))),
         "rms_norm_eps and rope_theta must be positive",
     );
     add(
         "hf: config says 2 layers, checkpoint has 1",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_hidden_layers"] = 2.into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["num_hidden_layers"] = 2.into())))),
         "model.layers.1.",
     );
     add(
         "hf: checkpoint has 2 layers, config says 1",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let s = hf_files(2, &[])["model.safetensors"].clone();
                 set(f, "model.safetensors", &s)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "does not use",
     );
     add(
         "hf: a tensor missing",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let s = hf_files(1, &["model.layers.0.mlp.up_proj.weight"])["model.safetensors"].clone();
                 set(f, "model.safetensors", &s)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "`model.layers.0.mlp.up_proj.weight` is missing",
     );
     add(
         "hf: hidden 32 against 16-wide tensors",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = 32.into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["hidden_size"] = 32.into())))),
         "has shape",
     );
     add(
         "hf: NaN in a tensor",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::NAN)))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::NAN)))),
         "non-finite",
     );
     add(
         "hf: inf in a tensor",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::INFINITY)))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors", &safetensors_with_value(f32::INFINITY)))),
         "non-finite",
     );
     add(
         "hf: no model.safetensors",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 f.remove("model.safetensors");
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "model.safetensors",
     );
     add(
         "hf: safetensors cut short",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let s = f["model.safetensors"][..300].to_vec();
                 set(f, "model.safetensors", &s)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "not a valid safetensors file",
     );
     add(
         "hf: safetensors header length beyond the file",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors", &[0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, b'{', b'}']))),
-            None,
-            None,
-            &[],
+            &hf(fx, |f| set(f, "model.safetensors", &[0xff, 0xff, 0xff, 0x00, 0, 0, 0, 0, b'{', b'}'])),
         ),
         "not a valid safetensors file",
     );
     add(
         "hf: safetensors header not JSON",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00notjson!"))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00notjson!"))),
         "not a valid safetensors file",
     );
     add(
         "hf: empty safetensors",
-        run(fx, Some(&hf(fx, |f| set(f, "model.safetensors", b""))), None, None, &[]),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors", b""))),
         "not a valid safetensors file",
     );
     add(
         "hf: an int32 tensor",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let b = vec![0u8; 16 * 4];
                 let v = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![16], &b).unwrap();
                 let s = safetensors::serialize(vec![("model.norm.weight", v)], None).unwrap();
                 set(f, "model.safetensors", &s)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "is not a float type",
     );
     add(
         "hf: no tokenizer.json",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 f.remove("tokenizer.json");
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "tokenizer.json",
     );
     add(
         "hf: tokenizer.json cut short",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
+            &hf(fx, |f| {
                 let t = f["tokenizer.json"][..100].to_vec();
                 set(f, "tokenizer.json", &t)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "truncated",
     );
     add(
         "hf: tokenizer.json with a BOM",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
-                let t = [b"\xEF\xBB\xBF".as_slice(), &f["tokenizer.json"]].concat();
+            &hf(fx, |f| {
+                let t = with_bom(&f["tokenizer.json"]);
                 set(f, "tokenizer.json", &t)
-            })),
-            None,
-            None,
-            &[],
+            }),
         ),
         "byte-order mark",
     );
     add(
         "hf: tokenizer.json of another kind",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "tokenizer.json", b"{\"model\": {\"type\": \"Nope\"}}"))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "tokenizer.json", b"{\"model\": {\"type\": \"Nope\"}}"))),
         "not a usable tokenizer.json",
     );
     add(
         "hf: generation_config cut short",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": [1,"))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": [1,"))),
         "truncated",
     );
     add(
         "hf: eos_token_id a string",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": \"</s>\"}"))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "generation_config.json", b"{\"eos_token_id\": \"</s>\"}"))),
         "is not a token id",
     );
     add(
         "hf: eos_token_id negative in config",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["eos_token_id"] = (-1).into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["eos_token_id"] = (-1).into())))),
         "is not a token id",
     );
     add(
         "hf: tokenizer_config.json malformed",
-        run(fx, Some(&hf(fx, |f| set(f, "tokenizer_config.json", b"{chat_template:"))), None, None, &[]),
+        model(fx, &hf(fx, |f| set(f, "tokenizer_config.json", b"{chat_template:"))),
         "tokenizer_config.json",
     );
     add(
         "hf: chat_template a list",
-        run(
+        model(
             fx,
-            Some(&hf(fx, |f| {
-                set(f, "tokenizer_config.json", b"{\"chat_template\": [{\"name\": \"default\"}]}")
-            })),
-            None,
-            None,
-            &[],
+            &hf(fx, |f| set(f, "tokenizer_config.json", b"{\"chat_template\": [{\"name\": \"default\"}]}")),
         ),
         "not a string",
     );
     add(
         "hf: index.json malformed",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"weight_map\": "))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"weight_map\": "))),
         "truncated",
     );
     add(
         "hf: index.json without weight_map",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"metadata\": {}}"))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "model.safetensors.index.json", b"{\"metadata\": {}}"))),
         "has no weight_map",
     );
     add(
         "hf: vocabulary smaller than the tokenizer's",
-        run(
-            fx,
-            Some(&hf(fx, |f| set(f, "config.json", &config_with(|c| c["vocab_size"] = 8.into())))),
-            None,
-            None,
-            &[],
-        ),
+        model(fx, &hf(fx, |f| set(f, "config.json", &config_with(|c| c["vocab_size"] = 8.into())))),
         "has shape",
     );
 
     // ---- data files ----
-    add(
-        "data: missing",
-        run(fx, None, None, Some("/no/such/data.json"), &[]),
-        "cannot read data /no/such/data.json",
-    );
-    add("data: empty", run(fx, None, None, Some(&fx.file("d.json", b"")), &[]), "d.json");
-    add("data: not JSON", run(fx, None, None, Some(&fx.file("d.json", b"story: once")), &[]), "d.json");
-    add(
-        "data: cut short",
-        run(fx, None, None, Some(&fx.file("d.json", &std::fs::read(p(SAMPLE)).unwrap()[..500])), &[]),
-        "d.json",
-    );
+    add("data: missing", data(fx, "/no/such/data.json"), "cannot read data /no/such/data.json");
+    add("data: empty", data(fx, &fx.file("d.json", b"")), "d.json");
+    add("data: not JSON", data(fx, &fx.file("d.json", b"story: once")), "d.json");
+    add("data: cut short", data(fx, &fx.file("d.json", &std::fs::read(p(SAMPLE)).unwrap()[..500])), "d.json");
     add(
         "data: with a BOM",
-        run(
-            fx,
-            None,
-            None,
-            Some(
-                &fx.file(
-                    "d.json",
-                    &[b"\xEF\xBB\xBF".as_slice(), &std::fs::read(p(SAMPLE)).unwrap()].concat(),
-                ),
-            ),
-            &[],
-        ),
+        data(fx, &fx.file("d.json", &with_bom(&std::fs::read(p(SAMPLE)).unwrap()))),
         "d.json",
     );
-    add(
-        "data: no data list",
-        run(fx, None, None, Some(&fx.file("d.json", b"{\"version\": 1}")), &[]),
-        "no `data` list",
-    );
-    add(
-        "data: data not a list",
-        run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": 5}")), &[]),
-        "d.json",
-    );
+    add("data: no data list", data(fx, &fx.file("d.json", b"{\"version\": 1}")), "no `data` list");
+    add("data: data not a list", data(fx, &fx.file("d.json", b"{\"data\": 5}")), "d.json");
     add(
         "data: a story without questions",
-        run(
-            fx,
-            None,
-            None,
-            Some(&fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\"}]}")),
-            &[],
-        ),
+        data(fx, &fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\"}]}")),
         "d.json",
     );
-    add("data: questions and answers differ in number", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\", \"questions\": [{\"input_text\": \"q\", \"turn_id\": 1}], \"answers\": []}]}")), &[]), "d.json");
-    add("data: no stories", run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": []}")), &[]), "d.json");
-    add(
-        "data: not UTF-8",
-        run(fx, None, None, Some(&fx.file("d.json", b"{\"data\": [\"\xff\xfe\"]}")), &[]),
-        "d.json",
-    );
+    add("data: questions and answers differ in number", data(fx, &fx.file("d.json", b"{\"data\": [{\"id\": \"s\", \"story\": \"x\", \"questions\": [{\"input_text\": \"q\", \"turn_id\": 1}], \"answers\": []}]}")), "d.json");
+    add("data: no stories", data(fx, &fx.file("d.json", b"{\"data\": []}")), "d.json");
+    add("data: not UTF-8", data(fx, &fx.file("d.json", b"{\"data\": [\"\xff\xfe\"]}")), "d.json");
     add(
         "data: a directory",
-        run(fx, None, None, Some(&fx.path("dir").parent().unwrap().display().to_string()), &[]),
+        data(fx, &fx.path("dir").parent().unwrap().display().to_string()),
         "cannot read data",
     );
     add(

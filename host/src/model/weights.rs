@@ -16,11 +16,16 @@ pub struct HostTensor {
 pub type Weights = BTreeMap<String, HostTensor>;
 
 /// Check that `weights` holds exactly the tensors `cfg` needs, with the right shapes, and
-/// only finite values: a checkpoint with tensors the config does not use (e.g. more layers
-/// than `num_hidden_layers`) would otherwise run as a silently truncated model, and a NaN
-/// or infinity would only show later as a NaN perplexity (or not at all, under greedy
-/// generation). Every file loader calls this, whatever the method.
+/// only finite values: what every file loader calls, whatever the method.
 pub fn check_weights(cfg: &Config, weights: &Weights) -> Result<()> {
+    check_shapes(cfg, weights)?;
+    check_finite(weights)
+}
+
+/// Exactly the tensors `cfg` needs, with the right shapes: a checkpoint with tensors the
+/// config does not use (e.g. more layers than `num_hidden_layers`) would otherwise run as a
+/// silently truncated model.
+pub fn check_shapes(cfg: &Config, weights: &Weights) -> Result<()> {
     let expected = cfg.expected_tensors();
     for (name, shape) in &expected {
         let t = weights.get(name).with_context(|| format!("tensor `{name}` is missing"))?;
@@ -42,6 +47,12 @@ pub fn check_weights(cfg: &Config, weights: &Weights) -> Result<()> {
             if extra.len() > 5 { ", …" } else { "" }
         );
     }
+    Ok(())
+}
+
+/// Only finite values: a NaN or infinity would otherwise show only later, as a NaN perplexity
+/// (or not at all, under greedy generation).
+pub fn check_finite(weights: &Weights) -> Result<()> {
     use rayon::prelude::*;
     let bad = weights
         .par_iter()

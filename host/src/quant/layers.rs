@@ -32,6 +32,13 @@ pub fn quantize_layers(
         let w = weights.get(name).with_context(|| format!("layer {name} is missing"))?;
         let p = q.quantize(name, *r, *c, &w.data, calib.get(name))?;
         let d = q.dequantize(&p)?;
+        if let Some(i) = d.iter().position(|v| !v.is_finite()) {
+            anyhow::bail!(
+                "plugin {} dequantized layer {name} to a non-finite value ({} at flat index {i})",
+                q.name(),
+                d[i]
+            );
+        }
         Ok((p, d))
     })?;
     let mut out = Vec::with_capacity(layers.len());

@@ -273,6 +273,10 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
         })
         .map(|m| m.name.as_str())
         .collect();
+    let weight_only = |method: &str, d: &Done| {
+        weight_only_methods.contains(method)
+            || d.results.quantization.as_ref().is_some_and(|q| q.numerics.is_some())
+    };
     let mut findings: Vec<String> = vec![];
     let mut env = Env::default();
     // Each task's metrics, read from its component once (compiling it is the costly part).
@@ -322,10 +326,12 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                             None => format!("{} {:.4}", m.name, m.value),
                         })
                         .collect();
-                    let weight_only = weight_only_methods.contains(c.method.as_str())
-                        || r.quantization.as_ref().is_some_and(|q| q.numerics.is_some());
                     vec![
-                        if weight_only { format!("{} (weight-only)", c.method) } else { c.method.clone() },
+                        if weight_only(&c.method, d) {
+                            format!("{} (weight-only)", c.method)
+                        } else {
+                            c.method.clone()
+                        },
                         format!("{:.2}", r.size.bits_per_weight),
                         format!("{:.2}", r.size.quantized_bytes as f64 / 1e6),
                         r.timing.quantize_s.map_or("–".into(), |s| format!("{s:.1}")),
@@ -338,16 +344,13 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                 &[false, true, true, true, false],
                 &rows,
             );
-            let weight_only: Vec<String> = done
+            let labels: Vec<String> = done
                 .iter()
-                .filter(|(m, d)| {
-                    weight_only_methods.contains(*m)
-                        || d.results.quantization.as_ref().is_some_and(|q| q.numerics.is_some())
-                })
+                .filter(|(m, d)| weight_only(m, d))
                 .map(|(m, _)| format!("`{m}` is measured {}.", crate::quant::WEIGHT_ONLY))
                 .collect();
-            if !weight_only.is_empty() {
-                doc.para(&weight_only.join(" "));
+            if !labels.is_empty() {
+                doc.para(&labels.join(" "));
             }
             // The task's first metric, its direction, and each method's estimate.
             let declared = &declared_by_task[task.name.as_str()];

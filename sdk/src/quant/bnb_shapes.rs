@@ -15,6 +15,9 @@ use super::{fp4_code, int8::int8_quantize_row, nf4_code, quantize_4bit};
 use crate::testing::{hash_values as values, row_scale};
 use serde_json::Value;
 
+/// The script's tie values: the NF4 midpoints and FP4 pivots as Python floats, which torch
+/// rounds from f64 to f32 — not `codes::NF4_THRESHOLDS`/`FP4_PIVOTS`, which are NVCC's direct
+/// decimal-to-f32 roundings and differ from these by an ulp in places.
 #[allow(clippy::excessive_precision)]
 const MIDS: [f64; 22] = [
     -0.8480964004993439,

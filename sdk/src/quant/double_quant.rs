@@ -34,7 +34,7 @@ pub fn mean_f32(v: &[f32]) -> f32 {
     }
     let last_pow2 = |x: usize| 1usize << (usize::BITS - 1 - x.leading_zeros());
     const VEC: usize = 4;
-    let lanes: Vec<f32> = if n >= 128 {
+    let mut lanes: Vec<f32> = if n >= 128 {
         let w = last_pow2(n / VEC).min(512);
         let tail = n - n % VEC;
         (0..w)
@@ -74,7 +74,6 @@ pub fn mean_f32(v: &[f32]) -> f32 {
     // Shared memory folds w/2 … 32, then warp shuffles 16 … 1 (descending in current torch on
     // CUDA: "offset decreasing for better numerics matching Triton"): the same halving, lane t
     // adding lane t + offset.
-    let mut lanes = lanes;
     let mut w = lanes.len();
     while w > 1 {
         w /= 2;

@@ -682,15 +682,7 @@ fn run_batch(
         RequestKind::LoglikelihoodRolling(text) => {
             vec![rolling_request(model, kl, m, text, &hashes[batch[0].id.as_str()], window).map(|r| {
                 let n = r.logprobs.len();
-                let resp = RollingResult {
-                    logprob: r.logprobs.iter().sum(),
-                    token_logprobs: r.logprobs,
-                    tokens: n as u32,
-                    bytes: text.len() as u32,
-                    kl: r.kl,
-                    top1_agree: r.top1_agree,
-                };
-                (Response::Rolling(resp), n, 0, 0)
+                (Response::Rolling(RollingResult::from_tokens(text, r.logprobs, r.kl, r.top1_agree)), n, 0, 0)
             })]
         }
     }

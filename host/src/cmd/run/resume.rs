@@ -142,17 +142,12 @@ fn response(req: &Request, rec: &SampleRecord) -> Option<Response> {
                 tokens: l.tokens,
             })
         }
-        RequestKind::LoglikelihoodRolling(text) => {
-            let lp = rec.token_logprobs.clone()?;
-            Response::Rolling(RollingResult {
-                logprob: lp.iter().sum(),
-                tokens: lp.len() as u32,
-                token_logprobs: lp,
-                bytes: text.len() as u32,
-                kl: rec.token_kl.clone().unwrap_or_default(),
-                top1_agree: rec.token_top1_agree.clone().unwrap_or_default(),
-            })
-        }
+        RequestKind::LoglikelihoodRolling(text) => Response::Rolling(RollingResult::from_tokens(
+            text,
+            rec.token_logprobs.clone()?,
+            rec.token_kl.clone().unwrap_or_default(),
+            rec.token_top1_agree.clone().unwrap_or_default(),
+        )),
     })
 }
 
