@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda gpu-bundle test lint check-plugins ray study demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint check-plugins ray study study-bits demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -92,6 +92,22 @@ demo: build models data
 study: build models data
 	$(HOST) sweep run studies/default.toml
 	$(HOST) sweep report studies/default.toml > /dev/null
+
+# The bit-allocation study (issue 17): two searches on the calibration books (sensitivity
+# cached in results/bits/*/sensitivity.json: a re-run only re-allocates), then the chosen
+# allocations against uniform settings of the same size on the evaluation books and CoQA.
+# Report: results/sweeps/bits/report.{md,html}; search outputs: results/bits/.
+comma := ,
+RTN_CANDIDATES := $(foreach b,2 3 4 5 6 8,$(foreach g,64 128,--candidate bits=$(b)$(comma)group_size=$(g)))
+GGUF_CANDIDATES := $(foreach t,q2_k q3_k q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k q8_0,--candidate type=$(t))
+study-bits: build models data
+	$(HOST) search-bits --model $(SMOLLM2) --quant plugins/rtn.so $(RTN_CANDIDATES) \
+		--reference bits=3,group_size=128 --budget-of bits=3,group_size=128 --budget-of bits=4,group_size=128 \
+		--out results/bits/rtn
+	$(HOST) search-bits --model $(SMOLLM2) --quant plugins/gguf.so $(GGUF_CANDIDATES) \
+		--reference type=q4_0 --budget-bpw 5.534375 --within type=q8_0:0.01 --out results/bits/gguf
+	$(HOST) sweep run studies/bits.toml
+	$(HOST) sweep report studies/bits.toml > /dev/null
 
 # The committed figures in docs/benchmarks.md come from this target.
 bench-quant: build

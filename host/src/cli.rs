@@ -38,6 +38,7 @@ pub enum Command {
         command: cmd::tasks::Args,
     },
     Score(cmd::score::Args),
+    SearchBits(cmd::search_bits::Args),
     /// A study as a matrix of runs: plan, run (resumable, sharded), status.
     Sweep {
         #[command(subcommand)]
@@ -103,6 +104,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd::bench::main(a),
         Command::Tasks { command } => cmd::tasks::main(command),
         Command::Score(a) => cmd::score::main(a),
+        Command::SearchBits(a) => cmd::search_bits::main(a),
         Command::Sweep { command } => cmd::sweep::main(command),
     }
 }

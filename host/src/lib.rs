@@ -8,6 +8,7 @@
 //! - [`cli`] → [`cmd`]: the command line, one module per subcommand;
 //! - [`sweep`], [`conformance`]: studies as matrices of runs; the plugin conformance suite;
 //! - [`bench`]: benchmarks (model speed, plugin throughput, task overhead, kernels);
+//! - [`search`]: per-layer bit allocation under a size or KL budget (`search-bits`);
 //! - [`quant`], [`generate`]: quantizing a model with a plugin; running it on requests;
 //! - [`loader`]: reading models from HF, GGUF, llama2.c and synthetic presets;
 //! - [`results`]: the typed results schema and the comparison of runs;
@@ -32,6 +33,7 @@ pub mod model;
 pub mod plugin;
 pub mod quant;
 pub mod results;
+pub mod search;
 pub mod sweep;
 pub mod task;
 pub mod tokenizer;

@@ -20,11 +20,7 @@ pub fn parse_opt(s: &str) -> Result<(String, String), String> {
 
 /// Parse `PATTERN:KEY=VALUE` (for `--opt-layer`): a glob over layer names, then an option.
 pub fn parse_layer_opt(s: &str) -> Result<LayerOpt, String> {
-    let (pattern, kv) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}` is not PATTERN:KEY=VALUE (e.g. 'layers.*.mlp.down_proj:bits=8')"))?;
-    let (key, value) = parse_opt(kv)?;
-    LayerOpt::new(pattern.trim(), &key, &value)
+    crate::quant::layer_opt::parse(s)
 }
 
 /// A quantization plugin and its options, optional (`run`, `bench`).
@@ -41,6 +37,10 @@ pub struct MaybePluginArgs {
     /// weight name with or without `model.` and `.weight`.
     #[arg(long = "opt-layer", value_parser = parse_layer_opt, value_name = "PATTERN:KEY=VALUE")]
     pub layer_opts: Vec<LayerOpt>,
+    /// A file of `--opt-layer` lines (`PATTERN:KEY=VALUE` each, `#` comments), applied before
+    /// the `--opt-layer` arguments: what `search-bits` writes.
+    #[arg(long, value_name = "FILE")]
+    pub opt_layer_file: Option<PathBuf>,
 }
 
 impl MaybePluginArgs {
@@ -52,7 +52,21 @@ impl MaybePluginArgs {
         if self.quant.is_none() && !self.layer_opts.is_empty() {
             bail!("--opt-layer needs --quant");
         }
+        if self.quant.is_none() && self.opt_layer_file.is_some() {
+            bail!("--opt-layer-file needs --quant");
+        }
         self.quant.as_deref().map(Plugin::load).transpose()
+    }
+
+    /// Every per-layer option: `--opt-layer-file`'s lines, then `--opt-layer`'s (the last
+    /// match of a key winning).
+    pub fn all_layer_opts(&self) -> Result<Vec<LayerOpt>> {
+        let mut out = match &self.opt_layer_file {
+            Some(p) => crate::quant::layer_opt::read_file(p)?,
+            None => vec![],
+        };
+        out.extend(self.layer_opts.iter().cloned());
+        Ok(out)
     }
 
     /// The loaded plugin configured with `--opt`.

@@ -51,7 +51,7 @@ pub fn main(a: Args) -> Result<()> {
         threads: default_threads(a.threads),
         device: a.device,
         calibration,
-        layer_opts: a.plugin.layer_opts.clone(),
+        layer_opts: a.plugin.all_layer_opts()?,
     };
     let r = model_bench(&a.model, q.as_ref(), &settings)?;
     print_report(&r);

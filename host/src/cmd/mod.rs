@@ -12,6 +12,7 @@ pub mod quant_bench;
 pub mod quantize;
 pub mod run;
 pub mod score;
+pub mod search_bits;
 pub mod sweep;
 pub mod task_bench;
 pub mod tasks;

@@ -547,6 +547,33 @@ impl Llama {
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 
+    /// The embedding of one unpadded sequence, (1, t, hidden): the first block's input.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.device)?;
+        Ok(self.embed.index_select(&ids, 0)?.unsqueeze(0)?)
+    }
+
+    /// The blocks, for callers that run them one at a time (the bit-allocation search
+    /// swaps one layer of one block and runs the rest from a cached input).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    pub fn block_mut(&mut self, i: usize) -> Option<&mut Block> {
+        self.blocks.get_mut(i)
+    }
+
+    /// Run blocks `from..` on `x`, the input of block `from` of one unpadded sequence
+    /// (`ctx` for its length), without a cache, and return the logits (1, t, vocab) in f32.
+    pub fn forward_from(&self, from: usize, x: &Tensor, ctx: &SequenceContext) -> Result<Tensor> {
+        let mut x = x.clone();
+        for block in self.blocks.iter().skip(from) {
+            x = block.forward(&x, ctx.rope(), &ctx.mask, &mut None)?;
+        }
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
     /// Prefill-and-decode helper for rows that start at different lengths: builds positions
     /// and the mask from each row's count of left padding `pad[r]`.
     pub fn step(

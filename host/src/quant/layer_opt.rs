@@ -29,3 +29,38 @@ impl LayerOpt {
         format!("{}:{}={}", self.pattern, self.key, self.value)
     }
 }
+
+/// Read an option file (`--opt-layer-file`, what `search-bits` writes): one
+/// `PATTERN:KEY=VALUE` per line, `#` comments and blank lines skipped. Errors name the file
+/// and line.
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<Vec<LayerOpt>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --opt-layer-file {}", path.display()))?;
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let opt = parse(line)
+            .map_err(|e| anyhow::anyhow!("--opt-layer-file {} line {}: {e}", path.display(), i + 1))?;
+        out.push(opt);
+    }
+    if out.is_empty() {
+        anyhow::bail!("--opt-layer-file {} holds no PATTERN:KEY=VALUE line", path.display());
+    }
+    Ok(out)
+}
+
+/// Parse `PATTERN:KEY=VALUE`: a glob over layer names, then an option.
+pub fn parse(s: &str) -> Result<LayerOpt, String> {
+    let (pattern, kv) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not PATTERN:KEY=VALUE (e.g. 'layers.*.mlp.down_proj:bits=8')"))?;
+    let (key, value) = kv.split_once('=').ok_or_else(|| format!("`{kv}` is not key=value"))?;
+    if key.trim().is_empty() {
+        return Err(format!("`{kv}` has an empty key"));
+    }
+    LayerOpt::new(pattern.trim(), key.trim(), value.trim())
+}

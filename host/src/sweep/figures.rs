@@ -96,6 +96,50 @@ pub fn scatter(
     Ok(svg)
 }
 
+/// A curve (e.g. a search's predicted Pareto curve) with labelled points beside it (e.g. the
+/// settings it is compared with), lower being better on both axes.
+pub fn curve_with_points(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    curve: &[(f64, f64)],
+    points: &[Point],
+) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let xr = range(curve.iter().map(|p| p.0).chain(points.iter().map(|p| p.x)));
+        let yr = range(curve.iter().map(|p| p.1).chain(points.iter().flat_map(|p| [p.lo, p.hi, p.y])));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(xr, yr)
+            .map_err(err)?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(curve.iter().copied(), BLACK.mix(0.5).stroke_width(2)))
+            .map_err(err)?;
+        for (i, p) in points.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(std::iter::once(PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], c)))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((p.x, p.y))
+                        + Circle::new((0, 0), 4, c.filled())
+                        + Text::new(p.label.clone(), (6, -14), (FONT, 12)),
+                ))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// Indices of the points on the front, by increasing x.
 pub fn pareto(points: &[Point], higher_is_better: bool) -> Vec<usize> {
     let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };

@@ -142,6 +142,9 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 for o in &q.opts {
                     method_args.extend(["--opt".into(), o.clone()]);
                 }
+                if let Some(f) = &q.layer_opts_file {
+                    method_args.extend(["--opt-layer-file".into(), spec.resolve(f)]);
+                }
                 for o in &q.layer_opts {
                     method_args.extend(["--opt-layer".into(), o.clone()]);
                 }
@@ -161,6 +164,10 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
             // Only when given: the addresses of cells without per-layer options stay as they were.
             if !q.layer_opts.is_empty() {
                 method_inputs["layer_opts"] = json!(q.layer_opts);
+            }
+            if let Some(f) = &q.layer_opts_file {
+                let h = hashes.of(&format!("method `{}`: layer_opts_file", q.name), &spec.resolve(f))?;
+                method_inputs["layer_opts_file_sha256"] = json!(h);
             }
             if let Some(b) = spec.bench.as_ref().filter(|_| q.bench && m.bench) {
                 let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");

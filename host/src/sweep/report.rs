@@ -421,6 +421,16 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                     &format!("{title} (bars: 95% block-bootstrap intervals over tokens)"),
                     svg,
                 );
+                for search in &spec.searches {
+                    search_figure(
+                        &mut doc,
+                        spec,
+                        search,
+                        &format!("{}.{}", model.name, task.name),
+                        &done,
+                        &kls,
+                    );
+                }
             }
             match baseline.and_then(|b| done.get(b).map(|d| (b, d))) {
                 Some((bname, base)) => {
@@ -478,6 +488,11 @@ pub fn report(spec: &Spec, cells: &[Cell], out: &Path) -> Result<Written> {
                 }
                 None => doc
                     .para("No finished unquantized run (a method without a plugin): no paired differences."),
+            }
+            let lines = against_others(spec, &model.name, &task.name, &done, declared, &mut findings);
+            if !lines.is_empty() {
+                doc.para("Paired against another method (`compare_with`), over the same samples and tokens:");
+                doc.list(&lines);
             }
         }
         bench_section(&mut doc, spec, cells, out, &model.name, &mut findings, &mut env)?;
@@ -568,6 +583,128 @@ fn finding(
             ci.n, ci.mean, ci.lo, ci.hi
         )
     })
+}
+
+/// Per-token KL of `m` minus `other`'s, over the tokens both scored (same samples, same
+/// lengths).
+fn kl_diffs(other: &Done, m: &Done) -> Vec<f64> {
+    let mut out = vec![];
+    for (id, s) in &m.samples {
+        let Some(o) = other.samples.get(id) else { continue };
+        if let (Some(a), Some(b), None, None) = (&s.token_kl, &o.token_kl, &s.error, &o.error) {
+            if a.len() == b.len() {
+                out.extend(a.iter().zip(b).map(|(a, b)| a - b));
+            }
+        }
+    }
+    out
+}
+
+/// The lines for methods with `compare_with`: Δ size, Δ KL per token (block bootstrap, and a
+/// sign-flip test over the blocks' means — tokens within a block are not independent) and
+/// the task's paired metrics; a finding where an interval excludes zero.
+fn against_others(
+    spec: &Spec,
+    model: &str,
+    task: &str,
+    done: &BTreeMap<&str, Done>,
+    declared: &[(String, bool)],
+    findings: &mut Vec<String>,
+) -> Vec<String> {
+    let mut lines = vec![];
+    for q in &spec.methods {
+        let Some(other) = q.compare_with.as_deref() else { continue };
+        let (Some(d), Some(o)) = (done.get(q.name.as_str()), done.get(other)) else { continue };
+        let dbits = d.results.size.bits_per_weight - o.results.size.bits_per_weight;
+        let mut line = format!(
+            "`{}` vs `{other}`: bits/weight {:.4} vs {:.4} (Δ {dbits:+.4})",
+            q.name, d.results.size.bits_per_weight, o.results.size.bits_per_weight
+        );
+        let diffs = kl_diffs(o, d);
+        if let Some(ci) = bootstrap_mean(&diffs, TOKEN_BLOCK, RESAMPLES, SEED) {
+            let blocks: Vec<f64> =
+                diffs.chunks(TOKEN_BLOCK).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+            let p = sign_flip_p(&blocks, RESAMPLES * 10, SEED);
+            let rel = ci.mean / kl(o).map_or(f64::NAN, |k| k.mean);
+            let _ = write!(
+                line,
+                "; Δ KL per token {} ({:+.1}% of `{other}`'s; {TOKEN_BLOCK}-token block bootstrap), sign-flip p = {p:.4} over {} blocks",
+                ci.describe(5),
+                100.0 * rel,
+                blocks.len()
+            );
+            let at = format!("{model} × {task}");
+            findings.push(if ci.detectable() && p < 0.05 {
+                format!(
+                    "{at}: `{}` has {} KL than `{other}` at {:+.3} bits/weight: Δ = {:+.5} [{:+.5}, {:+.5}] nats/token ({:+.1}%), n = {} tokens.",
+                    q.name,
+                    if ci.mean < 0.0 { "lower" } else { "higher" },
+                    dbits,
+                    ci.mean,
+                    ci.lo,
+                    ci.hi,
+                    100.0 * rel,
+                    ci.n
+                )
+            } else {
+                format!(
+                    "{at}: no detectable KL difference between `{}` and `{other}` (Δ = {:+.5} [{:+.5}, {:+.5}], p = {p:.3}).",
+                    q.name, ci.mean, ci.lo, ci.hi
+                )
+            });
+        }
+        let p = paired(o, d, declared);
+        for m in &p.metrics {
+            let _ = write!(line, "; Δ{} {} (sign-flip p = {:.3})", m.name, m.ci.describe(4), m.p);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// A search's predicted curve (`search.json`) with the measured KL of the methods it names.
+fn search_figure(
+    doc: &mut Doc,
+    spec: &Spec,
+    search: &super::spec::SearchSpec,
+    stem: &str,
+    done: &BTreeMap<&str, Done>,
+    kls: &BTreeMap<&str, PairedCi>,
+) {
+    let path = spec.resolve(&search.file);
+    let curve = std::fs::read(&path)
+        .with_context(|| format!("search `{}`: cannot read {path}", search.name))
+        .and_then(|b| serde_json::from_slice::<Value>(&b).with_context(|| format!("{path} is not JSON")))
+        .and_then(|v| {
+            v["outcome"]["curve"]
+                .as_array()
+                .with_context(|| format!("{path} has no outcome.curve"))?
+                .iter()
+                .map(|p| {
+                    Ok((
+                        f(&p["bits_per_weight"]).context("bits_per_weight")?,
+                        f(&p["predicted"]).context("predicted")?,
+                    ))
+                })
+                .collect::<Result<Vec<(f64, f64)>>>()
+        });
+    let points: Vec<Point> = search
+        .methods
+        .iter()
+        .filter_map(|m| {
+            let (d, k) = (done.get(m.as_str())?, kls.get(m.as_str())?);
+            Some(Point { label: m.clone(), x: d.results.size.bits_per_weight, y: k.mean, lo: k.lo, hi: k.hi })
+        })
+        .collect();
+    let title = format!("{stem}: search `{}`, predicted curve and measured KL", search.name);
+    let svg = curve.and_then(|c| {
+        figures::curve_with_points(&title, "bits per quantized weight", "KL per token (nats)", &c, &points)
+    });
+    doc.figure(
+        &format!("{stem}.search-{}.svg", search.name),
+        &format!("{title} (line: the search's prediction on calibration text, layer costs summed; points: measured on this task, 95% block-bootstrap bars)"),
+        svg,
+    );
 }
 
 /// What the environment section lists: every distinct build, device setting and model

@@ -19,6 +19,12 @@
 //! opts = ["double_quant=true"]
 //! bench = false             # optional: leave this method out of the [bench] cells
 //!
+//! [[methods]]
+//! name = "rtn-searched-3.25"
+//! plugin = "plugins/rtn.so"
+//! layer_opts_file = "bits/size-of-bits-3.opts"   # optional: `run --opt-layer-file`
+//! compare_with = "rtn3"     # optional: also paired against this method (same size, say)
+//!
 //! [[tasks]]
 //! name = "ppl"
 //! wasm = "tasks/perplexity.wasm"
@@ -53,6 +59,10 @@ pub struct Spec {
     pub tasks: Vec<TaskSpec>,
     /// Speed and memory cells, when present.
     pub bench: Option<BenchSpec>,
+    /// `search-bits` outputs whose predicted curve the report draws beside the measured
+    /// cells.
+    #[serde(default)]
+    pub searches: Vec<SearchSpec>,
     /// The folder relative paths are read from (the spec's own).
     #[serde(skip)]
     pub base: PathBuf,
@@ -69,6 +79,16 @@ pub struct ModelSpec {
     /// Whether the `[bench]` section measures this model (default true).
     #[serde(default = "yes")]
     pub bench: bool,
+}
+
+/// A bit-allocation search drawn in the report: its `search.json`, and the methods of this
+/// spec measured beside its predicted curve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    pub name: String,
+    pub file: String,
+    pub methods: Vec<String>,
 }
 
 impl ModelSpec {
@@ -90,6 +110,12 @@ pub struct MethodSpec {
     /// winning: e.g. a llama.cpp mixture like Q4_K_M as a recipe.
     #[serde(default)]
     pub layer_opts: Vec<String>,
+    /// A file of per-layer options (`run --opt-layer-file`, e.g. what `search-bits` wrote),
+    /// applied before `layer_opts`; its content is part of the cell's address.
+    pub layer_opts_file: Option<String>,
+    /// Another method of the spec this one is also paired against in the report (e.g. the
+    /// uniform setting of the same size as a searched allocation).
+    pub compare_with: Option<String>,
     pub calib_samples: Option<usize>,
     pub calib_seq_len: Option<usize>,
     /// Whether the `[bench]` section measures this method (default true): `false` for a
@@ -164,6 +190,20 @@ impl Spec {
                 "tasks: `{BENCH}` names the speed cells of the [bench] section; call the task something else"
             );
         }
+        let method = |n: &str| self.methods.iter().any(|m| m.name == n);
+        for m in &self.methods {
+            if let Some(c) = m.compare_with.as_deref().filter(|c| !method(c) || *c == m.name) {
+                bail!(
+                    "method `{}`: compare_with names `{c}`, which is not another method of this spec",
+                    m.name
+                );
+            }
+        }
+        for s in &self.searches {
+            if let Some(bad) = s.methods.iter().find(|n| !method(n)) {
+                bail!("search `{}`: methods names `{bad}`, which is not a method of this spec", s.name);
+            }
+        }
         for m in &self.models {
             if let Some(bad) = m.tasks.iter().flatten().find(|t| !self.tasks.iter().any(|x| &x.name == *t)) {
                 bail!("model `{}`: tasks names `{bad}`, which is not a task of this spec", m.name);
@@ -183,6 +223,7 @@ impl Spec {
             if m.plugin.is_none()
                 && (!m.opts.is_empty()
                     || !m.layer_opts.is_empty()
+                    || m.layer_opts_file.is_some()
                     || m.calib_samples.is_some()
                     || m.calib_seq_len.is_some())
             {

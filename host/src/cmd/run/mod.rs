@@ -219,6 +219,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     let plugin = a.plugin.load()?;
     let quant_cfg = a.plugin.configure(plugin.as_ref())?;
     let calibration = a.calib.resolve(quant_cfg.as_ref())?;
+    let layer_opts = a.plugin.all_layer_opts()?;
     prepare_out(&out, a.resume)?;
     // Held until the run ends: a second run or resume on the same folder stops here.
     let _lock = lock_out(&out)?;
@@ -237,7 +238,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             .map(|q| serde_json::from_str(&q.canonical()).context("the plugin's canonical options"))
             .transpose()?,
         quantize_lm_head: a.quantize_lm_head,
-        plugin_layer_options: a.plugin.layer_opts.iter().map(|l| l.spec()).collect(),
+        plugin_layer_options: layer_opts.iter().map(|l| l.spec()).collect(),
         calibration: calibration.as_ref().map(|c| {
             [
                 ("text_sha256", c.text.sha256.clone()),
@@ -324,7 +325,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 include_lm_head: a.quantize_lm_head,
                 threads,
                 calibration: calibration.as_ref(),
-                layer_opts: &a.plugin.layer_opts,
+                layer_opts: &layer_opts,
             };
             let p = prepare(q, &mut m, &device, &o)?;
             tracing::info!(
