@@ -91,25 +91,36 @@ pub fn curve(layers: &[LayerCosts]) -> Vec<Point> {
 /// The lowest-cost allocation the curve and single-layer fills find within `max_bytes`;
 /// `None` when even every layer at its smallest is larger.
 pub fn within_bytes(layers: &[LayerCosts], curve: &[Point], max_bytes: u64) -> Option<Point> {
-    let mut p = curve.iter().take_while(|p| p.bytes <= max_bytes).last()?.clone();
+    let p = curve.iter().take_while(|p| p.bytes <= max_bytes).last()?.clone();
     // Spend what is left: the single change with the largest decrease that still fits.
+    Some(greedy(layers, p, |p, l, cur, j| {
+        let gain = l.cost[cur] - l.cost[j];
+        (p.bytes - l.bytes[cur] + l.bytes[j] <= max_bytes && gain > 0.0).then_some(gain)
+    }))
+}
+
+/// Apply single-layer changes to `p`, each time the one `score` (of the allocation, a layer,
+/// its current candidate and another) rates highest, until `score` accepts none.
+fn greedy(
+    layers: &[LayerCosts],
+    mut p: Point,
+    score: impl Fn(&Point, &LayerCosts, usize, usize) -> Option<f64>,
+) -> Point {
     loop {
         let mut best: Option<(f64, usize, usize)> = None;
         for (i, l) in layers.iter().enumerate() {
-            let cur = p.pick[i];
             for j in 0..l.bytes.len() {
-                let bytes = p.bytes - l.bytes[cur] + l.bytes[j];
-                let gain = l.cost[cur] - l.cost[j];
-                if bytes <= max_bytes && gain > 0.0 && best.is_none_or(|(g, ..)| gain > g) {
-                    best = Some((gain, i, j));
+                if let Some(s) = score(&p, l, p.pick[i], j) {
+                    if best.is_none_or(|(b, ..)| s > b) {
+                        best = Some((s, i, j));
+                    }
                 }
             }
         }
-        let Some((_, i, j)) = best else { break };
+        let Some((_, i, j)) = best else { return p };
         p.pick[i] = j;
         p = totals(layers, std::mem::take(&mut p.pick));
     }
-    Some(p)
 }
 
 /// The smallest allocation whose cost is at most `max_cost` that [`within_bytes`] finds: a
@@ -135,25 +146,10 @@ pub fn within_cost(layers: &[LayerCosts], curve: &[Point], max_cost: f64) -> Opt
         }
     }
     // Give back bytes: the single change that saves the most and keeps the cost in bounds.
-    loop {
-        let mut best: Option<(u64, usize, usize)> = None;
-        for (i, l) in layers.iter().enumerate() {
-            let cur = p.pick[i];
-            for j in 0..l.bytes.len() {
-                let cost = p.cost - l.cost[cur] + l.cost[j];
-                if l.bytes[j] < l.bytes[cur] && cost <= max_cost {
-                    let saved = l.bytes[cur] - l.bytes[j];
-                    if best.is_none_or(|(s, ..)| saved > s) {
-                        best = Some((saved, i, j));
-                    }
-                }
-            }
-        }
-        let Some((_, i, j)) = best else { break };
-        p.pick[i] = j;
-        p = totals(layers, std::mem::take(&mut p.pick));
-    }
-    Some(p)
+    Some(greedy(layers, p, |p, l, cur, j| {
+        (l.bytes[j] < l.bytes[cur] && p.cost - l.cost[cur] + l.cost[j] <= max_cost)
+            .then(|| (l.bytes[cur] - l.bytes[j]) as f64)
+    }))
 }
 
 #[cfg(test)]

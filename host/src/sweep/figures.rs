@@ -59,45 +59,14 @@ pub fn scatter(
     points: &[Point],
     higher_is_better: bool,
 ) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let xr = range(points.iter().map(|p| p.x));
-        let yr = range(points.iter().flat_map(|p| [p.lo, p.hi, p.y]));
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(xr, yr)
-            .map_err(err)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(err)?;
-        let front = pareto(points, higher_is_better);
-        // No legend box (it would hide points): the caption says what the line is.
-        chart
-            .draw_series(LineSeries::new(front.iter().map(|&i| (points[i].x, points[i].y)), BLACK.mix(0.35)))
-            .map_err(err)?;
-        for (i, p) in points.iter().enumerate() {
-            let c = color(i);
-            chart
-                .draw_series(std::iter::once(PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], c)))
-                .map_err(err)?;
-            chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.x, p.y))
-                        + Circle::new((0, 0), 4, c.filled())
-                        + Text::new(p.label.clone(), (6, -14), (FONT, 12)),
-                ))
-                .map_err(err)?;
-        }
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+    // The front drawn as the curve through the points it keeps.
+    let front: Vec<(f64, f64)> =
+        pareto(points, higher_is_better).iter().map(|&i| (points[i].x, points[i].y)).collect();
+    curve_with_points(title, x_desc, y_desc, &front, points)
 }
 
-/// A curve (e.g. a search's predicted Pareto curve) with labelled points beside it (e.g. the
-/// settings it is compared with), lower being better on both axes.
+/// Labelled points with vertical interval bars and a curve among them: a Pareto front
+/// ([`scatter`]) or a search's predicted size–KL curve beside the settings measured.
 pub fn curve_with_points(
     title: &str,
     x_desc: &str,
