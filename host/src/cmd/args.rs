@@ -11,11 +11,7 @@ use std::path::PathBuf;
 
 /// Parse `k=v` (for `--opt` and `--task-opt`).
 pub fn parse_opt(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
-    if k.trim().is_empty() {
-        return Err(format!("`{s}` has an empty key"));
-    }
-    Ok((k.trim().to_string(), v.trim().to_string()))
+    crate::util::kv::parse(s)
 }
 
 /// Parse `PATTERN:KEY=VALUE` (for `--opt-layer`): a glob over layer names, then an option.

@@ -4,6 +4,8 @@
 
 use super::args::PluginArgs;
 use crate::calib::text;
+use crate::plugin::QuantConfig;
+use crate::quant::{CalibMode, CalibSettings};
 use crate::search::sensitivity::{self, Candidate, Measure, Sensitivity};
 use crate::search::{check_candidates, option_file, parse_candidate, Budget, Outcome};
 use crate::util::digest::{sha256_file, sha256_hex};
@@ -147,28 +149,29 @@ pub fn main(a: Args) -> Result<()> {
     }
     let q = plugin.configure(&a.plugin.opts)?;
     // Every candidate's options checked now, before the model loads.
-    for c in &a.candidates {
-        q.with_overrides(&c.options).with_context(|| format!("--candidate {}", c.label))?;
-    }
-    let text = match &a.calib_data {
-        Some(p) => text::from_file(p)?,
-        None => text::default_text()?,
+    let configs = a
+        .candidates
+        .iter()
+        .map(|c| q.with_overrides(&c.options).with_context(|| format!("--candidate {}", c.label)))
+        .collect::<Result<Vec<_>>>()?;
+    // Every layer sees the unquantized model's activations: the `parallel` calibration order.
+    let calib = CalibSettings {
+        text: match &a.calib_data {
+            Some(p) => text::from_file(p)?,
+            None => text::default_text()?,
+        },
+        samples: a.calib_samples,
+        seq_len: Some(a.calib_seq_len),
+        seed: a.calib_seed,
+        mode: CalibMode::Parallel,
+        max_sample_rows: 0,
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create --out {}", a.out.display()))?;
     let device = crate::device::open(&a.device)?;
     let m = crate::loader::load(&a.model)?;
-    let positions = m.config.max_position_embeddings.min(crate::model::MAX_POSITIONS);
-    if a.calib_seq_len > positions {
-        bail!(
-            "--calib-seq-len {} is out of range: model {} has {positions} positions",
-            a.calib_seq_len,
-            m.id
-        );
-    }
-    let windows = text::windows(&m.tokenizer, &text, a.calib_samples, a.calib_seq_len, a.calib_seed)?;
+    let windows = calib.windows(&m)?;
     // The default reference: the smallest candidate over the whole model.
-    let size = |c: &Candidate| -> Result<u64> {
-        let qc = q.with_overrides(&c.options)?;
+    let size = |qc: &QuantConfig| -> Result<u64> {
         m.config.linear_layers().iter().map(|(_, r, k)| qc.packed_size(*r, *k)).sum()
     };
     let reference = match &a.reference {
@@ -178,7 +181,7 @@ pub fn main(a: Args) -> Result<()> {
             .position(|c| &c.label == r)
             .with_context(|| format!("--reference {r} is not one of the --candidate settings"))?,
         None => {
-            let sizes = a.candidates.iter().map(size).collect::<Result<Vec<_>>>()?;
+            let sizes = configs.iter().map(size).collect::<Result<Vec<_>>>()?;
             (0..sizes.len()).min_by_key(|&i| sizes[i]).unwrap_or(0)
         }
     };
@@ -191,7 +194,7 @@ pub fn main(a: Args) -> Result<()> {
         candidates: a.candidates.clone(),
         measure: a.measure,
         reference: a.candidates[reference].label.clone(),
-        calibration_sha256: text.sha256.clone(),
+        calibration_sha256: calib.text.sha256.clone(),
         windows_sha256: sha256_hex(&token_bytes),
         device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
     };
@@ -220,7 +223,7 @@ pub fn main(a: Args) -> Result<()> {
         None => {
             let s = sensitivity::measure(
                 &m,
-                &q,
+                &configs,
                 &a.candidates,
                 &windows,
                 a.measure,
@@ -246,7 +249,7 @@ pub fn main(a: Args) -> Result<()> {
                 al.budget,
                 al.at.bits_per_weight,
                 al.at.predicted,
-                measure_name(a.measure)
+                a.measure.name()
             ),
             format!("base options: {}", q.canonical()),
         ];
@@ -270,76 +273,12 @@ pub fn main(a: Args) -> Result<()> {
             },
             "tokens": s.tokens,
             "units": if s.in_nats() { "nats/token" } else { "proxy (mean squared output error)" },
-            "proxy_check": proxy_check(&s),
+            "proxy_check": s.calibrated_check(),
             "outcome": outcome,
         }),
     )?;
     print(&s, &outcome, reused, seconds, &a);
     Ok(())
-}
-
-fn measure_name(m: Measure) -> &'static str {
-    match m {
-        Measure::Proxy => "proxy",
-        Measure::Calibrated => "calibrated",
-        Measure::Exact => "exact",
-    }
-}
-
-/// With exact measurements, how well the calibrated proxy (scaled at the reference) predicts
-/// each other candidate's per-layer KL: Spearman's rank correlation over layers and the
-/// median ratio predicted/exact.
-fn proxy_check(s: &Sensitivity) -> Vec<serde_json::Value> {
-    if s.measure != Measure::Exact {
-        return vec![];
-    }
-    let cal = Sensitivity { measure: Measure::Calibrated, ..s.clone() };
-    (0..s.candidates.len())
-        .filter(|&c| c != s.reference)
-        .map(|c| {
-            let exact: Vec<f64> = (0..s.layers.len()).map(|l| s.predicted(l, c)).collect();
-            let pred: Vec<f64> = (0..s.layers.len()).map(|l| cal.predicted(l, c)).collect();
-            let mut ratios: Vec<f64> =
-                exact.iter().zip(&pred).filter(|(e, _)| **e > 0.0).map(|(e, p)| p / e).collect();
-            ratios.sort_by(f64::total_cmp);
-            json!({
-                "candidate": s.candidates[c].label,
-                "spearman": spearman(&pred, &exact),
-                "median_ratio": ratios.get(ratios.len() / 2),
-                "sum_predicted": pred.iter().sum::<f64>(),
-                "sum_exact": exact.iter().sum::<f64>(),
-            })
-        })
-        .collect()
-}
-
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        for k in i..=j {
-            r[idx[k]] = (i + j) as f64 / 2.0;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman's rank correlation (Pearson's over ranks, ties at their mean rank).
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }
 
 /// The predicted curve, the uniform settings and the chosen allocations.
@@ -380,7 +319,7 @@ fn print(s: &Sensitivity, o: &Outcome, reused: bool, seconds: f64, a: &Args) {
         "search-bits: {} layers × {} candidates, {} measure on {} calibration tokens{} in {:.1} s",
         s.layers.len(),
         s.candidates.len(),
-        measure_name(s.measure),
+        s.measure.name(),
         s.tokens,
         if reused { " (sensitivity reused from sensitivity.json)" } else { "" },
         seconds

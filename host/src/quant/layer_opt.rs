@@ -19,15 +19,20 @@ impl LayerOpt {
     /// Whether it applies to weight `name` (`model.layers.3.mlp.down_proj.weight` is also
     /// matched as `layers.3.mlp.down_proj`).
     pub fn matches(&self, name: &str) -> bool {
-        let short = name.strip_prefix("model.").unwrap_or(name);
-        let short = short.strip_suffix(".weight").unwrap_or(short);
-        self.glob.matches(name) || self.glob.matches(short)
+        self.glob.matches(name) || self.glob.matches(short_name(name))
     }
 
     /// As given on the command line.
     pub fn spec(&self) -> String {
         format!("{}:{}={}", self.pattern, self.key, self.value)
     }
+}
+
+/// The short layer name patterns also match: `model.layers.3.mlp.down_proj.weight` →
+/// `layers.3.mlp.down_proj`.
+pub fn short_name(name: &str) -> &str {
+    let short = name.strip_prefix("model.").unwrap_or(name);
+    short.strip_suffix(".weight").unwrap_or(short)
 }
 
 /// Read an option file (`--opt-layer-file`, what `search-bits` writes): one
@@ -58,9 +63,6 @@ pub fn parse(s: &str) -> Result<LayerOpt, String> {
     let (pattern, kv) = s
         .split_once(':')
         .ok_or_else(|| format!("`{s}` is not PATTERN:KEY=VALUE (e.g. 'layers.*.mlp.down_proj:bits=8')"))?;
-    let (key, value) = kv.split_once('=').ok_or_else(|| format!("`{kv}` is not key=value"))?;
-    if key.trim().is_empty() {
-        return Err(format!("`{kv}` has an empty key"));
-    }
-    LayerOpt::new(pattern.trim(), key.trim(), value.trim())
+    let (key, value) = crate::util::kv::parse(kv)?;
+    LayerOpt::new(pattern.trim(), &key, &value)
 }

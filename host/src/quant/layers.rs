@@ -18,6 +18,28 @@ pub struct LayerResult {
     pub packed: Option<PackedMatrix>,
 }
 
+/// Quantize one matrix and dequantize it again: the packed form and the values the model
+/// computes with, checked finite (a plugin's NaN is an error naming it and the layer).
+pub fn quantize_one(
+    q: &QuantConfig,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    calib: Option<&CalibrationData>,
+) -> Result<(PackedMatrix, Vec<f32>)> {
+    let p = q.quantize(name, rows, cols, data, calib)?;
+    let d = q.dequantize(&p)?;
+    if let Some(i) = d.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!(
+            "plugin {} dequantized layer {name} to a non-finite value ({} at flat index {i})",
+            q.name(),
+            d[i]
+        );
+    }
+    Ok((p, d))
+}
+
 /// Quantize the `layers` (name, rows, cols) of `weights` with `q`, each with its calibration
 /// data when there is some, and replace each weight by its dequantized values.
 pub fn quantize_layers(
@@ -30,16 +52,7 @@ pub fn quantize_layers(
 ) -> Result<Vec<LayerResult>> {
     let results = par_map(threads, layers, |_, (name, r, c)| {
         let w = weights.get(name).with_context(|| format!("layer {name} is missing"))?;
-        let p = q.quantize(name, *r, *c, &w.data, calib.get(name))?;
-        let d = q.dequantize(&p)?;
-        if let Some(i) = d.iter().position(|v| !v.is_finite()) {
-            anyhow::bail!(
-                "plugin {} dequantized layer {name} to a non-finite value ({} at flat index {i})",
-                q.name(),
-                d[i]
-            );
-        }
-        Ok((p, d))
+        quantize_one(q, name, *r, *c, &w.data, calib.get(name))
     })?;
     let mut out = Vec::with_capacity(layers.len());
     for ((name, rows, cols), (p, d)) in layers.iter().zip(results) {

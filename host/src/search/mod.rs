@@ -173,12 +173,6 @@ pub fn allocate(s: &Sensitivity, budgets: &[Budget]) -> Result<Outcome> {
     })
 }
 
-/// The short layer name `--opt-layer` patterns match (`layers.3.mlp.down_proj`).
-fn short(name: &str) -> &str {
-    let s = name.strip_prefix("model.").unwrap_or(name);
-    s.strip_suffix(".weight").unwrap_or(s)
-}
-
 /// An allocation as an option file: the most common candidate for every layer (`*`), then
 /// each other layer's options by its name; `header` lines become comments.
 pub fn option_file(s: &Sensitivity, pick: &[usize], header: &[String]) -> String {
@@ -198,7 +192,7 @@ pub fn option_file(s: &Sensitivity, pick: &[usize], header: &[String]) -> String
     for (row, &c) in s.layers.iter().zip(pick) {
         if c != base {
             for (k, v) in &s.candidates[c].options {
-                out.push_str(&format!("{}:{k}={v}\n", short(&row.name)));
+                out.push_str(&format!("{}:{k}={v}\n", crate::quant::layer_opt::short_name(&row.name)));
             }
         }
     }
@@ -209,12 +203,11 @@ pub fn option_file(s: &Sensitivity, pick: &[usize], header: &[String]) -> String
 pub fn parse_candidate(s: &str) -> Result<Candidate, String> {
     let mut options = vec![];
     for part in s.split(',') {
-        let (k, v) =
-            part.split_once('=').ok_or_else(|| format!("`{part}` in candidate `{s}` is not key=value"))?;
-        if k.trim().is_empty() || v.trim().is_empty() {
-            return Err(format!("`{part}` in candidate `{s}` has an empty key or value"));
+        let (k, v) = crate::util::kv::parse(part).map_err(|e| format!("{e} in candidate `{s}`"))?;
+        if v.is_empty() {
+            return Err(format!("`{part}` in candidate `{s}` has an empty value"));
         }
-        options.push((k.trim().to_string(), v.trim().to_string()));
+        options.push((k, v));
     }
     Ok(Candidate { label: s.trim().to_string(), options })
 }

@@ -23,6 +23,7 @@ use crate::loader::LoadedModel;
 use crate::model::config::{layer_tensor, LayerTensor};
 use crate::model::{HostTensor, Llama, SequenceContext, Stage, StageState, WeightSource, Weights};
 use crate::plugin::QuantConfig;
+use crate::quant::layers::quantize_one;
 use crate::util::par::par_map;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -36,6 +37,16 @@ pub enum Measure {
     Proxy,
     Calibrated,
     Exact,
+}
+
+impl Measure {
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::Proxy => "proxy",
+            Measure::Calibrated => "calibrated",
+            Measure::Exact => "exact",
+        }
+    }
 }
 
 impl std::str::FromStr for Measure {
@@ -110,6 +121,73 @@ impl Sensitivity {
     pub fn in_nats(&self) -> bool {
         self.measure != Measure::Proxy
     }
+
+    /// With exact measurements, how well the calibrated proxy (scaled at the reference)
+    /// predicts each other candidate's per-layer KL; empty for the other measures.
+    pub fn calibrated_check(&self) -> Vec<ProxyCheck> {
+        if self.measure != Measure::Exact {
+            return vec![];
+        }
+        let cal = Sensitivity { measure: Measure::Calibrated, ..self.clone() };
+        (0..self.candidates.len())
+            .filter(|&c| c != self.reference)
+            .map(|c| {
+                let exact: Vec<f64> = (0..self.layers.len()).map(|l| self.predicted(l, c)).collect();
+                let pred: Vec<f64> = (0..self.layers.len()).map(|l| cal.predicted(l, c)).collect();
+                let mut ratios: Vec<f64> =
+                    exact.iter().zip(&pred).filter(|(e, _)| **e > 0.0).map(|(e, p)| p / e).collect();
+                ratios.sort_by(f64::total_cmp);
+                ProxyCheck {
+                    candidate: self.candidates[c].label.clone(),
+                    median_ratio: ratios.get(ratios.len() / 2).copied(),
+                    spearman: spearman(&pred, &exact),
+                    sum_exact: exact.iter().sum(),
+                    sum_predicted: pred.iter().sum(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How the calibrated proxy predicted one candidate's exact per-layer KL: Spearman's rank
+/// correlation over layers, the median ratio predicted/exact, and the two sums.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyCheck {
+    pub candidate: String,
+    pub median_ratio: Option<f64>,
+    pub spearman: f64,
+    pub sum_exact: f64,
+    pub sum_predicted: f64,
+}
+
+/// Ranks of `v` from 0, ties at their mean rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        for k in i..=j {
+            r[idx[k]] = (i + j) as f64 / 2.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation (Pearson's over ranks, ties at their mean rank).
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
 }
 
 /// A linear layer of the model: block, tensor, name, rows, cols.
@@ -188,12 +266,13 @@ fn swap(llama: &mut Llama, l: &Layer, data: Vec<f32>, device: &Device) -> Result
     block.reload(&WeightSource::new(&w, device, dtype, None)?, l.block, &[l.tensor])
 }
 
-/// Measure every linear layer of `m` under each candidate (module docs). `windows` are the
-/// calibration windows, all of one length.
+/// Measure every linear layer of `m` under each candidate, `configs[c]` being the plugin
+/// configured with `candidates[c]` (module docs). `windows` are the calibration windows, all
+/// of one length.
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     m: &LoadedModel,
-    q: &QuantConfig,
+    configs: &[QuantConfig],
     candidates: &[Candidate],
     windows: &[Vec<u32>],
     measure: Measure,
@@ -201,16 +280,12 @@ pub fn measure(
     threads: usize,
     device: &Device,
 ) -> Result<Sensitivity> {
-    if candidates.is_empty() {
-        bail!("no --candidate given");
+    if candidates.is_empty() || configs.len() != candidates.len() {
+        bail!("{} candidates with {} configurations", candidates.len(), configs.len());
     }
     if reference >= candidates.len() {
         bail!("--reference {} is not one of the {} candidates", reference + 1, candidates.len());
     }
-    let configs = candidates
-        .iter()
-        .map(|c| q.with_overrides(&c.options).with_context(|| format!("--candidate {}", c.label)))
-        .collect::<Result<Vec<_>>>()?;
     let cfg = &m.config;
     let layers: Vec<Layer> = (0..cfg.num_hidden_layers)
         .flat_map(|block| {
@@ -257,15 +332,7 @@ pub fn measure(
         let t = Instant::now();
         let deq = par_map(threads, &layers, |_, l| {
             let w = &m.weights.get(&l.name).with_context(|| format!("layer {} is missing", l.name))?.data;
-            let p = qc.quantize(&l.name, l.rows, l.cols, w, None)?;
-            let d = qc.dequantize(&p)?;
-            if let Some(i) = d.iter().position(|v| !v.is_finite()) {
-                bail!(
-                    "plugin {} dequantized layer {} to a non-finite value at flat index {i}",
-                    qc.name(),
-                    l.name
-                );
-            }
+            let (p, d) = quantize_one(qc, &l.name, l.rows, l.cols, w, None)?;
             Ok((p.bytes(), d))
         })
         .with_context(|| format!("--candidate {}", candidates[c].label))?;
@@ -321,4 +388,16 @@ pub fn measure(
 /// Index in [`Stage::INPUTS`] of the stage whose output `t` reads.
 fn stage_of(t: LayerTensor) -> usize {
     Stage::INPUTS.iter().position(|s| s.layers().contains(&t)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spearman_is_pearson_over_ranks_with_ties_at_their_mean() {
+        assert_eq!(super::ranks(&[3.0, 1.0, 3.0, 2.0]), vec![2.5, 0.0, 2.5, 1.0]);
+        assert!((super::spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 300.0]) - 1.0).abs() < 1e-12);
+        assert!((super::spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // Ranks (0, 1, 2) and (0.5, 0.5, 2): Pearson's r = 0.866….
+        assert!((super::spearman(&[1.0, 2.0, 3.0], &[5.0, 5.0, 9.0]) - 0.75f64.sqrt()).abs() < 1e-12);
+    }
 }

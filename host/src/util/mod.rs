@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod fs;
 pub mod json;
+pub mod kv;
 pub mod mem;
 pub mod par;
 pub mod stats;
