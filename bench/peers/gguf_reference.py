@@ -22,38 +22,7 @@ import sys
 import numpy as np
 from gguf import quants, GGMLQuantizationType as T
 
-MASK = 0xFFFFFFFF
-
-
-def hashes(seed, n):
-    i = np.arange(n, dtype=np.uint64)
-    h = (i * np.uint64(2654435761) + np.uint64(seed * 97531 + 12345)) & np.uint64(MASK)
-    for _ in range(2):
-        h ^= h >> np.uint64(16)
-        h = (h * np.uint64(0x45D9F3B)) & np.uint64(MASK)
-    h ^= h >> np.uint64(16)
-    return h
-
-
-def values(seed, n):
-    h = hashes(seed, n)
-    return ((h >> np.uint64(8)).astype(np.int64) - (1 << 23)).astype(np.float32) / np.float32(1 << 23)
-
-
-def row_scale(rows):
-    r = np.arange(rows)
-    return (np.float32(2.0) ** (r % 9 - 4).astype(np.float32)) * (np.float32(1.0) + (r % 5).astype(np.float32) / np.float32(4.0))
-
-
-def tensor(family, seed, rows, cols):
-    x = values(seed, rows * cols).reshape(rows, cols)
-    if family == "scaled_rows":
-        x = (x * row_scale(rows)[:, None].astype(np.float32)).astype(np.float32)
-    elif family == "zeros_and_repeats":
-        x[:, :32] = 0.0          # an all-zero block in every row
-        x[:, 32:64] = np.float32(0.375)  # a block of one repeated value
-    return x.astype(np.float32)
-
+from hashvals import hashes, tensor
 
 QUANTIZE = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0}
 DEQUANTIZE = dict(QUANTIZE, q2_k=T.Q2_K, q3_k=T.Q3_K, q4_k=T.Q4_K, q5_k=T.Q5_K, q6_k=T.Q6_K)

@@ -35,6 +35,8 @@ pub struct Plugin {
     desc: *const LlqPluginV1,
     /// The ABI 1.2 descriptor, when the plugin's `struct_size` covers it.
     ext: Option<*const LlqPluginV1_2>,
+    /// The ABI 1.3 descriptor, when the plugin's `struct_size` covers it.
+    ext3: Option<*const LlqPluginV1_3>,
     pub info: PluginInfo,
     // Keep last: dropped after everything that points into it.
     _lib: libloading::Library,
@@ -217,6 +219,8 @@ impl Plugin {
         let d = unsafe { &*desc };
         let ext = ((struct_size as usize) >= std::mem::size_of::<LlqPluginV1_2>())
             .then_some(desc as *const LlqPluginV1_2);
+        let ext3 = ((struct_size as usize) >= std::mem::size_of::<LlqPluginV1_3>())
+            .then_some(desc as *const LlqPluginV1_3);
         let group_scales = ext.is_some_and(|e| unsafe { (*e).group_scales != 0 });
         let info = (|| -> Result<PluginInfo> {
             Ok(unsafe {
@@ -253,7 +257,7 @@ impl Plugin {
             })
         })()
         .with_context(|| format!("plugin {shown}: malformed descriptor"))?;
-        Ok(Plugin { desc, ext, info, _lib: lib })
+        Ok(Plugin { desc, ext, ext3, info, _lib: lib })
     }
 
     fn d(&self) -> &LlqPluginV1 {
@@ -265,12 +269,35 @@ impl Plugin {
         &self.info.name
     }
 
+    /// The calibration the plugin declares: what some option sets (ABI 1.3) or all of them
+    /// need. What one run needs is [`QuantConfig::calibration`].
     pub fn calibration(&self) -> CalibrationNeed {
         match self.info.calibration {
             "stats" => CalibrationNeed::Stats,
             "samples" => CalibrationNeed::Samples,
             "hessian" => CalibrationNeed::Hessian,
             _ => CalibrationNeed::None,
+        }
+    }
+
+    /// The calibration `quantize` needs with these options: the plugin's answer (ABI 1.3),
+    /// or its declared kind for older plugins. Only none or the declared kind are accepted.
+    fn calibration_for(&self, opts_json: &str) -> Result<CalibrationNeed> {
+        let Some(ext) = self.ext3 else { return Ok(self.calibration()) };
+        let mut kind = u32::MAX;
+        // SAFETY: the 1.3 extension was validated by its size in `load`; pointers are valid.
+        self.call("calibration_for", |err| unsafe {
+            ((*ext).calibration_for)(llq_str(opts_json), &mut kind, err)
+        })?;
+        match kind {
+            CALIBRATION_NONE => Ok(CalibrationNeed::None),
+            k if k == self.d().calibration => Ok(self.calibration()),
+            k => bail!(
+                "plugin {} ({}): calibration_for returned kind {k}, neither none nor its declared {}",
+                self.info.name,
+                self.info.path.display(),
+                self.info.calibration
+            ),
         }
     }
 
@@ -282,7 +309,8 @@ impl Plugin {
         let json = serde_json::Value::Object(map).to_string();
         let options = Options::parse(&self.info.name, &self.info.options, &json)
             .map_err(|e| anyhow!("plugin {}: {e}", self.info.path.display()))?;
-        Ok(QuantConfig { plugin: self, json, options })
+        let need = self.calibration_for(&json)?;
+        Ok(QuantConfig { plugin: self, json, options, need })
     }
 
     fn call(&self, what: &str, f: impl FnOnce(*mut LlqErrorBuf) -> LlqStatus) -> Result<()> {
@@ -525,6 +553,8 @@ pub struct QuantConfig<'p> {
     json: String,
     /// Every option with defaults filled in (what results record).
     options: Options,
+    /// The calibration these options need.
+    need: CalibrationNeed,
 }
 
 impl<'p> QuantConfig<'p> {
@@ -543,6 +573,12 @@ impl<'p> QuantConfig<'p> {
         let pairs: Vec<(String, String)> =
             map.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect();
         self.plugin.configure(&pairs)
+    }
+
+    /// The calibration `quantize` needs with these options (ABI 1.3 `calibration_for`; the
+    /// plugin's declared kind for older plugins).
+    pub fn calibration(&self) -> CalibrationNeed {
+        self.need
     }
 
     /// The full option set as a canonical JSON object (defaults filled in).

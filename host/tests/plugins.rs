@@ -157,10 +157,12 @@ fn int8_reference_matmul_runs_through_the_abi() {
 
 #[test]
 fn a_plugin_from_before_abi_1_2_loads_and_is_never_asked_for_scales() {
-    // Its method would search scales (and panics if asked), but its descriptor is v1.1-sized.
+    // Its method would search scales and answer calibration_for (and panics if asked either),
+    // but its descriptor is v1.1-sized: it calibrates by its declared kind.
     let p = Plugin::load(&so("test_abi_1_1")).unwrap();
     assert!(!p.info.group_scales);
     let q = p.configure(&[]).unwrap();
+    assert_eq!(q.calibration(), llq_sdk::CalibrationNeed::Stats);
     let data = [1.0f32, -2.0, 3.5, 0.25];
     let packed = q.quantize("x", 2, 2, &data, None).unwrap();
     assert_eq!(q.dequantize(&packed).unwrap(), data);
@@ -182,4 +184,19 @@ fn a_plugin_from_before_abi_1_2_loads_and_is_never_asked_for_scales() {
     // A plugin exporting the 1.2 descriptor says that it searches.
     let probe = Plugin::load(&so("test_calib_probe")).unwrap();
     assert!(probe.info.group_scales);
+}
+
+#[test]
+fn a_plugin_says_per_option_set_whether_it_calibrates() {
+    // ABI 1.3: gguf declares `stats` but needs it only with imatrix=true.
+    let p = Plugin::load(&so("gguf")).unwrap();
+    assert_eq!(p.info.calibration, "stats");
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(p.configure(&[kv("type", "q4_k")]).unwrap().calibration(), llq_sdk::CalibrationNeed::None);
+    let q = p.configure(&[kv("type", "q4_k"), kv("imatrix", "true")]).unwrap();
+    assert_eq!(q.calibration(), llq_sdk::CalibrationNeed::Stats);
+    assert_eq!(
+        q.with_overrides(&[kv("imatrix", "false")]).unwrap().calibration(),
+        llq_sdk::CalibrationNeed::None
+    );
 }

@@ -1,4 +1,4 @@
-//! The raw C ABI shared by the host and every plugin (version 1, minor revision 2).
+//! The raw C ABI shared by the host and every plugin (version 1, minor revision 3).
 //!
 //! Everything here is `#[repr(C)]` and made of plain integers, floats and raw pointers, so a
 //! plugin built by any rustc (or any C compiler) talks to any host. Rules of the contract:
@@ -33,7 +33,12 @@ pub const ABI_VERSION: u32 = 1;
 ///   exports: a host reads the extension only when `struct_size` covers it, so v1.0/v1.1
 ///   plugins load as before; a v1.1 host reads only the [`LlqPluginV1`] prefix of a v1.2
 ///   plugin and never calls `search_scales`.
-pub const ABI_MINOR: u32 = 2;
+/// * 1.3: the descriptor extension [`LlqPluginV1_3`] (`calibration_for`: the calibration an
+///   option set needs, e.g. llama.cpp types that use an importance matrix only when asked).
+///   `LlqPluginV1::calibration` stays the most any option set needs, so a v1.2 host, which
+///   reads only that field, calibrates every run of such a plugin and the plugin ignores data
+///   it did not ask for; a v1.3 host calls `calibration_for` with the run's options.
+pub const ABI_MINOR: u32 = 3;
 
 /// The exported symbol name (without NUL) that returns the plugin descriptor.
 pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
@@ -265,4 +270,16 @@ pub struct LlqPluginV1_2 {
         info: *mut LlqErrorBuf,
         err: *mut LlqErrorBuf,
     ) -> LlqStatus,
+}
+
+/// The descriptor of ABI 1.3: the 1.2 descriptor, then the fields 1.3 appended. A plugin that
+/// exports it sets `base.base.struct_size = size_of::<LlqPluginV1_3>()`.
+#[repr(C)]
+pub struct LlqPluginV1_3 {
+    pub base: LlqPluginV1_2,
+    /// The calibration (`CALIBRATION_*`) that `quantize` needs with these options, written to
+    /// `*kind`: `CALIBRATION_NONE` or `LlqPluginV1::calibration` itself (the kind a host
+    /// older than 1.3 gives every run).
+    pub calibration_for:
+        unsafe extern "C" fn(options: LlqStr, kind: *mut u32, err: *mut LlqErrorBuf) -> LlqStatus,
 }

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The descriptor plus the strings it points to; lives in a `static` of the plugin.
 pub struct Descriptor {
-    desc: LlqPluginV1_2,
+    desc: LlqPluginV1_3,
     _strings: Vec<CString>,
 }
 
@@ -41,17 +41,12 @@ impl Descriptor {
         };
         let base = LlqPluginV1 {
             abi_version: ABI_VERSION,
-            struct_size: std::mem::size_of::<LlqPluginV1_2>() as u32,
+            struct_size: std::mem::size_of::<LlqPluginV1_3>() as u32,
             name: strings[0].as_ptr(),
             version: strings[1].as_ptr(),
             description: strings[2].as_ptr(),
             options_json: strings[3].as_ptr(),
-            calibration: match T::CALIBRATION {
-                CalibrationNeed::None => CALIBRATION_NONE,
-                CalibrationNeed::Stats => CALIBRATION_STATS,
-                CalibrationNeed::Samples => CALIBRATION_SAMPLES,
-                CalibrationNeed::Hessian => CALIBRATION_HESSIAN,
-            },
+            calibration: calibration_kind(T::CALIBRATION),
             has_matmul: T::HAS_MATMUL as u32,
             cuda_source: src,
             cuda_kernels_json: kjson,
@@ -61,16 +56,52 @@ impl Descriptor {
             dequantize: dequantize::<T>,
             matmul: matmul::<T>,
         };
-        let desc =
+        let v1_2 =
             LlqPluginV1_2 { base, group_scales: T::GROUP_SCALES as u32, search_scales: search_scales::<T> };
+        let desc = LlqPluginV1_3 { base: v1_2, calibration_for: calibration_for::<T> };
         Descriptor { desc, _strings: strings }
     }
 
     /// The descriptor as the entry point returns it (its v1 prefix; `struct_size` tells a
-    /// host that the 1.2 fields follow).
+    /// host that the 1.2 and 1.3 fields follow).
     pub fn as_ptr(&self) -> *const LlqPluginV1 {
-        &self.desc.base
+        &self.desc.base.base
     }
+}
+
+fn calibration_kind(need: CalibrationNeed) -> u32 {
+    match need {
+        CalibrationNeed::None => CALIBRATION_NONE,
+        CalibrationNeed::Stats => CALIBRATION_STATS,
+        CalibrationNeed::Samples => CALIBRATION_SAMPLES,
+        CalibrationNeed::Hessian => CALIBRATION_HESSIAN,
+    }
+}
+
+unsafe extern "C" fn calibration_for<T: QuantMethod>(
+    options: LlqStr,
+    kind: *mut u32,
+    err: *mut LlqErrorBuf,
+) -> LlqStatus {
+    guard(err, || {
+        let m = T::default();
+        let o = options_of(&m, options)?;
+        let need = m.calibration_for(&o);
+        let widest = calibration_kind(T::CALIBRATION);
+        let k = calibration_kind(need);
+        // The contract: none, or the descriptor's own kind (what older hosts give every run).
+        if k != CALIBRATION_NONE && k != widest {
+            return Err(format!(
+                "{}: calibration_for returned {need:?}; it may return only None or its CALIBRATION {:?}",
+                T::NAME,
+                T::CALIBRATION
+            )
+            .into());
+        }
+        // SAFETY: the host passes a valid out-pointer for the call.
+        unsafe { kind.as_mut() }.map(|p| *p = k).ok_or("null kind")?;
+        Ok(())
+    })
 }
 
 /// Run `f`, catching panics, and write any error into `err`.

@@ -324,13 +324,22 @@ pub trait QuantMethod: Default + 'static {
     const NAME: &'static str;
     const VERSION: &'static str;
     const DESCRIPTION: &'static str;
-    /// What calibration data `quantize` wants.
+    /// What calibration data `quantize` wants: with every option set, or — when
+    /// [`QuantMethod::calibration_for`] says so — with some of them (ABI 1.3). A host older
+    /// than 1.3 calibrates every run of the plugin with this kind.
     const CALIBRATION: CalibrationNeed = CalibrationNeed::None;
     /// Whether [`QuantMethod::matmul`] is implemented.
     const HAS_MATMUL: bool = false;
 
     fn options(&self) -> Vec<OptionSpec> {
         vec![]
+    }
+    /// The calibration `quantize` needs with these options (ABI 1.3): [`CalibrationNeed::None`]
+    /// or [`QuantMethod::CALIBRATION`]. A method whose options turn calibration on and off
+    /// (llama.cpp's importance matrix) overrides it; the host then calibrates only the runs
+    /// that need it.
+    fn calibration_for(&self, _opts: &Options) -> CalibrationNeed {
+        Self::CALIBRATION
     }
     /// Total bytes of all buffers for a `rows × cols` matrix (the host checks results against it).
     fn packed_size(&self, rows: u64, cols: u64, opts: &Options) -> Result<u64>;

@@ -70,7 +70,7 @@ fn poisoned(dev: &CudaDevice, n: usize) -> Result<CudaSlice<bf16>> {
 /// What a calibrated plugin needs to quantize a test matrix of `cols` inputs: the statistics of
 /// seeded Gaussian inputs (the kernels decode whatever codes the plugin chose).
 fn calibration_for(q: &QuantConfig, cols: usize) -> Result<Option<CalibrationData>> {
-    let need = q.plugin.calibration();
+    let need = q.calibration();
     if need == llq_sdk::CalibrationNeed::None {
         return Ok(None);
     }

@@ -117,7 +117,7 @@ pub fn model_bench(
             // Re-quantize the layers to time one full dequantize pass (outside the forward);
             // a calibrated method cannot quantize without its calibration data, so it is
             // not timed (the report's field stays null).
-            if q.plugin.calibration() == llq_sdk::CalibrationNeed::None {
+            if q.calibration() == llq_sdk::CalibrationNeed::None {
                 let layers = m.config.linear_layers();
                 let packed = par_map(threads, &layers, |_, (n, r, c)| {
                     q.quantize(n, *r, *c, &m.weights[n].data, None)

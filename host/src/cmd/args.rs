@@ -182,12 +182,15 @@ impl CalibArgs {
     /// the model loads); `--calib-*` for a plugin that needs none is an error rather than
     /// silently ignored.
     pub fn resolve(&self, q: Option<&QuantConfig>) -> Result<Option<CalibSettings>> {
-        let need = q.map_or(CalibrationNeed::None, |q| q.plugin.calibration());
+        let need = q.map_or(CalibrationNeed::None, |q| q.calibration());
         if need == CalibrationNeed::None {
             if self.given() {
                 match q {
                     Some(q) => {
-                        bail!("plugin {} takes no calibration data; drop the --calib-* options", q.name())
+                        bail!(
+                            "plugin {} takes no calibration data with these options; drop the --calib-* options",
+                            q.name()
+                        )
                     }
                     None => bail!("--calib-* options need a --quant plugin that calibrates"),
                 }

@@ -50,9 +50,13 @@ pub fn main(a: Args) -> Result<()> {
     if same {
         bail!("--output {} is --input: write the result elsewhere", a.output.display());
     }
-    let acts = match (&a.calibration, plugin.calibration()) {
+    let acts = match (&a.calibration, q.calibration()) {
         (Some(p), CalibrationNeed::None) => {
-            bail!("plugin {} takes no calibration data; drop --calibration {}", plugin.name(), p.display())
+            bail!(
+                "plugin {} takes no calibration data with these options; drop --calibration {}",
+                plugin.name(),
+                p.display()
+            )
         }
         (Some(p), _) => {
             Some(std::fs::read(p).with_context(|| format!("cannot read --calibration {}", p.display()))?)
@@ -105,7 +109,7 @@ pub fn quantize_file(
         let w = tensor_to_f32(name, t.dtype(), t.data())?;
         let calib = match acts {
             Some(acts) => Some(layer_calibration(q, &activations(acts, name, shape[1])?, shape[1])?),
-            None if q.plugin.calibration() != CalibrationNeed::None => bail!(
+            None if q.calibration() != CalibrationNeed::None => bail!(
                 "plugin {} needs calibration: pass --calibration with the input activations of {name}",
                 q.name()
             ),
@@ -276,5 +280,5 @@ fn activations(acts: &SafeTensors, name: &str, cols: usize) -> Result<Vec<f32>> 
 
 /// The calibration data of activations `x` (`[tokens, cols]`), for this plugin's need.
 fn layer_calibration(q: &QuantConfig, x: &[f32], cols: usize) -> Result<CalibrationData> {
-    from_rows(x, cols, q.plugin.calibration())
+    from_rows(x, cols, q.calibration())
 }

@@ -140,13 +140,6 @@ pub fn main(a: Args) -> Result<()> {
         bail!("--calib-samples must be at least 1 and --calib-seq-len at least 2");
     }
     let plugin = a.plugin.load()?;
-    if plugin.calibration() != CalibrationNeed::None {
-        bail!(
-            "plugin {} calibrates ({}): search-bits takes methods without calibration (rtn, gguf, nf4, …) — per-layer options of calibrated plugins are not supported yet",
-            plugin.info.path.display(),
-            plugin.info.calibration
-        );
-    }
     let q = plugin.configure(&a.plugin.opts)?;
     // Every candidate's options checked now, before the model loads.
     let configs = a
@@ -154,6 +147,14 @@ pub fn main(a: Args) -> Result<()> {
         .iter()
         .map(|c| q.with_overrides(&c.options).with_context(|| format!("--candidate {}", c.label)))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(c) = std::iter::once(&q).chain(&configs).find(|c| c.calibration() != CalibrationNeed::None) {
+        bail!(
+            "plugin {} calibrates with options {} ({:?}): search-bits takes methods without calibration (rtn, gguf without imatrix, nf4, …) — per-layer options of calibrated plugins are not supported yet",
+            plugin.info.path.display(),
+            c.canonical(),
+            c.calibration()
+        );
+    }
     // Every layer sees the unquantized model's activations: the `parallel` calibration order.
     let calib = CalibSettings {
         text: match &a.calib_data {

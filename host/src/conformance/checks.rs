@@ -91,7 +91,7 @@ pub fn run(name: &str, path: &Path, opts: &[(String, String)]) -> CheckResult {
             return CheckResult::new(name, Status::Fail, format!("options refused: {e:#}"), Value::Null)
         }
     };
-    let ctx = Ctx { need: plugin.calibration(), q, calib: Mutex::default() };
+    let ctx = Ctx { need: q.calibration(), q, calib: Mutex::default() };
     let f: fn(&Ctx) -> Result<CheckResult> = match name {
         "load" => load,
         "options" => options,

@@ -173,7 +173,7 @@ fn fold_block_scales(
     let block = load(&m.weights)?;
     let width = |g: &super::fold::Group| m.weights.get(&g.layers[0]).map_or(0, |w| w.shape[1]);
     let mut accs: Vec<Accumulator> =
-        groups.iter().map(|g| Accumulator::new(width(g), q.plugin.calibration(), 0)).collect();
+        groups.iter().map(|g| Accumulator::new(width(g), q.calibration(), 0)).collect();
     for x in xs {
         let mut st = StageState::new(x.clone());
         for stage in Stage::INPUTS {
@@ -230,7 +230,7 @@ pub fn quantize_calibrated(
     keep_packed: bool,
 ) -> Result<(Vec<LayerResult>, CalibrationInfo)> {
     let t0 = Instant::now();
-    let need = q.plugin.calibration();
+    let need = q.calibration();
     let cfg = m.config.clone();
     let windows = s.windows(m)?;
     let seq_len = windows[0].len();

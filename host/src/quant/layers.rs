@@ -14,6 +14,8 @@ pub struct LayerResult {
     pub cols: usize,
     /// Bytes of the packed form.
     pub bytes: u64,
+    /// The plugin's metadata for the packed form (JSON).
+    pub metadata: String,
     /// The packed matrix, when asked to keep it (a GPU runs it with the plugin's kernels).
     pub packed: Option<PackedMatrix>,
 }
@@ -64,6 +66,7 @@ pub fn quantize_layers(
             rows: *rows,
             cols: *cols,
             bytes: p.bytes(),
+            metadata: p.metadata.clone(),
             packed: keep_packed.then_some(p),
         });
     }

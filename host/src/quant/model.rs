@@ -49,6 +49,8 @@ pub struct LayerQuantization {
     pub bytes: u64,
     /// The layer's full options (canonical JSON) when they differ from the model's.
     pub options: Option<String>,
+    /// The plugin's metadata for the layer (JSON).
+    pub metadata: String,
 }
 
 /// How to quantize a model.
@@ -111,7 +113,7 @@ pub fn quantize_model(
     }
     let per_layer_opts = !o.layer_opts.is_empty();
     let mut layer_canonical: HashMap<String, String> = HashMap::new();
-    let (results, calibration) = match (q.plugin.calibration(), o.calibration) {
+    let (results, calibration) = match (q.calibration(), o.calibration) {
         (CalibrationNeed::None, _) if per_layer_opts => {
             let mut all: Vec<LayerResult> = vec![];
             for (over, ls) in &groups {
@@ -166,6 +168,7 @@ pub fn quantize_model(
             params: (r.rows * r.cols) as u64,
             bytes: r.bytes,
             options: layer_canonical.get(&r.name).cloned(),
+            metadata: r.metadata,
         });
         if let Some(p) = r.packed {
             qm.packed.insert(r.name, p);

@@ -141,6 +141,10 @@ pub struct LayerInfo {
     /// Every option, defaults filled in, when `--opt-layer` changed the model's options here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
+    /// What the plugin recorded for this layer when it packed it (its metadata: e.g. gguf's
+    /// type after llama.cpp's fallback and whether the importance matrix was used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<serde_json::Value>,
 }
 
 /// A calibration run: the text, how it was cut and run, and what it cost.

@@ -2,7 +2,7 @@
 //! `tests/fixtures/gguf/`), and against the blocks of the SmolLM2 GGUF as it was published.
 use super::Gguf;
 use llq_sdk::testing::{abi_quantize, buffer, hash_values, hex, row_scale, view};
-use llq_sdk::QuantMethod;
+use llq_sdk::{Calibration, QuantMethod, Quantized, Weights};
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -123,4 +123,114 @@ fn the_shipped_smollm2_blocks_are_reproduced() {
         checked += 1;
     }
     assert_eq!(checked, 4);
+}
+
+/// llama.cpp's C quantizers (ggml-quants.c through `ggml_quantize_chunk`, as `llama-quantize`
+/// calls them; vendored in the llama-cpp-python 0.3.36 sdist, `bench/peers/ggml_quants_reference.py`):
+/// every offered type byte for byte, and the K types with an importance matrix too.
+#[test]
+fn every_type_quantizes_as_llama_cpp_does_with_and_without_an_imatrix() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/gguf/ggml-quants-llama-cpp-python-0.3.36.json"
+    );
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let (mut plain, mut weighted) = (0, 0);
+    let mut differ = vec![];
+    for c in cases {
+        let (rows, cols, x) = input(c);
+        let t = c["type"].as_str().unwrap();
+        let want = hex(&c["blocks_hex"]);
+        let got = match c.get("imatrix_f32") {
+            None => {
+                plain += 1;
+                let q = abi_quantize::<Gguf>(rows, cols, &x, &opts(t)).unwrap();
+                assert_eq!(q.metadata["imatrix"], false);
+                buffer(&q, "blocks").to_vec()
+            }
+            Some(im) => {
+                weighted += 1;
+                let im = llq_sdk::testing::f32s(im);
+                let q = quantize_with_imatrix(rows, cols, &x, t, &im).unwrap();
+                assert_eq!(q.metadata["imatrix"], true, "{t}");
+                buffer(&q, "blocks").to_vec()
+            }
+        };
+        if got != want {
+            let bytes = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            differ.push(format!(
+                "{t} {} {rows}×{cols} imatrix={}: {bytes} of {} bytes differ",
+                c["family"],
+                c.get("imatrix_f32").is_some(),
+                want.len()
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{} of {} cases differ:\n{}", differ.len(), cases.len(), differ.join("\n"));
+    assert_eq!((plain, weighted), (90, 45));
+}
+
+fn quantize_with_imatrix(
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    t: &str,
+    im: &[f32],
+) -> Result<Quantized, String> {
+    let o = llq_sdk::testing::options(
+        "gguf",
+        &Gguf.options(),
+        &format!("{{\"type\": \"{t}\", \"imatrix\": \"true\"}}"),
+    );
+    let ones = vec![1f32; cols];
+    let c = Calibration {
+        n_tokens: 1,
+        abs_max: &ones,
+        mean_sq: im,
+        samples: &[],
+        n_samples: 0,
+        hessian: None,
+        abs_mean: &[],
+    };
+    let w = Weights { layer: "test", rows, cols, data: x };
+    Gguf.quantize(&w, &o, Some(&c)).map_err(|e| e.0)
+}
+
+/// The importance matrix is used where candle has llama.cpp's weighted quantizer (K types),
+/// reported per layer; it changes the blocks and lowers the importance-weighted error; the
+/// host is asked for calibration only when it is on; without data it is an error.
+#[test]
+fn the_importance_matrix_is_applied_recorded_and_asked_for_only_when_on() {
+    use llq_sdk::CalibrationNeed;
+    let (rows, cols) = (8, 512);
+    let x = hash_values(31, rows * cols);
+    // A few columns matter a lot more than the rest, as in real activations.
+    let im: Vec<f32> = (0..cols).map(|j| if j % 37 == 0 { 50.0 } else { 0.05 }).collect();
+    let weighted_err = |q: &Quantized| {
+        let mut out = vec![0f32; x.len()];
+        Gguf.dequantize(&view(rows, cols, q), &mut out).unwrap();
+        x.iter()
+            .zip(&out)
+            .enumerate()
+            .map(|(i, (a, b))| im[i % cols] as f64 * ((a - b) as f64).powi(2))
+            .sum::<f64>()
+    };
+    for t in ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] {
+        let plain = abi_quantize::<Gguf>(rows, cols, &x, &opts(t)).unwrap();
+        let with = quantize_with_imatrix(rows, cols, &x, t, &im).unwrap();
+        assert_ne!(buffer(&plain, "blocks"), buffer(&with, "blocks"), "{t}");
+        let (e0, e1) = (weighted_err(&plain), weighted_err(&with));
+        assert!(e1 < e0, "{t}: importance-weighted error {e1} with the imatrix, {e0} without");
+    }
+    // 576-wide rows fall back to a legacy type, which is quantized without the matrix.
+    let x576 = hash_values(5, 2 * 576);
+    let q = quantize_with_imatrix(2, 576, &x576, "q4_k", &vec![1.0; 576]).unwrap();
+    assert_eq!((q.metadata["type"].as_str(), q.metadata["imatrix"].as_bool()), (Some("q5_0"), Some(false)));
+    let need = |json: &str| Gguf.calibration_for(&llq_sdk::testing::options("gguf", &Gguf.options(), json));
+    assert_eq!(need("{}"), CalibrationNeed::None);
+    assert_eq!(need("{\"imatrix\": \"true\"}"), CalibrationNeed::Stats);
+    let e = abi_quantize::<Gguf>(1, 256, &hash_values(2, 256), "{\"type\": \"q4_k\", \"imatrix\": \"true\"}")
+        .unwrap_err();
+    assert!(e.contains("imatrix=true on layer test: no calibration data"), "{e}");
 }

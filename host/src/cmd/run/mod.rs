@@ -531,6 +531,9 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                                 .map(serde_json::from_str)
                                 .transpose()
                                 .context("a layer's canonical options")?,
+                            packed: Some(
+                                serde_json::from_str(&l.metadata).context("a layer's packed metadata")?,
+                            ),
                         })
                     })
                     .collect::<Result<_>>()?,

@@ -1,7 +1,8 @@
 //! Test plugin: a descriptor as an SDK before ABI 1.2 exported it (`struct_size` =
 //! `size_of::<LlqPluginV1>()`, no layer-group extension), for a method that would search
-//! input scales if the host could ask. A 1.2 host must load it, quantize with it, and never
-//! read past its descriptor.
+//! input scales if the host could ask, and would answer `calibration_for` (ABI 1.3) by
+//! panicking. A 1.3 host must load it, calibrate it by its declared kind, quantize with it,
+//! and never read past its descriptor.
 use llq_sdk::abi::LlqPluginV1;
 use llq_sdk::{
     f32_to_bytes, Calibration, CalibrationNeed, GroupScales, LayerGroup, Options, PackedView, QuantMethod,
@@ -30,6 +31,9 @@ impl QuantMethod for Old {
     }
     fn search_scales(&self, _g: &LayerGroup, _o: &Options) -> Result<Option<GroupScales>> {
         panic!("a host must not call search_scales through a v1.1 descriptor")
+    }
+    fn calibration_for(&self, _o: &Options) -> CalibrationNeed {
+        panic!("a host must not call calibration_for (ABI 1.3) through a v1.1 descriptor")
     }
 }
 
