@@ -9,7 +9,7 @@ export LLQ_TARGET_DIR := $(TARGET_DIR)
 HOST := $(TARGET_DIR)/release/llq-host
 WASM := $(TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: build build-cuda gpu-bundle test lint check-plugins ray study study-bits demo models data bench-quant bench-cpu task-bench results-doc clean
+.PHONY: build build-cuda gpu-bundle test lint check-plugins ray study study-bits study-families demo models data bench-quant bench-cpu task-bench results-doc clean
 
 build:
 	$(CARGO) build --release --workspace
@@ -112,6 +112,12 @@ study-bits: build models data
 		--reference type=q4_0 --budget-bpw 5.534375 --within type=q8_0:0.01 --out results/bits/gguf
 	$(HOST) sweep run studies/bits.toml
 	$(HOST) sweep report studies/bits.toml > /dev/null
+
+# Method families side by side (issue 15): NF4, RTN/GPTQ/AWQ and llama.cpp's types (± importance
+# matrix) on SmolLM2, KL and perplexity on the held-out books, paired (studies/families.toml).
+study-families: build models data
+	$(HOST) sweep run studies/families.toml
+	$(HOST) sweep report studies/families.toml > /dev/null
 
 # The committed figures in docs/benchmarks.md come from this target.
 bench-quant: build

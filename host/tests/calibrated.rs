@@ -514,6 +514,52 @@ fn run_calibrates_gptq_and_refuses_bad_calibration_input() {
     );
 }
 
+/// ABI 1.3: gguf calibrates only with `imatrix=true` and then records, per layer, whether the
+/// importance matrix was used (SmolLM2: the 1536-wide down_proj rows are whole q4_k blocks; the
+/// 576-wide rows fall back to q5_0, which has no weighted quantizer here); without it
+/// `--calib-*` is refused.
+#[test]
+fn run_calibrates_gguf_only_when_the_importance_matrix_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = story_text(dir.path());
+    let model = common::p("models/smollm2-135m-instruct.gguf");
+    let (data, task, q) = (common::p(common::SAMPLE), common::coqa(), plugin("gguf"));
+    let run = |out: &str, extra: &[&str]| {
+        let o = dir.path().join(out).display().to_string();
+        let mut args =
+            vec!["run", "--model", &model, "--quant", &q, "--task", &task, "--data", &data, "--out", &o];
+        args.extend_from_slice(&["--limit", "1", "--task-opt", "max_new_tokens=4", "--opt", "type=q4_k"]);
+        args.extend_from_slice(extra);
+        llq(&args)
+    };
+    let calib_args = ["--calib-data", calib.as_str(), "--calib-samples", "2", "--calib-seq-len", "32"];
+    let mut with: Vec<&str> = vec!["--opt", "imatrix=true", "--calib-mode", "parallel"];
+    with.extend_from_slice(&calib_args);
+    let ok = run("im", &with);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let r = llq_host::results::RunResults::read(&dir.path().join("im/results.json")).unwrap();
+    let q = r.quantization.unwrap();
+    let c = q.calibration.unwrap();
+    assert_eq!((c.samples, c.mode.as_str()), (2, "parallel"));
+    for l in &q.layers_detail {
+        let p = l.packed.as_ref().unwrap();
+        let want = if l.name.contains("down_proj") { ("q4_k", true) } else { ("q5_0", false) };
+        assert_eq!((p["type"].as_str(), p["imatrix"].as_bool()), (Some(want.0), Some(want.1)), "{}", l.name);
+    }
+    assert_eq!(q.layers_detail.iter().filter(|l| l.packed.as_ref().unwrap()["imatrix"] == true).count(), 30);
+    let plain = run("plain", &[]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let r = llq_host::results::RunResults::read(&dir.path().join("plain/results.json")).unwrap();
+    assert!(r.quantization.unwrap().calibration.is_none());
+    let refused = run("refused", &calib_args);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("plugin gguf takes no calibration data with these options"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 #[test]
 fn block_and_parallel_modes_differ_only_after_the_first_block() {
     use llq_host::calib::text::CalibText;

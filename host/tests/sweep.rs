@@ -567,4 +567,14 @@ fn per_layer_options_reach_the_cells_and_leave_other_addresses_alone() {
     let spec = write(dir.path(), "bad.toml", &bad);
     let o = llq(&["sweep", "plan", &spec]);
     assert!(!o.status.success() && stderr(&o).contains("has options but no plugin"), "{}", stderr(&o));
+    // A calibration order that does not exist is refused by name.
+    let bad =
+        stories_spec("bad-mode", &format!("{}\ncalib_mode = \"backwards\"\n{task}", method("g", "gptq")));
+    let spec = write(dir.path(), "bad-mode.toml", &bad);
+    let o = llq(&["sweep", "plan", &spec]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("method `g`: calib_mode = \"backwards\" is not one of"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -154,6 +154,9 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
                 if let Some(n) = q.calib_seq_len {
                     method_args.extend(["--calib-seq-len".into(), n.to_string()]);
                 }
+                if let Some(m) = &q.calib_mode {
+                    method_args.extend(["--calib-mode".into(), m.clone()]);
+                }
             }
             let mut method_inputs = json!({
                 "plugin_sha256": plugin_hash,
@@ -164,6 +167,9 @@ pub fn plan(spec: &Spec) -> Result<Vec<Cell>> {
             // Only when given: the addresses of cells without per-layer options stay as they were.
             if !q.layer_opts.is_empty() {
                 method_inputs["layer_opts"] = json!(q.layer_opts);
+            }
+            if let Some(m) = &q.calib_mode {
+                method_inputs["calib_mode"] = json!(m);
             }
             if let Some(f) = &q.layer_opts_file {
                 let h = hashes.of(&format!("method `{}`: layer_opts_file", q.name), &spec.resolve(f))?;

@@ -118,6 +118,9 @@ pub struct MethodSpec {
     pub compare_with: Option<String>,
     pub calib_samples: Option<usize>,
     pub calib_seq_len: Option<usize>,
+    /// `run --calib-mode`: sequential (the default), block or parallel — e.g. parallel for
+    /// llama.cpp's importance matrix, which `llama-imatrix` collects on the unquantized model.
+    pub calib_mode: Option<String>,
     /// Whether the `[bench]` section measures this method (default true): `false` for a
     /// method whose packed format and kernels another method already times.
     #[serde(default = "yes")]
@@ -225,9 +228,18 @@ impl Spec {
                     || !m.layer_opts.is_empty()
                     || m.layer_opts_file.is_some()
                     || m.calib_samples.is_some()
-                    || m.calib_seq_len.is_some())
+                    || m.calib_seq_len.is_some()
+                    || m.calib_mode.is_some())
             {
                 bail!("method `{}` has options but no plugin", m.name);
+            }
+            if let Some(mode) =
+                m.calib_mode.as_deref().filter(|x| !["sequential", "block", "parallel"].contains(x))
+            {
+                bail!(
+                    "method `{}`: calib_mode = \"{mode}\" is not one of sequential, block, parallel",
+                    m.name
+                );
             }
         }
         Ok(())
