@@ -1,7 +1,7 @@
 # llq front door. Cargo is the real build; this file only orders the steps and puts the
 # artifacts where users expect them: plugins/<name>.so and tasks/<name>.wasm.
 CARGO ?= cargo
-PLUGINS := fp16 int8 nf4 fp4 rtn gptq awq gguf
+PLUGINS := fp16 int8 nf4 fp4 rtn gptq awq gguf hqq
 TASKS := coqa perplexity
 # One target dir for everything (honours CARGO_TARGET_DIR); tests find plugins through it.
 TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
@@ -38,7 +38,8 @@ lint:
 PLUGIN_CHECKS := fp16 fp16+dtype=bf16 int8 int8+threshold=0 nf4 nf4+double_quant=true nf4+block_size=4096 \
   fp4 fp4+double_quant=true rtn rtn+bits=3 rtn+bits=8+group_size=-1+sym=true rtn+bits=2+group_size=32 \
   gptq gptq+bits=3 gptq+act_order=true+sym=true gptq+static_groups=true+act_order=true awq awq+bits=3 awq+scale=false+clip=false \
-  gguf gguf+type=q4_1 gguf+type=q8_0 gguf+type=q2_k gguf+type=q4_k gguf+type=q6_k
+  gguf gguf+type=q4_1 gguf+type=q8_0 gguf+type=q2_k gguf+type=q4_k gguf+type=q6_k gguf+imatrix=true+type=q4_k \
+  hqq hqq+bits=3 hqq+bits=2+group_size=32 hqq+bits=8+optimize=false
 CHECK_OUT := $(TARGET_DIR)/plugin-check
 check-plugins: build
 	@mkdir -p $(CHECK_OUT)

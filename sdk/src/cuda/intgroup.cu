@@ -1,8 +1,9 @@
-// Integer group format (llq_sdk::quant::intgroup; rtn, gptq, awq): each row a bit stream of p0-bit
-// codes (first column in the lowest bits, rows padded to 32-bit words), one f16 scale and one
-// u8 zero point per (row, group of p1 columns), and with p2 != 0 a u32 group index per column
-// (act-order). w = f32(scale) * (q - zero), rounded as the CPU does (no FMA).
-// Buffers: b0 codes (u32 words), b1 scales (f16), b2 zeros (u8), b3 g_idx (u32) or null.
+// Integer group format (llq_sdk::quant::intgroup; rtn, gptq, awq, hqq): each row a bit stream of
+// p0-bit codes (first column in the lowest bits, rows padded to 32-bit words), one f16 scale and
+// one zero point per (row, group of p1 columns) — u8, or f16 when p3 != 0 (hqq) — and with
+// p2 != 0 a u32 group index per column (act-order). w = f32(scale) * (q - zero), rounded as the
+// CPU does (no FMA).
+// Buffers: b0 codes (u32 words), b1 scales (f16), b2 zeros (u8 or f16), b3 g_idx (u32) or null.
 struct LlqIntGroup {
   enum { LUT = 0 };
   static __device__ float lut(int) { return 0.f; }
@@ -11,8 +12,15 @@ struct LlqIntGroup {
   static __device__ __forceinline__ float weight(const LlqArgs& a, unsigned q, long long row, long long g) {
     const long long k = row * groups(a) + g;
     const float s = llq_f16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k));
-    return __fmul_rn(s, __fsub_rn((float)q, (float)__ldg(a.b2 + k)));
+    return __fmul_rn(s, __fsub_rn((float)q, zero(a, k)));
   }
+  static __device__ __forceinline__ unsigned zero_bits(const LlqArgs& a, long long k) {
+    return a.p3 ? (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b2) + k) : (unsigned)__ldg(a.b2 + k);
+  }
+  static __device__ __forceinline__ float zero_of(const LlqArgs& a, unsigned bits) {
+    return a.p3 ? llq_f16_to_f32((unsigned short)bits) : (float)bits;
+  }
+  static __device__ __forceinline__ float zero(const LlqArgs& a, long long k) { return zero_of(a, zero_bits(a, k)); }
   static __device__ __forceinline__ unsigned group_of(const LlqArgs& a, unsigned c) {
     const unsigned gs = (unsigned)a.p1;
     return (gs & (gs - 1u)) == 0u ? c >> (__ffs(gs) - 1) : c / gs;
@@ -37,7 +45,7 @@ struct LlqIntGroup {
     r.sz = 0u;
     if (fast8(a)) {
       const size_t k = (size_t)row * groups32(a) + group_of(a, c);
-      r.sz = (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k) | ((unsigned)__ldg(a.b2 + k) << 16);
+      r.sz = (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k) | (zero_bits(a, (long long)k) << 16);
     }
     return r;
   }
@@ -51,7 +59,7 @@ struct LlqIntGroup {
     const unsigned long long bits = (((unsigned long long)raw.hi << 32) | raw.lo) >> off;
     const unsigned mask = (1u << a.p0) - 1u;
     const float s = llq_f16_to_f32((unsigned short)(raw.sz & 0xffffu));
-    const float z = (float)(raw.sz >> 16);
+    const float z = zero_of(a, raw.sz >> 16);
 #pragma unroll
     for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
   }

@@ -193,7 +193,7 @@ pub fn auto_clip(
 /// Quantize `w` (rows × cols, f64) with AWQ's quantizer into the stored format.
 pub fn quantize(w: &[f64], rows: usize, cols: usize, spec: IntGroupSpec) -> IntGroupMatrix {
     let (gs, maxq) = (spec.group_size, spec.maxq());
-    let mut m = IntGroupMatrix { rows, cols, spec, codes: vec![0; rows * cols], params: vec![], g_idx: None };
+    let mut m = IntGroupMatrix::new(rows, cols, spec);
     for (r, row) in w.chunks(cols).enumerate() {
         for (g, vals) in row.chunks(gs).enumerate() {
             let p = awq_params(vals.iter().copied(), &spec);

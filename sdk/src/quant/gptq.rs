@@ -241,7 +241,15 @@ pub fn gptq(
     }
     // Groups follow column order unless act-order visited them in another one (decided by
     // the options alone, so the packed size is known before quantizing).
-    let matrix = IntGroupMatrix { rows, cols, spec, codes, params, g_idx: opt.has_g_idx().then_some(g_idx) };
+    let matrix = IntGroupMatrix {
+        rows,
+        cols,
+        spec,
+        codes,
+        params,
+        g_idx: opt.has_g_idx().then_some(g_idx),
+        zero_f16: false,
+    };
     Ok(GptqResult { matrix, loss })
 }
 

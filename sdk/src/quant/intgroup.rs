@@ -18,7 +18,9 @@
 //! Packed buffers: `codes` (u32 little-endian words, each row a bit stream of `bits`-bit codes,
 //! first column in the lowest bits, rows padded to whole words), `scales` (f16, rows × groups),
 //! `zeros` (u8, rows × groups), and `g_idx` (u32 per column) only when the groups are not in
-//! column order.
+//! column order. Methods whose zero point is not an integer (HQQ optimises it as a real
+//! number) store `zeros` as f16 instead and say so in the metadata (`"zero": "f16"`); the
+//! weight is then `f32(scale_f16) · (q − f32(zero_f16))`.
 
 use crate::{bail, OptionKind, OptionSpec, Options, PackedView, Quantized, Result};
 
@@ -134,9 +136,24 @@ pub struct IntGroupMatrix {
     pub params: Vec<GroupParams>,
     /// The group of each column, when not `c / group_size`.
     pub g_idx: Option<Vec<u32>>,
+    /// Zero points stored as f16 (real-valued, HQQ) instead of u8 integers.
+    pub zero_f16: bool,
 }
 
 impl IntGroupMatrix {
+    /// An all-zero matrix in column-order groups with u8 zero points, to be filled in.
+    pub fn new(rows: usize, cols: usize, spec: IntGroupSpec) -> Self {
+        IntGroupMatrix {
+            rows,
+            cols,
+            spec,
+            codes: vec![0; rows * cols],
+            params: vec![],
+            g_idx: None,
+            zero_f16: false,
+        }
+    }
+
     pub fn group_of(&self, c: usize) -> usize {
         match &self.g_idx {
             Some(g) => g[c] as usize,
@@ -163,14 +180,21 @@ impl IntGroupMatrix {
         }
         let scales: Vec<u8> =
             self.params.iter().flat_map(|p| half::f16::from_f64(p.scale).to_le_bytes()).collect();
-        let zeros: Vec<u8> = self.params.iter().map(|p| p.zero as u8).collect();
-        let meta = serde_json::json!({
+        let zeros: Vec<u8> = if self.zero_f16 {
+            self.params.iter().flat_map(|p| half::f16::from_f64(p.zero).to_le_bytes()).collect()
+        } else {
+            self.params.iter().map(|p| p.zero as u8).collect()
+        };
+        let mut meta = serde_json::json!({
             "format": "int-group",
             "bits": self.spec.bits,
             "group_size": self.spec.group_size,
             "sym": self.spec.sym,
             "g_idx": self.g_idx.is_some(),
         });
+        if self.zero_f16 {
+            meta["zero"] = "f16".into();
+        }
         let mut q = Quantized::new(meta)
             .with_buffer("codes", codes.iter().flat_map(|w| w.to_le_bytes()).collect())
             .with_buffer("scales", scales)
@@ -184,7 +208,8 @@ impl IntGroupMatrix {
 
 /// GPU kernels (convention v1) for the format, shared by every method that stores it:
 /// entry points `<prefix>_dequantize` and `<prefix>_matvec` with `p0..p2` = bits,
-/// group_size, g_idx present.
+/// group_size, g_idx present, and `p3` = f16 zero points (methods that store them pass the
+/// metadata key with [`cuda_kernels_f16_zeros`]; for the others `p3` is 0).
 pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
     use crate::cuda;
     crate::CudaKernels {
@@ -202,16 +227,28 @@ pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
     }
 }
 
+/// [`cuda_kernels`] for a method storing f16 zero points (`p3` from the metadata's `zero`).
+pub fn cuda_kernels_f16_zeros(prefix: &str) -> crate::CudaKernels {
+    let mut k = cuda_kernels(prefix);
+    k.params.push(crate::KernelParam::Choice { key: "zero".into(), values: vec!["u8".into(), "f16".into()] });
+    k
+}
+
 /// u32 words one packed row takes.
 pub fn words_per_row(cols: usize, bits: u32) -> usize {
     (cols * bits as usize).div_ceil(32)
 }
 
-/// Bytes of the packed form (module docs).
+/// Bytes of the packed form (module docs), with u8 zero points.
 pub fn packed_size(rows: u64, cols: u64, spec: &IntGroupSpec, with_g_idx: bool) -> u64 {
+    packed_size_with(rows, cols, spec, with_g_idx, false)
+}
+
+/// Bytes of the packed form, with u8 or (`zero_f16`) f16 zero points.
+pub fn packed_size_with(rows: u64, cols: u64, spec: &IntGroupSpec, with_g_idx: bool, zero_f16: bool) -> u64 {
     let groups = spec.groups(cols as usize) as u64;
     rows * 4 * words_per_row(cols as usize, spec.bits) as u64
-        + rows * groups * 3
+        + rows * groups * if zero_f16 { 4 } else { 3 }
         + if with_g_idx { 4 * cols } else { 0 }
 }
 
@@ -219,7 +256,7 @@ pub fn packed_size(rows: u64, cols: u64, spec: &IntGroupSpec, with_g_idx: bool) 
 /// baseline GPTQ and AWQ are measured against).
 pub fn rtn(data: &[f32], rows: usize, cols: usize, spec: IntGroupSpec) -> IntGroupMatrix {
     let (gs, groups, maxq) = (spec.group_size, spec.groups(cols), spec.maxq());
-    let mut m = IntGroupMatrix { rows, cols, spec, codes: vec![0; rows * cols], params: vec![], g_idx: None };
+    let mut m = IntGroupMatrix::new(rows, cols, spec);
     m.params.reserve(rows * groups);
     for r in 0..rows {
         let row = &data[r * cols..(r + 1) * cols];
@@ -251,9 +288,25 @@ pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
     let codes = p.buffer("codes")?;
     let scales = p.buffer("scales")?;
     let zeros = p.buffer("zeros")?;
-    if codes.len() != rows * words * 4 || scales.len() != rows * groups * 2 || zeros.len() != rows * groups {
+    let zero_f16 = match p.metadata.get("zero").map(|z| z.as_str()) {
+        None => false,
+        Some(Some("f16")) => true,
+        Some(z) => bail!("metadata `zero` is {z:?}, not \"f16\""),
+    };
+    let zero_bytes = if zero_f16 { 2 } else { 1 };
+    if codes.len() != rows * words * 4
+        || scales.len() != rows * groups * 2
+        || zeros.len() != rows * groups * zero_bytes
+    {
         bail!("packed buffers do not fit a {rows}×{cols} matrix of {bits}-bit codes in groups of {gs}");
     }
+    let zero = |g: usize| {
+        if zero_f16 {
+            half::f16::from_le_bytes([zeros[2 * g], zeros[2 * g + 1]]).to_f32()
+        } else {
+            zeros[g] as f32
+        }
+    };
     let g_idx: Option<Vec<u32>> = if p.meta_bool("g_idx")? {
         let b = p.buffer("g_idx")?;
         if b.len() != 4 * cols {
@@ -283,7 +336,7 @@ pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
             let q = ((word(w) | (word(w + 1) << 32)) >> off) & mask;
             let g = r * groups + g_idx.as_ref().map_or(c / gs, |g| g[c] as usize);
             let scale = half::f16::from_le_bytes([scales[2 * g], scales[2 * g + 1]]).to_f32();
-            out[r * cols + c] = scale * (q as f32 - zeros[g] as f32);
+            out[r * cols + c] = scale * (q as f32 - zero(g));
         }
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod codes;
 pub mod double_quant;
 pub mod four_bit;
 pub mod gptq;
+pub mod hqq;
 pub mod int8;
 pub mod intgroup;
 pub mod linalg;
