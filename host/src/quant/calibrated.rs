@@ -21,7 +21,7 @@
 //! there ([`crate::calib::stats`]).
 
 use super::fold::{block_groups, fold};
-use super::layers::{quantize_layers, LayerResult};
+use super::layers::{quantize_configured, LayerConfigs, LayerResult};
 use crate::calib::stats::Accumulator;
 use crate::calib::text::{windows, CalibText};
 use crate::loader::LoadedModel;
@@ -136,7 +136,7 @@ impl Phases {
 
 /// Quantize the layers of `layers` that have calibration data in `pending` (and take them out).
 fn quantize_pending(
-    q: &QuantConfig,
+    lc: &LayerConfigs,
     weights: &mut crate::model::Weights,
     layers: &[(String, usize, usize)],
     pending: &mut HashMap<String, CalibrationData>,
@@ -145,7 +145,7 @@ fn quantize_pending(
 ) -> Result<Vec<LayerResult>> {
     let todo: Vec<(String, usize, usize)> =
         layers.iter().filter(|(n, _, _)| pending.contains_key(n)).cloned().collect();
-    let r = quantize_layers(q, weights, &todo, pending, threads, keep_packed)?;
+    let r = quantize_configured(lc, weights, &todo, pending, threads, keep_packed)?;
     pending.clear();
     Ok(r)
 }
@@ -219,9 +219,12 @@ fn fold_block_scales(
     Ok(chosen)
 }
 
-/// Quantize `layers` of `m` with `q`, calibrating on `s` through the model on `device`.
+/// Quantize `layers` of `m`, each with its configuration in `lc` (`q`: the model's options,
+/// which search and fold input scales), calibrating on `s` through the model on `device`.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_calibrated(
     q: &QuantConfig,
+    lc: &LayerConfigs,
     m: &mut LoadedModel,
     layers: &[(String, usize, usize)],
     s: &CalibSettings,
@@ -230,7 +233,7 @@ pub fn quantize_calibrated(
     keep_packed: bool,
 ) -> Result<(Vec<LayerResult>, CalibrationInfo)> {
     let t0 = Instant::now();
-    let need = q.calibration();
+    let need = lc.calibration();
     let cfg = m.config.clone();
     let windows = s.windows(m)?;
     let seq_len = windows[0].len();
@@ -294,7 +297,7 @@ pub fn quantize_calibrated(
             // `sequential`: quantize this stage's layers now, so the next stages see them.
             if s.mode == CalibMode::Sequential && !pending.is_empty() {
                 results.extend(quantize_pending(
-                    q,
+                    lc,
                     &mut m.weights,
                     layers,
                     &mut pending,
@@ -307,7 +310,7 @@ pub fn quantize_calibrated(
                 ph.lap(Phases::RELOAD);
             }
         }
-        results.extend(quantize_pending(q, &mut m.weights, layers, &mut pending, threads, keep_packed)?);
+        results.extend(quantize_pending(lc, &mut m.weights, layers, &mut pending, threads, keep_packed)?);
         ph.lap(Phases::QUANTIZE);
         if s.mode == CalibMode::Block {
             // The block's output through its quantized layers: recompute from its input.
@@ -335,8 +338,8 @@ pub fn quantize_calibrated(
         }
         let calib = HashMap::from([(LM_HEAD.to_string(), acc.finish()?)]);
         ph.lap(Phases::TRANSFER);
-        results.extend(quantize_layers(
-            q,
+        results.extend(quantize_configured(
+            lc,
             &mut m.weights,
             &[(LM_HEAD.into(), rows, cols)],
             &calib,

@@ -5,7 +5,71 @@ use crate::model::Weights;
 use crate::plugin::{CalibrationData, PackedMatrix, QuantConfig};
 use crate::util::par::par_map;
 use anyhow::{Context, Result};
+use llq_sdk::CalibrationNeed;
 use std::collections::HashMap;
+
+/// The configuration each layer is quantized with: the model's options, or those `--opt-layer`
+/// gave it (one configuration per distinct option set).
+pub struct LayerConfigs<'p> {
+    configs: Vec<QuantConfig<'p>>,
+    /// Layer name → index into `configs`; absent: `configs[0]`, the model's options.
+    of: HashMap<String, usize>,
+}
+
+impl<'p> LayerConfigs<'p> {
+    /// Every layer with `base`'s options.
+    pub fn uniform(base: &QuantConfig<'p>) -> Result<Self> {
+        Ok(LayerConfigs { configs: vec![base.with_overrides(&[])?], of: HashMap::new() })
+    }
+
+    /// `layers` quantized with `config` instead of the model's options.
+    pub fn add(&mut self, config: QuantConfig<'p>, layers: impl IntoIterator<Item = String>) {
+        self.configs.push(config);
+        let i = self.configs.len() - 1;
+        self.of.extend(layers.into_iter().map(|n| (n, i)));
+    }
+
+    pub fn for_layer(&self, name: &str) -> &QuantConfig<'p> {
+        &self.configs[self.of.get(name).copied().unwrap_or(0)]
+    }
+
+    /// The calibration the run needs: the plugin's kind when any layer's options need it
+    /// (ABI 1.3 allows only none or that kind), else none.
+    pub fn calibration(&self) -> CalibrationNeed {
+        self.configs
+            .iter()
+            .map(|c| c.calibration())
+            .find(|n| *n != CalibrationNeed::None)
+            .unwrap_or(CalibrationNeed::None)
+    }
+
+    /// Whether any layer has options of its own.
+    pub fn per_layer(&self) -> bool {
+        self.configs.len() > 1
+    }
+}
+
+/// [`quantize_layers`] with each layer's own configuration; results in the order of `layers`.
+pub fn quantize_configured(
+    lc: &LayerConfigs,
+    weights: &mut Weights,
+    layers: &[(String, usize, usize)],
+    calib: &HashMap<String, CalibrationData>,
+    threads: usize,
+    keep_packed: bool,
+) -> Result<Vec<LayerResult>> {
+    let mut out = vec![];
+    for (i, q) in lc.configs.iter().enumerate() {
+        let mine: Vec<(String, usize, usize)> =
+            layers.iter().filter(|(n, ..)| lc.of.get(n).copied().unwrap_or(0) == i).cloned().collect();
+        if !mine.is_empty() {
+            out.extend(quantize_layers(q, weights, &mine, calib, threads, keep_packed)?);
+        }
+    }
+    let order: HashMap<&str, usize> = layers.iter().enumerate().map(|(i, (n, ..))| (n.as_str(), i)).collect();
+    out.sort_by_key(|r| order.get(r.name.as_str()).copied().unwrap_or(usize::MAX));
+    Ok(out)
+}
 
 /// One layer, quantized.
 pub struct LayerResult {

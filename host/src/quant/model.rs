@@ -3,7 +3,7 @@
 
 use super::calibrated::{quantize_calibrated, CalibSettings};
 use super::layer_opt::LayerOpt;
-use super::layers::{quantize_layers, LayerResult};
+use super::layers::{quantize_configured, LayerConfigs};
 use crate::loader::LoadedModel;
 use crate::model::config::{EMBED, LM_HEAD};
 use crate::model::PackedLayers;
@@ -111,35 +111,28 @@ pub fn quantize_model(
             );
         }
     }
-    let per_layer_opts = !o.layer_opts.is_empty();
+    // One configuration per distinct option set, checked by the plugin's option specs.
+    let mut lc = LayerConfigs::uniform(q)?;
     let mut layer_canonical: HashMap<String, String> = HashMap::new();
-    let (results, calibration) = match (q.calibration(), o.calibration) {
-        (CalibrationNeed::None, _) if per_layer_opts => {
-            let mut all: Vec<LayerResult> = vec![];
-            for (over, ls) in &groups {
-                let qc = q.with_overrides(over).with_context(|| {
-                    format!("--opt-layer options {over:?} for {} layers (e.g. {})", ls.len(), ls[0].0)
-                })?;
-                for (name, ..) in ls {
-                    if !over.is_empty() {
-                        layer_canonical.insert(name.clone(), qc.canonical());
-                    }
-                }
-                all.extend(quantize_layers(&qc, &mut m.weights, ls, &HashMap::new(), o.threads, keep_packed)?);
-            }
-            // Back in model order.
-            all.sort_by_key(|r| layers.iter().position(|l| l.0 == r.name));
-            (all, None)
+    for (over, ls) in groups.iter().filter(|(over, _)| !over.is_empty()) {
+        let qc = q.with_overrides(over).with_context(|| {
+            format!("--opt-layer options {over:?} for {} layers (e.g. {})", ls.len(), ls[0].0)
+        })?;
+        for (name, ..) in ls {
+            layer_canonical.insert(name.clone(), qc.canonical());
         }
+        lc.add(qc, ls.iter().map(|l| l.0.clone()));
+    }
+    let (results, calibration) = match (lc.calibration(), o.calibration) {
         (CalibrationNeed::None, _) => {
-            (quantize_layers(q, &mut m.weights, &layers, &HashMap::new(), o.threads, keep_packed)?, None)
+            (quantize_configured(&lc, &mut m.weights, &layers, &HashMap::new(), o.threads, keep_packed)?, None)
         }
-        (_, _) if per_layer_opts => bail!(
-            "--opt-layer is not supported yet for plugins that calibrate ({}): their layer groups share one input scale",
+        (_, _) if lc.per_layer() && q.plugin.info.group_scales => bail!(
+            "--opt-layer is not supported yet for plugins that fold input scales ({}): their layer groups share one scale",
             q.plugin.info.name
         ),
         (_, Some(s)) => {
-            let (r, info) = quantize_calibrated(q, m, &layers, s, device, o.threads, keep_packed)?;
+            let (r, info) = quantize_calibrated(q, &lc, m, &layers, s, device, o.threads, keep_packed)?;
             (r, Some(info))
         }
         (_, None) => bail!(
