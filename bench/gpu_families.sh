@@ -6,18 +6,16 @@
 # the gguf plugin ships no CUDA decoders yet, so its layers run dequantized to bf16 (dense):
 # its rows show what that costs, not what llama.cpp's kernels would do. All in one call, so
 # the ratios come from one host. Builds nothing: dist/llq-host-cuda.xz (make build-cuda, then
-# xz) and the plugins from `make build`.
+# xz) and the plugins from `make gpu-bundle`, both carried.
 #   bench/gpu_families.sh OUTDIR
 set -u
 FINAL="${1:?usage: bench/gpu_families.sh OUTDIR}"
 OUT="$(mktemp -d)"; mkdir -p "$FINAL"
 trap 'tar czf "$FINAL/gpu-families.tgz" -C "$OUT" . ; rm -rf "$OUT"' EXIT
-source scripts/cuda-device-env.sh
-BIN=dist/llq-host-cuda
-if [ ! -x "$BIN" ]; then
-  python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('$BIN.xz'), open('$BIN','wb'))" && chmod +x "$BIN"
-fi
-export LLQ_CACHE_DIR="${LLQ_CACHE_DIR:-/tmp/llq-cache}" RUST_LOG="${RUST_LOG:-info}"
+RUST_LOG=${RUST_LOG:-info}
+source bench/gpu_lib.sh
+[ -x "$BIN" ] || unpack_binary
+[ -f plugins/hqq.so ] || unpack_bundle
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
 for q in "hqq" "hqq --opt bits=3" "rtn"; do
   set -- $q; p=$1; shift; tag="$p$(echo "$*" | tr -d ' =-')"

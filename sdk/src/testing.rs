@@ -40,6 +40,28 @@ pub fn row_scale(r: usize) -> f32 {
     2f32.powi((r % 9) as i32 - 4) * (1.0 + (r % 5) as f32 / 4.0)
 }
 
+/// The input families of the reference scripts (`tensor()` in bench/peers/hashvals.py and
+/// `heavy()` in hqq_reference.py) for `rows × cols` values from `seed`: `uniform`,
+/// `scaled_rows` (row r times [`row_scale`]), `zeros_and_repeats` (an all-zero 32-value block
+/// and one of 0.375 at the start of each row), `heavy` (v³, with 8·v every 61st column).
+pub fn family_values(family: &str, seed: u64, rows: usize, cols: usize) -> Vec<f32> {
+    let mut x = hash_values(seed, rows * cols);
+    match family {
+        "uniform" => {}
+        "scaled_rows" => x.iter_mut().enumerate().for_each(|(i, v)| *v *= row_scale(i / cols)),
+        "zeros_and_repeats" => x.chunks_mut(cols).for_each(|r| {
+            r[..32].fill(0.0);
+            r[32..64].fill(0.375);
+        }),
+        "heavy" => x
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if (i % cols).is_multiple_of(61) { 8.0 * *v } else { *v * *v * *v }),
+        f => panic!("unknown input family `{f}`"),
+    }
+    x
+}
+
 /// The bitsandbytes 0.50.2 reference file, parsed.
 pub fn bnb_reference() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/bnb/bnb-0.50.2-reference.json");

@@ -1,7 +1,7 @@
 //! Against llama.cpp's own Python package (gguf-py 0.19.0, `bench/peers/gguf_reference.py` →
 //! `tests/fixtures/gguf/`), and against the blocks of the SmolLM2 GGUF as it was published.
 use super::Gguf;
-use llq_sdk::testing::{abi_quantize, buffer, hash_values, hex, row_scale, view};
+use llq_sdk::testing::{abi_quantize, buffer, family_values, hash_values, hex, view};
 use llq_sdk::{Calibration, QuantMethod, Quantized, Weights};
 use serde_json::Value;
 
@@ -12,17 +12,7 @@ fn fixture() -> Value {
 
 fn input(c: &Value) -> (usize, usize, Vec<f32>) {
     let (rows, cols) = (c["rows"].as_u64().unwrap() as usize, c["cols"].as_u64().unwrap() as usize);
-    let mut x = hash_values(c["seed"].as_u64().unwrap(), rows * cols);
-    match c["family"].as_str().unwrap() {
-        "uniform" => {}
-        "scaled_rows" => x.iter_mut().enumerate().for_each(|(i, v)| *v *= row_scale(i / cols)),
-        "zeros_and_repeats" => x.chunks_mut(cols).for_each(|r| {
-            r[..32].fill(0.0);
-            r[32..64].fill(0.375);
-        }),
-        f => panic!("family {f}"),
-    }
-    (rows, cols, x)
+    (rows, cols, family_values(c["family"].as_str().unwrap(), c["seed"].as_u64().unwrap(), rows, cols))
 }
 
 fn opts(t: &str) -> String {

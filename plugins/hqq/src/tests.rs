@@ -5,27 +5,13 @@
 use super::Hqq;
 use llq_sdk::quant::hqq;
 use llq_sdk::quant::intgroup::IntGroupSpec;
-use llq_sdk::testing::{abi_quantize, f32s, hash_values, hex, row_scale, view};
+use llq_sdk::testing::{abi_quantize, f32s, family_values, hash_values, hex, view};
 use llq_sdk::QuantMethod;
 use serde_json::Value;
 
 fn input(c: &Value) -> (usize, usize, Vec<f32>) {
     let (rows, cols) = (c["rows"].as_u64().unwrap() as usize, c["cols"].as_u64().unwrap() as usize);
-    let mut x = hash_values(c["seed"].as_u64().unwrap(), rows * cols);
-    match c["family"].as_str().unwrap() {
-        "uniform" => {}
-        "scaled_rows" => x.iter_mut().enumerate().for_each(|(i, v)| *v *= row_scale(i / cols)),
-        "zeros_and_repeats" => x.chunks_mut(cols).for_each(|r| {
-            r[..32].fill(0.0);
-            r[32..64].fill(0.375);
-        }),
-        "heavy" => x
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v = if (i % cols) % 61 == 0 { 8.0 * *v } else { *v * *v * *v }),
-        f => panic!("family {f}"),
-    }
-    (rows, cols, x)
+    (rows, cols, family_values(c["family"].as_str().unwrap(), c["seed"].as_u64().unwrap(), rows, cols))
 }
 
 /// Every code and inverse scale bit for bit as hqq computes them (f32 on the CPU; torch's
