@@ -17,7 +17,7 @@ source bench/gpu_lib.sh
 [ -x "$BIN" ] || unpack_binary
 [ -f plugins/hqq.so ] || unpack_bundle
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
-for q in "hqq" "hqq --opt bits=3" "rtn"; do
+for q in "hqq" "hqq --opt bits=3" "hqq --opt bits=2" "rtn"; do
   set -- $q; p=$1; shift; tag="$p$(echo "$*" | tr -d ' =-')"
   "$BIN" kernels --quant plugins/$p.so "$@" --out "$OUT/kernels-$tag.json" > "$OUT/kernels-$tag.txt" 2> "$OUT/kernels-$tag.log"
   echo "kernels $tag: exit $?"; cat "$OUT/kernels-$tag.txt"

@@ -219,11 +219,9 @@ fn fold_block_scales(
     Ok(chosen)
 }
 
-/// Quantize `layers` of `m`, each with its configuration in `lc` (`q`: the model's options,
-/// which search and fold input scales), calibrating on `s` through the model on `device`.
-#[allow(clippy::too_many_arguments)]
+/// Quantize `layers` of `m`, each with its configuration in `lc` (the model's options search
+/// and fold input scales), calibrating on `s` through the model on `device`.
 pub fn quantize_calibrated(
-    q: &QuantConfig,
     lc: &LayerConfigs,
     m: &mut LoadedModel,
     layers: &[(String, usize, usize)],
@@ -233,6 +231,7 @@ pub fn quantize_calibrated(
     keep_packed: bool,
 ) -> Result<(Vec<LayerResult>, CalibrationInfo)> {
     let t0 = Instant::now();
+    let q = lc.base();
     let need = lc.calibration();
     let cfg = m.config.clone();
     let windows = s.windows(m)?;

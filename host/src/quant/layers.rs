@@ -29,8 +29,14 @@ impl<'p> LayerConfigs<'p> {
         self.of.extend(layers.into_iter().map(|n| (n, i)));
     }
 
-    pub fn for_layer(&self, name: &str) -> &QuantConfig<'p> {
-        &self.configs[self.of.get(name).copied().unwrap_or(0)]
+    /// The model's options (what searches input scales and names the method).
+    pub fn base(&self) -> &QuantConfig<'p> {
+        &self.configs[0]
+    }
+
+    /// The full options (canonical JSON) of a layer that has options of its own.
+    pub fn own_options(&self, name: &str) -> Option<String> {
+        self.of.get(name).map(|&i| self.configs[i].canonical())
     }
 
     /// The calibration the run needs: the plugin's kind when any layer's options need it

@@ -113,14 +113,10 @@ pub fn quantize_model(
     }
     // One configuration per distinct option set, checked by the plugin's option specs.
     let mut lc = LayerConfigs::uniform(q)?;
-    let mut layer_canonical: HashMap<String, String> = HashMap::new();
     for (over, ls) in groups.iter().filter(|(over, _)| !over.is_empty()) {
         let qc = q.with_overrides(over).with_context(|| {
             format!("--opt-layer options {over:?} for {} layers (e.g. {})", ls.len(), ls[0].0)
         })?;
-        for (name, ..) in ls {
-            layer_canonical.insert(name.clone(), qc.canonical());
-        }
         lc.add(qc, ls.iter().map(|l| l.0.clone()));
     }
     let (results, calibration) = match (lc.calibration(), o.calibration) {
@@ -132,7 +128,7 @@ pub fn quantize_model(
             q.plugin.info.name
         ),
         (_, Some(s)) => {
-            let (r, info) = quantize_calibrated(q, &lc, m, &layers, s, device, o.threads, keep_packed)?;
+            let (r, info) = quantize_calibrated(&lc, m, &layers, s, device, o.threads, keep_packed)?;
             (r, Some(info))
         }
         (_, None) => bail!(
@@ -160,7 +156,7 @@ pub fn quantize_model(
             name: r.name.clone(),
             params: (r.rows * r.cols) as u64,
             bytes: r.bytes,
-            options: layer_canonical.get(&r.name).cloned(),
+            options: lc.own_options(&r.name),
             metadata: r.metadata,
         });
         if let Some(p) = r.packed {

@@ -234,7 +234,7 @@ impl Spec {
                 bail!("method `{}` has options but no plugin", m.name);
             }
             if let Some(mode) =
-                m.calib_mode.as_deref().filter(|x| !["sequential", "block", "parallel"].contains(x))
+                m.calib_mode.as_deref().filter(|x| x.parse::<crate::quant::CalibMode>().is_err())
             {
                 bail!(
                     "method `{}`: calib_mode = \"{mode}\" is not one of sequential, block, parallel",

@@ -116,7 +116,6 @@ impl QuantMethod for Gguf {
     }
     fn quantize(&self, w: &Weights, opts: &Options, c: Option<&Calibration>) -> Result<Quantized> {
         let name = type_for(opts.get_str("type")?, w.cols, opts.get_bool("fallback")?)?;
-        let t = Tensor::from_slice(w.data, (w.rows, w.cols), &Device::Cpu).map_err(err)?;
         let imatrix = match (opts.get_bool("imatrix")?, c) {
             (false, _) => None,
             (true, None) => bail!(
@@ -132,12 +131,15 @@ impl QuantMethod for Gguf {
         // Current llama.cpp where candle's port is older (llama_quants.rs), candle elsewhere.
         let blocks = match llama_quants::quantize(name, w.data, w.cols, imatrix) {
             Some(b) => b,
-            None => match imatrix {
-                Some(im) => QTensor::quantize_imatrix(&t, im, dtype(name)?),
-                None => QTensor::quantize(&t, dtype(name)?),
+            None => {
+                let t = Tensor::from_slice(w.data, (w.rows, w.cols), &Device::Cpu).map_err(err)?;
+                match imatrix {
+                    Some(im) => QTensor::quantize_imatrix(&t, im, dtype(name)?),
+                    None => QTensor::quantize(&t, dtype(name)?),
+                }
+                .and_then(|q| Ok(q.data()?.into_owned()))
+                .map_err(err)?
             }
-            .and_then(|q| Ok(q.data()?.into_owned()))
-            .map_err(err)?,
         };
         let meta = serde_json::json!({ "type": name, "imatrix": imatrix.is_some() });
         Ok(Quantized::new(meta).with_buffer("blocks", blocks))

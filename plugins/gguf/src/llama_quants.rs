@@ -115,7 +115,9 @@ fn make_qkx2_quants(p: &Qkx2, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (
         l_out[i] = l as u8;
         best += weights[i] * err(scale * l as f32 + min - x[i]);
     }
-    let mut aux = vec![0u8; n];
+    // Sub-blocks are 16 or 32 values: scratch on the stack (this runs once per sub-block).
+    let mut aux_buf = [0u8; 32];
+    let aux = &mut aux_buf[..n];
     for is in 0..=p.nstep {
         iscale = (p.rmin + p.rdelta * is as f32 + p.nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
@@ -140,7 +142,7 @@ fn make_qkx2_quants(p: &Qkx2, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (
                 cur += weights[i] * err(this_scale * aux[i] as f32 + this_min - x[i]);
             }
             if cur < best {
-                l_out.copy_from_slice(&aux);
+                l_out.copy_from_slice(aux);
                 best = cur;
                 scale = this_scale;
                 min = this_min;
@@ -174,7 +176,7 @@ fn k4_block(x: &[f32], p: &Qkx2, head: &mut [u8], l: &mut [u8; QK_K]) {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        let weights: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
+        let weights: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
         (scales[j], mins[j]) = make_qkx2_quants(p, xs, &weights, &mut l[32 * j..32 * j + 32]);
         max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
         max_min = if mins[j] > max_min { mins[j] } else { max_min };
@@ -254,7 +256,7 @@ fn q2_k_block(x: &[f32], b: &mut [u8]) {
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..16 {
         let xs = &x[16 * j..16 * j + 16];
-        let weights: Vec<f32> = xs.iter().map(|v| v.abs()).collect();
+        let weights: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
         (scales[j], mins[j]) = make_qkx2_quants(&p, xs, &weights, &mut l[16 * j..16 * j + 16]);
         max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
         max_min = if mins[j] > max_min { mins[j] } else { max_min };
@@ -310,7 +312,7 @@ fn q3_k_block(x: &[f32], qw: &[f32], b: &mut [u8]) {
     let sigma2 = 2.0 * sumx2 / QK_K as f32;
     for j in 0..16 {
         let xs = &x[16 * j..16 * j + 16];
-        let weight: Vec<f32> = (0..16).map(|i| qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt()).collect();
+        let weight: [f32; 16] = std::array::from_fn(|i| qw[16 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt());
         let mut s = 0f32;
         for &w in &weight {
             s += w;
@@ -391,7 +393,7 @@ fn q6_k_block(x: &[f32], qw: Option<&[f32]>, b: &mut [u8]) {
             l8[16 * j + ii] = (nearest_int(x[16 * j + ii] / d).clamp(-32, 31) + 32) as i8;
         }
     }
-    let l: Vec<u8> = l8.iter().map(|&v| v as u8).collect();
+    let l: [u8; QK_K] = std::array::from_fn(|i| l8[i] as u8);
     for (n, j) in (0..QK_K).step_by(128).enumerate() {
         for i in 0..32 {
             let q = |k: usize| l[j + i + 32 * k];
