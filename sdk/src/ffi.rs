@@ -419,3 +419,62 @@ unsafe extern "C" fn matmul<T: QuantMethod>(
         T::default().matmul(&view, x, m, out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{OptionKind, OptionSpec, Options, PackedView, Quantized, Result, Weights};
+
+    /// Declares Stats; answers per option `need`: none, stats, or (breaking the contract) hessian.
+    #[derive(Default)]
+    struct PerOption;
+    impl QuantMethod for PerOption {
+        const NAME: &'static str = "per-option";
+        const VERSION: &'static str = "0";
+        const DESCRIPTION: &'static str = "test";
+        const CALIBRATION: CalibrationNeed = CalibrationNeed::Stats;
+        fn options(&self) -> Vec<OptionSpec> {
+            vec![OptionSpec::new("need", OptionKind::String, "none", "")
+                .choices(&["none", "stats", "hessian"])]
+        }
+        fn calibration_for(&self, o: &Options) -> CalibrationNeed {
+            match o.get_str("need") {
+                Ok("stats") => CalibrationNeed::Stats,
+                Ok("hessian") => CalibrationNeed::Hessian,
+                _ => CalibrationNeed::None,
+            }
+        }
+        fn packed_size(&self, _r: u64, _c: u64, _o: &Options) -> Result<u64> {
+            Ok(0)
+        }
+        fn quantize(&self, _w: &Weights, _o: &Options, _c: Option<&crate::Calibration>) -> Result<Quantized> {
+            Ok(Quantized::default())
+        }
+        fn dequantize(&self, _p: &PackedView, _out: &mut [f32]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ask(json: &str) -> std::result::Result<u32, String> {
+        let d = Descriptor::new::<PerOption>();
+        assert_eq!(d.desc.base.base.struct_size as usize, std::mem::size_of::<LlqPluginV1_3>());
+        let mut buf = vec![0u8; 512];
+        let mut err = LlqErrorBuf { ptr: buf.as_mut_ptr(), cap: buf.len(), len: 0 };
+        let mut kind = u32::MAX;
+        let opts = LlqStr { ptr: json.as_ptr(), len: json.len() };
+        // SAFETY: valid pointers for the call.
+        match unsafe { (d.desc.calibration_for)(opts, &mut kind, &mut err) } {
+            LlqStatus::Ok => Ok(kind),
+            _ => Err(String::from_utf8_lossy(&buf[..err.len]).into_owned()),
+        }
+    }
+
+    #[test]
+    fn calibration_for_answers_none_or_the_declared_kind_and_nothing_else() {
+        assert_eq!(ask("{}"), Ok(CALIBRATION_NONE));
+        assert_eq!(ask(r#"{"need": "stats"}"#), Ok(CALIBRATION_STATS));
+        let e = ask(r#"{"need": "hessian"}"#).unwrap_err();
+        assert!(e.contains("may return only None or its CALIBRATION Stats"), "{e}");
+        assert!(ask(r#"{"need": "lots"}"#).unwrap_err().contains("need"));
+    }
+}
