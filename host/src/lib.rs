@@ -9,6 +9,7 @@
 //! - [`sweep`], [`conformance`]: studies as matrices of runs; the plugin conformance suite;
 //! - [`bench`]: benchmarks (model speed, plugin throughput, task overhead, kernels);
 //! - [`search`]: per-layer bit allocation under a size or KL budget (`search-bits`);
+//! - [`checkpoint`]: quantized checkpoints (GGUF, HF bitsandbytes/GPTQ/AWQ) in and out;
 //! - [`quant`], [`generate`]: quantizing a model with a plugin; running it on requests;
 //! - [`loader`]: reading models from HF, GGUF, llama2.c and synthetic presets;
 //! - [`results`]: the typed results schema and the comparison of runs;
@@ -21,6 +22,7 @@
 
 pub mod bench;
 pub mod calib;
+pub mod checkpoint;
 pub mod cli;
 pub mod cmd;
 pub mod conformance;

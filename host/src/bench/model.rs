@@ -31,6 +31,8 @@ pub struct ModelBenchSettings {
     pub calibration: Option<CalibSettings>,
     /// Per-layer options (`--opt-layer`).
     pub layer_opts: Vec<crate::quant::LayerOpt>,
+    /// Run the model file's own quantization with the plugin (`--native`).
+    pub native: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,13 +99,27 @@ pub fn model_bench(
 ) -> Result<ModelBenchReport> {
     let (threads, repeats, decode_steps) = (settings.threads, settings.repeats, settings.decode_steps);
     let dev = crate::device::open(&settings.device)?;
-    let mut m = crate::loader::load(model)?;
     let (mut quantize_s, mut dequantize_all_s) = (None, None);
     let mut packed = None;
     let mut quantization = None;
     let mut gpu_path = GpuPath::Dense;
-    let (method, options) = match quant {
-        Some(q) => {
+    let imported = match quant {
+        Some(q) if settings.native => Some(crate::checkpoint::import(model, q.plugin, &dev)?),
+        _ => None,
+    };
+    let (mut m, imported) = match imported {
+        Some((m, p)) => (m, Some(p)),
+        None => (crate::loader::load(model)?, None),
+    };
+    let (method, options) = match (quant, imported) {
+        (Some(q), Some(p)) => {
+            quantize_s = Some(p.quantization.seconds);
+            (packed, gpu_path) = (p.packed, p.path);
+            let options = p.quantization.options.clone();
+            quantization = Some(p.quantization);
+            (q.name().to_string(), options)
+        }
+        (Some(q), None) => {
             let o = QuantizeOptions {
                 include_lm_head: false,
                 threads,
@@ -128,7 +144,7 @@ pub fn model_bench(
             }
             (q.name().to_string(), q.canonical())
         }
-        None => ("none".to_string(), "{}".to_string()),
+        (None, _) => ("none".to_string(), "{}".to_string()),
     };
     let vocab = m.config.vocab_size as u64;
     let ids = |n: usize, salt: u64| -> Vec<u32> {

@@ -37,11 +37,24 @@ pub struct MaybePluginArgs {
     /// the `--opt-layer` arguments: what `search-bits` writes.
     #[arg(long, value_name = "FILE")]
     pub opt_layer_file: Option<PathBuf>,
+    /// Run the quantization the model file already stores (GGUF blocks; HF bitsandbytes
+    /// 4-bit, GPTQ or AWQ tensors) with the --quant plugin whose packed format it is:
+    /// nothing is quantized again, and the options come from the file.
+    #[arg(long)]
+    pub native: bool,
 }
 
 impl MaybePluginArgs {
     /// Load the plugin, if one was named; `--opt` without `--quant` is an error.
     pub fn load(&self) -> Result<Option<Plugin>> {
+        if self.native {
+            if self.quant.is_none() {
+                bail!("--native needs --quant: the plugin whose format the model file stores (e.g. --quant plugins/gguf.so for a GGUF file)");
+            }
+            if !self.opts.is_empty() || !self.layer_opts.is_empty() || self.opt_layer_file.is_some() {
+                bail!("--native runs the file's quantization with the options it was made with: drop --opt, --opt-layer and --opt-layer-file");
+            }
+        }
         if self.quant.is_none() && !self.opts.is_empty() {
             bail!("--opt needs --quant");
         }
@@ -170,7 +183,7 @@ pub struct CalibArgs {
 }
 
 impl CalibArgs {
-    fn given(&self) -> bool {
+    pub fn given(&self) -> bool {
         self.calib_data.is_some()
             || self.calib_samples.is_some()
             || self.calib_seq_len.is_some()

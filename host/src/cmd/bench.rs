@@ -42,7 +42,10 @@ pub fn main(a: Args) -> Result<()> {
     }
     let plugin = a.plugin.load()?;
     let q = a.plugin.configure(plugin.as_ref())?;
-    let calibration = a.calib.resolve(q.as_ref())?;
+    if a.plugin.native && a.calib.given() {
+        bail!("--native runs the file's quantization as stored: drop the --calib-* options");
+    }
+    let calibration = if a.plugin.native { None } else { a.calib.resolve(q.as_ref())? };
     let settings = ModelBenchSettings {
         prompt_lens: a.prompt_lens,
         batch_sizes: a.batch_sizes,
@@ -52,6 +55,7 @@ pub fn main(a: Args) -> Result<()> {
         device: a.device,
         calibration,
         layer_opts: a.plugin.all_layer_opts()?,
+        native: a.plugin.native,
     };
     let r = model_bench(&a.model, q.as_ref(), &settings)?;
     print_report(&r);

@@ -1,6 +1,8 @@
 //! `llq-host quantize`: run a plugin over every 2-D tensor of a safetensors file and write
 //! the packed buffers (plus metadata) or the dequantized f32 tensors, for inspection and
-//! cross-checks against other implementations.
+//! cross-checks against other implementations; or (`--model M --export FORMAT`) quantize a
+//! whole model, calibrated where the plugin needs it, and write it as a checkpoint other
+//! tools load (GGUF, transformers + bitsandbytes 4-bit, GPTQ, AWQ: [`crate::checkpoint`]).
 //!
 //! With a plugin that searches input scales (AWQ) and `--calibration`, the weights named like
 //! one block's layers that read one input in the model (q/k/v, o, gate/up, down of
@@ -11,8 +13,9 @@
 //! computes with on the original input, and the packed output adds `<name>.input_scales`
 //! (f32) by which a consumer divides the input. The metadata records every group's choice.
 
-use super::args::PluginArgs;
+use super::args::{CalibArgs, PluginArgs};
 use crate::calib::stats::from_rows;
+use crate::checkpoint::ExportFormat;
 use crate::loader::hf::tensor_to_f32;
 use crate::model::Stage;
 use crate::plugin::{CalibrationData, GroupLayer, LayerGroup, PackedMatrix, QuantConfig};
@@ -29,13 +32,29 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     #[command(flatten)]
     pub plugin: PluginArgs,
-    #[arg(long)]
-    pub input: PathBuf,
+    /// A safetensors file whose 2-D tensors are quantized one by one.
+    #[arg(long, required_unless_present = "model")]
+    pub input: Option<PathBuf>,
+    /// The safetensors file written (--input), or the checkpoint (--model: a GGUF file, or
+    /// a directory for the HF formats).
     #[arg(long)]
     pub output: PathBuf,
     /// Write the dequantized f32 tensors instead of the packed buffers.
     #[arg(long)]
     pub dequantize: bool,
+    /// A whole model (HF directory, GGUF file, llama2.c .bin, synthetic:<preset>) to
+    /// quantize and write as a checkpoint with --export, instead of --input.
+    #[arg(long, conflicts_with_all = ["input", "dequantize", "calibration"], requires = "export")]
+    pub model: Option<String>,
+    /// The checkpoint format of --model's export: gguf (needs a GGUF --model, whose metadata
+    /// and tokenizer it keeps), hf-bnb, hf-gptq or hf-awq.
+    #[arg(long, requires = "model")]
+    pub export: Option<ExportFormat>,
+    /// With --model: quantize lm_head too.
+    #[arg(long, requires = "model")]
+    pub quantize_lm_head: bool,
+    #[command(flatten)]
+    pub calib: CalibArgs,
     /// Calibration for plugins that need it: a safetensors file in which the tensor named
     /// like each weight of --input holds that layer's input activations [tokens, in_features].
     #[arg(long)]
@@ -45,11 +64,21 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let plugin = a.plugin.load()?;
     let q = plugin.configure(&a.plugin.opts)?;
-    let same = a.output == a.input
-        || matches!((a.output.canonicalize(), a.input.canonicalize()), (Ok(o), Ok(i)) if o == i);
+    if let (Some(model), Some(format)) = (&a.model, a.export) {
+        return export_model(&q, model, format, &a);
+    }
+    if a.calib.given() {
+        bail!(
+            "--calib-* options calibrate a whole model (--model); a safetensors --input takes --calibration"
+        );
+    }
+    let input = a.input.clone().context("--input or --model is required")?;
+    let same = a.output == input
+        || matches!((a.output.canonicalize(), input.canonicalize()), (Ok(o), Ok(i)) if o == i);
     if same {
         bail!("--output {} is --input: write the result elsewhere", a.output.display());
     }
+    let a = Args { input: Some(input), ..a };
     let acts = match (&a.calibration, q.calibration()) {
         (Some(p), CalibrationNeed::None) => {
             bail!(
@@ -69,13 +98,58 @@ pub fn main(a: Args) -> Result<()> {
             SafeTensors::deserialize(b).with_context(|| {
                 format!(
                     "--calibration {} is not a valid safetensors file",
-                    a.calibration.as_ref().unwrap_or(&a.input).display()
+                    a.calibration
+                        .as_ref()
+                        .or(a.input.as_ref())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 )
             })
         })
         .transpose()?;
-    let (n, c) = quantize_file(&q, &a.input, &a.output, a.dequantize, acts.as_ref())?;
+    let input = a.input.as_deref().context("--input")?;
+    let (n, c) = quantize_file(&q, input, &a.output, a.dequantize, acts.as_ref())?;
     tracing::info!("{}: quantized {n} tensors, copied {c}, wrote {}", plugin.name(), a.output.display());
+    Ok(())
+}
+
+/// `quantize --model M --export FORMAT`: the whole model quantized (on the CPU, calibrated
+/// when the plugin needs it) and written as a checkpoint.
+fn export_model(q: &QuantConfig, model: &str, format: ExportFormat, a: &Args) -> Result<()> {
+    if format == ExportFormat::Gguf {
+        if a.output.is_dir() {
+            bail!("--output {} is a folder; --export gguf writes one file", a.output.display());
+        }
+    } else if let Ok(mut entries) = std::fs::read_dir(&a.output) {
+        if entries.next().is_some() {
+            bail!(
+                "--output {} is not empty; an HF checkpoint is written into an empty or new folder",
+                a.output.display()
+            );
+        }
+    } else if a.output.exists() {
+        bail!("--output {} exists and is not a folder; an HF checkpoint is a folder", a.output.display());
+    }
+    let calibration = a.calib.resolve(Some(q))?;
+    let mut m = crate::loader::load(model)?;
+    let o = crate::quant::QuantizeOptions {
+        include_lm_head: a.quantize_lm_head,
+        threads: crate::util::par::default_threads(None),
+        calibration: calibration.as_ref(),
+        layer_opts: &[],
+    };
+    let qm = crate::quant::quantize_model(q, &mut m, &o, &candle_core::Device::Cpu, true)
+        .with_context(|| format!("quantizing {model} with plugin {}", q.plugin.info.path.display()))?;
+    crate::checkpoint::export(format, &m, &qm, model, &a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    tracing::info!(
+        "{}: quantized {} layers in {:.1} s, wrote {} ({} bytes of packed layers)",
+        q.name(),
+        qm.layers,
+        qm.seconds,
+        a.output.display(),
+        qm.quantized_bytes
+    );
     Ok(())
 }
 

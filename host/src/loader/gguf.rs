@@ -3,7 +3,7 @@
 //! layout, the tokenizer rebuilt from the metadata.
 
 use super::loaded::LoadedModel;
-use super::permute::unpermute_rows;
+use super::permute::{permute_byte_rows, unpermute_rows};
 use crate::model::config::{layer_tensor, LayerTensor, EMBED, LM_HEAD, NORM};
 use crate::model::{check_weights, Config, HostTensor, Weights};
 use crate::tokenizer::Tokenizer;
@@ -12,6 +12,26 @@ use anyhow::{anyhow, bail, Result};
 use std::path::Path;
 
 pub fn load(path: &Path) -> Result<LoadedModel> {
+    Ok(read(path, false)?.0)
+}
+
+/// A linear layer as the file stores it: llama.cpp blocks along each row, under its HF name,
+/// Q/K rows already in the HF order (whole rows move, so the blocks are unchanged).
+pub struct StoredTensor {
+    pub name: String,
+    pub ggml_type: candle_core::quantized::GgmlDType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// [`load`], and the stored bytes of every linear layer (q/k/v/o/gate/up/down, and the
+/// output projection when the file has one), for running the file's own quantization.
+pub fn load_stored(path: &Path) -> Result<(LoadedModel, Vec<StoredTensor>)> {
+    read(path, true)
+}
+
+fn read(path: &Path, keep_stored: bool) -> Result<(LoadedModel, Vec<StoredTensor>)> {
     use candle_core::quantized::gguf_file;
     let mut f = std::fs::File::open(path)?;
     // candle appends a backtrace to its errors when RUST_BACKTRACE is set: keep the message.
@@ -90,6 +110,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let dev = candle_core::Device::Cpu;
     let mut w = Weights::new();
     let mut qtypes = std::collections::BTreeSet::new();
+    let mut stored = vec![];
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
     for name in &names {
         let qt = content
@@ -101,6 +122,17 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
         let ht = HostTensor { shape, data };
         let hf = gguf_to_hf_name(name).ok_or_else(|| anyhow!("unexpected GGUF tensor `{name}`"))?;
+        let linear = matches!(hf.1, Some(t) if LayerTensor::LINEAR.contains(&t)) || hf.0 == LM_HEAD;
+        if keep_stored && linear {
+            let (rows, cols) = qt.shape().dims2().map_err(|e| anyhow!("tensor {name}: {e}"))?;
+            let raw = qt.data().map_err(|e| anyhow!("tensor {name}: {e}"))?;
+            let bytes = match hf.1 {
+                Some(LayerTensor::Q) => permute_byte_rows(&raw, rows, heads, true)?,
+                Some(LayerTensor::K) => permute_byte_rows(&raw, rows, kvh, true)?,
+                _ => raw.into_owned(),
+            };
+            stored.push(StoredTensor { name: hf.0.clone(), ggml_type: qt.dtype(), rows, cols, bytes });
+        }
         let ht = match hf {
             (_, Some(LayerTensor::Q)) => unpermute_rows(&ht, heads)?,
             (_, Some(LayerTensor::K)) => unpermute_rows(&ht, kvh)?,
@@ -124,7 +156,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     };
     check_weights(&config, &w)?;
     let tokenizer = Tokenizer::from_gguf(md, tokens)?;
-    Ok(LoadedModel {
+    let m = LoadedModel {
         id: path.display().to_string(),
         format: "gguf".into(),
         precision_note: format!(
@@ -138,11 +170,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         eos,
         file_bytes: std::fs::metadata(path)?.len(),
         chat_template: md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok().cloned()),
-    })
+    };
+    Ok((m, stored))
 }
 
 /// The HF name of a llama.cpp tensor (and which layer tensor it is, for the Q/K un-permute).
-fn gguf_to_hf_name(name: &str) -> Option<(String, Option<LayerTensor>)> {
+pub fn gguf_to_hf_name(name: &str) -> Option<(String, Option<LayerTensor>)> {
     Some(match name {
         "token_embd.weight" => (EMBED.into(), None),
         "output_norm.weight" => (NORM.into(), None),

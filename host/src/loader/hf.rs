@@ -12,7 +12,40 @@ use anyhow::{anyhow, bail, Context, Result};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 
+/// A tensor a quantized checkpoint stores beside the float weights (packed codes, scales,
+/// quantization state), as stored.
+pub struct RawTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// An HF directory as stored: the model with its float `*.weight` tensors, and for a
+/// quantized checkpoint (`quantization_config` in config.json) every other tensor and that
+/// configuration.
+pub struct HfParts {
+    pub model: LoadedModel,
+    pub raw: std::collections::BTreeMap<String, RawTensor>,
+    pub quantization_config: Option<serde_json::Value>,
+}
+
 pub fn load(dir: &Path) -> Result<LoadedModel> {
+    let p = read(dir)?;
+    if let Some(q) = &p.quantization_config {
+        bail!(
+            "{} is a quantized checkpoint (quantization_config: quant_method {}): run it as it is stored with its method's plugin and --native (e.g. --quant plugins/nf4.so --native)",
+            dir.display(),
+            q.get("quant_method").map(|v| v.to_string()).unwrap_or_else(|| "not given".into())
+        );
+    }
+    check_weights(&p.model.config, &p.model.weights)
+        .with_context(|| format!("weights in {}", dir.display()))?;
+    Ok(p.model)
+}
+
+/// Read an HF directory without checking that every weight is there (a quantized
+/// checkpoint's linear layers are in [`HfParts::raw`]).
+pub fn read(dir: &Path) -> Result<HfParts> {
     let cfg_path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
@@ -20,6 +53,8 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     let config: Config = serde_json::from_value(raw.clone())
         .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
     config.validate().with_context(|| format!("{}", cfg_path.display()))?;
+    let quantization_config = raw.get("quantization_config").filter(|v| !v.is_null()).cloned();
+    let mut raw_tensors = std::collections::BTreeMap::new();
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.exists() {
         let bytes = std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?;
@@ -44,6 +79,16 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{} is not a valid safetensors file: {e}", file.display()))?;
         for (name, view) in st.tensors() {
+            let float = matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16);
+            if quantization_config.is_some() && !(float && name.ends_with(".weight")) {
+                let t = RawTensor {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    data: view.data().to_vec(),
+                };
+                raw_tensors.insert(name.to_string(), t);
+                continue;
+            }
             dtypes.insert(format!("{:?}", view.dtype()));
             let data = tensor_to_f32(&name, view.dtype(), view.data())
                 .with_context(|| format!("{}", file.display()))?;
@@ -55,7 +100,6 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
         w.remove(LM_HEAD);
     }
     w.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
-    check_weights(&config, &w).with_context(|| format!("weights in {}", dir.display()))?;
     let tok = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tok)?;
     // generation_config.json is optional; one that is there must parse, and an eos_token_id
@@ -90,7 +134,7 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
     eos.dedup();
     let chat_template = chat_template(&dir.join("tokenizer_config.json"))?;
     let hash = sha256_hex(hasher_input.as_bytes());
-    Ok(LoadedModel {
+    let model = LoadedModel {
         id: dir.display().to_string(),
         format: "hf".into(),
         precision_note: format!(
@@ -104,7 +148,8 @@ pub fn load(dir: &Path) -> Result<LoadedModel> {
         eos,
         file_bytes,
         chat_template,
-    })
+    };
+    Ok(HfParts { model, raw: raw_tensors, quantization_config })
 }
 
 /// `tokenizer_config.json`'s `chat_template`: absent file or key, none; a file that is there
@@ -145,9 +190,36 @@ pub fn tensor_to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> 
     })
 }
 
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+pub type TensorBytes = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// `t` as f32 or bf16 bytes.
+pub fn float_tensor(name: &str, t: &HostTensor, bf16: bool) -> TensorBytes {
+    let b: Vec<u8> = if bf16 {
+        t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
+    } else {
+        t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+    };
+    (name.to_string(), if bf16 { Dtype::BF16 } else { Dtype::F32 }, t.shape.clone(), b)
+}
+
 /// Write `m` as an HF directory: config.json, model.safetensors (f32 or bf16),
 /// tokenizer.json (and tokenizer_config.json with the chat template, if any).
 pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
+    let tensors = m.weights.iter().map(|(n, t)| float_tensor(n, t, bf16)).collect();
+    write_hf_dir(m, dir, if bf16 { "bfloat16" } else { "float32" }, None, tensors)
+}
+
+/// Write an HF directory for `m`'s config and tokenizer with the given tensors, and a
+/// `quantization_config` for a quantized checkpoint (`torch_dtype`: what the float tensors
+/// hold).
+pub fn write_hf_dir(
+    m: &LoadedModel,
+    dir: &Path,
+    torch_dtype: &str,
+    quantization_config: Option<serde_json::Value>,
+    tensors: Vec<TensorBytes>,
+) -> Result<()> {
     let tok = m
         .tokenizer
         .to_json()
@@ -157,12 +229,15 @@ pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
     let o = cfg.as_object_mut().context("config is not an object")?;
     o.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
     o.insert("model_type".into(), "llama".into());
-    o.insert("torch_dtype".into(), if bf16 { "bfloat16" } else { "float32" }.into());
+    o.insert("torch_dtype".into(), torch_dtype.into());
     o.insert("eos_token_id".into(), serde_json::json!(m.eos));
     o.insert(
         "llq_converted_from".into(),
         serde_json::json!({"id": m.id, "sha256": m.content_hash, "precision": m.precision_note}),
     );
+    if let Some(q) = quantization_config {
+        o.insert("quantization_config".into(), q);
+    }
     let write = |name: &str, bytes: &[u8]| {
         write_atomic(&dir.join(name), bytes)
             .with_context(|| format!("cannot write {}", dir.join(name).display()))
@@ -175,28 +250,17 @@ pub fn write_hf(m: &LoadedModel, dir: &Path, bf16: bool) -> Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({"chat_template": t}))?.as_bytes(),
         )?;
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = m
-        .weights
+    let views = tensors
         .iter()
-        .map(|(n, t)| {
-            let b: Vec<u8> = if bf16 {
-                t.data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
-            } else {
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
-            };
-            (n.clone(), t.shape.clone(), b)
-        })
-        .collect();
-    let dtype = if bf16 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F32 };
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
+        .map(|(n, d, s, b)| {
             Ok((
                 n.as_str(),
-                safetensors::tensor::TensorView::new(dtype, s.clone(), b).map_err(|e| anyhow!("{n}: {e}"))?,
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).map_err(|e| anyhow!("{n}: {e}"))?,
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, None).map_err(|e| anyhow!("serializing: {e}"))?;
+    // transformers reads the checkpoint's format from the metadata (`format: pt`).
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data = safetensors::serialize(views, Some(meta)).map_err(|e| anyhow!("serializing: {e}"))?;
     write("model.safetensors", &data)
 }

@@ -10,11 +10,11 @@
 //!
 //! Every format produces a [`LoadedModel`].
 
-mod gguf;
+pub mod gguf;
 pub mod hf;
 mod llama2c;
 mod loaded;
-mod permute;
+pub mod permute;
 mod synthetic;
 
 pub use hf::write_hf;

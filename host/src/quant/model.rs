@@ -39,6 +39,9 @@ pub struct ModelQuantization {
     pub per_layer: Vec<LayerQuantization>,
     /// The `--opt-layer` arguments, as given.
     pub layer_options: Vec<String>,
+    /// Set when the layers were read from a quantized checkpoint (`run --native`): which
+    /// file and format; nothing was quantized.
+    pub imported: Option<String>,
 }
 
 /// One quantized layer's size, and its options where `--opt-layer` changed them.
@@ -148,6 +151,7 @@ pub fn quantize_model(
         packed: Default::default(),
         per_layer: vec![],
         layer_options: o.layer_opts.iter().map(LayerOpt::spec).collect(),
+        imported: None,
     };
     for r in results {
         qm.quantized_params += (r.rows * r.cols) as u64;

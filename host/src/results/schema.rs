@@ -112,6 +112,11 @@ pub struct QuantizationInfo {
     pub lm_head: bool,
     /// The calibration run, null for methods that need none.
     pub calibration: Option<CalibrationInfo>,
+    /// Present when the layers ran as a quantized checkpoint stores them (`run --native`):
+    /// the file and its format; nothing was quantized, `seconds` is the time to read and
+    /// dequantize them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<String>,
     /// Present when the numerics that ran are not the whole method: `weight-only: …` for a
     /// plugin with its own matmul (LLM.int8's int8 activations and fp16 outliers), which llq
     /// runs from its dequantized weights.

@@ -218,7 +218,20 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     }
     let plugin = a.plugin.load()?;
     let quant_cfg = a.plugin.configure(plugin.as_ref())?;
-    let calibration = a.calib.resolve(quant_cfg.as_ref())?;
+    let calibration = if a.plugin.native {
+        if a.calib.given() {
+            bail!("--native runs the file's quantization as stored: drop the --calib-* options");
+        }
+        None
+    } else {
+        a.calib.resolve(quant_cfg.as_ref())?
+    };
+    if a.plugin.native && a.kl_baseline {
+        bail!("--kl-baseline runs the unquantized model, which a quantized checkpoint (--native) does not hold: use --kl-baseline-from a run of the unquantized model");
+    }
+    if a.plugin.native && a.quantize_lm_head {
+        bail!("--quantize-lm-head: with --native the file says whether lm_head is quantized");
+    }
     let layer_opts = a.plugin.all_layer_opts()?;
     prepare_out(&out, a.resume)?;
     // Held until the run ends: a second run or resume on the same folder stops here.
@@ -294,8 +307,18 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
 
     tracing::info!("loading model {}", a.model);
     let t = Instant::now();
-    let mut m = load(&a.model)?;
+    let (mut m, imported) = match (&quant_cfg, a.plugin.native) {
+        (Some(q), true) => {
+            let (m, p) = crate::checkpoint::import(&a.model, q.plugin, &device)?;
+            (m, Some(p))
+        }
+        _ => (load(&a.model)?, None),
+    };
     let load_s = t.elapsed().as_secs_f64();
+    if let Some(p) = &imported {
+        manifest.plugin_options =
+            Some(serde_json::from_str(&p.quantization.options).context("the imported options")?);
+    }
     manifest.model_sha256 = m.content_hash.clone();
     manifest.eos_token_ids = m.eos.clone();
     if let Some(s) = &stored_manifest {
@@ -319,8 +342,17 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
     } else {
         None
     };
-    let (quant, packed) = match &quant_cfg {
-        Some(q) => {
+    let (quant, packed) = match (&quant_cfg, imported) {
+        (_, Some(p)) => {
+            tracing::info!(
+                "{}: {} layers as stored ({})",
+                p.quantization.method,
+                p.quantization.layers,
+                p.quantization.imported.as_deref().unwrap_or_default()
+            );
+            (Some(p.quantization), p.packed)
+        }
+        (Some(q), None) => {
             let o = QuantizeOptions {
                 include_lm_head: a.quantize_lm_head,
                 threads,
@@ -336,7 +368,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             );
             (Some(p.quantization), p.packed)
         }
-        None => (None, None),
+        (None, None) => (None, None),
     };
     if a.chat_template {
         m.chat_prompt("")?;
@@ -512,8 +544,10 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 plugin: path.display().to_string(),
                 layers: q.layers,
                 seconds: q.seconds,
-                lm_head: a.quantize_lm_head,
+                lm_head: a.quantize_lm_head
+                    || q.per_layer.iter().any(|l| l.name == crate::model::config::LM_HEAD),
                 calibration: q.calibration.clone(),
+                imported: q.imported.clone(),
                 numerics: quant_cfg.as_ref().and_then(|c| crate::quant::numerics(c.plugin)),
                 layer_options: q.layer_options.clone(),
                 layers_detail: q

@@ -1,0 +1,257 @@
+//! Quantized checkpoints in and out: the formats people deploy with, read as stored and run
+//! with the plugin whose packed format they are (`run --native`), and written from a model
+//! quantized by a plugin (`quantize --model M --export FORMAT`).
+//!
+//! | format | file | plugins | module |
+//! |---|---|---|---|
+//! | `gguf` | llama.cpp GGUF, blocks of any of the gguf plugin's ten types | gguf | [`gguf`] |
+//! | `hf-bnb` | transformers + bitsandbytes 4-bit safetensors (`quant_state`) | nf4, fp4 | [`hf_bnb`] |
+//! | `hf-gptq` | AutoGPTQ/GPTQModel safetensors (`qweight`/`qzeros`/`scales`/`g_idx`) | gptq, rtn, awq | [`hf_int`] |
+//! | `hf-awq` | AutoAWQ GEMM safetensors (`qweight`/`qzeros`/`scales`) | awq, rtn, gptq | [`hf_int`] |
+//!
+//! Each converter maps the file's tensors one to one onto the plugin's packed buffers (the
+//! formats of `llq_sdk::quant::{intgroup, four_bit}` and of the gguf plugin): import and
+//! export move bits, never requantize, so export → import gives the same packed buffers
+//! (tested), and the numbers a run computes with are the plugin's own dequantization of them.
+
+pub mod gguf;
+pub mod hf_bnb;
+pub mod hf_int;
+
+use crate::loader::LoadedModel;
+use crate::model::check_weights;
+use crate::model::config::LM_HEAD;
+use crate::model::{HostTensor, PackedLayers};
+use crate::plugin::{PackedMatrix, Plugin};
+use crate::quant::model::LayerQuantization;
+use crate::quant::{GpuPath, ModelQuantization, Prepared};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::Device;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// A checkpoint format llq writes (`quantize --export`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Gguf,
+    HfBnb,
+    HfGptq,
+    HfAwq,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "gguf" => ExportFormat::Gguf,
+            "hf-bnb" => ExportFormat::HfBnb,
+            "hf-gptq" => ExportFormat::HfGptq,
+            "hf-awq" => ExportFormat::HfAwq,
+            _ => return Err(format!("unknown export format `{s}` (gguf, hf-bnb, hf-gptq, hf-awq)")),
+        })
+    }
+}
+
+/// One linear layer as a checkpoint stores it, in a plugin's packed format, with the plugin
+/// options that describe it.
+pub struct StoredLayer {
+    pub name: String,
+    pub packed: PackedMatrix,
+    pub options: Vec<(String, String)>,
+}
+
+/// A quantized checkpoint as stored: the model's other tensors (the linear layers are filled
+/// in by [`import`]) and its linear layers packed.
+pub struct Stored {
+    pub model: LoadedModel,
+    pub layers: Vec<StoredLayer>,
+    /// What the file is, in words (e.g. "GGUF Q4_1 blocks").
+    pub format: String,
+    /// The plugins (by name) whose packed format the layers are.
+    pub methods: &'static [&'static str],
+}
+
+/// Read a quantized checkpoint: a GGUF file, or an HF directory whose config.json has a
+/// `quantization_config` (bitsandbytes 4-bit, GPTQ, AWQ).
+pub fn read(spec: &str) -> Result<Stored> {
+    let path = Path::new(spec);
+    if spec.starts_with("synthetic:") || !path.exists() {
+        bail!("--native reads a quantized checkpoint (a GGUF file or an HF directory); {spec} is neither");
+    }
+    if path.is_dir() {
+        let parts = crate::loader::hf::read(path).with_context(|| format!("cannot load model {spec}"))?;
+        let Some(q) = parts.quantization_config.clone() else {
+            bail!("model {spec} has no quantization_config in config.json: it is not a quantized checkpoint, so --native has nothing to keep (quantize it with --quant instead)");
+        };
+        let method = q.get("quant_method").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        return match method.as_str() {
+            "bitsandbytes" => hf_bnb::read(parts, &q),
+            "gptq" => hf_int::read(parts, &q, hf_int::Layout::Gptq),
+            "awq" => hf_int::read(parts, &q, hf_int::Layout::Awq),
+            other => bail!(
+                "model {spec}: quantization_config.quant_method `{other}` is not one llq reads (bitsandbytes, gptq, awq)"
+            ),
+        }
+        .with_context(|| format!("model {spec}"));
+    }
+    gguf::read(path).with_context(|| format!("model {spec}"))
+}
+
+/// Load a quantized checkpoint to run as stored: every linear layer is the plugin's
+/// dequantization of the stored bits (no quantization runs), and on a GPU with the plugin's
+/// kernels the packed layers run as they are.
+pub fn import(spec: &str, plugin: &Plugin, device: &Device) -> Result<(LoadedModel, Prepared)> {
+    let t = std::time::Instant::now();
+    let s = read(spec)?;
+    let name = plugin.info.name.as_str();
+    if !s.methods.contains(&name) {
+        bail!(
+            "model {spec} stores {}: --native runs it with the {} plugin, not {} ({})",
+            s.format,
+            s.methods.join(" or "),
+            name,
+            plugin.info.path.display()
+        );
+    }
+    let mut m = s.model;
+    // The model's options: those most layers have (the others are recorded per layer).
+    let mut counts: BTreeMap<&Vec<(String, String)>, usize> = BTreeMap::new();
+    for l in &s.layers {
+        *counts.entry(&l.options).or_default() += 1;
+    }
+    let base_opts = counts.iter().max_by_key(|(_, n)| **n).map(|(o, _)| (*o).clone()).unwrap_or_default();
+    let base = plugin.configure(&base_opts).with_context(|| format!("the options {} implies", s.format))?;
+    let kernels = device.is_cuda().then_some(plugin.info.cuda_kernels.as_ref()).flatten();
+    let mut q = ModelQuantization {
+        method: name.to_string(),
+        method_version: plugin.info.version.clone(),
+        options: base.canonical(),
+        layers: s.layers.len(),
+        quantized_params: 0,
+        quantized_bytes: 0,
+        seconds: 0.0,
+        calibration: None,
+        packed: HashMap::new(),
+        per_layer: vec![],
+        layer_options: vec![],
+        imported: Some(format!("{spec}: {} (no quantization ran)", s.format)),
+    };
+    for l in s.layers {
+        let own = if l.options == base_opts {
+            None
+        } else {
+            Some(plugin.configure(&l.options).with_context(|| format!("layer {}", l.name))?.canonical())
+        };
+        let p = l.packed;
+        let data = plugin.dequantize(&p).with_context(|| format!("layer {} of {spec}", l.name))?;
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "layer {} of {spec} dequantizes to a non-finite value ({} at flat index {i})",
+                l.name,
+                data[i]
+            );
+        }
+        m.weights.insert(l.name.clone(), HostTensor { shape: vec![p.rows, p.cols], data });
+        let params = (p.rows * p.cols) as u64;
+        q.quantized_params += params;
+        q.quantized_bytes += p.bytes();
+        q.per_layer.push(LayerQuantization {
+            name: l.name.clone(),
+            params,
+            bytes: p.bytes(),
+            options: own,
+            metadata: p.metadata.clone(),
+        });
+        if kernels.is_some() {
+            q.packed.insert(l.name, p);
+        }
+    }
+    if m.weights.contains_key(LM_HEAD) {
+        m.config.tie_word_embeddings = false;
+    }
+    check_weights(&m.config, &m.weights).with_context(|| format!("model {spec}"))?;
+    m.precision_note = format!(
+        "{} as stored, dequantized by the {name} plugin (--native: no unquantized weights)",
+        s.format
+    );
+    q.seconds = t.elapsed().as_secs_f64();
+    let (packed, path) = match kernels {
+        Some(k) => (
+            Some(PackedLayers {
+                method: name.to_string(),
+                kernels: k.clone(),
+                layers: std::mem::take(&mut q.packed),
+            }),
+            GpuPath::Kernels,
+        ),
+        None if device.is_cuda() => (None, GpuPath::HostDequantized),
+        None => (None, GpuPath::Dense),
+    };
+    Ok((m, Prepared { quantization: q, packed, path }))
+}
+
+/// Write `m`, quantized as `q` (its packed layers kept), as a checkpoint of `format` at `out`
+/// (a file for GGUF, a directory for the HF formats); `source` is the model it was loaded
+/// from (GGUF export copies its metadata and unquantized tensors).
+pub fn export(
+    format: ExportFormat,
+    m: &LoadedModel,
+    q: &ModelQuantization,
+    source: &str,
+    out: &Path,
+) -> Result<()> {
+    if q.packed.len() != q.layers {
+        bail!("internal: {} of {} quantized layers kept their packed form", q.packed.len(), q.layers);
+    }
+    let methods: &[&str] = match format {
+        ExportFormat::Gguf => &["gguf"],
+        ExportFormat::HfBnb => &["nf4", "fp4"],
+        ExportFormat::HfGptq | ExportFormat::HfAwq => hf_int::METHODS,
+    };
+    if !methods.contains(&q.method.as_str()) {
+        bail!(
+            "--export {}: the {} plugin's packed format has no place in that format (it takes {})",
+            match format {
+                ExportFormat::Gguf => "gguf",
+                ExportFormat::HfBnb => "hf-bnb",
+                ExportFormat::HfGptq => "hf-gptq",
+                ExportFormat::HfAwq => "hf-awq",
+            },
+            q.method,
+            methods.join(", ")
+        );
+    }
+    match format {
+        ExportFormat::Gguf => gguf::export(m, q, source, out),
+        ExportFormat::HfBnb => hf_bnb::export(m, q, out),
+        ExportFormat::HfGptq => hf_int::export(m, q, out, hf_int::Layout::Gptq),
+        ExportFormat::HfAwq => hf_int::export(m, q, out, hf_int::Layout::Awq),
+    }
+}
+
+/// The layers of `q` in model order, each with its packed form.
+fn packed_layers<'a>(q: &'a ModelQuantization) -> Result<Vec<(&'a str, &'a PackedMatrix)>> {
+    q.per_layer
+        .iter()
+        .map(|l| {
+            q.packed
+                .get(&l.name)
+                .map(|p| (l.name.as_str(), p))
+                .ok_or_else(|| anyhow!("internal: layer {} has no packed form", l.name))
+        })
+        .collect()
+}
+
+/// A packed buffer by name.
+fn buffer<'a>(p: &'a PackedMatrix, name: &str) -> Result<&'a [u8]> {
+    p.buffers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, b)| b.as_slice())
+        .ok_or_else(|| anyhow!("packed matrix has no `{name}` buffer"))
+}
+
+/// The packed metadata as JSON.
+fn metadata(p: &PackedMatrix) -> Result<serde_json::Value> {
+    serde_json::from_str(&p.metadata).context("packed metadata is not JSON")
+}
