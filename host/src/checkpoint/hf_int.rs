@@ -212,10 +212,7 @@ pub fn export(m: &LoadedModel, q: &ModelQuantization, out: &Path, layout: Layout
             Some(_) => {}
         }
         let prefix = name.strip_suffix(".weight").unwrap_or(name);
-        let parts = match layout {
-            Layout::Gptq => gptq_tensors(&u),
-            Layout::Awq => awq_tensors(&u),
-        }
+        let parts = unpacked_tensors(&u, layout)
         .with_context(|| {
             format!("--export {}: layer {name}", if layout == Layout::Gptq { "hf-gptq" } else { "hf-awq" })
         })?;
@@ -254,6 +251,19 @@ pub fn export(m: &LoadedModel, q: &ModelQuantization, out: &Path, layout: Layout
         }),
     };
     write_hf_dir(m, out, "float32", Some(qc), tensors)
+}
+
+/// One int-group packed layer as a checkpoint's tensors (named by suffix: `qweight`,
+/// `qzeros`, `scales`, and `g_idx` for GPTQ).
+pub fn layer_tensors(p: &PackedMatrix, layout: Layout) -> Result<Vec<TensorBytes>> {
+    unpacked_tensors(&Unpacked::from_packed(p)?, layout)
+}
+
+fn unpacked_tensors(u: &Unpacked, layout: Layout) -> Result<Vec<TensorBytes>> {
+    match layout {
+        Layout::Gptq => gptq_tensors(u),
+        Layout::Awq => awq_tensors(u),
+    }
 }
 
 fn i32_tensor(suffix: &str, shape: Vec<usize>, words: &[u32]) -> TensorBytes {
@@ -341,70 +351,29 @@ fn awq_tensors(u: &Unpacked) -> Result<Vec<TensorBytes>> {
     ])
 }
 
-/// An i32 tensor of `shape` as u32 words.
-fn words(name: &str, t: &RawTensor, shape: &[usize]) -> Result<Vec<u32>> {
-    if t.dtype != Dtype::I32 || t.shape != shape {
-        bail!("{name} is {:?} {:?}; expected I32 {shape:?}", t.dtype, t.shape);
-    }
-    Ok(t.data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+/// What a checkpoint's quantization_config says of every layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub layout: Layout,
+    pub bits: usize,
+    /// As the config gives it (-1: one group per row).
+    pub group_size: i64,
+    pub sym: bool,
+    /// GPTQ's v1 checkpoints store zero − 1.
+    pub v1: bool,
 }
 
-/// Read a GPTQ or AWQ checkpoint's linear layers as int-group matrices.
-pub fn read(mut parts: HfParts, qc: &serde_json::Value, layout: Layout) -> Result<Stored> {
-    let int = |k: &str| -> Result<i64> {
-        qc.get(k)
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| anyhow!("quantization_config.{k} is missing or not an integer"))
-    };
-    let flag = |k: &str, d: bool| -> Result<bool> {
-        match qc.get(k) {
-            None | Some(serde_json::Value::Null) => Ok(d),
-            Some(v) => v.as_bool().ok_or_else(|| anyhow!("quantization_config.{k} is {v}, not a boolean")),
-        }
-    };
-    let bits = int("bits")?;
-    if !(2..=8).contains(&bits) {
-        bail!("quantization_config.bits is {bits}; llq's int-group format holds 2 to 8 bits");
-    }
-    let bits = bits as usize;
-    let gs_opt = int("group_size")?;
-    let (sym, v1) = match layout {
-        Layout::Gptq => {
-            let fmt = qc.get("checkpoint_format").and_then(|v| v.as_str()).unwrap_or("gptq");
-            let v1 = match fmt {
-                "gptq" => true,
-                "gptq_v2" => false,
-                other => bail!("quantization_config.checkpoint_format `{other}` is not gptq or gptq_v2"),
-            };
-            (flag("sym", true)?, v1)
-        }
-        Layout::Awq => {
-            let version = qc.get("version").and_then(|v| v.as_str()).unwrap_or("gemm").to_lowercase();
-            if version != "gemm" {
-                bail!("quantization_config.version `{version}`: llq reads AutoAWQ's gemm layout");
-            }
-            if !flag("zero_point", true)? {
-                bail!("quantization_config.zero_point is false: llq reads AWQ checkpoints with zero points");
-            }
-            if bits != 4 {
-                bail!("quantization_config.bits is {bits}; AutoAWQ's GEMM layout holds 4 bits");
-            }
-            (false, false)
-        }
-    };
-    let mut layers_to_read = parts.model.config.linear_layers();
-    if parts.raw.contains_key("lm_head.qweight") {
-        layers_to_read.push((LM_HEAD.into(), parts.model.config.vocab_size, parts.model.config.hidden_size));
-    }
-    let mut layers = vec![];
-    for (name, rows, cols) in layers_to_read {
-        let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
-        let mut take = |s: &str| {
-            parts
-                .raw
-                .remove(&format!("{prefix}.{s}"))
-                .ok_or_else(|| anyhow!("layer {name}: {prefix}.{s} is missing"))
-        };
+/// One `rows × cols` layer of a GPTQ or AWQ checkpoint, its tensors given by suffix
+/// (`qweight`, `qzeros`, `scales`, `g_idx`), as an int-group packed matrix.
+pub fn layer_from_tensors(
+    name: &str,
+    rows: usize,
+    cols: usize,
+    st: &Setting,
+    take: &mut dyn FnMut(&str) -> Result<RawTensor>,
+) -> Result<PackedMatrix> {
+    let Setting { layout, bits, group_size: gs_opt, sym, v1 } = *st;
+    let prefix = name.strip_suffix(".weight").unwrap_or(name).to_string();
         let gs = if gs_opt == -1 {
             cols
         } else if gs_opt > 0 {
@@ -488,13 +457,82 @@ pub fn read(mut parts: HfParts, qc: &serde_json::Value, layout: Layout) -> Resul
                 }
             }
         }
-        let packed = u.to_packed(sym).with_context(|| format!("layer {name}"))?;
+    u.to_packed(sym).with_context(|| format!("layer {name}"))
+}
+
+/// An i32 tensor of `shape` as u32 words.
+fn words(name: &str, t: &RawTensor, shape: &[usize]) -> Result<Vec<u32>> {
+    if t.dtype != Dtype::I32 || t.shape != shape {
+        bail!("{name} is {:?} {:?}; expected I32 {shape:?}", t.dtype, t.shape);
+    }
+    Ok(t.data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Read a GPTQ or AWQ checkpoint's linear layers as int-group matrices.
+pub fn read(mut parts: HfParts, qc: &serde_json::Value, layout: Layout) -> Result<Stored> {
+    let int = |k: &str| -> Result<i64> {
+        qc.get(k)
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| anyhow!("quantization_config.{k} is missing or not an integer"))
+    };
+    let flag = |k: &str, d: bool| -> Result<bool> {
+        match qc.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(d),
+            Some(v) => v.as_bool().ok_or_else(|| anyhow!("quantization_config.{k} is {v}, not a boolean")),
+        }
+    };
+    let bits = int("bits")?;
+    if !(2..=8).contains(&bits) {
+        bail!("quantization_config.bits is {bits}; llq's int-group format holds 2 to 8 bits");
+    }
+    let bits = bits as usize;
+    let gs_opt = int("group_size")?;
+    let (sym, v1) = match layout {
+        Layout::Gptq => {
+            let fmt = qc.get("checkpoint_format").and_then(|v| v.as_str()).unwrap_or("gptq");
+            let v1 = match fmt {
+                "gptq" => true,
+                "gptq_v2" => false,
+                other => bail!("quantization_config.checkpoint_format `{other}` is not gptq or gptq_v2"),
+            };
+            (flag("sym", true)?, v1)
+        }
+        Layout::Awq => {
+            let version = qc.get("version").and_then(|v| v.as_str()).unwrap_or("gemm").to_lowercase();
+            if version != "gemm" {
+                bail!("quantization_config.version `{version}`: llq reads AutoAWQ's gemm layout");
+            }
+            if !flag("zero_point", true)? {
+                bail!("quantization_config.zero_point is false: llq reads AWQ checkpoints with zero points");
+            }
+            if bits != 4 {
+                bail!("quantization_config.bits is {bits}; AutoAWQ's GEMM layout holds 4 bits");
+            }
+            (false, false)
+        }
+    };
+    let mut layers_to_read = parts.model.config.linear_layers();
+    if parts.raw.contains_key("lm_head.qweight") {
+        layers_to_read.push((LM_HEAD.into(), parts.model.config.vocab_size, parts.model.config.hidden_size));
+    }
+    let mut layers = vec![];
+    for (name, rows, cols) in layers_to_read {
+        let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        let mut take = |s: &str| {
+            parts
+                .raw
+                .remove(&format!("{prefix}.{s}"))
+                .ok_or_else(|| anyhow!("layer {name}: {prefix}.{s} is missing"))
+        };
+        let st = Setting { layout, bits, group_size: gs_opt, sym, v1 };
+        let packed = layer_from_tensors(&name, rows, cols, &st, &mut take)?;
+        let has_g_idx = serde_json::from_str::<serde_json::Value>(&packed.metadata)?["g_idx"] == true;
         let mut options = vec![
             ("bits".to_string(), bits.to_string()),
             ("group_size".to_string(), gs_opt.to_string()),
             ("sym".to_string(), sym.to_string()),
         ];
-        if u.g_idx.is_some() {
+        if has_g_idx {
             options.push(("act_order".into(), "true".into()));
         }
         layers.push(StoredLayer { name, packed, options });

@@ -203,12 +203,24 @@ pub fn export(
     if q.packed.len() != q.layers {
         bail!("internal: {} of {} quantized layers kept their packed form", q.packed.len(), q.layers);
     }
+    check_export(format, &q.method, source)?;
+    match format {
+        ExportFormat::Gguf => gguf::export(m, q, source, out),
+        ExportFormat::HfBnb => hf_bnb::export(m, q, out),
+        ExportFormat::HfGptq => hf_int::export(m, q, out, hf_int::Layout::Gptq),
+        ExportFormat::HfAwq => hf_int::export(m, q, out, hf_int::Layout::Awq),
+    }
+}
+
+/// Whether `method`'s packed format can be written as `format` from `source`: checked before
+/// a model is quantized for an export, so no work is lost to a refusal.
+pub fn check_export(format: ExportFormat, method: &str, source: &str) -> Result<()> {
     let methods: &[&str] = match format {
         ExportFormat::Gguf => &["gguf"],
         ExportFormat::HfBnb => &["nf4", "fp4"],
         ExportFormat::HfGptq | ExportFormat::HfAwq => hf_int::METHODS,
     };
-    if !methods.contains(&q.method.as_str()) {
+    if !methods.contains(&method) {
         bail!(
             "--export {}: the {} plugin's packed format has no place in that format (it takes {})",
             match format {
@@ -217,16 +229,20 @@ pub fn export(
                 ExportFormat::HfGptq => "hf-gptq",
                 ExportFormat::HfAwq => "hf-awq",
             },
-            q.method,
+            method,
             methods.join(", ")
         );
     }
-    match format {
-        ExportFormat::Gguf => gguf::export(m, q, source, out),
-        ExportFormat::HfBnb => hf_bnb::export(m, q, out),
-        ExportFormat::HfGptq => hf_int::export(m, q, out, hf_int::Layout::Gptq),
-        ExportFormat::HfAwq => hf_int::export(m, q, out, hf_int::Layout::Awq),
+    if format == ExportFormat::Gguf {
+        let mut magic = [0u8; 4];
+        let is_gguf = std::fs::File::open(source)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok_and(|_| &magic == b"GGUF");
+        if !is_gguf {
+            bail!("--export gguf copies the tokenizer and hyper-parameters of a GGUF model; {source} is not one");
+        }
     }
+    Ok(())
 }
 
 /// The layers of `q` in model order, each with its packed form.

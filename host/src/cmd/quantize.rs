@@ -130,6 +130,7 @@ fn export_model(q: &QuantConfig, model: &str, format: ExportFormat, a: &Args) ->
     } else if a.output.exists() {
         bail!("--output {} exists and is not a folder; an HF checkpoint is a folder", a.output.display());
     }
+    crate::checkpoint::check_export(format, q.name(), model)?;
     let calibration = a.calib.resolve(Some(q))?;
     let mut m = crate::loader::load(model)?;
     let o = crate::quant::QuantizeOptions {
