@@ -5,13 +5,15 @@
 # bench/peers/bnb_checkpoint_check.py then has transformers quantize the same f32 weights and
 # save a real bitsandbytes checkpoint (compared with llq's tensor by tensor), loads llq's
 # export into bitsandbytes' Linear4bit layers and compares its log-probs with llq's; and llq
-# runs the real checkpoint (`--native`) on the same text. Three calls, as the carry limit
-# (64 MiB) asks:
-#   bench/gpu_checkpoints.sh OUT setup   carry .whl/bitsandbytes-0.50.2-*.whl dist/llq-host-cpu.xz dist/cpu-bundle.tar.xz
-#   bench/gpu_checkpoints.sh OUT part    carry models/smollm2.part-aa
-#   bench/gpu_checkpoints.sh OUT check   carry models/smollm2.part-ab
-# (dist/llq-host-cpu.xz: xz of target/release/llq-host; dist/cpu-bundle.tar.xz: plugins/nf4.so
-# tasks/perplexity.wasm; parts: split -b 50M of the GGUF.)
+# runs the real checkpoint (`--native`) on the same text. Five calls back to back (the machine
+# keeps /tmp while warm), as the carry limit (64 MiB with the ~38 MiB tracked tree) asks:
+#   bench/gpu_checkpoints.sh OUT setup   carry dist/bnb-0.50.2-cuda130.tar.xz dist/llq-host-cpu.xz dist/cpu-bundle.tar.xz models/smollm2.part-0
+#   bench/gpu_checkpoints.sh OUT part    carry models/smollm2.part-1   (then -2, -3)
+#   bench/gpu_checkpoints.sh OUT check   carry models/smollm2.part-4
+# dist/llq-host-cpu.xz: xz of target/release/llq-host; dist/cpu-bundle.tar.xz: plugins/nf4.so
+# tasks/perplexity.wasm; dist/bnb-0.50.2-cuda130.tar.xz: the bitsandbytes 0.50.2 wheel's
+# package with only its CUDA 13.0 and CPU libraries (the whole wheel is 43 MB); the parts: the
+# GGUF's first 15,000,000 bytes, then `split -b 21000000 -d -a 1` of the rest.
 set -u
 FINAL="${1:?usage: bench/gpu_checkpoints.sh OUT setup|part|check}"; WHAT="${2:?stage}"
 mkdir -p "$FINAL"
@@ -22,16 +24,17 @@ case "$WHAT" in
 setup)
   python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('dist/llq-host-cpu.xz'), open('$H','wb'))" && chmod +x "$H"
   tar xJf dist/cpu-bundle.tar.xz -C "$W"
-  python3 -m pip install -q --no-deps --target /tmp/llq-bnb .whl/bitsandbytes-*.whl > "$FINAL/pip.log" 2>&1
-  echo "setup: $? $(ls $W /tmp/llq-bnb | tr '\n' ' ')"
+  mkdir -p /tmp/llq-bnb && tar xJf dist/bnb-0.50.2-cuda130.tar.xz -C /tmp/llq-bnb
+  cp models/smollm2.part-? /tmp/parts/
+  echo "setup: $? $(ls $W /tmp/llq-bnb /tmp/parts | tr '\n' ' ')"
   ;;
 part)
-  cp models/smollm2.part-a? /tmp/parts/ && ls -la /tmp/parts
+  cp models/smollm2.part-? /tmp/parts/ && ls -la /tmp/parts
   ;;
 check)
-  cp models/smollm2.part-a? /tmp/parts/
+  cp models/smollm2.part-? /tmp/parts/
   G=$W/smollm2.gguf
-  cat /tmp/parts/smollm2.part-a? > "$G"; echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
+  cat /tmp/parts/smollm2.part-? > "$G"; echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
   cp bench/peers/bnb_check_text.txt "$W/text.txt"   # the first 2,400 bytes of the evaluation books
   set -x
   "$H" convert --model "$G" --out "$W/f32" 2> "$FINAL/convert.log"
