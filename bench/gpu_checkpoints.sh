@@ -5,10 +5,10 @@
 # bench/peers/bnb_checkpoint_check.py then has transformers quantize the same f32 weights and
 # save a real bitsandbytes checkpoint (compared with llq's tensor by tensor), loads llq's
 # export into bitsandbytes' Linear4bit layers and compares its log-probs with llq's; and llq
-# runs the real checkpoint (`--native`) on the same text. Five calls back to back (the machine
+# runs the real checkpoint (`--native`) on the same text. Six calls back to back (the machine
 # keeps /tmp while warm), as the carry limit (64 MiB with the ~38 MiB tracked tree) asks:
-#   bench/gpu_checkpoints.sh OUT setup   carry dist/bnb-0.50.2-cuda130.tar.xz dist/llq-host-cpu.xz dist/cpu-bundle.tar.xz models/smollm2.part-0
-#   bench/gpu_checkpoints.sh OUT part    carry models/smollm2.part-1   (then -2, -3)
+#   bench/gpu_checkpoints.sh OUT setup   carry dist/bnb-0.50.2-cuda130.tar.xz dist/llq-host-cpu.xz dist/cpu-bundle.tar.xz
+#   bench/gpu_checkpoints.sh OUT part    carry models/smollm2.part-0   (then -1, -2, -3)
 #   bench/gpu_checkpoints.sh OUT check   carry models/smollm2.part-4
 # dist/llq-host-cpu.xz: xz of target/release/llq-host; dist/cpu-bundle.tar.xz: plugins/nf4.so
 # tasks/perplexity.wasm; dist/bnb-0.50.2-cuda130.tar.xz: the bitsandbytes 0.50.2 wheel's
@@ -25,7 +25,7 @@ setup)
   python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('dist/llq-host-cpu.xz'), open('$H','wb'))" && chmod +x "$H"
   tar xJf dist/cpu-bundle.tar.xz -C "$W"
   mkdir -p /tmp/llq-bnb && tar xJf dist/bnb-0.50.2-cuda130.tar.xz -C /tmp/llq-bnb
-  cp models/smollm2.part-? /tmp/parts/
+  cp models/smollm2.part-? /tmp/parts/ 2>/dev/null
   echo "setup: $? $(ls $W /tmp/llq-bnb /tmp/parts | tr '\n' ' ')"
   ;;
 part)
