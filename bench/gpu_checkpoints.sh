@@ -52,8 +52,9 @@ check)
   cp "$W/check/bnb_checkpoint_check.json" "$FINAL/" 2>/dev/null
   cp "$W/run-llq/results.json" "$FINAL/results-llq-export.json" 2>/dev/null
   cp "$W/run-real/results.json" "$FINAL/results-real-bnb.json" 2>/dev/null
-  cmp "$W"/run-llq/logprobs/[0-9a-f]* "$W"/run-real/logprobs/[0-9a-f]* && echo "llq on the real bitsandbytes checkpoint: log-probs identical to llq on its own export" | tee "$FINAL/real-vs-export.txt"
-  tail -c 3000 "$FINAL/check.txt"; tail -5 "$FINAL/check.log" "$FINAL/run-real.log"
+  python3 bench/peers/bnb_checkpoint_check.py runs "$W/run-llq" "$W/run-real" > "$FINAL/real-vs-export.txt" 2>&1
+  echo "llq on the real checkpoint vs llq on its export: $(cat "$FINAL/real-vs-export.txt")"
+  tail -c 3000 "$FINAL/check.txt"; tail -n 5 "$FINAL/check.log" "$FINAL/run-real.log"
   grep -h perplexity "$FINAL"/run-*.txt
   ;;
 esac

@@ -90,6 +90,8 @@ def main(f32_dir, llq_export, text_path, llq_run, out):
     real.save_pretrained(real_dir)
     report["real_vs_llq_export"] = compare_tensors(os.path.join(real_dir, "model.safetensors"),
                                                    os.path.join(llq_export, "model.safetensors"))
+    with open(os.path.join(out, "bnb_checkpoint_check.json"), "w") as f:
+        json.dump(report, f, indent=1)
     del real
     torch.cuda.empty_cache()
 
@@ -128,5 +130,17 @@ def main(f32_dir, llq_export, text_path, llq_run, out):
     print(json.dumps(report, indent=1)[:6000])
 
 
+def compare_runs(a, b):
+    """Two llq runs' stored log-probs: max |Δ| and whether the rows are identical."""
+    ta, la = read_logprobs(a)
+    tb, lb = read_logprobs(b)
+    same_t = bool(np.array_equal(ta, tb))
+    print(json.dumps({"targets_identical": same_t, "rows_identical": bool(same_t and np.array_equal(la, lb)),
+                      "max_abs_diff": float(np.abs(la - lb).max()) if same_t else None}))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    if sys.argv[1] == "runs":
+        compare_runs(sys.argv[2], sys.argv[3])
+    else:
+        main(*sys.argv[1:6])
