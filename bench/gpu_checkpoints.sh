@@ -32,7 +32,8 @@ part)
   cp models/smollm2.part-? /tmp/parts/ && ls -la /tmp/parts
   ;;
 check)
-  cp models/smollm2.part-? /tmp/parts/
+  [ -f dist/llq-host-cpu.xz ] && python3 -c "import lzma,shutil; shutil.copyfileobj(lzma.open('dist/llq-host-cpu.xz'), open('$H','wb'))"
+  cp models/smollm2.part-? /tmp/parts/ 2>/dev/null
   G=$W/smollm2.gguf
   cat /tmp/parts/smollm2.part-? > "$G"; echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
   cp bench/peers/bnb_check_text.txt "$W/text.txt"   # the first 2,400 bytes of the evaluation books

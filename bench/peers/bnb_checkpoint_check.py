@@ -97,7 +97,7 @@ def main(f32_dir, llq_export, text_path, llq_run, out):
 
     # 2. llq's export loaded by transformers + bitsandbytes, against llq's own log-probs.
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(llq_export, "tokenizer.json"))
-    ids = tok(open(text_path, encoding="utf-8").read(), add_special_tokens=False)["input_ids"]
+    ids = tok(open(text_path, encoding="utf-8").read().strip(), add_special_tokens=False)["input_ids"]
     targets, llq_lp = read_logprobs(llq_run)
     report["tokens"] = len(ids)
     report["targets_match_tokenizer"] = bool(len(targets) == len(ids) - 1 and np.array_equal(targets, ids[1:]))

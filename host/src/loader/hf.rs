@@ -50,7 +50,7 @@ pub fn read(dir: &Path) -> Result<HfParts> {
     let text =
         std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let raw: serde_json::Value = crate::util::json::parse(&text, &cfg_path)?;
-    let config: Config = serde_json::from_value(raw.clone())
+    let config: Config = serde_json::from_value(rope_parameters(raw.clone()).with_context(|| format!("{}", cfg_path.display()))?)
         .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
     config.validate().with_context(|| format!("{}", cfg_path.display()))?;
     let quantization_config = raw.get("quantization_config").filter(|v| !v.is_null()).cloned();
@@ -150,6 +150,45 @@ pub fn read(dir: &Path) -> Result<HfParts> {
         chat_template,
     };
     Ok(HfParts { model, raw: raw_tensors, quantization_config })
+}
+
+/// transformers ≥ 5 writes RoPE as `rope_parameters` (`rope_theta`, and `rope_type` with a
+/// scaling's fields) instead of the top-level `rope_theta` / `rope_scaling` that earlier
+/// versions (and llq's `Config`) use: move them to where `Config` reads them, so a present
+/// value never gives way to the default (found when llq ran a checkpoint transformers 5.17
+/// saved: rope_theta 100000 read as 10000). Both forms present must agree.
+fn rope_parameters(mut raw: serde_json::Value) -> Result<serde_json::Value> {
+    let Some(rp) = raw.get("rope_parameters").filter(|v| !v.is_null()).cloned() else {
+        return Ok(raw);
+    };
+    let o = raw.as_object_mut().context("config is not a JSON object")?;
+    let rp = rp.as_object().ok_or_else(|| anyhow!("rope_parameters is {rp}, not an object"))?;
+    if let Some(theta) = rp.get("rope_theta") {
+        match o.get("rope_theta") {
+            Some(t) if t.as_f64() != theta.as_f64() => {
+                bail!("rope_theta {t} and rope_parameters.rope_theta {theta} disagree")
+            }
+            _ => {
+                o.insert("rope_theta".into(), theta.clone());
+            }
+        }
+    }
+    let kind = rp.get("rope_type").or_else(|| rp.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+    if kind != "default" {
+        let mut scaling = rp.clone();
+        scaling.remove("rope_theta");
+        scaling.insert("rope_type".into(), kind.into());
+        scaling.remove("type");
+        match o.get("rope_scaling") {
+            Some(s) if !s.is_null() && *s != serde_json::Value::Object(scaling.clone()) => {
+                bail!("rope_scaling {s} and rope_parameters {} disagree", serde_json::Value::Object(rp.clone()))
+            }
+            _ => {
+                o.insert("rope_scaling".into(), serde_json::Value::Object(scaling));
+            }
+        }
+    }
+    Ok(raw)
 }
 
 /// `tokenizer_config.json`'s `chat_template`: absent file or key, none; a file that is there
@@ -263,4 +302,29 @@ pub fn write_hf_dir(
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     let data = safetensors::serialize(views, Some(meta)).map_err(|e| anyhow!("serializing: {e}"))?;
     write("model.safetensors", &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rope_parameters;
+    use serde_json::json;
+
+    #[test]
+    fn transformers_5_rope_parameters_are_read() {
+        // As transformers 5.17 saved SmolLM2's config (its rope_theta is 100000).
+        let c = rope_parameters(json!({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})).unwrap();
+        assert_eq!(c["rope_theta"], json!(100000.0));
+        assert!(c.get("rope_scaling").is_none());
+        let llama3 = json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c = rope_parameters(json!({ "rope_parameters": llama3 })).unwrap();
+        assert_eq!(c["rope_theta"], json!(500000.0));
+        assert_eq!(c["rope_scaling"]["factor"], json!(32.0));
+        assert_eq!(c["rope_scaling"]["rope_type"], json!("llama3"));
+        assert!(c["rope_scaling"].get("rope_theta").is_none());
+        // The older form alone is untouched; both forms must agree.
+        assert_eq!(rope_parameters(json!({"rope_theta": 1.0})).unwrap(), json!({"rope_theta": 1.0}));
+        let e = rope_parameters(json!({"rope_theta": 10000.0, "rope_parameters": {"rope_theta": 100000.0}})).unwrap_err();
+        assert!(e.to_string().contains("disagree"), "{e}");
+    }
 }
