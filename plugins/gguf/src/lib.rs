@@ -19,12 +19,16 @@
 //! that falls back to a legacy type is quantized without it and its metadata says
 //! `"imatrix": false` (llama.cpp would weight the fallback q4_0/q5_0/q5_1 too; q8_0 ignores
 //! the matrix there as well). The host calibrates only runs with `imatrix=true` (ABI 1.3).
+//!
+//! On a GPU every type runs packed: `ggml.cu` decodes the blocks as candle's CPU `to_float`
+//! does, so the kernels' weights are this plugin's dequantization bit for bit
+//! (`llq-host kernels --quant plugins/gguf.so --opt type=…` checks it).
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use llq_sdk::{
-    bail, export_plugin, Calibration, CalibrationNeed, OptionKind, OptionSpec, Options, PackedView,
-    QuantMethod, Quantized, Result, Weights,
+    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, KernelParam, OptionKind, OptionSpec, Options,
+    PackedView, QuantMethod, Quantized, Result, Weights,
 };
 use std::borrow::Cow;
 
@@ -156,6 +160,19 @@ impl QuantMethod for Gguf {
         let v: Vec<f32> = q.dequantize(&Device::Cpu).and_then(|d| d.flatten_all()?.to_vec1()).map_err(err)?;
         out.copy_from_slice(&v);
         Ok(())
+    }
+    /// Every type decoded on the GPU (`ggml.cu`: candle's `to_float` operation for operation),
+    /// so a quantized model runs packed, with the kernel convention's fused matvec.
+    fn cuda_kernels(&self) -> Option<CudaKernels> {
+        Some(CudaKernels {
+            source: llq_sdk::cuda::source(&[include_str!("ggml.cu"), "LLQ_DEFINE_KERNELS(LlqGgml, 4, gguf)\n"]),
+            dequantize: "gguf_dequantize".into(),
+            matvec: Some("gguf_matvec".into()),
+            params: vec![KernelParam::Choice {
+                key: "type".into(),
+                values: TYPES.iter().map(|t| t.0.to_string()).collect(),
+            }],
+        })
     }
 }
 
