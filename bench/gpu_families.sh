@@ -24,12 +24,7 @@ for q in "hqq" "hqq --opt bits=3" "hqq --opt bits=2" "rtn"; do
 done
 M=synthetic:llama-3.2-1b
 B="--model $M --device cuda --prompt-lens 128,512 --batch-sizes 1,16 --decode-steps 32 --repeats 5"
-while read -r tag plugin opts; do
-  q=""; [ "$plugin" = none ] || q="--quant plugins/$plugin.so"
-  for o in $opts; do q="$q --opt $o"; done
-  "$BIN" bench $B $q --out "$OUT/bench-$tag.json" > "$OUT/bench-$tag.txt" 2> "$OUT/bench-$tag.log"
-  echo "bench $tag: exit $?"; cat "$OUT/bench-$tag.txt"
-done <<'EOF'
+bench_rows "$B" <<'EOF'
 bf16 none
 nf4 nf4
 rtn4-g128 rtn bits=4 group_size=128

@@ -23,3 +23,14 @@ join_model() {
   [ -f "$G" ] || { cat /tmp/parts/smollm2.part-a? > "$G.tmp" && mv "$G.tmp" "$G"; }
   echo "model sha256: $(sha256sum "$G" | cut -c1-64)"
 }
+# `llq-host bench` once per stdin line `TAG PLUGIN [K=V …]` (PLUGIN none: no --quant) with the
+# shared arguments "$1"; each row's report into $OUT/bench-TAG.{json,txt,log}.
+bench_rows() {
+  local args="$1" tag plugin opts q o
+  while read -r tag plugin opts; do
+    q=""; [ "$plugin" = none ] || q="--quant plugins/$plugin.so"
+    for o in $opts; do q="$q --opt $o"; done
+    "$BIN" bench $args $q --out "$OUT/bench-$tag.json" > "$OUT/bench-$tag.txt" 2> "$OUT/bench-$tag.log"
+    echo "bench $tag: exit $?"; cat "$OUT/bench-$tag.txt"
+  done
+}

@@ -200,3 +200,18 @@ fn a_plugin_says_per_option_set_whether_it_calibrates() {
         llq_sdk::CalibrationNeed::None
     );
 }
+
+#[test]
+fn gguf_cuda_decoder_compiled_for_the_host_matches_the_cpu_dequantization() {
+    // plugins/gguf/src/ggml.cu as host C++ (bench/peers/ggml_decoder_emulation): every type's
+    // decoder against the plugin's CPU dequantization, bit for bit, without a GPU.
+    let o = Command::new("bash")
+        .arg(root().join("bench/peers/ggml_decoder_emulation/run.sh"))
+        .env("LLQ_HOST", env!("CARGO_BIN_EXE_llq-host"))
+        .env("GGUF_PLUGIN", so("gguf"))
+        .output()
+        .expect("run bash");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.matches(": 0 mismatches of 2304").count(), 10, "{out}");
+}
