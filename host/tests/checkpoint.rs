@@ -41,14 +41,19 @@ fn le(words: &[u32]) -> Vec<u8> {
 #[test]
 fn gptq_and_awq_layouts_match_the_reference_packers() {
     let doc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/checkpoints/int-checkpoint-reference.json")).unwrap(),
+        &std::fs::read_to_string(root().join("tests/fixtures/checkpoints/int-checkpoint-reference.json"))
+            .unwrap(),
     )
     .unwrap();
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() >= 9);
     for (i, c) in cases.iter().enumerate() {
         let layout = if c["layout"] == "gptq" { Layout::Gptq } else { Layout::Awq };
-        let (bits, rows, cols) = (c["bits"].as_u64().unwrap() as u32, c["rows"].as_u64().unwrap() as usize, c["cols"].as_u64().unwrap() as usize);
+        let (bits, rows, cols) = (
+            c["bits"].as_u64().unwrap() as u32,
+            c["rows"].as_u64().unwrap() as usize,
+            c["cols"].as_u64().unwrap() as usize,
+        );
         let gs_opt = c["group_size"].as_i64().unwrap();
         let gs = if gs_opt == -1 { cols } else { gs_opt as usize };
         let groups = cols.div_ceil(gs);
@@ -61,12 +66,17 @@ fn gptq_and_awq_layouts_match_the_reference_packers() {
             cols,
             spec: IntGroupSpec { bits, group_size: gs, sym: false, whole_row: gs_opt == -1 },
             codes: u32s(&c["codes"]).iter().map(|&v| v as u8).collect(),
-            params: scales.iter().zip(&zeros).map(|(&scale, &z)| GroupParams { scale, zero: z as f64 }).collect(),
+            params: scales
+                .iter()
+                .zip(&zeros)
+                .map(|(&scale, &z)| GroupParams { scale, zero: z as f64 })
+                .collect(),
             g_idx: g_idx.clone(),
             zero_f16: false,
         };
         let q = m.pack();
-        let packed = PackedMatrix { rows, cols, buffers: q.buffers.clone(), metadata: q.metadata.to_string() };
+        let packed =
+            PackedMatrix { rows, cols, buffers: q.buffers.clone(), metadata: q.metadata.to_string() };
         // Export: the same words as the producing library's packer.
         let tensors = layer_tensors(&packed, layout).unwrap();
         let get = |n: &str| tensors.iter().find(|t| t.0 == n).unwrap_or_else(|| panic!("case {i}: no {n}"));
@@ -86,13 +96,21 @@ fn gptq_and_awq_layouts_match_the_reference_packers() {
         raw.insert("qweight".into(), t(Dtype::I32, qw_shape, le(&u32s(&c["qweight"]))));
         raw.insert("qzeros".into(), t(Dtype::I32, qz_shape, le(&u32s(&c["qzeros"]))));
         let sc = u32s(&c["scales_f16"]);
-        let sc_t: Vec<u8> =
-            (0..groups).flat_map(|g| (0..rows).map(move |r| (r, g))).flat_map(|(r, g)| (sc[r * groups + g] as u16).to_le_bytes()).collect();
+        let sc_t: Vec<u8> = (0..groups)
+            .flat_map(|g| (0..rows).map(move |r| (r, g)))
+            .flat_map(|(r, g)| (sc[r * groups + g] as u16).to_le_bytes())
+            .collect();
         raw.insert("scales".into(), t(Dtype::F16, vec![groups, rows], sc_t));
         if layout == Layout::Gptq {
             raw.insert("g_idx".into(), t(Dtype::I32, vec![cols], le(&u32s(&c["g_idx_tensor"]))));
         }
-        let st = Setting { layout, bits: bits as usize, group_size: gs_opt, sym: false, v1: layout == Layout::Gptq };
+        let st = Setting {
+            layout,
+            bits: bits as usize,
+            group_size: gs_opt,
+            sym: false,
+            v1: layout == Layout::Gptq,
+        };
         let mut take = |s: &str| raw.remove(s).ok_or_else(|| anyhow::anyhow!("no {s}"));
         let imported = layer_from_tensors("x.weight", rows, cols, &st, &mut take).unwrap();
         assert_eq!(imported.buffers, packed.buffers, "case {i}: imported buffers");
@@ -112,7 +130,8 @@ fn gptq_and_awq_layouts_match_the_reference_packers() {
 /// SmolLM2 quantized by `name` with `opts`, its packed layers kept.
 fn quantized(name: &str, opts: &[(&str, &str)]) -> (LoadedModel, ModelQuantization) {
     let pl = Plugin::load(std::path::Path::new(&plugin(name))).unwrap();
-    let q = pl.configure(&opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()).unwrap();
+    let q =
+        pl.configure(&opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()).unwrap();
     let mut m = load(&smollm2()).unwrap();
     let o = QuantizeOptions { include_lm_head: false, threads: 2, calibration: None, layer_opts: &[] };
     let qm = quantize_model(&q, &mut m, &o, &Device::Cpu, true).unwrap();
@@ -153,11 +172,23 @@ fn smollm2_runs_natively_with_the_weights_the_loader_dequantizes() {
     assert!(p.quantization.imported.as_deref().unwrap().contains("GGUF"), "{:?}", p.quantization.imported);
     assert!(m.precision_note.contains("as stored"), "{}", m.precision_note);
     // Every layer is the file's own type, and the plugin's dequantization is candle's.
-    let types: std::collections::BTreeSet<String> =
-        p.quantization.per_layer.iter().map(|l| serde_json::from_str::<serde_json::Value>(&l.metadata).unwrap()["type"].as_str().unwrap().to_string()).collect();
+    let types: std::collections::BTreeSet<String> = p
+        .quantization
+        .per_layer
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l.metadata).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert!(types.contains("q4_1"), "{types:?}");
     for (n, t) in &base.weights {
-        assert!(m.weights[n].data.iter().zip(&t.data).all(|(a, b)| a.to_bits() == b.to_bits()), "{n} differs");
+        assert!(
+            m.weights[n].data.iter().zip(&t.data).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{n} differs"
+        );
     }
 }
 
@@ -203,7 +234,9 @@ fn gguf_export_reads_back_and_candle_transformers_computes_its_logits() {
 
 #[test]
 fn hf_exports_read_back_to_identical_packed_buffers() {
-    let cases: [(&str, &[(&str, &str)], ExportFormat); 5] = [
+    /// Plugin, options, format.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], ExportFormat);
+    let cases: [Case; 5] = [
         ("nf4", &[("double_quant", "true")], ExportFormat::HfBnb),
         ("fp4", &[("block_size", "128")], ExportFormat::HfBnb),
         ("rtn", &[("bits", "4"), ("group_size", "128"), ("sym", "true")], ExportFormat::HfGptq),
@@ -226,7 +259,8 @@ fn hf_exports_read_back_to_identical_packed_buffers() {
 fn bad_checkpoint_input_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("text.txt");
-    std::fs::write(&data, "It was a bright cold day in April, and the clocks were striking thirteen.").unwrap();
+    std::fs::write(&data, "It was a bright cold day in April, and the clocks were striking thirteen.")
+        .unwrap();
     let ppl = common::wasm("perplexity").display().to_string();
     let out = dir.path().join("r").display().to_string();
     let (g, d) = (smollm2(), data.display().to_string());
@@ -248,7 +282,17 @@ fn bad_checkpoint_input_is_refused_by_name() {
     }
     // GGUF export needs a GGUF source; the int-group layouts refuse other plugins' formats.
     let ck = dir.path().join("x.gguf").display().to_string();
-    let o = llq(&["quantize", "--model", &p(common::STORIES), "--quant", &gguf, "--export", "gguf", "--output", &ck]);
+    let o = llq(&[
+        "quantize",
+        "--model",
+        &p(common::STORIES),
+        "--quant",
+        &gguf,
+        "--export",
+        "gguf",
+        "--output",
+        &ck,
+    ]);
     assert!(!o.status.success() && stderr(&o).contains("is not one"), "{}", stderr(&o));
     let ckd = dir.path().join("ck").display().to_string();
     let o = llq(&["quantize", "--model", &g, "--quant", &nf4, "--export", "hf-gptq", "--output", &ckd]);
@@ -260,9 +304,15 @@ fn bad_checkpoint_input_is_refused_by_name() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = llq(&["run", "--model", &ckd, "--task", &ppl, "--data", &d, "--out", &out]);
     assert!(!o.status.success() && stderr(&o).contains("--native"), "{}", stderr(&o));
-    let o = llq(&["run", "--model", &ckd, "--quant", &nf4, "--native", "--task", &ppl, "--data", &d, "--out", &out]);
+    let o = llq(&[
+        "run", "--model", &ckd, "--quant", &nf4, "--native", "--task", &ppl, "--data", &d, "--out", &out,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/results.json")).unwrap()).unwrap();
-    assert!(r["quantization"]["imported"].as_str().unwrap().contains("bitsandbytes nf4"), "{}", r["quantization"]);
+    assert!(
+        r["quantization"]["imported"].as_str().unwrap().contains("bitsandbytes nf4"),
+        "{}",
+        r["quantization"]
+    );
 }

@@ -212,8 +212,7 @@ pub fn export(m: &LoadedModel, q: &ModelQuantization, out: &Path, layout: Layout
             Some(_) => {}
         }
         let prefix = name.strip_suffix(".weight").unwrap_or(name);
-        let parts = unpacked_tensors(&u, layout)
-        .with_context(|| {
+        let parts = unpacked_tensors(&u, layout).with_context(|| {
             format!("--export {}: layer {name}", if layout == Layout::Gptq { "hf-gptq" } else { "hf-awq" })
         })?;
         for (suffix, dtype, shape, bytes) in parts {
@@ -282,7 +281,7 @@ fn scales_tensor(u: &Unpacked) -> TensorBytes {
 
 fn gptq_tensors(u: &Unpacked) -> Result<Vec<TensorBytes>> {
     let (bits, rows, cols, groups) = (u.bits as usize, u.rows, u.cols, u.groups());
-    if (cols * bits) % 32 != 0 || (rows * bits) % 32 != 0 {
+    if !(cols * bits).is_multiple_of(32) || !(rows * bits).is_multiple_of(32) {
         bail!("{rows}×{cols} at {bits} bits is not whole 32-bit words along both dimensions, as GPTQ's packing needs");
     }
     let (kw, zw) = (cols * bits / 32, rows * bits / 32);
@@ -324,7 +323,7 @@ fn awq_tensors(u: &Unpacked) -> Result<Vec<TensorBytes>> {
     if u.g_idx.is_some() {
         bail!("act-order (g_idx) has no place in an AWQ checkpoint");
     }
-    if rows % 8 != 0 || cols % u.group_size != 0 {
+    if !rows.is_multiple_of(8) || !cols.is_multiple_of(u.group_size) {
         bail!(
             "AWQ packs 8 output channels a word and whole groups: {rows}×{cols} in groups of {}",
             u.group_size
@@ -374,89 +373,89 @@ pub fn layer_from_tensors(
 ) -> Result<PackedMatrix> {
     let Setting { layout, bits, group_size: gs_opt, sym, v1 } = *st;
     let prefix = name.strip_suffix(".weight").unwrap_or(name).to_string();
-        let gs = if gs_opt == -1 {
-            cols
-        } else if gs_opt > 0 {
-            gs_opt as usize
-        } else {
-            bail!("quantization_config.group_size is {gs_opt}")
-        };
-        let groups = cols.div_ceil(gs);
-        let (qweight, qzeros, scales) = (take("qweight")?, take("qzeros")?, take("scales")?);
-        let g_idx_t = if layout == Layout::Gptq { Some(take("g_idx")?) } else { None };
-        if scales.dtype != Dtype::F16 || scales.shape != [groups, rows] {
-            bail!(
-                "layer {name}: scales are {:?} {:?}; expected F16 [{groups}, {rows}]",
-                scales.dtype,
-                scales.shape
-            );
+    let gs = if gs_opt == -1 {
+        cols
+    } else if gs_opt > 0 {
+        gs_opt as usize
+    } else {
+        bail!("quantization_config.group_size is {gs_opt}")
+    };
+    let groups = cols.div_ceil(gs);
+    let (qweight, qzeros, scales) = (take("qweight")?, take("qzeros")?, take("scales")?);
+    let g_idx_t = if layout == Layout::Gptq { Some(take("g_idx")?) } else { None };
+    if scales.dtype != Dtype::F16 || scales.shape != [groups, rows] {
+        bail!(
+            "layer {name}: scales are {:?} {:?}; expected F16 [{groups}, {rows}]",
+            scales.dtype,
+            scales.shape
+        );
+    }
+    let sc: Vec<u16> = scales.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let mut u = Unpacked {
+        rows,
+        cols,
+        bits: bits as u32,
+        group_size: gs,
+        codes: vec![0; rows * cols],
+        scales: vec![0; rows * groups],
+        zeros: vec![0; rows * groups],
+        g_idx: None,
+    };
+    for g in 0..groups {
+        for r in 0..rows {
+            u.scales[r * groups + g] = sc[g * rows + r];
         }
-        let sc: Vec<u16> = scales.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-        let mut u = Unpacked {
-            rows,
-            cols,
-            bits: bits as u32,
-            group_size: gs,
-            codes: vec![0; rows * cols],
-            scales: vec![0; rows * groups],
-            zeros: vec![0; rows * groups],
-            g_idx: None,
-        };
-        for g in 0..groups {
+    }
+    match layout {
+        Layout::Gptq => {
+            if !(cols * bits).is_multiple_of(32) || !(rows * bits).is_multiple_of(32) {
+                bail!("layer {name}: {rows}×{cols} at {bits} bits is not whole words");
+            }
+            let (kw, zw) = (cols * bits / 32, rows * bits / 32);
+            let qw = words(&format!("{prefix}.qweight"), &qweight, &[kw, rows])?;
+            let qz = words(&format!("{prefix}.qzeros"), &qzeros, &[groups, zw])?;
+            let mut col = vec![0u32; kw];
             for r in 0..rows {
-                u.scales[r * groups + g] = sc[g * rows + r];
-            }
-        }
-        match layout {
-            Layout::Gptq => {
-                if (cols * bits) % 32 != 0 || (rows * bits) % 32 != 0 {
-                    bail!("layer {name}: {rows}×{cols} at {bits} bits is not whole words");
+                for (w, v) in col.iter_mut().enumerate() {
+                    *v = qw[w * rows + r];
                 }
-                let (kw, zw) = (cols * bits / 32, rows * bits / 32);
-                let qw = words(&format!("{prefix}.qweight"), &qweight, &[kw, rows])?;
-                let qz = words(&format!("{prefix}.qzeros"), &qzeros, &[groups, zw])?;
-                let mut col = vec![0u32; kw];
+                for c in 0..cols {
+                    u.codes[r * cols + c] = stream_value(&col, c, bits);
+                }
+            }
+            for g in 0..groups {
+                let row = &qz[g * zw..(g + 1) * zw];
                 for r in 0..rows {
-                    for (w, v) in col.iter_mut().enumerate() {
-                        *v = qw[w * rows + r];
-                    }
-                    for c in 0..cols {
-                        u.codes[r * cols + c] = stream_value(&col, c, bits);
-                    }
+                    u.zeros[r * groups + g] = stream_value(row, r, bits) + u32::from(v1);
                 }
-                for g in 0..groups {
-                    let row = &qz[g * zw..(g + 1) * zw];
-                    for r in 0..rows {
-                        u.zeros[r * groups + g] = stream_value(row, r, bits) + u32::from(v1);
-                    }
-                }
-                let gi = words(&format!("{prefix}.g_idx"), g_idx_t.as_ref().context("g_idx")?, &[cols])?;
-                if let Some(bad) = gi.iter().find(|&&g| g as usize >= groups) {
-                    bail!("layer {name}: g_idx names group {bad} of {groups}");
-                }
-                let ordered = gi.iter().enumerate().all(|(c, &g)| g as usize == c / gs);
-                u.g_idx = (!ordered).then_some(gi);
             }
-            Layout::Awq => {
-                if rows % 8 != 0 || cols % gs != 0 {
-                    bail!("layer {name}: {rows}×{cols} is not 8-channel words and whole groups of {gs}");
-                }
-                let w8 = rows / 8;
-                let qw = words(&format!("{prefix}.qweight"), &qweight, &[cols, w8])?;
-                let qz = words(&format!("{prefix}.qzeros"), &qzeros, &[groups, w8])?;
-                for j in 0..w8 {
-                    for (k, &ch) in AWQ_ORDER.iter().enumerate() {
-                        let r = 8 * j + ch;
-                        for c in 0..cols {
-                            u.codes[r * cols + c] = (qw[c * w8 + j] >> (4 * k)) & 15;
-                        }
-                        for g in 0..groups {
-                            u.zeros[r * groups + g] = (qz[g * w8 + j] >> (4 * k)) & 15;
-                        }
+            let gi = words(&format!("{prefix}.g_idx"), g_idx_t.as_ref().context("g_idx")?, &[cols])?;
+            if let Some(bad) = gi.iter().find(|&&g| g as usize >= groups) {
+                bail!("layer {name}: g_idx names group {bad} of {groups}");
+            }
+            let ordered = gi.iter().enumerate().all(|(c, &g)| g as usize == c / gs);
+            u.g_idx = (!ordered).then_some(gi);
+        }
+        Layout::Awq => {
+            if !rows.is_multiple_of(8) || !cols.is_multiple_of(gs) {
+                bail!("layer {name}: {rows}×{cols} is not 8-channel words and whole groups of {gs}");
+            }
+            let w8 = rows / 8;
+            let qw = words(&format!("{prefix}.qweight"), &qweight, &[cols, w8])?;
+            let qz = words(&format!("{prefix}.qzeros"), &qzeros, &[groups, w8])?;
+            for j in 0..w8 {
+                for (k, &ch) in AWQ_ORDER.iter().enumerate() {
+                    let r = 8 * j + ch;
+                    for c in 0..cols {
+                        u.codes[r * cols + c] = (qw[c * w8 + j] >> (4 * k)) & 15;
+                    }
+                    for g in 0..groups {
+                        u.zeros[r * groups + g] = (qz[g * w8 + j] >> (4 * k)) & 15;
                     }
                 }
             }
         }
+    }
     u.to_packed(sym).with_context(|| format!("layer {name}"))
 }
 

@@ -246,7 +246,7 @@ pub fn check_export(format: ExportFormat, method: &str, source: &str) -> Result<
 }
 
 /// The layers of `q` in model order, each with its packed form.
-fn packed_layers<'a>(q: &'a ModelQuantization) -> Result<Vec<(&'a str, &'a PackedMatrix)>> {
+fn packed_layers(q: &ModelQuantization) -> Result<Vec<(&str, &PackedMatrix)>> {
     q.per_layer
         .iter()
         .map(|l| {

@@ -50,8 +50,10 @@ pub fn read(dir: &Path) -> Result<HfParts> {
     let text =
         std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let raw: serde_json::Value = crate::util::json::parse(&text, &cfg_path)?;
-    let config: Config = serde_json::from_value(rope_parameters(raw.clone()).with_context(|| format!("{}", cfg_path.display()))?)
-        .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
+    let config: Config = serde_json::from_value(
+        rope_parameters(raw.clone()).with_context(|| format!("{}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a Llama config", cfg_path.display()))?;
     config.validate().with_context(|| format!("{}", cfg_path.display()))?;
     let quantization_config = raw.get("quantization_config").filter(|v| !v.is_null()).cloned();
     let mut raw_tensors = std::collections::BTreeMap::new();
@@ -181,7 +183,10 @@ fn rope_parameters(mut raw: serde_json::Value) -> Result<serde_json::Value> {
         scaling.remove("type");
         match o.get("rope_scaling") {
             Some(s) if !s.is_null() && *s != serde_json::Value::Object(scaling.clone()) => {
-                bail!("rope_scaling {s} and rope_parameters {} disagree", serde_json::Value::Object(rp.clone()))
+                bail!(
+                    "rope_scaling {s} and rope_parameters {} disagree",
+                    serde_json::Value::Object(rp.clone())
+                )
             }
             _ => {
                 o.insert("rope_scaling".into(), serde_json::Value::Object(scaling));
@@ -312,7 +317,8 @@ mod tests {
     #[test]
     fn transformers_5_rope_parameters_are_read() {
         // As transformers 5.17 saved SmolLM2's config (its rope_theta is 100000).
-        let c = rope_parameters(json!({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})).unwrap();
+        let c = rope_parameters(json!({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}))
+            .unwrap();
         assert_eq!(c["rope_theta"], json!(100000.0));
         assert!(c.get("rope_scaling").is_none());
         let llama3 = json!({"rope_theta": 500000.0, "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
@@ -324,7 +330,8 @@ mod tests {
         assert!(c["rope_scaling"].get("rope_theta").is_none());
         // The older form alone is untouched; both forms must agree.
         assert_eq!(rope_parameters(json!({"rope_theta": 1.0})).unwrap(), json!({"rope_theta": 1.0}));
-        let e = rope_parameters(json!({"rope_theta": 10000.0, "rope_parameters": {"rope_theta": 100000.0}})).unwrap_err();
+        let e = rope_parameters(json!({"rope_theta": 10000.0, "rope_parameters": {"rope_theta": 100000.0}}))
+            .unwrap_err();
         assert!(e.to_string().contains("disagree"), "{e}");
     }
 }

@@ -27,8 +27,8 @@
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use llq_sdk::{
-    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, KernelParam, OptionKind, OptionSpec, Options,
-    PackedView, QuantMethod, Quantized, Result, Weights,
+    bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, KernelParam, OptionKind, OptionSpec,
+    Options, PackedView, QuantMethod, Quantized, Result, Weights,
 };
 use std::borrow::Cow;
 
@@ -165,7 +165,10 @@ impl QuantMethod for Gguf {
     /// so a quantized model runs packed, with the kernel convention's fused matvec.
     fn cuda_kernels(&self) -> Option<CudaKernels> {
         Some(CudaKernels {
-            source: llq_sdk::cuda::source(&[include_str!("ggml.cu"), "LLQ_DEFINE_KERNELS(LlqGgml, 4, gguf)\n"]),
+            source: llq_sdk::cuda::source(&[
+                include_str!("ggml.cu"),
+                "LLQ_DEFINE_KERNELS(LlqGgml, 4, gguf)\n",
+            ]),
             dequantize: "gguf_dequantize".into(),
             matvec: Some("gguf_matvec".into()),
             params: vec![KernelParam::Choice {
