@@ -3,7 +3,7 @@
 //! Q/K row reordering (GGUF interleaved pairs ↔ HF rotate-half) moves whole rows of blocks
 //! and leaves every block as stored.
 
-use super::{buffer, metadata, packed_layers, Stored, StoredLayer};
+use super::stored::{buffer, metadata, packed_layers, Stored, StoredLayer};
 use crate::loader::gguf::{gguf_to_hf_name, load_stored};
 use crate::loader::permute::permute_byte_rows;
 use crate::loader::LoadedModel;

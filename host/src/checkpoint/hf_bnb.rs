@@ -10,7 +10,7 @@
 //! `.quant_state.bitsandbytes__<nf4|fp4>`, a uint8 tensor holding JSON (`quant_type`,
 //! `blocksize`, `dtype`, `shape`, and `nested_blocksize`, `nested_dtype`, `nested_offset`).
 
-use super::{buffer, metadata, packed_layers, Stored, StoredLayer};
+use super::stored::{buffer, metadata, packed_layers, Stored, StoredLayer};
 use crate::loader::hf::{float_tensor, write_hf_dir, HfParts, RawTensor, TensorBytes};
 use crate::loader::LoadedModel;
 use crate::model::config::LM_HEAD;

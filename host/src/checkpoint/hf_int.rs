@@ -20,7 +20,7 @@
 //! producing library dequantizes in f16 is llq's f32 dequantization rounded to f16 (a f16
 //! scale times an integer below 2¹¹ is exact in f32).
 
-use super::{buffer, metadata, packed_layers, Stored, StoredLayer};
+use super::stored::{buffer, metadata, packed_layers, Stored, StoredLayer};
 use crate::loader::hf::{float_tensor, write_hf_dir, HfParts, RawTensor, TensorBytes};
 use crate::loader::LoadedModel;
 use crate::model::config::LM_HEAD;

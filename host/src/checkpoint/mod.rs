@@ -17,15 +17,18 @@
 pub mod gguf;
 pub mod hf_bnb;
 pub mod hf_int;
+mod stored;
+
+pub use stored::{Stored, StoredLayer};
 
 use crate::loader::LoadedModel;
 use crate::model::check_weights;
 use crate::model::config::LM_HEAD;
 use crate::model::{HostTensor, PackedLayers};
-use crate::plugin::{PackedMatrix, Plugin};
+use crate::plugin::Plugin;
 use crate::quant::model::LayerQuantization;
 use crate::quant::{GpuPath, ModelQuantization, Prepared};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -50,25 +53,6 @@ impl std::str::FromStr for ExportFormat {
             _ => return Err(format!("unknown export format `{s}` (gguf, hf-bnb, hf-gptq, hf-awq)")),
         })
     }
-}
-
-/// One linear layer as a checkpoint stores it, in a plugin's packed format, with the plugin
-/// options that describe it.
-pub struct StoredLayer {
-    pub name: String,
-    pub packed: PackedMatrix,
-    pub options: Vec<(String, String)>,
-}
-
-/// A quantized checkpoint as stored: the model's other tensors (the linear layers are filled
-/// in by [`import`]) and its linear layers packed.
-pub struct Stored {
-    pub model: LoadedModel,
-    pub layers: Vec<StoredLayer>,
-    /// What the file is, in words (e.g. "GGUF Q4_1 blocks").
-    pub format: String,
-    /// The plugins (by name) whose packed format the layers are.
-    pub methods: &'static [&'static str],
 }
 
 /// Read a quantized checkpoint: a GGUF file, or an HF directory whose config.json has a
@@ -243,31 +227,4 @@ pub fn check_export(format: ExportFormat, method: &str, source: &str) -> Result<
         }
     }
     Ok(())
-}
-
-/// The layers of `q` in model order, each with its packed form.
-fn packed_layers(q: &ModelQuantization) -> Result<Vec<(&str, &PackedMatrix)>> {
-    q.per_layer
-        .iter()
-        .map(|l| {
-            q.packed
-                .get(&l.name)
-                .map(|p| (l.name.as_str(), p))
-                .ok_or_else(|| anyhow!("internal: layer {} has no packed form", l.name))
-        })
-        .collect()
-}
-
-/// A packed buffer by name.
-fn buffer<'a>(p: &'a PackedMatrix, name: &str) -> Result<&'a [u8]> {
-    p.buffers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, b)| b.as_slice())
-        .ok_or_else(|| anyhow!("packed matrix has no `{name}` buffer"))
-}
-
-/// The packed metadata as JSON.
-fn metadata(p: &PackedMatrix) -> Result<serde_json::Value> {
-    serde_json::from_str(&p.metadata).context("packed metadata is not JSON")
 }
