@@ -316,3 +316,152 @@ fn bad_checkpoint_input_is_refused_by_name() {
         r["quantization"]
     );
 }
+
+/// Rewrite `dir`'s model.safetensors keeping the tensors `keep` accepts, with `edit` applied to
+/// each kept tensor's bytes.
+fn rewrite(dir: &std::path::Path, keep: impl Fn(&str) -> bool, edit: impl Fn(&str, &mut Vec<u8>)) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
+    for (n, t) in st.tensors() {
+        if keep(&n) {
+            let mut d = t.data().to_vec();
+            edit(&n, &mut d);
+            let shape =
+                if d.len() == t.data().len() { t.shape().to_vec() } else { vec![d.len() / t.dtype().size()] };
+            owned.push((n.to_string(), t.dtype(), shape, d));
+        }
+    }
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn edit_config(dir: &std::path::Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut c);
+    std::fs::write(&p, c.to_string()).unwrap();
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_by_name() {
+    let copy = |src: &std::path::Path, dst: &std::path::Path| {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (gptq, bnb) = (dir.path().join("gptq"), dir.path().join("bnb"));
+    let (m, qm) = quantized("rtn", &[("bits", "4"), ("group_size", "128"), ("sym", "true")]);
+    export(ExportFormat::HfGptq, &m, &qm, &smollm2(), &gptq).unwrap();
+    let (m, qm) = quantized("nf4", &[("double_quant", "true")]);
+    export(ExportFormat::HfBnb, &m, &qm, &smollm2(), &bnb).unwrap();
+    let cases: Vec<(&str, &std::path::Path, Box<dyn Fn(&std::path::Path)>, &str)> = vec![
+        (
+            "a missing qweight",
+            &gptq,
+            Box::new(|d| rewrite(d, |n| n != "model.layers.3.mlp.up_proj.qweight", |_, _| {})),
+            "model.layers.3.mlp.up_proj.qweight is missing",
+        ),
+        (
+            "a truncated qzeros",
+            &gptq,
+            Box::new(|d| {
+                rewrite(
+                    d,
+                    |_| true,
+                    |n, b| {
+                        if n.ends_with("0.self_attn.q_proj.qzeros") {
+                            b.truncate(8)
+                        }
+                    },
+                )
+            }),
+            "qzeros is I32 [2]",
+        ),
+        (
+            "bits 9",
+            &gptq,
+            Box::new(|d| edit_config(d, |c| c["quantization_config"]["bits"] = 9.into())),
+            "2 to 8 bits",
+        ),
+        (
+            "an unknown checkpoint_format",
+            &gptq,
+            Box::new(|d| edit_config(d, |c| c["quantization_config"]["checkpoint_format"] = "marlin".into())),
+            "checkpoint_format `marlin`",
+        ),
+        (
+            "an AWQ layout llq does not read",
+            &gptq,
+            Box::new(|d| {
+                edit_config(d, |c| {
+                    c["quantization_config"]["quant_method"] = "awq".into();
+                    c["quantization_config"]["version"] = "gemv".into();
+                })
+            }),
+            "llq reads AutoAWQ's gemm layout",
+        ),
+        (
+            "a quant_state that is not JSON",
+            &bnb,
+            Box::new(|d| {
+                rewrite(
+                    d,
+                    |_| true,
+                    |n, b| {
+                        if n.ends_with("1.mlp.down_proj.weight.quant_state.bitsandbytes__nf4") {
+                            b[0] = b'#'
+                        }
+                    },
+                )
+            }),
+            "quant_state is not JSON",
+        ),
+        (
+            "a foreign code map",
+            &bnb,
+            Box::new(|d| {
+                rewrite(
+                    d,
+                    |_| true,
+                    |n, b| {
+                        if n.ends_with("2.self_attn.v_proj.weight.quant_map") {
+                            b[4] ^= 1
+                        }
+                    },
+                )
+            }),
+            "custom code maps are not supported",
+        ),
+        (
+            "an LLM.int8 checkpoint",
+            &bnb,
+            Box::new(|d| edit_config(d, |c| c["quantization_config"]["load_in_4bit"] = false.into())),
+            "LLM.int8 checkpoints are not",
+        ),
+        (
+            "an unknown quant_method",
+            &bnb,
+            Box::new(|d| edit_config(d, |c| c["quantization_config"]["quant_method"] = "exl2".into())),
+            "`exl2` is not one llq reads",
+        ),
+    ];
+    let pl = Plugin::load(std::path::Path::new(&plugin("rtn"))).unwrap();
+    for (i, (what, src, damage, want)) in cases.iter().enumerate() {
+        let d = dir.path().join(format!("case{i}"));
+        copy(src, &d);
+        damage(&d);
+        let e = match import(d.to_str().unwrap(), &pl, &Device::Cpu) {
+            Ok(_) => panic!("{what}: imported"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains(want), "{what}: {e}");
+        assert!(e.contains(d.to_str().unwrap()), "{what}: the message names the checkpoint: {e}");
+    }
+}
