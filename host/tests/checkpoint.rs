@@ -327,8 +327,11 @@ fn rewrite(dir: &std::path::Path, keep: impl Fn(&str) -> bool, edit: impl Fn(&st
         if keep(&n) {
             let mut d = t.data().to_vec();
             edit(&n, &mut d);
-            let shape =
-                if d.len() == t.data().len() { t.shape().to_vec() } else { vec![d.len() / t.dtype().size()] };
+            let shape = if d.len() == t.data().len() {
+                t.shape().to_vec()
+            } else {
+                vec![d.len() * 8 / t.dtype().bitsize()]
+            };
             owned.push((n.to_string(), t.dtype(), shape, d));
         }
     }
@@ -361,7 +364,9 @@ fn damaged_checkpoints_are_refused_by_name() {
     export(ExportFormat::HfGptq, &m, &qm, &smollm2(), &gptq).unwrap();
     let (m, qm) = quantized("nf4", &[("double_quant", "true")]);
     export(ExportFormat::HfBnb, &m, &qm, &smollm2(), &bnb).unwrap();
-    let cases: Vec<(&str, &std::path::Path, Box<dyn Fn(&std::path::Path)>, &str)> = vec![
+    /// What is damaged, in which checkpoint, how, and what the error must say.
+    type Damage<'a> = (&'a str, &'a std::path::Path, Box<dyn Fn(&std::path::Path)>, &'a str);
+    let cases: Vec<Damage> = vec![
         (
             "a missing qweight",
             &gptq,
