@@ -27,6 +27,7 @@ use crate::model::config::LM_HEAD;
 use crate::plugin::PackedMatrix;
 use crate::quant::ModelQuantization;
 use anyhow::{anyhow, bail, Context, Result};
+use llq_sdk::quant::intgroup::{GroupParams, IntGroupMatrix, IntGroupSpec};
 use safetensors::Dtype;
 use std::path::Path;
 
@@ -123,38 +124,40 @@ impl Unpacked {
 
     /// The int-group packed form (the byte layout of `IntGroupMatrix::pack`).
     fn to_packed(&self, sym: bool) -> Result<PackedMatrix> {
-        let (rows, cols, bits) = (self.rows, self.cols, self.bits as usize);
-        let words = (cols * bits).div_ceil(32);
-        let mut codes = vec![0u32; rows * words];
-        for r in 0..rows {
-            for c in 0..cols {
-                let (bit, v) = (c * bits, self.codes[r * cols + c] as u64);
-                let spread = v << (bit % 32);
-                codes[r * words + bit / 32] |= spread as u32;
-                if bit % 32 + bits > 32 {
-                    codes[r * words + bit / 32 + 1] |= (spread >> 32) as u32;
-                }
-            }
-        }
         if let Some(z) = self.zeros.iter().find(|&&z| z > 255) {
             bail!("zero point {z} does not fit the int-group format's u8");
         }
-        let meta = serde_json::json!({
-            "format": "int-group",
-            "bits": self.bits,
-            "group_size": self.group_size,
-            "sym": sym,
-            "g_idx": self.g_idx.is_some(),
-        });
-        let mut buffers = vec![
-            ("codes".to_string(), codes.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()),
-            ("scales".to_string(), self.scales.iter().flat_map(|s| s.to_le_bytes()).collect()),
-            ("zeros".to_string(), self.zeros.iter().map(|&z| z as u8).collect()),
-        ];
-        if let Some(g) = &self.g_idx {
-            buffers.push(("g_idx".into(), g.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        if let Some(q) = self.codes.iter().find(|&&q| q >> self.bits != 0) {
+            bail!("code {q} does not fit {} bits", self.bits);
         }
-        Ok(PackedMatrix { rows, cols, buffers, metadata: meta.to_string() })
+        // The SDK's packer: the same bytes the rtn/gptq/awq plugins store (f16 scales go
+        // through f64 and back unchanged).
+        let m = IntGroupMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            spec: IntGroupSpec {
+                bits: self.bits,
+                group_size: self.group_size,
+                sym,
+                whole_row: self.group_size >= self.cols,
+            },
+            codes: self.codes.iter().map(|&q| q as u8).collect(),
+            params: self
+                .scales
+                .iter()
+                .zip(&self.zeros)
+                .map(|(&s, &z)| GroupParams { scale: half::f16::from_bits(s).to_f64(), zero: z as f64 })
+                .collect(),
+            g_idx: self.g_idx.clone(),
+            zero_f16: false,
+        };
+        let q = m.pack();
+        Ok(PackedMatrix {
+            rows: self.rows,
+            cols: self.cols,
+            buffers: q.buffers,
+            metadata: q.metadata.to_string(),
+        })
     }
 }
 
