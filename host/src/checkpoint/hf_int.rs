@@ -79,20 +79,12 @@ impl Unpacked {
         if cw.len() != rows * words * 4 {
             bail!("codes buffer of {} bytes for {rows}×{cols} at {bits} bits", cw.len());
         }
-        let word = |r: usize, w: usize| -> u64 {
-            if w >= words {
-                return 0;
-            }
-            let i = 4 * (r * words + w);
-            u32::from_le_bytes([cw[i], cw[i + 1], cw[i + 2], cw[i + 3]]) as u64
-        };
-        let mask = (1u64 << bits) - 1;
+        let all: Vec<u32> =
+            cw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         let mut codes = vec![0u32; rows * cols];
-        for r in 0..rows {
+        for (r, row) in all.chunks_exact(words).enumerate() {
             for c in 0..cols {
-                let bit = c * bits as usize;
-                let (w, off) = (bit / 32, bit % 32);
-                codes[r * cols + c] = (((word(r, w) | (word(r, w + 1) << 32)) >> off) & mask) as u32;
+                codes[r * cols + c] = stream_value(row, c, bits as usize);
             }
         }
         let s = buffer(p, "scales")?;

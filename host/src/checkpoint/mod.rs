@@ -24,10 +24,11 @@ pub use stored::{Stored, StoredLayer};
 use crate::loader::LoadedModel;
 use crate::model::check_weights;
 use crate::model::config::LM_HEAD;
-use crate::model::{HostTensor, PackedLayers};
+use crate::model::HostTensor;
 use crate::plugin::Plugin;
-use crate::quant::model::LayerQuantization;
-use crate::quant::{GpuPath, ModelQuantization, Prepared};
+use crate::quant::layers::dequantize_finite;
+use crate::quant::model::{kernels_for, place, LayerQuantization};
+use crate::quant::{ModelQuantization, Prepared};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::collections::{BTreeMap, HashMap};
@@ -42,15 +43,27 @@ pub enum ExportFormat {
     HfAwq,
 }
 
+impl ExportFormat {
+    /// Every format with its `--export` name.
+    const ALL: [(&'static str, ExportFormat); 4] = [
+        ("gguf", ExportFormat::Gguf),
+        ("hf-bnb", ExportFormat::HfBnb),
+        ("hf-gptq", ExportFormat::HfGptq),
+        ("hf-awq", ExportFormat::HfAwq),
+    ];
+
+    /// The `--export` name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, f)| *f == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
 impl std::str::FromStr for ExportFormat {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "gguf" => ExportFormat::Gguf,
-            "hf-bnb" => ExportFormat::HfBnb,
-            "hf-gptq" => ExportFormat::HfGptq,
-            "hf-awq" => ExportFormat::HfAwq,
-            _ => return Err(format!("unknown export format `{s}` (gguf, hf-bnb, hf-gptq, hf-awq)")),
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, f)| *f).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+            format!("unknown export format `{s}` ({})", names.join(", "))
         })
     }
 }
@@ -105,7 +118,8 @@ pub fn import(spec: &str, plugin: &Plugin, device: &Device) -> Result<(LoadedMod
     }
     let base_opts = counts.iter().max_by_key(|(_, n)| **n).map(|(o, _)| (*o).clone()).unwrap_or_default();
     let base = plugin.configure(&base_opts).with_context(|| format!("the options {} implies", s.format))?;
-    let kernels = device.is_cuda().then_some(plugin.info.cuda_kernels.as_ref()).flatten();
+    // As `quant::prepare`: the packed layers are kept only where the plugin's kernels run them.
+    let keep_packed = kernels_for(plugin, device).is_some();
     let mut q = ModelQuantization {
         method: name.to_string(),
         method_version: plugin.info.version.clone(),
@@ -127,14 +141,7 @@ pub fn import(spec: &str, plugin: &Plugin, device: &Device) -> Result<(LoadedMod
             Some(plugin.configure(&l.options).with_context(|| format!("layer {}", l.name))?.canonical())
         };
         let p = l.packed;
-        let data = plugin.dequantize(&p).with_context(|| format!("layer {} of {spec}", l.name))?;
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "layer {} of {spec} dequantizes to a non-finite value ({} at flat index {i})",
-                l.name,
-                data[i]
-            );
-        }
+        let data = dequantize_finite(plugin, &l.name, &p).with_context(|| format!("model {spec}"))?;
         m.weights.insert(l.name.clone(), HostTensor { shape: vec![p.rows, p.cols], data });
         let params = (p.rows * p.cols) as u64;
         q.quantized_params += params;
@@ -146,7 +153,7 @@ pub fn import(spec: &str, plugin: &Plugin, device: &Device) -> Result<(LoadedMod
             options: own,
             metadata: p.metadata.clone(),
         });
-        if kernels.is_some() {
+        if keep_packed {
             q.packed.insert(l.name, p);
         }
     }
@@ -159,19 +166,7 @@ pub fn import(spec: &str, plugin: &Plugin, device: &Device) -> Result<(LoadedMod
         s.format
     );
     q.seconds = t.elapsed().as_secs_f64();
-    let (packed, path) = match kernels {
-        Some(k) => (
-            Some(PackedLayers {
-                method: name.to_string(),
-                kernels: k.clone(),
-                layers: std::mem::take(&mut q.packed),
-            }),
-            GpuPath::Kernels,
-        ),
-        None if device.is_cuda() => (None, GpuPath::HostDequantized),
-        None => (None, GpuPath::Dense),
-    };
-    Ok((m, Prepared { quantization: q, packed, path }))
+    Ok((m, place(plugin, device, q)))
 }
 
 /// Write `m`, quantized as `q` (its packed layers kept), as a checkpoint of `format` at `out`
@@ -207,12 +202,7 @@ pub fn check_export(format: ExportFormat, method: &str, source: &str) -> Result<
     if !methods.contains(&method) {
         bail!(
             "--export {}: the {} plugin's packed format has no place in that format (it takes {})",
-            match format {
-                ExportFormat::Gguf => "gguf",
-                ExportFormat::HfBnb => "hf-bnb",
-                ExportFormat::HfGptq => "hf-gptq",
-                ExportFormat::HfAwq => "hf-awq",
-            },
+            format.name(),
             method,
             methods.join(", ")
         );

@@ -25,8 +25,9 @@ pub struct StoredTensor {
     pub bytes: Vec<u8>,
 }
 
-/// [`load`], and the stored bytes of every linear layer (q/k/v/o/gate/up/down, and the
-/// output projection when the file has one), for running the file's own quantization.
+/// [`load`], except that every linear layer (q/k/v/o/gate/up/down, and the output projection
+/// when the file has one) is returned as stored instead of dequantized into the weights, for
+/// running the file's own quantization (the caller fills those weights in and checks them).
 pub fn load_stored(path: &Path) -> Result<(LoadedModel, Vec<StoredTensor>)> {
     read(path, true)
 }
@@ -117,13 +118,10 @@ fn read(path: &Path, keep_stored: bool) -> Result<(LoadedModel, Vec<StoredTensor
             .tensor(&mut f, name, &dev)
             .map_err(|e| anyhow!("tensor {name}: {}", e.to_string().lines().next().unwrap_or_default()))?;
         qtypes.insert(format!("{:?}", qt.dtype()));
-        let t = qt.dequantize(&dev).map_err(|e| anyhow!("tensor {name}: {e}"))?;
-        let shape = t.dims().to_vec();
-        let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        let ht = HostTensor { shape, data };
         let hf = gguf_to_hf_name(name).ok_or_else(|| anyhow!("unexpected GGUF tensor `{name}`"))?;
         let linear = matches!(hf.1, Some(t) if LayerTensor::LINEAR.contains(&t)) || hf.0 == LM_HEAD;
         if keep_stored && linear {
+            // Kept as stored, not dequantized: the plugin that runs them dequantizes them.
             let (rows, cols) = qt.shape().dims2().map_err(|e| anyhow!("tensor {name}: {e}"))?;
             let raw = qt.data().map_err(|e| anyhow!("tensor {name}: {e}"))?;
             let bytes = match hf.1 {
@@ -132,7 +130,12 @@ fn read(path: &Path, keep_stored: bool) -> Result<(LoadedModel, Vec<StoredTensor
                 _ => raw.into_owned(),
             };
             stored.push(StoredTensor { name: hf.0.clone(), ggml_type: qt.dtype(), rows, cols, bytes });
+            continue;
         }
+        let t = qt.dequantize(&dev).map_err(|e| anyhow!("tensor {name}: {e}"))?;
+        let shape = t.dims().to_vec();
+        let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let ht = HostTensor { shape, data };
         let ht = match hf {
             (_, Some(LayerTensor::Q)) => unpermute_rows(&ht, heads)?,
             (_, Some(LayerTensor::K)) => unpermute_rows(&ht, kvh)?,
@@ -150,11 +153,13 @@ fn read(path: &Path, keep_stored: bool) -> Result<(LoadedModel, Vec<StoredTensor
         rms_norm_eps,
         rope_theta,
         max_position_embeddings: context,
-        tie_word_embeddings: !w.contains_key(LM_HEAD),
+        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         rope_scaling: None,
         head_dim: None,
     };
-    check_weights(&config, &w)?;
+    if !keep_stored {
+        check_weights(&config, &w)?;
+    }
     let tokenizer = Tokenizer::from_gguf(md, tokens)?;
     let m = LoadedModel {
         id: path.display().to_string(),

@@ -2,7 +2,7 @@
 //! plain and the calibrated paths share.
 
 use crate::model::Weights;
-use crate::plugin::{CalibrationData, PackedMatrix, QuantConfig};
+use crate::plugin::{CalibrationData, PackedMatrix, Plugin, QuantConfig};
 use crate::util::par::par_map;
 use anyhow::{Context, Result};
 use llq_sdk::CalibrationNeed;
@@ -101,15 +101,22 @@ pub fn quantize_one(
     calib: Option<&CalibrationData>,
 ) -> Result<(PackedMatrix, Vec<f32>)> {
     let p = q.quantize(name, rows, cols, data, calib)?;
-    let d = q.dequantize(&p)?;
+    let d = dequantize_finite(q.plugin, name, &p)?;
+    Ok((p, d))
+}
+
+/// The values a packed layer computes with, checked finite (a plugin's NaN is an error naming
+/// it and the layer): what quantizing and importing a checkpoint both run.
+pub fn dequantize_finite(plugin: &Plugin, name: &str, p: &PackedMatrix) -> Result<Vec<f32>> {
+    let d = plugin.dequantize(p)?;
     if let Some(i) = d.iter().position(|v| !v.is_finite()) {
         anyhow::bail!(
             "plugin {} dequantized layer {name} to a non-finite value ({} at flat index {i})",
-            q.name(),
+            plugin.name(),
             d[i]
         );
     }
-    Ok((p, d))
+    Ok(d)
 }
 
 /// Quantize the `layers` (name, rows, cols) of `weights` with `q`, each with its calibration

@@ -7,11 +7,11 @@ use super::layers::{quantize_configured, LayerConfigs};
 use crate::loader::LoadedModel;
 use crate::model::config::{EMBED, LM_HEAD};
 use crate::model::PackedLayers;
-use crate::plugin::{PackedMatrix, QuantConfig};
+use crate::plugin::{PackedMatrix, Plugin, QuantConfig};
 use crate::results::schema::CalibrationInfo;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use llq_sdk::CalibrationNeed;
+use llq_sdk::{CalibrationNeed, CudaKernels};
 use std::collections::HashMap;
 
 /// A linear layer: weight name, rows, cols.
@@ -209,10 +209,21 @@ pub fn prepare(
     o: &QuantizeOptions,
 ) -> Result<Prepared> {
     let plugin = q.plugin;
-    let kernels = device.is_cuda().then_some(plugin.info.cuda_kernels.as_ref()).flatten();
-    let mut quantization = quantize_model(q, m, o, device, kernels.is_some())
+    let quantization = quantize_model(q, m, o, device, kernels_for(plugin, device).is_some())
         .with_context(|| format!("quantizing with plugin {}", plugin.info.path.display()))?;
-    let (packed, path) = match kernels {
+    Ok(place(plugin, device, quantization))
+}
+
+/// The plugin's kernels, when `device` is a GPU and the plugin ships them.
+pub fn kernels_for<'a>(plugin: &'a Plugin, device: &Device) -> Option<&'a CudaKernels> {
+    device.is_cuda().then_some(plugin.info.cuda_kernels.as_ref()).flatten()
+}
+
+/// A quantization (quantized here, or read from a checkpoint) placed for `device`: its packed
+/// layers handed to the plugin's kernels where they will run (`kernels_for`), else dense; a
+/// GPU without kernels is warned about.
+pub fn place(plugin: &Plugin, device: &Device, mut quantization: ModelQuantization) -> Prepared {
+    let (packed, path) = match kernels_for(plugin, device) {
         Some(k) => {
             let layers = std::mem::take(&mut quantization.packed);
             (
@@ -229,5 +240,5 @@ pub fn prepare(
         }
         None => (None, GpuPath::Dense),
     };
-    Ok(Prepared { quantization, packed, path })
+    Prepared { quantization, packed, path }
 }
