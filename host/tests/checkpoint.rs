@@ -470,3 +470,24 @@ fn damaged_checkpoints_are_refused_by_name() {
         assert!(e.contains(d.to_str().unwrap()), "{what}: the message names the checkpoint: {e}");
     }
 }
+
+#[test]
+fn bench_runs_a_checkpoint_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let (g, gguf) = (smollm2(), plugin("gguf"));
+    let args = ["bench", "--model", &g, "--quant", &gguf, "--native", "--device", "cpu"];
+    let o = llq(&[
+        &args[..],
+        &["--prompt-lens", "8", "--batch-sizes", "1", "--decode-steps", "2", "--repeats", "1"],
+        &["--out", out.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(r["method"], "gguf");
+    // The file's own type, not the plugin's default (q4_0).
+    assert!(r["options"].as_str().unwrap().contains("\"type\":\"q4_1\""), "{}", r["options"]);
+    let o = llq(&[&args[..], &["--calib-samples", "4"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("drop the --calib-* options"), "{}", stderr(&o));
+}
