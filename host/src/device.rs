@@ -59,3 +59,23 @@ pub fn copy_bandwidth(dev: &Device) -> Result<Option<f64>> {
         _ => Ok(None),
     }
 }
+
+/// Bytes allocated through the device's memory pool now and at most since the last
+/// [`reset_peak`] (CUDA only; exact, not sampled).
+pub fn allocated_bytes(dev: &Device) -> Option<(u64, u64)> {
+    match dev {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => crate::gpu::timing::pool_bytes(d),
+        _ => None,
+    }
+}
+
+/// Start a new high-water mark for [`allocated_bytes`].
+pub fn reset_peak(dev: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = dev {
+        crate::gpu::timing::reset_pool_peak(d);
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = dev;
+}

@@ -2,7 +2,7 @@
 //! batches (stop sequences, EOS, token limit), log-likelihood of a continuation, and rolling
 //! log-likelihood of a whole text in windows (lm-eval's scheme).
 
-use crate::model::{Llama, MAX_POSITIONS};
+use crate::model::{Cache, Llama, MAX_POSITIONS};
 use crate::results::logprobs;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
@@ -34,6 +34,95 @@ fn cut_at_stop(text: &str, stop: &[String]) -> Option<String> {
     stop.iter().filter_map(|s| text.find(s.as_str())).min().map(|i| text[..i].to_string())
 }
 
+/// How decode steps run on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodePath {
+    /// The captured step on a static cache with the greedy token chosen on the device
+    /// (`model::graph`), where it supports the batch; else the eager step.
+    Graph,
+    /// The eager candle step (one launch per op, logits to the host every token).
+    Eager,
+}
+
+/// What produced a generation's tokens after the prefill.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepsRan {
+    Eager(String),
+    Graph,
+    /// The captured step's launches issued one by one (capture failed or was not asked for).
+    Direct(String),
+}
+
+/// The greedy next token of each row of `logits` (b, 1, vocab), on the host.
+fn host_argmax(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.flatten_to(1)?.to_vec2::<f32>()?.iter().map(|r| argmax(r)).collect())
+}
+
+/// The steps after a prefill: the eager model, or the captured step on a GPU.
+enum Stepper<'m> {
+    Eager(Option<String>),
+    #[cfg(feature = "cuda")]
+    Graph(Box<crate::model::graph::GraphDecoder<'m>>, bool),
+    #[cfg(not(feature = "cuda"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'m ()>),
+}
+
+impl<'m> Stepper<'m> {
+    fn new(model: &'m Llama, path: DecodePath, batch: usize, capacity: usize) -> Result<Self> {
+        if path == DecodePath::Eager || model.device.is_cpu() {
+            return Ok(Stepper::Eager(None));
+        }
+        #[cfg(feature = "cuda")]
+        {
+            use crate::model::graph::GraphDecoder;
+            if let Some(why) = GraphDecoder::supports(model, batch, capacity) {
+                return Ok(Stepper::Eager(Some(why)));
+            }
+            Ok(Stepper::Graph(Box::new(GraphDecoder::new(model, batch, capacity, true)?), false))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (batch, capacity);
+            Ok(Stepper::Eager(None))
+        }
+    }
+
+    /// Feed `tokens` (one a row) and return the next greedy tokens.
+    fn next(&mut self, model: &Llama, tokens: &[u32], pad: &[usize], cache: &mut Cache) -> Result<Vec<u32>> {
+        match self {
+            Stepper::Eager(_) => {
+                let feed: Vec<Vec<u32>> = tokens.iter().map(|&t| vec![t]).collect();
+                host_argmax(&model.step(&feed, pad, cache, true)?)
+            }
+            #[cfg(feature = "cuda")]
+            Stepper::Graph(g, started) => {
+                if !*started {
+                    g.start(cache, pad, tokens)?;
+                    *started = true;
+                }
+                g.step()?;
+                g.tokens()
+            }
+            #[cfg(not(feature = "cuda"))]
+            Stepper::Never(_) => unreachable!("no graph steps without CUDA"),
+        }
+    }
+
+    fn ran(&self) -> StepsRan {
+        match self {
+            Stepper::Eager(why) => StepsRan::Eager(why.clone().unwrap_or_default()),
+            #[cfg(feature = "cuda")]
+            Stepper::Graph(g, _) => match g.launch_mode() {
+                crate::model::graph::Launch::Graph => StepsRan::Graph,
+                crate::model::graph::Launch::Direct(why) => StepsRan::Direct(why.clone()),
+            },
+            #[cfg(not(feature = "cuda"))]
+            Stepper::Never(_) => unreachable!("no graph steps without CUDA"),
+        }
+    }
+}
+
 /// Greedy generation for a batch of prompts (already tokenized), each with its own stop
 /// sequences and token limit. Rows are left-padded to a common length.
 pub fn generate(
@@ -44,9 +133,22 @@ pub fn generate(
     max_new: &[usize],
     eos: &[u32],
 ) -> Result<Vec<Generated>> {
+    Ok(generate_with(model, tok, prompts, stops, max_new, eos, DecodePath::Eager)?.0)
+}
+
+/// [`generate`] with the decode steps run as `path` says; returns what ran them.
+pub fn generate_with(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    stops: &[Vec<String>],
+    max_new: &[usize],
+    eos: &[u32],
+    path: DecodePath,
+) -> Result<(Vec<Generated>, StepsRan)> {
     let b = prompts.len();
     if b == 0 {
-        return Ok(vec![]);
+        return Ok((vec![], StepsRan::Eager(String::new())));
     }
     if prompts.iter().any(|p| p.is_empty()) {
         bail!("a prompt encodes to no tokens");
@@ -66,19 +168,18 @@ pub fn generate(
         .iter()
         .map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()).collect())
         .collect();
+    let steps = budget.min(limit - longest);
+    let mut stepper = Stepper::new(model, path, b, longest + steps)?;
     let mut cache = model.new_cache();
-    let mut logits = model.step(&rows, &pad, &mut cache, true)?;
+    let mut next = host_argmax(&model.step(&rows, &pad, &mut cache, true)?)?;
     let mut out: Vec<Vec<u32>> = vec![vec![]; b];
     let mut text: Vec<Option<String>> = vec![None; b];
-    for step in 0..budget.min(limit - longest) {
-        let lp = logits.flatten_to(1)?.to_vec2::<f32>()?;
-        let mut next = vec![0u32; b];
+    for step in 0..steps {
         for r in 0..b {
             if text[r].is_some() {
                 continue;
             }
-            let t = argmax(&lp[r]);
-            next[r] = t;
+            let t = next[r];
             if eos.contains(&t) {
                 text[r] = Some(tok.decode(&out[r])?);
                 continue;
@@ -94,10 +195,11 @@ pub fn generate(
         if text.iter().all(Option::is_some) || step + 1 == budget {
             break;
         }
-        let feed: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
-        logits = model.step(&feed, &pad, &mut cache, true)?;
+        // Finished rows are fed their last token (their outputs are no longer read).
+        next = stepper.next(model, &next, &pad, &mut cache)?;
     }
-    (0..b)
+    let ran = stepper.ran();
+    let generated = (0..b)
         .map(|r| {
             let text = match text[r].take() {
                 Some(t) => t,
@@ -110,7 +212,8 @@ pub fn generate(
                 truncated: truncated[r],
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((generated, ran))
 }
 
 /// Log-probabilities of `targets[i]` after `inputs[..=i]`, one forward pass, plus whether

@@ -572,3 +572,62 @@ fn per_layer_options_are_applied_recorded_and_counted() {
         assert!(!o.status.success() && e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn decode_paths_are_recorded_and_the_cpu_runs_eager() {
+    // `--decode graph` (the default) asks for the captured GPU step; the CPU has none, so it
+    // runs the eager step and results.json says so, with the same predictions as `--decode
+    // eager`. An unknown path is refused by name.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("graph"), dir.path().join("eager"));
+    let o = run(&a, &["--device", "cpu", "--limit", "3", "--batch-size", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&b, &["--device", "cpu", "--limit", "3", "--batch-size", "2", "--decode", "eager"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(predictions(&a), predictions(&b));
+    let decode = |d: &Path| {
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
+        r["device"]["decode"].clone()
+    };
+    assert_eq!(decode(&a), serde_json::json!(["eager: 2 batches"]));
+    assert_eq!(decode(&b), decode(&a));
+    let o = run(&dir.path().join("bad"), &["--device", "cpu", "--decode", "warp"]);
+    assert!(!o.status.success() && stderr(&o).contains("--decode"), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_times_each_decode_path_it_can_and_says_why_not_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let model = p(STORIES);
+    let o = llq(&[
+        "bench",
+        "--model",
+        &model,
+        "--device",
+        "cpu",
+        "--prompt-lens",
+        "8",
+        "--batch-sizes",
+        "1,2",
+        "--decode-steps",
+        "2",
+        "--repeats",
+        "1",
+        "--decode",
+        "eager,graph",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = r["decode"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|d| d["path"] == "eager"), "{rows:?}");
+    let notes: Vec<&str> =
+        r["decode_notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(notes, ["batch 1, graph: not on a GPU", "batch 2, graph: not on a GPU"]);
+    // On the CPU no device memory is reported, sampled or allocated.
+    assert!(r["peak_allocated_bytes"].is_null() && r["allocated_after_load_bytes"].is_null());
+}

@@ -1,7 +1,8 @@
 //! `llq-host bench`: prefill and decode speed of a model, optionally quantized, on the CPU
 //! or a GPU (with the plugin's kernels), against the copy-bandwidth roofline.
 
-use crate::device::{copy_bandwidth, free_bytes};
+use crate::device::{allocated_bytes, copy_bandwidth, free_bytes, reset_peak};
+use crate::generate::DecodePath;
 use crate::model::Llama;
 use crate::plugin::QuantConfig;
 use crate::quant::{model_size, prepare, CalibSettings, GpuPath, QuantizeOptions};
@@ -33,6 +34,9 @@ pub struct ModelBenchSettings {
     pub layer_opts: Vec<crate::quant::LayerOpt>,
     /// Run the model file's own quantization with the plugin (`--native`).
     pub native: bool,
+    /// Decode step paths to time, each batch size through each (`--decode`; on the CPU only
+    /// eager runs).
+    pub decode_paths: Vec<DecodePath>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +50,20 @@ pub struct PrefillRow {
 pub struct DecodeRow {
     pub batch: usize,
     pub context: usize,
+    /// What ran the steps: `eager` (candle, one launch per op, logits to the host), or
+    /// `cuda-graph` (the captured step on a static cache, greedy token on the device: what
+    /// `run --decode graph` generates with), or `static cache, direct launches (why)`.
+    pub path: String,
+    /// Graph rows: max |Δ| / max |eager| of one step's logits from the same prefill and
+    /// token, and whether every row's greedy token agreed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits_rel_err_vs_eager: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub greedy_agrees_with_eager: Option<bool>,
+    /// Graph rows: the step's device time by kind of work (seconds per step, CUDA events
+    /// between launches issued one by one, largest first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub step_profile: Vec<ProfileEntry>,
     /// Seconds per decode step (one token for each of `batch` rows).
     pub step_seconds: Spread,
     pub tokens_per_s: f64,
@@ -54,6 +72,12 @@ pub struct DecodeRow {
     pub bytes_per_step: u64,
     pub roofline_s: Option<f64>,
     pub roofline_fraction: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileEntry {
+    pub what: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,9 +102,18 @@ pub struct ModelBenchReport {
     pub logits_rel_err_vs_cpu: Option<f64>,
     /// Device memory in use after loading the model (bytes), where the device reports it.
     pub device_memory_bytes: Option<u64>,
-    /// Most device memory in use during the benchmark (bytes over the free memory before the
-    /// model was loaded; sampled after every case).
+    /// Most device memory in use during the benchmark as sampled after every case (bytes
+    /// over the free memory before the model was loaded): temporaries freed within a case
+    /// are not seen — see `peak_allocated_bytes`.
     pub peak_device_memory_bytes: Option<u64>,
+    /// Bytes allocated through the device's memory pool after loading (weights and every
+    /// resident tensor) and their exact high-water mark over loading and all cases (the
+    /// allocator's own count, like torch's `max_memory_allocated`).
+    pub allocated_after_load_bytes: Option<u64>,
+    pub peak_allocated_bytes: Option<u64>,
+    /// Why a requested decode path has no row for a batch size.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decode_notes: Vec<String>,
     /// Device-to-device copy bandwidth measured before the run (bytes read + written per s).
     pub copy_bytes_per_s: Option<f64>,
     /// Time to dequantize every quantized layer once: what dequantizing per call would add
@@ -151,9 +184,11 @@ pub fn model_bench(
         (0..n as u64).map(|i| ((i * 7919 + 13 + salt * 104_729) % vocab) as u32).collect()
     };
     let free_before = free_bytes(&dev);
+    reset_peak(&dev);
     let llama = Llama::with_packed(&m.config, &m.weights, &dev, packed.as_ref())?;
     drop(packed);
     let device_memory_bytes = free_before.zip(free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
+    let allocated_after_load_bytes = allocated_bytes(&dev).map(|(now, _)| now);
     let logits_rel_err_vs_cpu = if dev.is_cuda() {
         let cpu = Llama::new(&m.config, &m.weights, &Device::Cpu)?;
         let p = ids(32, 99);
@@ -196,40 +231,69 @@ pub fn model_bench(
     }
     let context = 128;
     let mut decode = vec![];
-    for &b in &settings.batch_sizes {
-        let mut times = vec![];
-        for r in 0..=repeats {
-            let rows: Vec<Vec<u32>> = (0..b).map(|i| ids(context, (r * 31 + i) as u64)).collect();
-            let mut cache = llama.new_cache();
-            llama.step(&rows, &vec![0; b], &mut cache, true)?;
-            sync()?;
-            let t = Instant::now();
-            for s in 0..decode_steps {
-                let next: Vec<Vec<u32>> =
-                    (0..b).map(|i| vec![((s * 17 + i) as u64 % vocab) as u32]).collect();
-                llama.step(&next, &vec![0; b], &mut cache, true)?;
-            }
-            sync()?;
-            if r > 0 {
-                times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
-            }
-        }
-        track();
-        let s = spread(times);
+    let mut decode_notes = vec![];
+    let row = |b: usize, path: String, s: Spread| {
         // The KV cache grows from `context` to `context + decode_steps`: count its mean.
         let bytes_per_step = llama.step_bytes(b, context + decode_steps / 2);
         let roofline_s = copy_bytes_per_s.map(|bw| bytes_per_step as f64 / bw);
-        let roofline_fraction = roofline_s.map(|r| r / s.median);
-        decode.push(DecodeRow {
+        DecodeRow {
             batch: b,
             context,
+            path,
+            logits_rel_err_vs_eager: None,
+            greedy_agrees_with_eager: None,
+            step_profile: vec![],
             tokens_per_s: b as f64 / s.median,
+            roofline_fraction: roofline_s.map(|r| r / s.median),
             step_seconds: s,
             bytes_per_step,
             roofline_s,
-            roofline_fraction,
-        });
+        }
+    };
+    for &b in &settings.batch_sizes {
+        let prompts =
+            |r: usize| -> Vec<Vec<u32>> { (0..b).map(|i| ids(context, (r * 31 + i) as u64)).collect() };
+        let feed = |s: usize| -> Vec<u32> { (0..b).map(|i| ((s * 17 + i) as u64 % vocab) as u32).collect() };
+        for path in &settings.decode_paths {
+            match path {
+                DecodePath::Eager => {
+                    let mut times = vec![];
+                    for r in 0..=repeats {
+                        let mut cache = llama.new_cache();
+                        llama.step(&prompts(r), &vec![0; b], &mut cache, true)?;
+                        sync()?;
+                        let t = Instant::now();
+                        for s in 0..decode_steps {
+                            let next: Vec<Vec<u32>> = feed(s).into_iter().map(|t| vec![t]).collect();
+                            llama.step(&next, &vec![0; b], &mut cache, true)?;
+                        }
+                        sync()?;
+                        if r > 0 {
+                            times.push(t.elapsed().as_secs_f64() / decode_steps as f64);
+                        }
+                    }
+                    decode.push(row(b, "eager".into(), spread(times)));
+                }
+                DecodePath::Graph => {
+                    match graph_decode(&llama, b, context, decode_steps, repeats, &prompts, &feed)? {
+                        Ok((path, s, err, agree, profile)) => {
+                            let mut r = row(b, path, s);
+                            (r.logits_rel_err_vs_eager, r.greedy_agrees_with_eager) =
+                                (Some(err), Some(agree));
+                            r.step_profile = profile
+                                .into_iter()
+                                .map(|(what, seconds)| ProfileEntry { what, seconds })
+                                .collect();
+                            decode.push(r);
+                        }
+                        Err(why) => decode_notes.push(format!("batch {b}, graph: {why}")),
+                    }
+                }
+            }
+            track();
+        }
     }
+    let peak_allocated_bytes = allocated_bytes(&dev).map(|(_, peak)| peak);
     Ok(ModelBenchReport {
         llq: Build::this(),
         model: m.id.clone(),
@@ -245,6 +309,9 @@ pub fn model_bench(
         logits_rel_err_vs_cpu,
         device_memory_bytes,
         peak_device_memory_bytes: peak,
+        allocated_after_load_bytes,
+        peak_allocated_bytes,
+        decode_notes,
         copy_bytes_per_s,
         repeats,
         quantize_s,
@@ -254,4 +321,83 @@ pub fn model_bench(
         prefill,
         decode,
     })
+}
+
+/// Decode through the captured step (`model::graph`): per repeat an eager prefill of
+/// `prompts(r)`, then `steps` graph replays fed by the step's own greedy tokens, timed like
+/// the eager rows (host clock, synchronized at both ends). Before timing, one step from the
+/// same prefill and token is compared with the eager step. `Err(why)` (inner) when the
+/// graph cannot run this batch here.
+#[allow(clippy::type_complexity)]
+fn graph_decode(
+    llama: &Llama,
+    b: usize,
+    context: usize,
+    steps: usize,
+    repeats: usize,
+    prompts: &dyn Fn(usize) -> Vec<Vec<u32>>,
+    feed: &dyn Fn(usize) -> Vec<u32>,
+) -> Result<std::result::Result<(String, Spread, f64, bool, Vec<(String, f64)>), String>> {
+    if llama.device.is_cpu() {
+        return Ok(Err("not on a GPU".into()));
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use crate::model::graph::{GraphDecoder, Launch};
+        let cap = context + steps + 1;
+        if let Some(why) = GraphDecoder::supports(llama, b, cap) {
+            return Ok(Err(why));
+        }
+        let mut g = GraphDecoder::new(llama, b, cap, true)?;
+        let pad = vec![0; b];
+        // The check: the same prefill and first token through both steps.
+        let mut cache = llama.new_cache();
+        llama.step(&prompts(0), &pad, &mut cache, true)?;
+        g.start(&cache, &pad, &feed(0))?;
+        let first: Vec<Vec<u32>> = feed(0).into_iter().map(|t| vec![t]).collect();
+        let eager: Vec<Vec<f32>> = llama.step(&first, &pad, &mut cache, true)?.flatten_to(1)?.to_vec2()?;
+        g.step()?;
+        let graph: Vec<Vec<f32>> = g.logits()?.to_vec2()?;
+        let scale = eager.iter().flatten().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let err = eager
+            .iter()
+            .flatten()
+            .zip(graph.iter().flatten())
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+        let agree =
+            eager.iter().zip(&graph).all(|(e, q)| crate::generate::argmax(e) == crate::generate::argmax(q));
+        let mut times = vec![];
+        for r in 0..=repeats {
+            let mut cache = llama.new_cache();
+            llama.step(&prompts(r), &pad, &mut cache, true)?;
+            g.start(&cache, &pad, &feed(0))?;
+            llama.device.synchronize()?;
+            let t = Instant::now();
+            for _ in 0..steps {
+                g.step()?;
+            }
+            llama.device.synchronize()?;
+            if r > 0 {
+                times.push(t.elapsed().as_secs_f64() / steps as f64);
+            }
+        }
+        let path = match g.launch_mode() {
+            Launch::Graph => "cuda-graph".to_string(),
+            Launch::Direct(why) => format!("static cache, direct launches ({why})"),
+        };
+        let mut cache = llama.new_cache();
+        llama.step(&prompts(0), &pad, &mut cache, true)?;
+        g.start(&cache, &pad, &feed(0))?;
+        // The profile explains the row; its failure must not lose the row's timings.
+        let profile = g.profile(steps).unwrap_or_else(|e| {
+            tracing::warn!("batch {b}: profiling the captured step failed: {e:#}");
+            vec![]
+        });
+        Ok(Ok((path, spread(times), err / scale, agree, profile)))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (llama, b, context, steps, repeats, prompts, feed);
+        Ok(Err("the graph step needs a CUDA build and device".into()))
+    }
 }

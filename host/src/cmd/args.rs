@@ -231,3 +231,19 @@ impl CalibArgs {
         }))
     }
 }
+
+/// `--decode` of `run` and `bench`: how decode steps run on a GPU (`generate::DecodePath`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeArg {
+    Graph,
+    Eager,
+}
+
+impl DecodeArg {
+    pub fn path(self) -> crate::generate::DecodePath {
+        match self {
+            DecodeArg::Graph => crate::generate::DecodePath::Graph,
+            DecodeArg::Eager => crate::generate::DecodePath::Eager,
+        }
+    }
+}

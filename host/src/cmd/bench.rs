@@ -1,6 +1,6 @@
 //! `llq-host bench`: prefill and decode speed of a model, optionally quantized.
 
-use super::args::{CalibArgs, MaybePluginArgs};
+use super::args::{CalibArgs, DecodeArg, MaybePluginArgs};
 use crate::bench::model::{model_bench, ModelBenchReport, ModelBenchSettings};
 use crate::util::fs::write_json;
 use crate::util::par::default_threads;
@@ -32,6 +32,11 @@ pub struct Args {
     /// cpu, cuda, cuda:N, or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Decode step paths to time, comma-separated: `eager` (candle, a launch per op) and
+    /// `graph` (the captured step on a static cache that `run --decode graph` uses; GPU,
+    /// batches ≤ 8). Each batch size runs through each, in the order given.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "eager,graph")]
+    pub decode: Vec<DecodeArg>,
     #[command(flatten)]
     pub calib: CalibArgs,
 }
@@ -56,6 +61,7 @@ pub fn main(a: Args) -> Result<()> {
         calibration,
         layer_opts: a.plugin.all_layer_opts()?,
         native: a.plugin.native,
+        decode_paths: a.decode.iter().map(|d| d.path()).collect(),
     };
     let r = model_bench(&a.model, q.as_ref(), &settings)?;
     print_report(&r);
@@ -95,17 +101,44 @@ fn print_report(r: &ModelBenchReport) {
             })
             .unwrap_or_default();
         let s = &d.step_seconds;
+        let check = d
+            .logits_rel_err_vs_eager
+            .map(|e| {
+                let agree = if d.greedy_agrees_with_eager == Some(true) { "same" } else { "DIFFERENT" };
+                format!("; vs eager: logits {e:.1e}, {agree} greedy tokens")
+            })
+            .unwrap_or_default();
         println!(
-            "  decode batch {:>3} (context {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s{roof}",
+            "  decode batch {:>3} (context {}, {}): {:7.2} ms/step (min {:.2}, max {:.2}) = {:7.1} tok/s{roof}{check}",
             d.batch,
             d.context,
+            d.path,
             s.median * 1e3,
             s.min * 1e3,
             s.max * 1e3,
             d.tokens_per_s
         );
+        if !d.step_profile.is_empty() {
+            let parts: Vec<String> =
+                d.step_profile.iter().map(|p| format!("{} {:.0} µs", p.what, p.seconds * 1e6)).collect();
+            println!("      device time per step: {}", parts.join(", "));
+        }
+    }
+    for n in &r.decode_notes {
+        println!("  no decode row for {n}");
     }
     if let (Some(m), Some(p)) = (r.device_memory_bytes, r.peak_device_memory_bytes) {
-        println!("  device memory: {:.2} GB after loading, {:.2} GB at peak", m as f64 / 1e9, p as f64 / 1e9);
+        println!(
+            "  device memory: {:.2} GB after loading, {:.2} GB at peak (sampled after each case)",
+            m as f64 / 1e9,
+            p as f64 / 1e9
+        );
+    }
+    if let (Some(m), Some(p)) = (r.allocated_after_load_bytes, r.peak_allocated_bytes) {
+        println!(
+            "  allocated (memory pool): {:.3} GB after loading, {:.3} GB high-water mark",
+            m as f64 / 1e9,
+            p as f64 / 1e9
+        );
     }
 }

@@ -5,7 +5,9 @@
 use super::nvrtc::Kernels;
 use crate::plugin::PackedMatrix;
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use half::bf16;
@@ -88,31 +90,24 @@ impl PackedLinear {
         }
     }
 
-    fn args<'a>(
-        &'a self,
-        b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>,
-        null: &'a u64,
-        rc: &'a [i64; 2],
-    ) {
-        for i in 0..4 {
-            match self.bufs.get(i) {
-                Some(s) => b.arg(s),
-                None => b.arg(null),
-            };
+    /// This matrix as a launch target on raw device pointers (what a captured decode step
+    /// replays); valid while `self` lives.
+    pub fn target(&self) -> MatvecTarget {
+        let stream = self.dev.cuda_stream();
+        let mut bufs = [0u64; 4];
+        for (slot, b) in bufs.iter_mut().zip(&self.bufs) {
+            *slot = b.device_ptr(&stream).0;
         }
-        b.arg(&rc[0]).arg(&rc[1]);
-        for p in &self.params {
-            b.arg(p);
-        }
+        MatvecTarget::new(self.kernels.clone(), bufs, self.rows, self.cols, self.params)
     }
 
     /// Launch the dequantize kernel into `out` (rows·cols bf16).
     pub fn launch_dequantize(&self, out: &mut CudaSlice<bf16>) -> candle_core::Result<()> {
         let n = self.rows * self.cols;
         let stream = self.dev.cuda_stream();
+        let t = self.target();
         let mut b = stream.launch_builder(&self.kernels.dequantize);
-        let (null, rc) = (0u64, [self.rows as i64, self.cols as i64]);
-        self.args(&mut b, &null, &rc);
+        t.push_args(&mut b);
         b.arg(out);
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1),
@@ -129,31 +124,73 @@ impl PackedLinear {
         y: &mut CudaSlice<bf16>,
         batch: usize,
     ) -> candle_core::Result<()> {
+        let stream = self.dev.cuda_stream();
+        let (xp, yp) = (x.device_ptr(&stream).0, y.device_ptr_mut(&stream).0);
+        self.target().launch(&stream, xp, yp, batch)
+    }
+}
+
+/// One matrix's matvec on raw device pointers: a method's kernels (or the host's dense bf16
+/// rows) and the buffers and parameters they read. Nothing here owns the buffers: the
+/// caller keeps them alive (the model's layers) for as long as it launches.
+pub struct MatvecTarget {
+    kernels: Arc<Kernels>,
+    bufs: [u64; 4],
+    /// rows, cols: the kernels' `long long` arguments.
+    rc: [i64; 2],
+    params: [i64; 4],
+}
+
+impl MatvecTarget {
+    pub fn new(kernels: Arc<Kernels>, bufs: [u64; 4], rows: usize, cols: usize, params: [i64; 4]) -> Self {
+        MatvecTarget { kernels, bufs, rc: [rows as i64, cols as i64], params }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rc[0] as usize
+    }
+
+    pub fn has_matvec(&self) -> bool {
+        self.kernels.matvec.is_some()
+    }
+
+    /// The convention's leading arguments: b0..b3, rows, cols, p0..p3.
+    fn push_args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>) {
+        for p in &self.bufs {
+            b.arg(p);
+        }
+        b.arg(&self.rc[0]).arg(&self.rc[1]);
+        for p in &self.params {
+            b.arg(p);
+        }
+    }
+
+    /// `y` (batch × rows, bf16) = `x` (batch × cols, bf16) · Wᵀ, both device pointers,
+    /// 16-byte aligned, on `stream`.
+    pub fn launch(&self, stream: &Arc<CudaStream>, x: u64, y: u64, batch: usize) -> candle_core::Result<()> {
         let k = &self.kernels;
         let f = match batch {
             1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),
             2..=4 => k.matvec_b4.as_ref().or(k.matvec.as_ref()),
             _ => k.matvec.as_ref(),
         };
-        let f = f.ok_or_else(|| {
-            candle_core::Error::Msg(format!("plugin {} has no matvec kernel", self.kernels.method))
-        })?;
+        let f =
+            f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", k.method)))?;
         if batch == 0 || batch > MATVEC_MAX_BATCH {
             return Err(candle_core::Error::Msg(format!(
                 "matvec batch {batch} is outside 1..={MATVEC_MAX_BATCH}"
             )));
         }
-        let stream = self.dev.cuda_stream();
         let mut b = stream.launch_builder(f);
-        let (null, rc, batch) = (0u64, [self.rows as i64, self.cols as i64], batch as i32);
-        self.args(&mut b, &null, &rc);
-        b.arg(x).arg(y).arg(&batch);
+        let batch32 = batch as i32;
+        self.push_args(&mut b);
+        b.arg(&x).arg(&y).arg(&batch32);
         let cfg = LaunchConfig {
-            grid_dim: (self.rows.div_ceil(4) as u32, 1, 1),
+            grid_dim: (self.rows().div_ceil(4) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", self.kernels.method.clone()))
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", k.method.clone()))
     }
 }
 

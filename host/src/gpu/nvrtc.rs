@@ -55,48 +55,50 @@ pub fn arch(dev: &CudaDevice) -> Result<String> {
     Ok(format!("sm_{major}{minor}"))
 }
 
+/// PTX for `source` from the on-disk cache or NVRTC (options: the device's architecture,
+/// C++17), with where it came from (`cache …` or `nvrtc N ms`) and the cache key. The cache
+/// file is `<stem>-<key>.ptx`; `who` names the source in errors.
+pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(String, String, String)> {
+    let arch = arch(dev)?;
+    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(options.join(" ").as_bytes());
+    let key: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let path = cache_dir().join("ptx").join(format!("{stem}-{key}.ptx"));
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        if p.contains(".entry") {
+            return Ok((p, format!("cache {}", path.display()), key));
+        }
+    }
+    let t = std::time::Instant::now();
+    let opts =
+        CompileOptions { options: options.clone(), name: Some(format!("{stem}.cu")), ..Default::default() };
+    let ptx = compile_ptx_with_opts(source, opts).map_err(|e| match e {
+        CompileError::CompileError { log, .. } => {
+            anyhow!("{who}: NVRTC could not compile the kernel source for {arch}:\n{}", log.to_string_lossy())
+        }
+        e => anyhow!("{who}: NVRTC failed: {e:?} (is libnvrtc on the library path?)"),
+    })?;
+    let src = ptx.to_src();
+    // The cache is an optimization: failing to write it is only logged.
+    let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+        .map_err(anyhow::Error::from)
+        .and_then(|_| write_atomic(&path, src.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot cache PTX at {}: {e:#}", path.display());
+    }
+    Ok((src, format!("nvrtc {:.0} ms", t.elapsed().as_secs_f64() * 1e3), key))
+}
+
 /// Compile (or fetch from the PTX cache) and load `k` for the method `method`.
 pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Kernels>> {
     if k.params.len() > 4 {
         bail!("plugin {method}: {} kernel parameters, the convention passes at most 4", k.params.len());
     }
     let arch = arch(dev)?;
-    let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
-    let mut h = Sha256::new();
-    h.update(k.source.as_bytes());
-    h.update([0]);
-    h.update(options.join(" ").as_bytes());
-    let key: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let path = cache_dir().join("ptx").join(format!("{method}-{key}.ptx"));
-    let (ptx, origin) = match std::fs::read_to_string(&path) {
-        Ok(p) if p.contains(".entry") => (p, format!("cache {}", path.display())),
-        _ => {
-            let t = std::time::Instant::now();
-            let opts = CompileOptions {
-                options: options.clone(),
-                name: Some(format!("{method}.cu")),
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(&k.source, opts).map_err(|e| match e {
-                CompileError::CompileError { log, .. } => {
-                    anyhow!(
-                        "plugin {method}: NVRTC could not compile the kernel source for {arch}:\n{}",
-                        log.to_string_lossy()
-                    )
-                }
-                e => anyhow!("plugin {method}: NVRTC failed: {e:?} (is libnvrtc on the library path?)"),
-            })?;
-            let src = ptx.to_src();
-            // The cache is an optimization: failing to write it is only logged.
-            let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
-                .map_err(anyhow::Error::from)
-                .and_then(|_| write_atomic(&path, src.as_bytes()));
-            if let Err(e) = written {
-                tracing::warn!("cannot cache PTX at {}: {e:#}", path.display());
-            }
-            (src, format!("nvrtc {:.0} ms", t.elapsed().as_secs_f64() * 1e3))
-        }
-    };
+    let (ptx, origin, key) = ptx(method, &format!("plugin {method}"), &k.source, dev)?;
     let module = format!("llq-{method}-{key}");
     let load = |name: &str| -> Result<CudaFunction> {
         Ok(dev

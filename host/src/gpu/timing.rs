@@ -55,3 +55,49 @@ pub fn free_bytes(dev: &candle_core::Device) -> Option<u64> {
     dev.synchronize().ok()?;
     candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok().map(|(free, _)| free as u64)
 }
+
+/// Bytes of stream-ordered allocations (every candle/cudarc buffer: weights, activations,
+/// caches, scratch) as the device's memory pool counts them: `(current, high-water mark)`.
+/// The high-water mark is exact, not sampled (torch's `max_memory_allocated` counts the same
+/// way for its allocator); cuBLAS workspaces and loaded modules are outside the pool.
+pub fn pool_bytes(dev: &CudaDevice) -> Option<(u64, u64)> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let pool = mem_pool(dev)?;
+    let read = |attr| {
+        let mut v = 0u64;
+        // SAFETY: both attributes are cuuint64_t values written into `v`.
+        let r = unsafe { sys::cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut _) };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(v)
+    };
+    dev.cuda_stream().synchronize().ok()?;
+    Some((
+        read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+        read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+    ))
+}
+
+/// Restart the pool's high-water mark from what is allocated now.
+pub fn reset_pool_peak(dev: &CudaDevice) {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    if let Some(pool) = mem_pool(dev) {
+        let mut zero = 0u64;
+        // SAFETY: the high-water mark may only be set to zero, from a cuuint64_t.
+        let _ = unsafe {
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut _,
+            )
+        };
+    }
+}
+
+fn mem_pool(dev: &CudaDevice) -> Option<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread().ok()?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: writes the device's current pool (the one cuMemAllocAsync draws from).
+    let r = unsafe { sys::cuDeviceGetMemPool(&mut pool, ctx.cu_device()) };
+    (r == sys::CUresult::CUDA_SUCCESS && !pool.is_null()).then_some(pool)
+}

@@ -217,7 +217,11 @@ impl<'a> WeightSource<'a> {
                 return Ok(Linear::Packed(up));
             }
         }
-        Ok(Linear::Dense(self.tensor(name)?.t()?.contiguous()?))
+        // On a GPU the (out, in) rows stay as stored and cuBLAS reads them transposed: the
+        // captured decode step's matvec reads rows, and one copy of each matrix is resident.
+        // The CPU keeps the (in, out) copy its matmul has always used.
+        let w = self.tensor(name)?.t()?;
+        Ok(Linear::Dense(if self.device.is_cpu() { w.contiguous()? } else { w }))
     }
 }
 
@@ -440,6 +444,31 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Each layer's cached (keys, values), (batch, kv_heads, positions, head_dim).
+    pub fn layers(&self) -> impl Iterator<Item = Option<&(Tensor, Tensor)>> {
+        self.kv.iter().map(Option::as_ref)
+    }
+}
+
+/// The tensors and layers of one block, for a step that runs them with its own kernels
+/// (`model::graph`).
+pub struct BlockParts<'a> {
+    pub input_norm: &'a Tensor,
+    pub post_norm: &'a Tensor,
+    /// q, k, v, o, gate, up, down.
+    pub linears: [&'a Linear; 7],
+}
+
+/// The whole model's parts, as [`BlockParts`].
+pub struct ModelParts<'a> {
+    pub embed: &'a Tensor,
+    pub norm: &'a Tensor,
+    pub lm_head: &'a Linear,
+    /// RoPE tables (positions, head_dim / 2) in the model's dtype.
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub blocks: Vec<BlockParts<'a>>,
 }
 
 pub struct Llama {
@@ -551,6 +580,27 @@ impl Llama {
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
         let ids = Tensor::new(tokens, &self.device)?;
         Ok(self.embed.index_select(&ids, 0)?.unsqueeze(0)?)
+    }
+
+    /// The model's tensors and layers by role (for the captured decode step).
+    pub fn parts(&self) -> ModelParts<'_> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| BlockParts {
+                input_norm: &b.input_norm,
+                post_norm: &b.post_norm,
+                linears: [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.mlp.gate, &b.mlp.up, &b.mlp.down],
+            })
+            .collect();
+        ModelParts {
+            embed: &self.embed,
+            norm: &self.norm,
+            lm_head: &self.lm_head,
+            cos: &self.cos,
+            sin: &self.sin,
+            blocks,
+        }
     }
 
     /// The blocks, for callers that run them one at a time (the bit-allocation search

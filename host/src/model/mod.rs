@@ -5,9 +5,13 @@
 //! - [`weights`]: host-side f32 tensors by HF name, as every loader produces them;
 //! - [`linear`]: a linear layer, dense or packed (a plugin's kernels on a GPU);
 //! - [`llama`]: attention, MLP and decoder block structs (each with `load` and `forward`),
-//!   the model and its KV cache.
+//!   the model and its KV cache;
+//! - [`graph`] (CUDA): the decode step on a static KV cache with llq's own kernels, captured
+//!   once as a CUDA graph and replayed.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod graph;
 pub mod linear;
 pub mod llama;
 pub mod weights;

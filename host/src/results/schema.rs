@@ -73,6 +73,11 @@ pub struct DeviceInfo {
     pub threads: usize,
     /// The dtype the model computes in (`f32` on the CPU, `bf16` on a GPU).
     pub dtype: String,
+    /// What ran generation's decode steps, with how many batches each: `cuda-graph` (the
+    /// captured step on a static cache, `--decode graph`), `static cache, direct launches
+    /// (why)`, or `eager` (with why, when the graph was asked for). Empty without generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -245,6 +245,14 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
       long long p2, long long p3
 #define LLQ_ARGS_INIT {b0, b1, b2, b3, rows, cols, p0, p1, p2, p3}
 
+// Weight loads in flight per thread for the 8-row entry: its 8 accumulators per row and 8 x
+// slices a step already fill the registers, and at the method's UNROLL (4 for the built-in
+// ones) it ran at 168 registers, 2-5x slower per byte than the 1-row entry (bench/NOTES.md,
+// issue 13). The 1- and 4-row entries keep the method's UNROLL.
+#ifndef LLQ_MV_UNROLL_B8
+#define LLQ_MV_UNROLL_B8 1
+#endif
+
 // The two entry points of convention v1, named PREFIX_dequantize and PREFIX_matvec.
 #define LLQ_DEFINE_KERNELS(D, UNROLL, PREFIX)                                                     \
   extern "C" __global__ void __launch_bounds__(256) PREFIX##_dequantize(LLQ_KERNEL_ARGS, llq_bf16* out) { \
@@ -254,7 +262,7 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {              \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_b<D, UNROLL, LLQ_MAX_BATCH>(a, x, y, batch);                                      \
+    llq_matvec_b<D, (UNROLL < LLQ_MV_UNROLL_B8 ? UNROLL : LLQ_MV_UNROLL_B8), LLQ_MAX_BATCH>(a, x, y, batch);                                      \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec_b4(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \

@@ -5,8 +5,8 @@
 
 mod resume;
 
-use super::args::{parse_opt, CalibArgs, MaybePluginArgs, TaskLimitArgs};
-use crate::generate::{generate, loglikelihood, rolling, Baseline, Rolling};
+use super::args::{parse_opt, CalibArgs, DecodeArg, MaybePluginArgs, TaskLimitArgs};
+use crate::generate::{generate_with, loglikelihood, rolling, Baseline, Rolling, StepsRan};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare, QuantizeOptions};
@@ -21,7 +21,7 @@ use crate::util::digest::{sha256_file, sha256_hex};
 use crate::util::fs::write_json;
 use crate::util::par::default_threads;
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,6 +87,12 @@ pub struct Args {
     /// cpu, cuda, cuda:N, or auto (a GPU when built with --features cuda and present).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// How generation's decode steps run on a GPU: `graph` (a static KV cache, the step
+    /// captured once as a CUDA graph, greedy tokens chosen on the device; batches of up to
+    /// 8 rows) or `eager` (one launch per op, logits to the host every token). Prefill is
+    /// eager either way; the CPU always runs eager. results.json says what ran.
+    #[arg(long, value_enum, default_value = "graph")]
+    pub decode: DecodeArg,
     #[command(flatten)]
     pub calib: CalibArgs,
     #[command(flatten)]
@@ -417,6 +423,8 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let gen_t = Instant::now();
+    // What ran each generation batch's decode steps, counted (results.json device.decode).
+    let mut decode_ran: BTreeMap<String, usize> = BTreeMap::new();
     let mut new_tokens_total = 0usize;
     let mut failed = 0usize;
     let mut truncated = 0usize;
@@ -434,7 +442,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a.window, a.chat_template);
+        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a, &mut decode_ran);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -527,6 +535,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             spec: a.device.clone(),
             threads,
             dtype: format!("{:?}", model.dtype).to_lowercase(),
+            decode: decode_ran.iter().map(|(k, n)| format!("{k}: {n} batches")).collect(),
         },
         model: ModelInfo {
             id: m.id.clone(),
@@ -667,15 +676,26 @@ fn rolling_request(
     Ok(r)
 }
 
+/// One line for what ran a batch's decode steps.
+fn describe_steps(s: &StepsRan) -> String {
+    match s {
+        StepsRan::Graph => "cuda-graph".into(),
+        StepsRan::Direct(why) => format!("static cache, direct launches ({why})"),
+        StepsRan::Eager(why) if why.is_empty() => "eager".into(),
+        StepsRan::Eager(why) => format!("eager ({why})"),
+    }
+}
+
 fn run_batch(
     model: &Llama,
     kl: &KlSetup,
     m: &LoadedModel,
     batch: &[&Request],
     hashes: &HashMap<&str, String>,
-    window: usize,
-    chat: bool,
+    a: &Args,
+    ran: &mut BTreeMap<String, usize>,
 ) -> Vec<Outcome> {
+    let (window, chat) = (a.window, a.chat_template);
     match &batch[0].kind {
         RequestKind::Generate(_) => {
             let mut prompts = vec![];
@@ -691,14 +711,18 @@ fn run_batch(
                 stops.push(g.stop.clone());
                 max_new.push(g.max_new_tokens as usize);
             }
-            match generate(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos) {
-                Ok(gs) => gs
-                    .into_iter()
-                    .map(|g| Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated)))
-                    .collect(),
+            match generate_with(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos, a.decode.path()) {
+                Ok((gs, how)) => {
+                    *ran.entry(describe_steps(&how)).or_default() += 1;
+                    gs.into_iter()
+                        .map(|g| {
+                            Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated))
+                        })
+                        .collect()
+                }
                 // A batch failure is retried row by row so one bad prompt costs one sample.
                 Err(_) if batch.len() > 1 => {
-                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, window, chat)).collect()
+                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, a, ran)).collect()
                 }
                 Err(e) => vec![Err(e)],
             }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue #13 (GPU speed II) on the GPU machine, in one call: llq-host bench on the synthetic
+# Llama-3.2-1B (its exact shapes, random weights: speed and memory only) with both decode
+# paths — eager (candle, a launch per op) and graph (the captured step on a static cache,
+# model/graph.rs) — for bf16 and each plugin; then `run` generation on CoQA through both
+# paths (same predictions expected) and its timing beside bench's.
+#   bench/gpu_speed_13.sh OUT [bench|run|kernels|all]
+# Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz (plugins/{nf4,fp4,int8,fp16,rtn}.so,
+# tasks/coqa.wasm, models/llama-3.2/tokenizer*.json, dist/kvar/*-u4.so; `tar cJf`).
+# Environment: BATCHES, ROWS (bench), KPLUGINS (kernels), RUN_BATCHES (run) narrow a call.
+set -u
+FINAL="${1:?usage: bench/gpu_speed_13.sh OUT [bench|run|kernels|all]}"; WHAT="${2:-all}"
+OUT="$(mktemp -d)"; mkdir -p "$FINAL"
+trap 'tar czf "$FINAL/gpu-speed13-$WHAT.tgz" -C "$OUT" . ; rm -rf "$OUT"' EXIT
+source bench/gpu_lib.sh
+export RUST_LOG=info
+[ -x "$BIN" ] || unpack_binary
+tar xJf dist/speed13-bundle.tar.xz
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
+want() { for w in "$@"; do [ "$WHAT" = "$w" ] && return 0; done; return 1; }
+M=synthetic:llama-3.2-1b
+if want kernels all; then
+  # dist/kvar/*-u4.so: the same plugins built before the 8-row entry's unroll changed (A/B).
+  for p in ${KPLUGINS:-nf4 dist/kvar/nf4-u4 fp16 dist/kvar/fp16-u4 rtn dist/kvar/rtn-u4}; do
+    case $p in */*) so=$p.so; p=${p##*/};; *) so=plugins/$p.so;; esac
+    "$BIN" kernels --quant $so --shapes 2048x8192,8192x2048 --batch-sizes 1,8 --repeats 10 \
+      --out "$OUT/kernels-$p.json" > "$OUT/kernels-$p.txt" 2> "$OUT/kernels-$p.log"
+    echo "kernels $p: exit $?"; cat "$OUT/kernels-$p.txt"
+  done
+fi
+if want bench all; then
+  B="--model $M --device cuda --prompt-lens 128 --batch-sizes ${BATCHES:-1,4,8,16} --decode-steps 64 --repeats 5 --decode eager,graph"
+  printf '%s\n' "${ROWS:-bf16 none
+nf4 nf4
+rtn4 rtn bits=4
+int8 int8
+fp16 fp16}" | bench_rows "$B"
+fi
+if want run all; then
+  D="--model $M --task tasks/coqa.wasm --data tests/fixtures/coqa/coqa-dev-sample.json --device cuda"
+  for p in none nf4; do
+    q=""; [ "$p" = none ] || q="--quant plugins/$p.so"
+    for b in ${RUN_BATCHES:-1 8}; do
+      for d in graph eager; do
+        "$BIN" run $D $q --batch-size $b --decode $d --out "$OUT/run-$p-b$b-$d" > "$OUT/run-$p-b$b-$d.txt" 2> "$OUT/run-$p-b$b-$d.log"
+        echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if 'token' in k or 'second' in k})" 2>&1)"
+      done
+      python3 - "$OUT/run-$p-b$b-graph/samples.jsonl" "$OUT/run-$p-b$b-eager/samples.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
+pa = {r["id"]: r.get("prediction") for r in a}; pb = {r["id"]: r.get("prediction") for r in b}
+same = sum(pa[k] == pb.get(k) for k in pa)
+print(f"  predictions graph vs eager: {same}/{len(pa)} identical")
+PY
+    done
+  done
+fi

@@ -1,0 +1,244 @@
+// The decode step's own kernels (llq-host): everything a Llama decode step does besides the
+// plugins' matvecs, written so the whole step can be captured once as a CUDA graph and
+// replayed. Nothing a replay needs is a launch argument that changes per step: the tokens,
+// each row's RoPE position and the cache slot live in device memory, and the last kernel
+// (argmax) advances them. Placed after llq_sdk's kernel header (for the bf16 helpers and the
+// matvec driver), compiled by NVRTC.
+//
+// Rounding follows the eager candle path it replaces, op for op, so the two agree to the
+// last bf16 bit wherever the order of a sum does not differ: bf16 results of bf16 ops
+// (residual adds, RoPE's products and sums, silu·up), f32 norms and softmax, attention
+// scores rounded to bf16 before the scale (cuBLAS writes bf16), probabilities rounded to
+// bf16 before p·V.
+
+#define LLQ_NEG_INF __int_as_float(0xff800000)
+
+static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
+
+// Dense bf16 rows (out, in), row-major, through the same driver as the plugins' kernels:
+// the unquantized layers and the lm_head (16-bit weights reach ~76% of copy bandwidth with
+// it, bench/NOTES.md).
+struct LlqBf16Rows {
+  enum { LUT = 0 };
+  static __device__ float lut(int) { return 0.f; }
+  typedef uint4 Raw;
+  static __device__ __forceinline__ Raw load8_rc(const LlqArgs& a, unsigned row, unsigned col) {
+    return __ldg(reinterpret_cast<const uint4*>(a.b0) + (((long long)row * a.cols + col) >> 3));
+  }
+  static __device__ __forceinline__ void decode8_rc(const LlqArgs&, const float*, unsigned, unsigned, Raw v, float w[8]) {
+    const unsigned xs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      w[2 * k] = __uint_as_float(xs[k] << 16);
+      w[2 * k + 1] = __uint_as_float(xs[k] & 0xffff0000u);
+    }
+  }
+  static __device__ __forceinline__ float at(const LlqArgs& a, const float*, long long i, long long) {
+    return llq_bf16_to_f32(reinterpret_cast<const llq_bf16*>(a.b0)[i]);
+  }
+};
+LLQ_DEFINE_KERNELS(LlqBf16Rows, 4, llq_bf16rows)
+
+static __device__ __forceinline__ float llq_block_sum(float v, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+static __device__ __forceinline__ float llq_block_max(float v, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : LLQ_NEG_INF;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// x[r] = table[tokens[r]]: one block per row.
+extern "C" __global__ void llq_step_embed(const llq_bf16* table, const unsigned* tokens, llq_bf16* x, int n) {
+  const long long r = blockIdx.x, t = tokens[r];
+  for (int i = threadIdx.x; i < n; i += blockDim.x) x[r * n + i] = table[t * n + i];
+}
+
+// With `add`: x = bf16(x + add) first (candle's bf16 add). Then out = bf16(x · rsqrt(mean(x²)
+// + eps) · w) with the mean square in f32 (candle-nn's rmsnorm kernel). One block per row.
+extern "C" __global__ void llq_step_add_rmsnorm(llq_bf16* x, const llq_bf16* add, const llq_bf16* w, llq_bf16* out,
+                                                int n, float eps) {
+  __shared__ float scratch[32];
+  const long long base = (long long)blockIdx.x * n;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float v = llq_bf16_to_f32(x[base + i]);
+    if (add) {
+      v = llq_round_bf16(v + llq_bf16_to_f32(add[base + i]));
+      x[base + i] = llq_f32_to_bf16(v);
+    }
+    ss += v * v;
+  }
+  const float scale = rsqrtf(llq_block_sum(ss, scratch) / n + eps);
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    out[base + i] = llq_f32_to_bf16(scale * llq_bf16_to_f32(x[base + i]) * llq_bf16_to_f32(w[i]));
+}
+
+// RoPE (rotate-half, candle's bf16 `rope`: each product and sum rounded to bf16) on this
+// step's q (in place) and k, at each row's position pos[r]; k and v are written into the
+// caches (batch, kv_heads, cap, d) at `*slot`. One block per row.
+extern "C" __global__ void llq_step_rope_append(llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc,
+                                                llq_bf16* vc, const llq_bf16* cos, const llq_bf16* sin,
+                                                const unsigned* pos, const unsigned* slot, int heads, int kv_heads,
+                                                int d, int cap) {
+  const int r = blockIdx.x, half = d >> 1;
+  const long long p = pos[r], s = *slot;
+  for (int idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
+    const int hh = idx / half, i = idx - hh * half;
+    const float c = llq_bf16_to_f32(cos[p * half + i]), sn = llq_bf16_to_f32(sin[p * half + i]);
+    const llq_bf16* src;
+    llq_bf16* dst;
+    if (hh < heads) {
+      src = q + ((long long)r * heads + hh) * d;
+      dst = q + ((long long)r * heads + hh) * d;
+    } else {
+      const int kh = hh - heads;
+      src = k + ((long long)r * kv_heads + kh) * d;
+      dst = kc + (((long long)r * kv_heads + kh) * cap + s) * d;
+    }
+    const float x1 = llq_bf16_to_f32(src[i]), x2 = llq_bf16_to_f32(src[i + half]);
+    const float a = llq_round_bf16(llq_round_bf16(x1 * c) - llq_round_bf16(x2 * sn));
+    const float b = llq_round_bf16(llq_round_bf16(x1 * sn) + llq_round_bf16(x2 * c));
+    dst[i] = llq_f32_to_bf16(a);
+    dst[i + half] = llq_f32_to_bf16(b);
+  }
+  for (int idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x) {
+    const int kh = idx / d, i = idx - kh * d;
+    vc[(((long long)r * kv_heads + kh) * cap + s) * d + i] = v[(long long)r * kv_heads * d + idx];
+  }
+}
+
+// Attention of this step's query over the cache positions pad[r]..=*slot (a row's left
+// padding is never looked at), grouped-query heads. One block of LLQ_ATT_THREADS per (head,
+// row); dynamic shared memory holds one f32 per cache position. Scores: one position a
+// thread, its key row read in 16-byte loads all issued before use (v1 reduced each position
+// across a warp, one dependent round trip after another: ~100 µs a layer), q·k accumulated
+// in f32 and rounded to bf16 (what cuBLAS writes), times 1/sqrt(d) in f32; softmax in f32;
+// probabilities rounded to bf16; p·V with a warp per position stride and a lane per
+// dimension (coalesced rows), f32 partial sums met in shared memory, rounded to bf16.
+// d: a multiple of 8, at most 128.
+#define LLQ_ATT_THREADS 256
+#define LLQ_ATT_WARPS (LLQ_ATT_THREADS / 32)
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_attend(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
+                    const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  extern __shared__ float score[];
+  __shared__ float qs[128];
+  __shared__ float scratch[32];
+  __shared__ float part[LLQ_ATT_WARPS][128];
+  const int h = blockIdx.x, r = blockIdx.y, kh = h / (heads / kv_heads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int first = pad[r], len = (int)*slot + 1;
+  for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(q[((long long)r * heads + h) * d + i]);
+  __syncthreads();
+  const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
+  const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
+  const int chunks = d >> 3;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
+    uint4 kv[16];
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) kv[c] = __ldg(row + c);
+    float s = 0.f;
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
+    score[j] = llq_round_bf16(s) * scale;
+  }
+  __syncthreads();
+  float m = LLQ_NEG_INF;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
+  m = llq_block_max(m, scratch);
+  float sum = 0.f;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const float e = expf(score[j] - m);
+    score[j] = e;
+    sum += e;
+  }
+  sum = llq_block_sum(sum, scratch);
+  const float den = sum;  // softmax divides (as candle's kernel), no reciprocal
+  __syncthreads();
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+  for (int j = first + warp; j < len; j += LLQ_ATT_WARPS) {
+    const float p = llq_round_bf16(score[j] / den);
+    const llq_bf16* vr = V + (long long)j * d;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (lane + 32 * k < d) acc[k] = fmaf(p, llq_bf16_to_f32(vr[lane + 32 * k]), acc[k]);
+  }
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    if (lane + 32 * k < d) part[warp][lane + 32 * k] = acc[k];
+  __syncthreads();
+  if (threadIdx.x < d) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w][threadIdx.x];
+    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(v);
+  }
+}
+
+// out = bf16(bf16(silu(g)) · u) over n elements (candle's `silu` then bf16 `mul`).
+extern "C" __global__ void llq_step_swiglu(const llq_bf16* g, const llq_bf16* u, llq_bf16* out, long long n) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float x = llq_bf16_to_f32(g[i]);
+    const float s = llq_round_bf16(x / (1.f + expf(-x)));
+    out[i] = llq_f32_to_bf16(s * llq_bf16_to_f32(u[i]));
+  }
+}
+
+// The greedy token of each row (the lowest index of the largest logit, as the host's argmax;
+// NaN and -inf are never taken, a row without a finite logit gives 0), written to tokens[r]
+// — the next step's input — and to out[r]; then the row's RoPE position and (block 0) the
+// cache slot advance: the step is ready to replay. One block of 1024 threads per row.
+static __device__ __forceinline__ void llq_better(float& best, long long& idx, float ov, long long oi) {
+  if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
+}
+extern "C" __global__ void __launch_bounds__(1024)
+    llq_step_argmax_advance(const llq_bf16* logits, long long vocab, unsigned* tokens, unsigned* out, unsigned* pos,
+                            unsigned* slot) {
+  __shared__ float bv[32];
+  __shared__ long long bi[32];
+  const int r = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  float best = LLQ_NEG_INF;
+  long long idx = 0x7fffffffffffffffLL;
+  for (long long i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = llq_bf16_to_f32(logits[r * vocab + i]);
+    if (v > best) { best = v; idx = i; }  // ascending i: the first of equal values stays
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const long long oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    llq_better(best, idx, ov, oi);
+  }
+  if (lane == 0) { bv[warp] = best; bi[warp] = idx; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; ++w) llq_better(best, idx, bv[w], bi[w]);
+    const unsigned t = idx < vocab ? (unsigned)idx : 0u;
+    tokens[r] = t;
+    out[r] = t;
+    pos[r] += 1;
+    if (r == 0) *slot += 1;
+  }
+}

@@ -1,0 +1,230 @@
+//! The decode step's own kernels (`step.cu`): embedding lookup, fused residual add +
+//! RMSNorm, RoPE with the KV-cache write, single-query attention over a static cache, SwiGLU,
+//! and the on-device greedy argmax that advances the step — each launched on raw device
+//! pointers, so a whole step can be captured as a CUDA graph. The dense bf16 matvec for
+//! unquantized layers and the lm_head comes from the same source, through the SDK's driver.
+//! What a step is made of (the model's layers) is the model's concern (`model::graph`).
+
+use super::linear::MatvecTarget;
+use super::nvrtc::{ptx, Kernels};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::CudaDevice;
+use candle_core::{DType, Storage, Tensor};
+use std::sync::Arc;
+
+const SOURCE: &str = include_str!("step.cu");
+
+/// Threads of one attention block (`LLQ_ATT_THREADS` in step.cu).
+pub const ATTEND_THREADS: usize = 256;
+
+/// The head dimensions the attention kernel takes: multiples of 8 (16-byte key loads) up to
+/// 128 (its shared query and partial sums).
+pub fn head_dim_supported(d: usize) -> bool {
+    d > 0 && d.is_multiple_of(8) && d <= 128
+}
+
+/// The step kernels, compiled and loaded on one device.
+pub struct StepKernels {
+    embed: CudaFunction,
+    add_rmsnorm: CudaFunction,
+    rope_append: CudaFunction,
+    attend: CudaFunction,
+    swiglu: CudaFunction,
+    argmax: CudaFunction,
+    /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
+    pub rows: Arc<Kernels>,
+    /// Where the PTX came from (`cache …` or `nvrtc N ms`).
+    pub origin: String,
+    stream: Arc<CudaStream>,
+}
+
+fn err(
+    what: &'static str,
+) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> anyhow::Error {
+    move |e| anyhow!("launching the decode step's {what} kernel failed: {e:?}")
+}
+
+fn grid(x: usize, y: usize, threads: usize, shared: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (x as u32, y as u32, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: shared as u32,
+    }
+}
+
+/// The device address of a contiguous tensor's first element (CUDA storage only). Valid
+/// while the tensor's storage lives; llq keeps one stream and no per-buffer events, so the
+/// pointer needs no synchronization guard.
+pub fn tensor_ptr(t: &Tensor) -> Result<u64> {
+    if !t.is_contiguous() {
+        bail!("a decode-step buffer must be contiguous");
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("a decode-step buffer must be on the GPU") };
+    let stream = cs.device.cuda_stream();
+    let (base, size) = match t.dtype() {
+        DType::BF16 => (cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0, 2),
+        DType::U32 => (cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0, 4),
+        DType::F32 => (cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0, 4),
+        d => bail!("no decode-step buffers of {d:?}"),
+    };
+    Ok(base + (layout.start_offset() * size) as u64)
+}
+
+impl StepKernels {
+    pub fn compile(dev: &CudaDevice) -> Result<Arc<Self>> {
+        let source = format!("{}\n{}", llq_sdk::cuda::HEADER, SOURCE);
+        let (ptx, origin, key) = ptx("llq-step", "llq-host's decode-step kernels", &source, dev)?;
+        let module = format!("llq-step-{key}");
+        let load = |name: &str| -> Result<CudaFunction> {
+            Ok(dev
+                .get_or_load_custom_func(name, &module, &ptx)
+                .with_context(|| format!("decode-step kernel `{name}` missing"))?
+                .into_cuda_function())
+        };
+        let rows = Arc::new(Kernels {
+            method: "bf16 (dense layers)".to_string(),
+            dequantize: load("llq_bf16rows_dequantize")?,
+            matvec: Some(load("llq_bf16rows_matvec")?),
+            matvec_b1: Some(load("llq_bf16rows_matvec_b1")?),
+            matvec_b4: Some(load("llq_bf16rows_matvec_b4")?),
+            params: vec![],
+            origin: origin.clone(),
+        });
+        Ok(Arc::new(StepKernels {
+            embed: load("llq_step_embed")?,
+            add_rmsnorm: load("llq_step_add_rmsnorm")?,
+            rope_append: load("llq_step_rope_append")?,
+            attend: load("llq_step_attend")?,
+            swiglu: load("llq_step_swiglu")?,
+            argmax: load("llq_step_argmax_advance")?,
+            rows,
+            origin,
+            stream: dev.cuda_stream(),
+        }))
+    }
+
+    /// A dense bf16 matrix (rows, cols) stored row-major at `w` as a matvec target.
+    pub fn dense(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
+        MatvecTarget::new(self.rows.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// x[r] = table[tokens[r]] for `batch` rows of `n`.
+    pub fn embed(&self, table: u64, tokens: u64, x: u64, batch: usize, n: usize) -> Result<()> {
+        let n32 = n as i32;
+        let mut b = self.stream.launch_builder(&self.embed);
+        b.arg(&table).arg(&tokens).arg(&x).arg(&n32);
+        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("embedding"))
+    }
+
+    /// With `add` (non-zero): x += add (bf16). Then out = rmsnorm(x) · w.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_rmsnorm(
+        &self,
+        x: u64,
+        add: u64,
+        w: u64,
+        out: u64,
+        batch: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n32 = n as i32;
+        let mut b = self.stream.launch_builder(&self.add_rmsnorm);
+        b.arg(&x).arg(&add).arg(&w).arg(&out).arg(&n32).arg(&eps);
+        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("add + RMSNorm"))
+    }
+
+    /// RoPE on q (in place) and k at each row's position; k and v into the caches at the slot.
+    pub fn rope_append(&self, a: &RopeArgs, batch: usize) -> Result<()> {
+        let mut b = self.stream.launch_builder(&self.rope_append);
+        b.arg(&a.q)
+            .arg(&a.k)
+            .arg(&a.v)
+            .arg(&a.kc)
+            .arg(&a.vc)
+            .arg(&a.cos)
+            .arg(&a.sin)
+            .arg(&a.pos)
+            .arg(&a.slot);
+        b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap);
+        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("RoPE + cache write"))
+    }
+
+    /// out (batch, heads·d) = attention of q over the caches up to the slot.
+    pub fn attend(&self, a: &AttendArgs, batch: usize) -> Result<()> {
+        let mut b = self.stream.launch_builder(&self.attend);
+        b.arg(&a.q).arg(&a.kc).arg(&a.vc).arg(&a.out).arg(&a.pad).arg(&a.slot);
+        b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap).arg(&a.scale);
+        let shared = a.cap as usize * 4;
+        unsafe { b.launch(grid(a.heads as usize, batch, ATTEND_THREADS, shared)) }
+            .map(|_| ())
+            .map_err(err("attention"))
+    }
+
+    /// out = silu(g) · u over n elements.
+    pub fn swiglu(&self, g: u64, u: u64, out: u64, n: usize) -> Result<()> {
+        let n64 = n as i64;
+        let mut b = self.stream.launch_builder(&self.swiglu);
+        b.arg(&g).arg(&u).arg(&out).arg(&n64);
+        unsafe { b.launch(grid(n.div_ceil(256).min(1024), 1, 256, 0)) }.map(|_| ()).map_err(err("SwiGLU"))
+    }
+
+    /// The greedy token of each row into `tokens` and `out`; positions and the slot advance.
+    pub fn argmax_advance(&self, logits: u64, vocab: usize, s: &StepState, batch: usize) -> Result<()> {
+        let v = vocab as i64;
+        let mut b = self.stream.launch_builder(&self.argmax);
+        b.arg(&logits).arg(&v).arg(&s.tokens).arg(&s.out).arg(&s.pos).arg(&s.slot);
+        unsafe { b.launch(grid(batch, 1, 1024, 0)) }.map(|_| ()).map_err(err("argmax"))
+    }
+}
+
+/// The step's state in device memory (u32 each): input tokens, greedy output, per-row RoPE
+/// position and left padding, and the cache slot this step writes.
+#[derive(Clone, Copy)]
+pub struct StepState {
+    pub tokens: u64,
+    pub out: u64,
+    pub pos: u64,
+    pub pad: u64,
+    pub slot: u64,
+}
+
+/// Arguments of [`StepKernels::rope_append`] (device pointers, then shapes as the kernel's ints).
+pub struct RopeArgs {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub kc: u64,
+    pub vc: u64,
+    pub cos: u64,
+    pub sin: u64,
+    pub pos: u64,
+    pub slot: u64,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub d: i32,
+    pub cap: i32,
+}
+
+/// Arguments of [`StepKernels::attend`].
+pub struct AttendArgs {
+    pub q: u64,
+    pub kc: u64,
+    pub vc: u64,
+    pub out: u64,
+    pub pad: u64,
+    pub slot: u64,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub d: i32,
+    pub cap: i32,
+    pub scale: f32,
+}

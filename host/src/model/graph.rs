@@ -1,0 +1,405 @@
+//! The decode step on a GPU as one CUDA graph (the gpt-fast recipe, in llq's kernels): a
+//! static KV cache of fixed capacity, every buffer allocated once, the step's ~10 launches a
+//! layer (fused add + RMSNorm, the plugins' matvecs or the dense bf16 matvec, RoPE with the
+//! cache write, single-query attention, SwiGLU) captured once and replayed; the greedy token
+//! is chosen on the device and the step advances its own position, so the host reads `batch`
+//! u32 per token instead of the vocabulary's logits.
+//!
+//! Prefill stays on the eager path (`Llama::step`); [`GraphDecoder::start`] copies its cache
+//! in. Used by `run`'s generation and `bench`'s decode rows for batches of up to
+//! [`MATVEC_MAX_BATCH`] when every layer has a matvec kernel; [`GraphDecoder::supports`]
+//! says why not otherwise, and callers fall back to the eager step.
+
+use super::linear::Linear;
+use super::llama::{Cache, Llama};
+use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
+use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use candle_core::cuda_backend::cudarc::driver::{result, CudaGraph};
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// Cache positions the attention kernel keeps in shared memory (4 bytes each, under the
+/// 48 KiB every launch may use without opting in).
+pub const MAX_CAPACITY: usize = 11_264;
+
+/// How the step runs: captured and replayed, or the same launches issued one by one (when
+/// capture is off or failed; the reason is kept).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    Graph,
+    Direct(String),
+}
+
+struct LayerTargets {
+    input_norm: u64,
+    post_norm: u64,
+    /// q, k, v, o, gate, up, down.
+    mv: [MatvecTarget; 7],
+    kc: Tensor,
+    vc: Tensor,
+}
+
+/// A batch's decode state on the device and the step that advances it.
+pub struct GraphDecoder<'m> {
+    model: &'m Llama,
+    k: Arc<StepKernels>,
+    batch: usize,
+    cap: usize,
+    layers: Vec<LayerTargets>,
+    lm_head: MatvecTarget,
+    embed: u64,
+    norm: u64,
+    cos: u64,
+    sin: u64,
+    /// tokens, out, pos, pad (batch each), slot (1): u32.
+    state: Tensor,
+    st: StepState,
+    /// x, xn, q, k, v, attention out, o, gate, up, silu·up, down: bf16 activations.
+    act: Vec<Tensor>,
+    logits: Tensor,
+    graph: Option<CudaGraph>,
+    launch: Launch,
+}
+
+fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
+    match l {
+        Linear::Packed(p) if p.has_matvec() => Ok(p.target()),
+        Linear::Packed(_) => bail!("a packed layer has no matvec kernel"),
+        Linear::Dense(w) => {
+            // `w` is (in, out); its transpose must be the stored (out, in) rows.
+            let rows = w.t()?;
+            if w.dtype() != DType::BF16 || !rows.is_contiguous() || !rows.layout().start_offset().is_multiple_of(8) {
+                bail!("a dense layer is not stored as aligned bf16 rows");
+            }
+            let (out, inp) = rows.dims2()?;
+            Ok(k.dense(tensor_ptr(&rows)?, out, inp))
+        }
+    }
+}
+
+impl<'m> GraphDecoder<'m> {
+    /// Why `model` cannot decode `batch` rows up to `capacity` positions here (`None`: it can).
+    pub fn supports(model: &Llama, batch: usize, capacity: usize) -> Option<String> {
+        let c = &model.cfg;
+        let d = c.head_dim();
+        if !model.device.is_cuda() {
+            Some("not on a GPU".into())
+        } else if batch == 0 || batch > MATVEC_MAX_BATCH {
+            Some(format!("batch {batch} is outside 1..={MATVEC_MAX_BATCH}"))
+        } else if capacity > MAX_CAPACITY {
+            Some(format!("{capacity} positions exceed the static cache's {MAX_CAPACITY}"))
+        } else if !head_dim_supported(d) {
+            Some(format!("head dimension {d} is not a multiple of 8 up to 128"))
+        } else if !c.hidden_size.is_multiple_of(8) || !c.intermediate_size.is_multiple_of(8) {
+            Some("hidden or intermediate size is not a multiple of 8".into())
+        } else if model.dtype != DType::BF16 {
+            Some(format!("the model computes in {:?}, the step kernels in bf16", model.dtype))
+        } else {
+            None
+        }
+    }
+
+    /// Buffers for `batch` rows and a cache of `capacity` positions; kernels compiled (or
+    /// read from the PTX cache). `capture`: replay a CUDA graph (else launch one by one).
+    pub fn new(model: &'m Llama, batch: usize, capacity: usize, capture: bool) -> Result<Self> {
+        if let Some(why) = Self::supports(model, batch, capacity) {
+            bail!("the captured decode step cannot run: {why}");
+        }
+        let Device::Cuda(dev) = &model.device else { bail!("not on a GPU") };
+        let k = StepKernels::compile(dev)?;
+        let c = &model.cfg;
+        let (h, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let dev = &model.device;
+        let zeros = |n: usize| Tensor::zeros(n, DType::BF16, dev);
+        let parts = model.parts();
+        let mut layers = Vec::with_capacity(parts.blocks.len());
+        for (i, b) in parts.blocks.iter().enumerate() {
+            let mv = b.linears.map(|l| rows_target(&k, l));
+            let mut it = mv.into_iter();
+            let mut next = || it.next().expect("seven layers").with_context(|| format!("block {i}"));
+            let mv = [next()?, next()?, next()?, next()?, next()?, next()?, next()?];
+            let cache = || Tensor::zeros((batch, kvh, capacity, d), DType::BF16, dev);
+            layers.push(LayerTargets {
+                input_norm: tensor_ptr(b.input_norm)?,
+                post_norm: tensor_ptr(b.post_norm)?,
+                mv,
+                kc: cache()?,
+                vc: cache()?,
+            });
+        }
+        let lm_head = rows_target(&k, parts.lm_head).context("lm_head")?;
+        let (hid, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+        let sizes = [hid, hid, h * d, kvh * d, kvh * d, h * d, hid, inter, inter, inter, hid];
+        let act = sizes.iter().map(|&n| zeros(batch * n)).collect::<candle_core::Result<Vec<_>>>()?;
+        let logits = zeros(batch * vocab)?;
+        let state = Tensor::zeros(4 * batch + 1, DType::U32, dev)?;
+        let base = tensor_ptr(&state)?;
+        let at = |i: usize| base + (i * batch * 4) as u64;
+        let st = StepState { tokens: at(0), out: at(1), pos: at(2), pad: at(3), slot: at(4) };
+        Ok(GraphDecoder {
+            model,
+            batch,
+            cap: capacity,
+            layers,
+            lm_head,
+            embed: tensor_ptr(parts.embed)?,
+            norm: tensor_ptr(parts.norm)?,
+            cos: tensor_ptr(parts.cos)?,
+            sin: tensor_ptr(parts.sin)?,
+            state,
+            st,
+            act,
+            logits,
+            graph: None,
+            launch: if capture { Launch::Graph } else { Launch::Direct("capture not asked for".into()) },
+            k,
+        })
+    }
+
+    /// How the steps run (a failed capture falls back to direct launches and says why).
+    pub fn launch_mode(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// Where the step kernels' PTX came from (`cache …` or `nvrtc N ms`).
+    pub fn kernels_origin(&self) -> &str {
+        &self.k.origin
+    }
+
+    /// Continue from an eager prefill: its `cache` (every row `past` positions, left padding
+    /// `pad[r]`) is copied into the static cache and `first` (one token a row) is the next
+    /// step's input.
+    pub fn start(&mut self, cache: &Cache, pad: &[usize], first: &[u32]) -> Result<()> {
+        let b = self.batch;
+        if pad.len() != b || first.len() != b {
+            bail!("the decode step holds {b} rows, got {} paddings and {} tokens", pad.len(), first.len());
+        }
+        let past = cache.len();
+        if past == 0 || past >= self.cap {
+            bail!("a prefill of {past} positions does not fit a static cache of {}", self.cap);
+        }
+        for (l, kv) in self.layers.iter().zip(cache.layers()) {
+            let (k, v) = kv.ok_or_else(|| anyhow!("the prefill cache has an empty layer"))?;
+            l.kc.slice_set(&k.contiguous()?, 2, 0)?;
+            l.vc.slice_set(&v.contiguous()?, 2, 0)?;
+        }
+        let mut host = Vec::with_capacity(4 * b + 1);
+        host.extend_from_slice(first);
+        host.extend(std::iter::repeat_n(0u32, b));
+        host.extend(pad.iter().map(|&p| past.saturating_sub(p) as u32));
+        host.extend(pad.iter().map(|&p| p as u32));
+        host.push(past as u32);
+        let stream = self.k.stream();
+        // SAFETY: `state` holds 4b + 1 u32 and lives as long as `self`; `host` outlives the
+        // copy because the stream is synchronized before returning.
+        unsafe { result::memcpy_htod_async(tensor_ptr(&self.state)?, &host, stream.cu_stream()) }
+            .map_err(|e| anyhow!("uploading the decode state: {e:?}"))?;
+        stream.synchronize().map_err(|e| anyhow!("{e:?}"))?;
+        Ok(())
+    }
+
+    /// Issue one step's launches on the stream.
+    fn enqueue(&self) -> Result<()> {
+        self.enqueue_marked(&mut |_| Ok(()))
+    }
+
+    /// [`Self::enqueue`], calling `mark(what)` after each launch (`what` names the kind of
+    /// work it was: the profile's categories).
+    fn enqueue_marked(&self, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
+        let (k, b, c) = (&self.k, self.batch, &self.model.cfg);
+        let stream = k.stream();
+        let p: Vec<u64> = self.act.iter().map(tensor_ptr).collect::<Result<_>>()?;
+        let [x, xn, q, kk, v, att, o, g, u, hm, dn] = p[..] else { bail!("eleven activation buffers") };
+        let (hid, eps) = (c.hidden_size, c.rms_norm_eps as f32);
+        let (h, kvh, d) = (c.num_attention_heads as i32, c.kv_heads() as i32, c.head_dim() as i32);
+        let mv = |t: &MatvecTarget, x: u64, y: u64| t.launch(stream, x, y, b).map_err(anyhow::Error::from);
+        k.embed(self.embed, self.st.tokens, x, b, hid)?;
+        mark("embedding, argmax")?;
+        for (i, l) in self.layers.iter().enumerate() {
+            k.add_rmsnorm(x, if i == 0 { 0 } else { dn }, l.input_norm, xn, b, hid, eps)?;
+            mark("add + RMSNorm")?;
+            mv(&l.mv[0], xn, q)?;
+            mv(&l.mv[1], xn, kk)?;
+            mv(&l.mv[2], xn, v)?;
+            mark("matvec q, k, v")?;
+            let (kc, vc) = (tensor_ptr(&l.kc)?, tensor_ptr(&l.vc)?);
+            let (cap, slot) = (self.cap as i32, self.st.slot);
+            k.rope_append(
+                &RopeArgs {
+                    q,
+                    k: kk,
+                    v,
+                    kc,
+                    vc,
+                    cos: self.cos,
+                    sin: self.sin,
+                    pos: self.st.pos,
+                    slot,
+                    heads: h,
+                    kv_heads: kvh,
+                    d,
+                    cap,
+                },
+                b,
+            )?;
+            mark("RoPE + cache write")?;
+            let scale = 1.0 / (d as f32).sqrt();
+            k.attend(
+                &AttendArgs {
+                    q,
+                    kc,
+                    vc,
+                    out: att,
+                    pad: self.st.pad,
+                    slot,
+                    heads: h,
+                    kv_heads: kvh,
+                    d,
+                    cap,
+                    scale,
+                },
+                b,
+            )?;
+            mark("attention")?;
+            mv(&l.mv[3], att, o)?;
+            mark("matvec o")?;
+            k.add_rmsnorm(x, o, l.post_norm, xn, b, hid, eps)?;
+            mark("add + RMSNorm")?;
+            mv(&l.mv[4], xn, g)?;
+            mv(&l.mv[5], xn, u)?;
+            mark("matvec gate, up")?;
+            k.swiglu(g, u, hm, b * c.intermediate_size)?;
+            mark("SwiGLU")?;
+            mv(&l.mv[6], hm, dn)?;
+            mark("matvec down")?;
+        }
+        k.add_rmsnorm(x, dn, self.norm, xn, b, hid, eps)?;
+        mark("add + RMSNorm")?;
+        let logits = tensor_ptr(&self.logits)?;
+        mv(&self.lm_head, xn, logits)?;
+        mark("lm_head")?;
+        k.argmax_advance(logits, c.vocab_size, &self.st, b)?;
+        mark("embedding, argmax")
+    }
+
+    fn capture(&self) -> Result<CudaGraph> {
+        let stream = self.k.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| anyhow!("begin capture: {e:?}"))?;
+        let issued = self.enqueue();
+        // End the capture whatever happened, so the stream is usable again.
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        issued?;
+        graph
+            .map_err(|e| anyhow!("end capture: {e:?}"))?
+            .ok_or_else(|| anyhow!("the capture recorded nothing"))
+    }
+
+    /// Run one step (asynchronously): the tokens of the last step go in, the greedy tokens
+    /// come out into the state, positions advance. The first step captures the graph.
+    pub fn step(&mut self) -> Result<()> {
+        if self.launch == Launch::Graph && self.graph.is_none() {
+            match self.capture() {
+                Ok(g) => {
+                    g.upload().map_err(|e| anyhow!("graph upload: {e:?}"))?;
+                    self.graph = Some(g);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "CUDA graph capture of the decode step failed ({e:#}); launching directly"
+                    );
+                    self.launch = Launch::Direct(format!("capture failed: {e:#}"));
+                }
+            }
+        }
+        match &self.graph {
+            Some(g) => g.launch().map_err(|e| anyhow!("graph launch: {e:?}")),
+            None => self.enqueue(),
+        }
+    }
+
+    /// Where a step's device time goes: the step captured once more with a CUDA event
+    /// after each launch (event records are graph nodes, so the times are the device's, with
+    /// no host gaps), replayed `steps` times; seconds per step by kind of work, largest first.
+    /// Advances the state like [`Self::step`].
+    pub fn profile(&mut self, steps: usize) -> Result<Vec<(String, f64)>> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let stream = self.k.stream().clone();
+        // Recorded as graph nodes only with CU_EVENT_RECORD_EXTERNAL: a plain record in a
+        // capture only orders streams and is never timed.
+        let ev = || -> Result<_> {
+            let e = stream
+                .context()
+                .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| anyhow!("cuda event: {e:?}"))?;
+            // SAFETY: a live event and the capturing stream of the same context.
+            let r = unsafe {
+                sys::cuEventRecordWithFlags(
+                    e.cu_event(),
+                    stream.cu_stream(),
+                    sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+                )
+            };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                bail!("recording a profile event in the capture: {r:?}");
+            }
+            Ok(e)
+        };
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| anyhow!("begin capture: {e:?}"))?;
+        let mut marks = vec![];
+        let issued = ev().and_then(|e| {
+            marks.push(("start", e));
+            self.enqueue_marked(&mut |what| {
+                marks.push((what, ev()?));
+                Ok(())
+            })
+        });
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        issued?;
+        let graph =
+            graph.map_err(|e| anyhow!("end capture: {e:?}"))?.ok_or_else(|| anyhow!("empty capture"))?;
+        let mut by: std::collections::BTreeMap<&str, f64> = Default::default();
+        for _ in 0..steps {
+            graph.launch().map_err(|e| anyhow!("graph launch: {e:?}"))?;
+            stream.synchronize().map_err(|e| anyhow!("{e:?}"))?;
+            for w in marks.windows(2) {
+                let ms = w[0].1.elapsed_ms(&w[1].1).map_err(|e| anyhow!("cuda event timing: {e:?}"))?;
+                *by.entry(w[1].0).or_default() += ms as f64 * 1e-3 / steps.max(1) as f64;
+            }
+        }
+        let mut v: Vec<(String, f64)> = by.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v)
+    }
+
+    /// The greedy tokens of the last step (waits for it).
+    pub fn tokens(&self) -> Result<Vec<u32>> {
+        let mut out = vec![0u32; self.batch];
+        let stream = self.k.stream();
+        // SAFETY: `out` is `batch` u32, the size of the state's output slice; the stream is
+        // synchronized before `out` is read.
+        unsafe { result::memcpy_dtoh_async(&mut out, self.st.out, stream.cu_stream()) }
+            .map_err(|e| anyhow!("reading the greedy tokens: {e:?}"))?;
+        stream.synchronize().map_err(|e| anyhow!("{e:?}"))?;
+        Ok(out)
+    }
+
+    /// The last step's logits (batch, vocab) in f32 (a copy; for checks).
+    pub fn logits(&self) -> Result<Tensor> {
+        Ok(self.logits.reshape((self.batch, self.model.cfg.vocab_size))?.to_dtype(DType::F32)?)
+    }
+
+    /// Device bytes of the static cache and the step's buffers.
+    pub fn bytes(&self) -> u64 {
+        let t = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        self.layers.iter().map(|l| t(&l.kc) + t(&l.vc)).sum::<u64>()
+            + self.act.iter().map(t).sum::<u64>()
+            + t(&self.logits)
+            + t(&self.state)
+    }
+}
