@@ -70,7 +70,10 @@ fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
         Linear::Dense(w) => {
             // `w` is (in, out); its transpose must be the stored (out, in) rows.
             let rows = w.t()?;
-            if w.dtype() != DType::BF16 || !rows.is_contiguous() || !rows.layout().start_offset().is_multiple_of(8) {
+            if w.dtype() != DType::BF16
+                || !rows.is_contiguous()
+                || !rows.layout().start_offset().is_multiple_of(8)
+            {
                 bail!("a dense layer is not stored as aligned bf16 rows");
             }
             let (out, inp) = rows.dims2()?;
