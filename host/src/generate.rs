@@ -49,7 +49,7 @@ pub enum DecodePath {
 pub enum StepsRan {
     Eager(String),
     Graph,
-    /// The captured step's launches issued one by one (capture failed or was not asked for).
+    /// The captured step's launches issued one by one (the capture failed).
     Direct(String),
 }
 
@@ -79,7 +79,7 @@ impl<'m> Stepper<'m> {
             if let Some(why) = GraphDecoder::supports(model, batch, capacity) {
                 return Ok(Stepper::Eager(Some(why)));
             }
-            Ok(Stepper::Graph(Box::new(GraphDecoder::new(model, batch, capacity, true)?), false))
+            Ok(Stepper::Graph(Box::new(GraphDecoder::new(model, batch, capacity)?), false))
         }
         #[cfg(not(feature = "cuda"))]
         {

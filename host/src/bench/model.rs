@@ -276,14 +276,11 @@ pub fn model_bench(
                 }
                 DecodePath::Graph => {
                     match graph_decode(&llama, b, context, decode_steps, repeats, &prompts, &feed)? {
-                        Ok((path, s, err, agree, profile)) => {
-                            let mut r = row(b, path, s);
+                        Ok(g) => {
+                            let mut r = row(b, g.path, g.step_seconds);
                             (r.logits_rel_err_vs_eager, r.greedy_agrees_with_eager) =
-                                (Some(err), Some(agree));
-                            r.step_profile = profile
-                                .into_iter()
-                                .map(|(what, seconds)| ProfileEntry { what, seconds })
-                                .collect();
+                                (Some(g.logits_rel_err), Some(g.greedy_agrees));
+                            r.step_profile = g.profile;
                             decode.push(r);
                         }
                         Err(why) => decode_notes.push(format!("batch {b}, graph: {why}")),
@@ -328,7 +325,15 @@ pub fn model_bench(
 /// the eager rows (host clock, synchronized at both ends). Before timing, one step from the
 /// same prefill and token is compared with the eager step. `Err(why)` (inner) when the
 /// graph cannot run this batch here.
-#[allow(clippy::type_complexity)]
+/// What [`graph_decode`] measured for one batch size.
+struct GraphRow {
+    path: String,
+    step_seconds: Spread,
+    logits_rel_err: f64,
+    greedy_agrees: bool,
+    profile: Vec<ProfileEntry>,
+}
+
 fn graph_decode(
     llama: &Llama,
     b: usize,
@@ -337,7 +342,7 @@ fn graph_decode(
     repeats: usize,
     prompts: &dyn Fn(usize) -> Vec<Vec<u32>>,
     feed: &dyn Fn(usize) -> Vec<u32>,
-) -> Result<std::result::Result<(String, Spread, f64, bool, Vec<(String, f64)>), String>> {
+) -> Result<std::result::Result<GraphRow, String>> {
     if llama.device.is_cpu() {
         return Ok(Err("not on a GPU".into()));
     }
@@ -348,7 +353,7 @@ fn graph_decode(
         if let Some(why) = GraphDecoder::supports(llama, b, cap) {
             return Ok(Err(why));
         }
-        let mut g = GraphDecoder::new(llama, b, cap, true)?;
+        let mut g = GraphDecoder::new(llama, b, cap)?;
         let pad = vec![0; b];
         // The check: the same prefill and first token through both steps.
         let mut cache = llama.new_cache();
@@ -393,7 +398,13 @@ fn graph_decode(
             tracing::warn!("batch {b}: profiling the captured step failed: {e:#}");
             vec![]
         });
-        Ok(Ok((path, spread(times), err / scale, agree, profile)))
+        Ok(Ok(GraphRow {
+            path,
+            step_seconds: spread(times),
+            logits_rel_err: err / scale,
+            greedy_agrees: agree,
+            profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
+        }))
     }
     #[cfg(not(feature = "cuda"))]
     {

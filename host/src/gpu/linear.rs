@@ -21,9 +21,10 @@ pub struct PackedLinear {
     pub rows: usize,
     pub cols: usize,
     bufs: Vec<CudaSlice<u8>>,
-    params: [i64; 4],
     kernels: Arc<Kernels>,
     dev: CudaDevice,
+    /// The launch target on `bufs`' addresses, built once at upload.
+    target: MatvecTarget,
 }
 
 fn launch_err(
@@ -53,11 +54,16 @@ impl PackedLinear {
             .iter()
             .map(|(_, b)| dev.clone_htod(b.as_slice()))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let stream = dev.cuda_stream();
+        let mut ptrs = [0u64; 4];
+        for (slot, b) in ptrs.iter_mut().zip(&bufs) {
+            *slot = b.device_ptr(&stream).0;
+        }
         Ok(PackedLinear {
             rows: p.rows,
             cols: p.cols,
+            target: MatvecTarget::new(kernels.clone(), ptrs, p.rows, p.cols, params),
             bufs,
-            params,
             kernels: kernels.clone(),
             dev: dev.clone(),
         })
@@ -92,22 +98,16 @@ impl PackedLinear {
 
     /// This matrix as a launch target on raw device pointers (what a captured decode step
     /// replays); valid while `self` lives.
-    pub fn target(&self) -> MatvecTarget {
-        let stream = self.dev.cuda_stream();
-        let mut bufs = [0u64; 4];
-        for (slot, b) in bufs.iter_mut().zip(&self.bufs) {
-            *slot = b.device_ptr(&stream).0;
-        }
-        MatvecTarget::new(self.kernels.clone(), bufs, self.rows, self.cols, self.params)
+    pub fn target(&self) -> &MatvecTarget {
+        &self.target
     }
 
     /// Launch the dequantize kernel into `out` (rows·cols bf16).
     pub fn launch_dequantize(&self, out: &mut CudaSlice<bf16>) -> candle_core::Result<()> {
         let n = self.rows * self.cols;
         let stream = self.dev.cuda_stream();
-        let t = self.target();
         let mut b = stream.launch_builder(&self.kernels.dequantize);
-        t.push_args(&mut b);
+        self.target.push_args(&mut b);
         b.arg(out);
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1),
@@ -126,13 +126,14 @@ impl PackedLinear {
     ) -> candle_core::Result<()> {
         let stream = self.dev.cuda_stream();
         let (xp, yp) = (x.device_ptr(&stream).0, y.device_ptr_mut(&stream).0);
-        self.target().launch(&stream, xp, yp, batch)
+        self.target.launch(&stream, xp, yp, batch)
     }
 }
 
 /// One matrix's matvec on raw device pointers: a method's kernels (or the host's dense bf16
 /// rows) and the buffers and parameters they read. Nothing here owns the buffers: the
 /// caller keeps them alive (the model's layers) for as long as it launches.
+#[derive(Clone)]
 pub struct MatvecTarget {
     kernels: Arc<Kernels>,
     bufs: [u64; 4],
@@ -148,10 +149,6 @@ impl MatvecTarget {
 
     pub fn rows(&self) -> usize {
         self.rc[0] as usize
-    }
-
-    pub fn has_matvec(&self) -> bool {
-        self.kernels.matvec.is_some()
     }
 
     /// The convention's leading arguments: b0..b3, rows, cols, p0..p3.

@@ -56,8 +56,9 @@ pub fn arch(dev: &CudaDevice) -> Result<String> {
 }
 
 /// PTX for `source` from the on-disk cache or NVRTC (options: the device's architecture,
-/// C++17), with where it came from (`cache …` or `nvrtc N ms`) and the cache key. The cache
-/// file is `<stem>-<key>.ptx`; `who` names the source in errors.
+/// C++17), with where it came from (`cache …` or `nvrtc N ms`) and the module name to load
+/// it under (`llq-<stem>-<key>`, for [`entry`]). The cache file is `<stem>-<key>.ptx`; `who`
+/// names the source in errors.
 pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(String, String, String)> {
     let arch = arch(dev)?;
     let options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_string()];
@@ -69,7 +70,7 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
     let path = cache_dir().join("ptx").join(format!("{stem}-{key}.ptx"));
     if let Ok(p) = std::fs::read_to_string(&path) {
         if p.contains(".entry") {
-            return Ok((p, format!("cache {}", path.display()), key));
+            return Ok((p, format!("cache {}", path.display()), format!("llq-{stem}-{key}")));
         }
     }
     let t = std::time::Instant::now();
@@ -89,7 +90,13 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
     if let Err(e) = written {
         tracing::warn!("cannot cache PTX at {}: {e:#}", path.display());
     }
-    Ok((src, format!("nvrtc {:.0} ms", t.elapsed().as_secs_f64() * 1e3), key))
+    Ok((src, format!("nvrtc {:.0} ms", t.elapsed().as_secs_f64() * 1e3), format!("llq-{stem}-{key}")))
+}
+
+/// Entry point `name` of the PTX `ptx` loaded as `module` on `dev` (candle loads a module
+/// once per device and name).
+pub fn entry(dev: &CudaDevice, module: &str, ptx: &str, name: &str) -> candle_core::Result<CudaFunction> {
+    Ok(dev.get_or_load_custom_func(name, module, ptx)?.into_cuda_function())
 }
 
 /// Compile (or fetch from the PTX cache) and load `k` for the method `method`.
@@ -98,21 +105,15 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         bail!("plugin {method}: {} kernel parameters, the convention passes at most 4", k.params.len());
     }
     let arch = arch(dev)?;
-    let (ptx, origin, key) = ptx(method, &format!("plugin {method}"), &k.source, dev)?;
-    let module = format!("llq-{method}-{key}");
+    let (ptx, origin, module) = ptx(method, &format!("plugin {method}"), &k.source, dev)?;
     let load = |name: &str| -> Result<CudaFunction> {
-        Ok(dev
-            .get_or_load_custom_func(name, &module, &ptx)
-            .with_context(|| format!("plugin {method}: kernel entry `{name}` not found in its CUDA source"))?
-            .into_cuda_function())
+        entry(dev, &module, &ptx, name)
+            .with_context(|| format!("plugin {method}: kernel entry `{name}` not found in its CUDA source"))
     };
     let dequantize = load(&k.dequantize)?;
     let matvec = k.matvec.as_deref().map(load).transpose()?;
     let special = |suffix: &str| {
-        k.matvec
-            .as_deref()
-            .and_then(|m| dev.get_or_load_custom_func(&format!("{m}{suffix}"), &module, &ptx).ok())
-            .map(|f| f.into_cuda_function())
+        k.matvec.as_deref().and_then(|m| entry(dev, &module, &ptx, &format!("{m}{suffix}")).ok())
     };
     let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
     tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");

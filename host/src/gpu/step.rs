@@ -6,7 +6,7 @@
 //! What a step is made of (the model's layers) is the model's concern (`model::graph`).
 
 use super::linear::MatvecTarget;
-use super::nvrtc::{ptx, Kernels};
+use super::nvrtc::{entry, ptx, Kernels};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -35,9 +35,7 @@ pub struct StepKernels {
     swiglu: CudaFunction,
     argmax: CudaFunction,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
-    pub rows: Arc<Kernels>,
-    /// Where the PTX came from (`cache …` or `nvrtc N ms`).
-    pub origin: String,
+    rows: Arc<Kernels>,
     stream: Arc<CudaStream>,
 }
 
@@ -77,13 +75,9 @@ pub fn tensor_ptr(t: &Tensor) -> Result<u64> {
 impl StepKernels {
     pub fn compile(dev: &CudaDevice) -> Result<Arc<Self>> {
         let source = format!("{}\n{}", llq_sdk::cuda::HEADER, SOURCE);
-        let (ptx, origin, key) = ptx("llq-step", "llq-host's decode-step kernels", &source, dev)?;
-        let module = format!("llq-step-{key}");
+        let (ptx, origin, module) = ptx("step", "llq-host's decode-step kernels", &source, dev)?;
         let load = |name: &str| -> Result<CudaFunction> {
-            Ok(dev
-                .get_or_load_custom_func(name, &module, &ptx)
-                .with_context(|| format!("decode-step kernel `{name}` missing"))?
-                .into_cuda_function())
+            entry(dev, &module, &ptx, name).with_context(|| format!("decode-step kernel `{name}` missing"))
         };
         let rows = Arc::new(Kernels {
             method: "bf16 (dense layers)".to_string(),
@@ -92,7 +86,7 @@ impl StepKernels {
             matvec_b1: Some(load("llq_bf16rows_matvec_b1")?),
             matvec_b4: Some(load("llq_bf16rows_matvec_b4")?),
             params: vec![],
-            origin: origin.clone(),
+            origin,
         });
         Ok(Arc::new(StepKernels {
             embed: load("llq_step_embed")?,
@@ -102,7 +96,6 @@ impl StepKernels {
             swiglu: load("llq_step_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
-            origin,
             stream: dev.cuda_stream(),
         }))
     }

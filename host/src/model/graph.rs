@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub const MAX_CAPACITY: usize = 11_264;
 
 /// How the step runs: captured and replayed, or the same launches issued one by one (when
-/// capture is off or failed; the reason is kept).
+/// the capture failed; the reason is kept).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Launch {
     Graph,
@@ -39,6 +39,9 @@ struct LayerTargets {
     mv: [MatvecTarget; 7],
     kc: Tensor,
     vc: Tensor,
+    /// Device addresses of `kc`, `vc`.
+    kc_ptr: u64,
+    vc_ptr: u64,
 }
 
 /// A batch's decode state on the device and the step that advances it.
@@ -53,19 +56,22 @@ pub struct GraphDecoder<'m> {
     norm: u64,
     cos: u64,
     sin: u64,
-    /// tokens, out, pos, pad (batch each), slot (1): u32.
-    state: Tensor,
+    /// tokens, out, pos, pad (batch each), slot (1): u32, held for its storage (`st`).
+    _state: Tensor,
     st: StepState,
-    /// x, xn, q, k, v, attention out, o, gate, up, silu·up, down: bf16 activations.
-    act: Vec<Tensor>,
+    /// x, xn, q, k, v, attention out, o, gate, up, silu·up, down: bf16 activations (held
+    /// for their storage), and their device addresses.
+    _act: Vec<Tensor>,
+    act_ptr: [u64; 11],
     logits: Tensor,
+    logits_ptr: u64,
     graph: Option<CudaGraph>,
     launch: Launch,
 }
 
 fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
     match l {
-        Linear::Packed(p) if p.has_matvec() => Ok(p.target()),
+        Linear::Packed(p) if p.has_matvec() => Ok(p.target().clone()),
         Linear::Packed(_) => bail!("a packed layer has no matvec kernel"),
         Linear::Dense(w) => {
             // `w` is (in, out); its transpose must be the stored (out, in) rows.
@@ -105,8 +111,8 @@ impl<'m> GraphDecoder<'m> {
     }
 
     /// Buffers for `batch` rows and a cache of `capacity` positions; kernels compiled (or
-    /// read from the PTX cache). `capture`: replay a CUDA graph (else launch one by one).
-    pub fn new(model: &'m Llama, batch: usize, capacity: usize, capture: bool) -> Result<Self> {
+    /// read from the PTX cache). The first step captures the graph.
+    pub fn new(model: &'m Llama, batch: usize, capacity: usize) -> Result<Self> {
         if let Some(why) = Self::supports(model, batch, capacity) {
             bail!("the captured decode step cannot run: {why}");
         }
@@ -124,18 +130,25 @@ impl<'m> GraphDecoder<'m> {
             let mut next = || it.next().expect("seven layers").with_context(|| format!("block {i}"));
             let mv = [next()?, next()?, next()?, next()?, next()?, next()?, next()?];
             let cache = || Tensor::zeros((batch, kvh, capacity, d), DType::BF16, dev);
+            let (kc, vc) = (cache()?, cache()?);
             layers.push(LayerTargets {
                 input_norm: tensor_ptr(b.input_norm)?,
                 post_norm: tensor_ptr(b.post_norm)?,
                 mv,
-                kc: cache()?,
-                vc: cache()?,
+                kc_ptr: tensor_ptr(&kc)?,
+                vc_ptr: tensor_ptr(&vc)?,
+                kc,
+                vc,
             });
         }
         let lm_head = rows_target(&k, parts.lm_head).context("lm_head")?;
         let (hid, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let sizes = [hid, hid, h * d, kvh * d, kvh * d, h * d, hid, inter, inter, inter, hid];
         let act = sizes.iter().map(|&n| zeros(batch * n)).collect::<candle_core::Result<Vec<_>>>()?;
+        let mut act_ptr = [0u64; 11];
+        for (p, t) in act_ptr.iter_mut().zip(&act) {
+            *p = tensor_ptr(t)?;
+        }
         let logits = zeros(batch * vocab)?;
         let state = Tensor::zeros(4 * batch + 1, DType::U32, dev)?;
         let base = tensor_ptr(&state)?;
@@ -151,12 +164,14 @@ impl<'m> GraphDecoder<'m> {
             norm: tensor_ptr(parts.norm)?,
             cos: tensor_ptr(parts.cos)?,
             sin: tensor_ptr(parts.sin)?,
-            state,
+            _state: state,
             st,
-            act,
+            _act: act,
+            act_ptr,
+            logits_ptr: tensor_ptr(&logits)?,
             logits,
             graph: None,
-            launch: if capture { Launch::Graph } else { Launch::Direct("capture not asked for".into()) },
+            launch: Launch::Graph,
             k,
         })
     }
@@ -164,11 +179,6 @@ impl<'m> GraphDecoder<'m> {
     /// How the steps run (a failed capture falls back to direct launches and says why).
     pub fn launch_mode(&self) -> &Launch {
         &self.launch
-    }
-
-    /// Where the step kernels' PTX came from (`cache …` or `nvrtc N ms`).
-    pub fn kernels_origin(&self) -> &str {
-        &self.k.origin
     }
 
     /// Continue from an eager prefill: its `cache` (every row `past` positions, left padding
@@ -197,7 +207,7 @@ impl<'m> GraphDecoder<'m> {
         let stream = self.k.stream();
         // SAFETY: `state` holds 4b + 1 u32 and lives as long as `self`; `host` outlives the
         // copy because the stream is synchronized before returning.
-        unsafe { result::memcpy_htod_async(tensor_ptr(&self.state)?, &host, stream.cu_stream()) }
+        unsafe { result::memcpy_htod_async(self.st.tokens, &host, stream.cu_stream()) }
             .map_err(|e| anyhow!("uploading the decode state: {e:?}"))?;
         stream.synchronize().map_err(|e| anyhow!("{e:?}"))?;
         Ok(())
@@ -213,8 +223,7 @@ impl<'m> GraphDecoder<'m> {
     fn enqueue_marked(&self, mark: &mut dyn FnMut(&'static str) -> Result<()>) -> Result<()> {
         let (k, b, c) = (&self.k, self.batch, &self.model.cfg);
         let stream = k.stream();
-        let p: Vec<u64> = self.act.iter().map(tensor_ptr).collect::<Result<_>>()?;
-        let [x, xn, q, kk, v, att, o, g, u, hm, dn] = p[..] else { bail!("eleven activation buffers") };
+        let [x, xn, q, kk, v, att, o, g, u, hm, dn] = self.act_ptr;
         let (hid, eps) = (c.hidden_size, c.rms_norm_eps as f32);
         let (h, kvh, d) = (c.num_attention_heads as i32, c.kv_heads() as i32, c.head_dim() as i32);
         let mv = |t: &MatvecTarget, x: u64, y: u64| t.launch(stream, x, y, b).map_err(anyhow::Error::from);
@@ -227,7 +236,7 @@ impl<'m> GraphDecoder<'m> {
             mv(&l.mv[1], xn, kk)?;
             mv(&l.mv[2], xn, v)?;
             mark("matvec q, k, v")?;
-            let (kc, vc) = (tensor_ptr(&l.kc)?, tensor_ptr(&l.vc)?);
+            let (kc, vc) = (l.kc_ptr, l.vc_ptr);
             let (cap, slot) = (self.cap as i32, self.st.slot);
             k.rope_append(
                 &RopeArgs {
@@ -280,10 +289,9 @@ impl<'m> GraphDecoder<'m> {
         }
         k.add_rmsnorm(x, dn, self.norm, xn, b, hid, eps)?;
         mark("add + RMSNorm")?;
-        let logits = tensor_ptr(&self.logits)?;
-        mv(&self.lm_head, xn, logits)?;
+        mv(&self.lm_head, xn, self.logits_ptr)?;
         mark("lm_head")?;
-        k.argmax_advance(logits, c.vocab_size, &self.st, b)?;
+        k.argmax_advance(self.logits_ptr, c.vocab_size, &self.st, b)?;
         mark("embedding, argmax")
     }
 
@@ -395,14 +403,5 @@ impl<'m> GraphDecoder<'m> {
     /// The last step's logits (batch, vocab) in f32 (a copy; for checks).
     pub fn logits(&self) -> Result<Tensor> {
         Ok(self.logits.reshape((self.batch, self.model.cfg.vocab_size))?.to_dtype(DType::F32)?)
-    }
-
-    /// Device bytes of the static cache and the step's buffers.
-    pub fn bytes(&self) -> u64 {
-        let t = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        self.layers.iter().map(|l| t(&l.kc) + t(&l.vc)).sum::<u64>()
-            + self.act.iter().map(t).sum::<u64>()
-            + t(&self.logits)
-            + t(&self.state)
     }
 }
