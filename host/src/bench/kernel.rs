@@ -118,9 +118,10 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
     tracing::info!("device-to-device copy: {copy_gb_per_s:.0} GB/s");
 
     // Correctness: the timed shapes plus shapes that take the scalar path (cols % 8 != 0),
-    // a partial last block and a row count that is not a multiple of 8.
+    // a partial last block, a row count that is not a multiple of 8, and one the wide matvec
+    // (cols % 32 == 0) takes with a partial last block of rows.
     let mut check_shapes: Vec<(usize, usize)> = shapes.to_vec();
-    check_shapes.extend([(37, 100), (13, 72), (3, 1000)]);
+    check_shapes.extend([(37, 100), (13, 72), (3, 1000), (37, 96)]);
     let (mut checks, mut skipped) = (vec![], vec![]);
     for (i, &(rows, cols)) in check_shapes.iter().enumerate() {
         if i >= shapes.len() {

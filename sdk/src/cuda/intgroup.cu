@@ -63,6 +63,37 @@ struct LlqIntGroup {
 #pragma unroll
     for (int j = 0; j < 8; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((unsigned)(bits >> (j * a.p0)) & mask), z));
   }
+  // Header v1.2: 4-bit codes without act-order, groups a multiple of 32: 32 codes are one
+  // aligned 16-byte load and share one scale and zero. Integer zeros use the 2^23 trick,
+  // (2^23 + q) - (2^23 + z) = q - z exactly, instead of an int-to-float conversion per
+  // weight (a quarter-rate instruction on sm_90); f16 zeros (hqq) subtract as before.
+  struct Raw32 { uint4 q; unsigned sz; };
+  static __device__ __forceinline__ bool wide_ok(const LlqArgs& a) {
+    return a.p0 == 4 && !a.p2 && (a.p1 & 31) == 0 && (a.cols & 31) == 0 && ((size_t)a.b0 & 15) == 0;
+  }
+  static __device__ __forceinline__ Raw32 load32_rc(const LlqArgs& a, unsigned row, unsigned col) {
+    const unsigned wpr = (unsigned)a.cols >> 3;  // 8 four-bit codes a word, cols % 32 == 0
+    Raw32 r;
+    r.q = __ldg(reinterpret_cast<const uint4*>(reinterpret_cast<const unsigned*>(a.b0) + (size_t)row * wpr + (col >> 3)));
+    const size_t k = (size_t)row * groups32(a) + group_of(a, col);
+    r.sz = (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b1) + k) | (zero_bits(a, (long long)k) << 16);
+    return r;
+  }
+  static __device__ __forceinline__ void decode32(const LlqArgs& a, const float*, unsigned, unsigned, const Raw32& raw,
+                                                  float w[32]) {
+    const float s = llq_f16_to_f32((unsigned short)(raw.sz & 0xffffu));
+    const float z = zero_of(a, raw.sz >> 16);
+    const unsigned q[4] = {raw.q.x, raw.q.y, raw.q.z, raw.q.w};
+    if (a.p3) {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((q[j >> 3] >> (4 * (j & 7))) & 15u), z));
+    } else {
+      const float zb = __fadd_rn(8388608.f, z);
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        w[j] = __fmul_rn(s, __fsub_rn(__uint_as_float(0x4b000000u | ((q[j >> 3] >> (4 * (j & 7))) & 15u)), zb));
+    }
+  }
   static __device__ __forceinline__ float at(const LlqArgs& a, const float*, long long i, long long row) {
     const long long c = i - row * a.cols;
     const long long bit = c * a.p0;

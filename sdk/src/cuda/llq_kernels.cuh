@@ -23,6 +23,20 @@
 //                                     unsigned col, Raw raw, float w[8]);
 // A decoder that has them needs no `load8`/`decode8`: the drivers then call only these (row
 // and column as 32-bit values: a matrix has fewer than 2³² rows and columns).
+//
+// Optional (header v1.2), the wide matvec: a decoder whose codes for 32 consecutive weights of
+// a row fill one 16-byte load can offer
+//   typedef ... Raw32;
+//   static __device__ bool wide_ok(const LlqArgs&);     this matrix can take the wide path
+//   static __device__ Raw32 load32_rc(const LlqArgs&, unsigned row, unsigned col);  col % 32 == 0
+//   static __device__ void decode32(const LlqArgs&, const float* lut, unsigned row, unsigned col,
+//                                   const Raw32&, float w[32]);
+//   static __device__ int lut_len(const LlqArgs&);      (any decoder) table entries this matrix
+//                                                        reads: only those are staged
+// and the matvec entries for up to LLQ_MV_WIDE_MAXB rows of x then read 32 weights a thread a
+// step, two warps a row (see llq_matvec_w). 4-byte code loads (8 weights) kept NF4 at 14-19% of
+// copy bandwidth where 16-byte bf16 loads reached 76% with the same driver (bench/NOTES.md,
+// issue 13). Decoders without these entries compile and run as before.
 
 typedef unsigned short llq_bf16;
 
@@ -66,6 +80,12 @@ struct llq_has_rc<D, typename llq_void<decltype(&D::load8_rc), decltype(&D::deco
 
 // The 8 weights at (row, col) = flat index i, through the decoder's row/column entries when
 // it has them.
+template <class D, class = void> struct llq_has_wide { static constexpr bool value = false; };
+template <class D>
+struct llq_has_wide<D, typename llq_void<decltype(&D::load32_rc), decltype(&D::decode32), decltype(&D::wide_ok)>::type> {
+  static constexpr bool value = true;
+};
+
 template <class D>
 static __device__ __forceinline__ typename D::Raw llq_load8(const LlqArgs& a, long long i, long long row, long long col) {
   if constexpr (llq_has_rc<D>::value) return D::load8_rc(a, (unsigned)row, (unsigned)col);
@@ -78,9 +98,21 @@ static __device__ __forceinline__ void llq_decode8(const LlqArgs& a, const float
   else D::decode8(a, lut, i, row, raw, w);
 }
 
+template <class D, class = void> struct llq_has_lut_len { static constexpr bool value = false; };
 template <class D>
-static __device__ __forceinline__ void llq_fill_lut(float* lut) {
-  for (int i = threadIdx.x; i < (int)D::LUT; i += blockDim.x) lut[i] = D::lut(i);
+struct llq_has_lut_len<D, typename llq_void<decltype(&D::lut_len)>::type> {
+  static constexpr bool value = true;
+};
+
+// Stage the table's first D::lut_len(a) entries (header v1.2, optional; all LUT without it).
+// Tables sit in __constant__ memory, which serves a warp one address at a time: staging the
+// 256-entry double-quantization map costs a 4-bit matvec 3 µs of its 16 on 8192×2048 even
+// when the matrix has no double quantization (bench/kernels/mv4.cu, issue 13).
+template <class D>
+static __device__ __forceinline__ void llq_fill_lut(float* lut, const LlqArgs& a) {
+  int n = (int)D::LUT;
+  if constexpr (llq_has_lut_len<D>::value) n = min(n, D::lut_len(a));
+  for (int i = threadIdx.x; i < n; i += blockDim.x) lut[i] = D::lut(i);
   __syncthreads();
 }
 
@@ -100,7 +132,7 @@ static __device__ __forceinline__ uint4 llq_pack8(const float w[8]) {
 template <class D>
 static __device__ void llq_dequantize(const LlqArgs& a, llq_bf16* out) {
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
-  llq_fill_lut<D>(lut);
+  llq_fill_lut<D>(lut, a);
   const long long n = a.rows * a.cols;
   const long long g0 = (long long)blockIdx.x * blockDim.x * LLQ_DQ_GROUPS + threadIdx.x;
   if ((a.cols & 7) == 0) {
@@ -150,8 +182,94 @@ static __device__ __forceinline__ void llq_dot8(float& acc, const float w[8], ui
 // PREFIX_matvec_b4 up to 4 and PREFIX_matvec_b1 one (fewer registers, more blocks an SM). The first weight loads are
 // issued before the decoder's table is staged, so the two latencies overlap.
 #define LLQ_MV_ROWS 4
+
+// The wide matvec (header v1.2): the block's LLQ_MV_ROWS = 4 rows (the launch shape of
+// convention v1, unchanged) get two warps each; thread j of a row's 64 takes the 32-column
+// chunks j, j + 64, ... and issues UNROLL 16-byte code loads before decoding any. One row a
+// thread, so a step needs one 32-weight code load, MAXB x slices of 64 bytes and no table
+// of partial sums: the row's two warps meet once, in shared memory, at the end. With 2048
+// columns every thread has exactly one chunk; the 4-row, 8-column driver below left 3/4 of
+// the 4-bit chunks' threads idle there.
+template <class D, int UNROLL, int MAXB>
+static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+  __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
+  __shared__ float part[8][MAXB];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const unsigned row = blockIdx.x * LLQ_MV_ROWS + (threadIdx.x >> 6);
+  const unsigned j = threadIdx.x & 63u;
+  const unsigned cols = (unsigned)a.cols, chunks = cols >> 5;
+  const bool live = row < (unsigned)a.rows;
+  float acc[MAXB];
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) acc[b] = 0.f;
+  bool staged = false;
+  // c0 - j is the same for every thread, so the whole block takes each step (the table fill
+  // below synchronizes).
+  for (unsigned c0 = j; c0 - j < chunks; c0 += 64u * UNROLL) {
+    typename D::Raw32 raw[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const unsigned c = c0 + 64u * u;
+      if (live && c < chunks) raw[u] = D::load32_rc(a, row, c << 5);
+    }
+    if (!staged) {
+      llq_fill_lut<D>(lut, a);
+      staged = true;
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const unsigned c = c0 + 64u * u;
+      if (live && c < chunks) {
+        float w[32];
+        D::decode32(a, lut, row, c << 5, raw[u], w);
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+#pragma unroll
+          for (int b = 0; b < MAXB; ++b)
+            if (b < batch)
+              llq_dot8(acc[b], w + 8 * k, __ldg(reinterpret_cast<const uint4*>(x + (size_t)b * cols + (c << 5) + 8 * k)));
+      }
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < MAXB; ++b) {
+    if (b < batch) {
+      float v = acc[b];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) part[warp][b] = v;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < LLQ_MV_ROWS * MAXB) {
+    const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
+    const unsigned out = blockIdx.x * LLQ_MV_ROWS + r;
+    if (b < batch && out < (unsigned)a.rows)
+      y[(size_t)b * a.rows + out] = llq_f32_to_bf16(part[2 * r][b] + part[2 * r + 1][b]);
+  }
+}
+
+// Entries for up to this many rows of x take the wide driver when the decoder offers it: the
+// wide driver loads x once per row of W, the 4-row driver once per 4 rows, which matters as
+// the batch grows: at 4 rows the two split the Llama shapes between them (wide 32.4 vs 39.9
+// µs on 8192×2048, 36.5 vs 22.7 on 2048×8192), at 8 the 4-row driver wins (bench/NOTES.md).
+#ifndef LLQ_MV_WIDE_MAXB
+#define LLQ_MV_WIDE_MAXB 1
+#endif
+
 template <class D, int UNROLL, int MAXB>
 static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+  if constexpr (llq_has_wide<D>::value && MAXB <= LLQ_MV_WIDE_MAXB) {
+    if ((a.cols & 31) == 0 && D::wide_ok(a)) {
+      llq_matvec_w<D, UNROLL, MAXB>(a, x, y, batch);
+      return;
+    }
+  }
+  // Where the wide driver is compiled in, this one only serves shapes it cannot take (odd
+  // column counts, 3-bit codes): one load a step keeps its registers from setting the whole
+  // kernel's (the wide driver alone needs 64-80, this one at UNROLL 4 up to 128).
+  constexpr bool has_wide = llq_has_wide<D>::value && MAXB <= LLQ_MV_WIDE_MAXB;
+  constexpr int NU = has_wide ? 1 : UNROLL;
   constexpr int RB = LLQ_MV_ROWS;
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   __shared__ float part[8][RB][MAXB];
@@ -166,21 +284,21 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
   if ((cols & 7) == 0) {
     const long long groups = cols >> 3;
     bool staged = false;
-    for (long long g0 = threadIdx.x; g0 - threadIdx.x < groups; g0 += 256LL * UNROLL) {
-      typename D::Raw raw[UNROLL][RB];
+    for (long long g0 = threadIdx.x; g0 - threadIdx.x < groups; g0 += 256LL * NU) {
+      typename D::Raw raw[NU][RB];
 #pragma unroll
-      for (int u = 0; u < UNROLL; ++u) {
+      for (int u = 0; u < NU; ++u) {
         const long long g = g0 + 256LL * u;
 #pragma unroll
         for (int r = 0; r < RB; ++r)
           if (g < groups && r0 + r < a.rows) raw[u][r] = llq_load8<D>(a, (r0 + r) * cols + g * 8, r0 + r, g * 8);
       }
       if (!staged) {  // every thread of the block takes this branch on its first step
-        llq_fill_lut<D>(lut);
+        llq_fill_lut<D>(lut, a);
         staged = true;
       }
 #pragma unroll
-      for (int u = 0; u < UNROLL; ++u) {
+      for (int u = 0; u < NU; ++u) {
         const long long g = g0 + 256LL * u;
         if (g < groups) {
           uint4 xv[MAXB];
@@ -200,9 +318,9 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
         }
       }
     }
-    if (!staged) llq_fill_lut<D>(lut);  // not reached for cols > 0; kept for safety
+    if (!staged) llq_fill_lut<D>(lut, a);  // not reached for cols > 0; kept for safety
   } else {
-    llq_fill_lut<D>(lut);
+    llq_fill_lut<D>(lut, a);
     for (long long c = threadIdx.x; c < cols; c += 256) {
 #pragma unroll
       for (int r = 0; r < RB; ++r) {
