@@ -12,6 +12,15 @@ and tokens/s at batch 1/4/16/64 after a 128-token context; CUDA events, warm-up 
 median (and min/max) of repeats. Also the device's copy bandwidth (bytes read + written), and
 for each decode case the bytes one step must read (weights incl. the tied lm_head + KV cache)
 over that bandwidth: the roofline floor, and the fraction of it achieved.
+Fairness (issue 13's review): prefills ask for the last position's logits only
+(`logits_to_keep=1`), as llq computes; `stored_bytes` counts every byte a method keeps on the
+device — parameters, buffers and bitsandbytes' quantization state outside them (4-bit absmax,
+nested absmax, code and offset; LLM.int8's SCB row scales), which `get_memory_footprint()`
+misses — and is what the roofline uses.
+The stronger peer (`--compiled`, on by default; `--no-compiled` skips it): bf16 and NF4 through
+`generate(cache_implementation="static")`, where transformers compiles the decode forward with
+torch.compile ("reduce-overhead": CUDA graphs, the gpt-fast recipe) — ms/step from
+(t(1 + STEPS new tokens) − t(1 new token)) / STEPS, paired per repeat, batch 1.
 Writes OUT_DIR/hf_bench.json and prints a Markdown table last.
 """
 import json
@@ -30,6 +39,8 @@ BATCHES = [1, 4] if QUICK else [1, 4, 16, 64]
 CONTEXT = 128
 STEPS = 16 if QUICK else 32
 REPEATS = 3 if QUICK else 5
+COMPILED = "--no-compiled" not in sys.argv
+COMPILED_BATCHES = [1]
 
 # meta-llama/Llama-3.2-1B config.json
 CONFIG = dict(
@@ -74,21 +85,44 @@ def ids(b, n, seed):
     return torch.randint(0, CONFIG["vocab_size"], (b, n), generator=g).cuda()
 
 
+def stored_bytes(model):
+    """Every byte the model keeps on the device, each storage once: parameters and buffers,
+    and the bitsandbytes quantization state that lives outside them."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.device.type == "cuda" and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+
+    for t in list(model.parameters()) + list(model.buffers()):
+        add(t)
+        qs = getattr(t, "quant_state", None)  # bnb Params4bit
+        while qs is not None:
+            for k in ("absmax", "code", "offset"):
+                add(getattr(qs, k, None))
+            qs = getattr(qs, "state2", None)  # double quantization: the absmax's own state
+        add(getattr(t, "SCB", None))  # bnb Int8Params: one f32 scale a row
+    return total
+
+
 @torch.inference_mode()
 def bench_model(model, name, bw):
     cfg = model.config
-    weight_bytes = model.get_memory_footprint()
+    weight_bytes = stored_bytes(model)
     torch.cuda.reset_peak_memory_stats()
-    rows = {"method": name, "footprint_bytes": weight_bytes, "prefill": [], "decode": []}
+    rows = {"method": name, "footprint_bytes": model.get_memory_footprint(), "stored_bytes": weight_bytes,
+            "prefill": [], "decode": []}
     for n in PROMPTS:
         x = ids(1, n, n)
-        ts = events_ms(lambda: model(input_ids=x, use_cache=True))
+        ts = events_ms(lambda: model(input_ids=x, use_cache=True, logits_to_keep=1))
         rows["prefill"].append({"prompt_tokens": n, "ms": spread(ts), "tokens_per_s": n / (statistics.median(ts) / 1e3)})
     kv_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2  # bf16 K and V
     for b in BATCHES:
         per_step = []
         for r in range(REPEATS + 1):
-            out = model(input_ids=ids(b, CONTEXT, 1000 + r), use_cache=True)
+            out = model(input_ids=ids(b, CONTEXT, 1000 + r), use_cache=True, logits_to_keep=1)
             pkv = out.past_key_values
             nxt = out.logits[:, -1:].argmax(-1)
             torch.cuda.synchronize()
@@ -109,6 +143,48 @@ def bench_model(model, name, bw):
         rows["decode"].append({"batch": b, "ms_per_step": spread(per_step), "tokens_per_s": b / (med / 1e3),
                                "bytes_per_step": step_bytes, "roofline_ms": floor_ms, "roofline_fraction": floor_ms / med})
     rows["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    return rows
+
+
+@torch.inference_mode()
+def bench_compiled(model, name, bw):
+    """Decode through generate() with a static cache, which transformers compiles (CUDA graphs)."""
+    cfg = model.config
+    kv_per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
+    weight_bytes = stored_bytes(model)
+    rows = {"method": name, "stored_bytes": weight_bytes, "decode": [],
+            "how": "generate(cache_implementation='static'), transformers' automatic torch.compile of the "
+                   "decode step; ms/step = (t(1+STEPS tokens) - t(1 token)) / STEPS, paired per repeat"}
+    from torch._dynamo.utils import counters
+    for b in COMPILED_BATCHES:
+        x = ids(b, CONTEXT, 7)
+        mask = torch.ones_like(x)
+
+        def gen(n):
+            out = model.generate(input_ids=x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                 do_sample=False, cache_implementation="static", pad_token_id=0)
+            assert out.shape[1] == CONTEXT + n, out.shape
+            return out
+
+        graphs0 = counters["stats"]["unique_graphs"]
+        t0 = time.time()
+        for _ in range(2):  # compile and record the graphs of both lengths
+            gen(1 + STEPS)
+            gen(1)
+        torch.cuda.synchronize()
+        warm_s = time.time() - t0
+        long, short = [], []
+        for _ in range(REPEATS):
+            long += events_ms(lambda: gen(1 + STEPS), warmup=0, repeats=1)
+            short += events_ms(lambda: gen(1), warmup=0, repeats=1)
+        per_step = [(l_ - s_) / STEPS for l_, s_ in zip(long, short)]
+        med = statistics.median(per_step)
+        step_bytes = weight_bytes + b * (CONTEXT + STEPS // 2) * kv_per_token
+        floor_ms = step_bytes / bw * 1e3
+        rows["decode"].append({"batch": b, "ms_per_step": spread(per_step), "tokens_per_s": b / (med / 1e3),
+                               "bytes_per_step": step_bytes, "roofline_ms": floor_ms, "roofline_fraction": floor_ms / med,
+                               "warmup_and_compile_s": warm_s,
+                               "dynamo_graphs_compiled": counters["stats"]["unique_graphs"] - graphs0})
     return rows
 
 
@@ -141,6 +217,12 @@ def main():
         base.model.config._attn_implementation = attn
         results.append(bench_model(base.eval(), f"transformers bf16 ({attn})", bw))
         print(json.dumps(results[-1]), flush=True)
+    if COMPILED:
+        try:
+            results.append(bench_compiled(base.eval(), "transformers bf16 (static cache + torch.compile)", bw))
+        except Exception as e:  # noqa: BLE001
+            results.append({"method": "transformers bf16 (static cache + torch.compile)", "error": repr(e)})
+        print(json.dumps(results[-1]), flush=True)
     del base
     torch.cuda.empty_cache()
     quants = {
@@ -153,6 +235,12 @@ def main():
             m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=qc, dtype=torch.bfloat16, device_map="cuda", attn_implementation="sdpa")
             results.append(bench_model(m.eval(), f"transformers+{name} (sdpa)", bw))
             print(json.dumps(results[-1]), flush=True)
+            if COMPILED and name == "bnb nf4":
+                try:
+                    results.append(bench_compiled(m.eval(), f"transformers+{name} (static cache + torch.compile)", bw))
+                except Exception as e:  # noqa: BLE001
+                    results.append({"method": f"transformers+{name} (static cache + torch.compile)", "error": repr(e)})
+                print(json.dumps(results[-1]), flush=True)
             del m
             torch.cuda.empty_cache()
         except Exception as e:  # noqa: BLE001
@@ -162,15 +250,19 @@ def main():
     with open(os.path.join(OUT, "hf_bench.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
     print(f"\n{meta['device']}; copy bandwidth {bw / 1e12:.2f} TB/s; torch {meta['torch']}, transformers {meta['transformers']}, bitsandbytes {meta['bitsandbytes']}")
-    hdr = ["method", "size GB", "peak GB"] + [f"prefill {n} ms" for n in PROMPTS] + [f"decode b={b} ms/step (tok/s, roofline %)" for b in BATCHES]
+    hdr = ["method", "stored GB (HF footprint)", "peak GB"] + [f"prefill {n} ms" for n in PROMPTS] + [f"decode b={b} ms/step (tok/s, roofline %)" for b in BATCHES]
     print("| " + " | ".join(hdr) + " |\n|" + " --- |" * len(hdr))
     for r in results:
         if "error" in r:
             print(f"| {r['method']} | failed: {r['error'][:80]} |")
             continue
-        cells = [r["method"], f"{r['footprint_bytes'] / 1e9:.2f}", f"{r['peak_memory_bytes'] / 1e9:.2f}"]
-        cells += [f"{p['ms']['median']:.2f}" for p in r["prefill"]]
-        cells += [f"{d['ms_per_step']['median']:.2f} ({d['tokens_per_s']:.0f}, {100 * d['roofline_fraction']:.0f}%)" for d in r["decode"]]
+        foot = f" ({r['footprint_bytes'] / 1e9:.2f})" if "footprint_bytes" in r else ""
+        cells = [r["method"], f"{r['stored_bytes'] / 1e9:.3f}{foot}",
+                 f"{r['peak_memory_bytes'] / 1e9:.2f}" if "peak_memory_bytes" in r else "–"]
+        cells += [f"{p['ms']['median']:.2f}" for p in r.get("prefill", [])] or ["–"] * len(PROMPTS)
+        by_b = {d["batch"]: d for d in r["decode"]}
+        cells += [f"{by_b[b]['ms_per_step']['median']:.2f} ({by_b[b]['tokens_per_s']:.0f}, {100 * by_b[b]['roofline_fraction']:.0f}%)"
+                  if b in by_b else "–" for b in BATCHES]
         print("| " + " | ".join(cells) + " |")
 
 
