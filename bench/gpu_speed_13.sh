@@ -4,7 +4,7 @@
 # paths — eager (candle, a launch per op) and graph (the captured step on a static cache,
 # model/graph.rs) — for bf16 and each plugin; then `run` generation on CoQA through both
 # paths (same predictions expected) and its timing beside bench's.
-#   bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol]
+#   bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol|peers]
 # smol: graph vs eager on the real SmolLM2-135M (GGUF Q4_1; its "full precision" is Q4_1
 # dequantized): CoQA predictions through `run` and `bench`'s logits/greedy comparison. The
 # model travels as models/smollm2.part-0..4, one a call on one warm machine (kept in
@@ -14,7 +14,7 @@
 # Environment: BATCHES, DECODE, ROWS (bench), KPLUGINS, KBATCHES (kernels), RUN_BATCHES (run)
 # narrow a call.
 set -u
-FINAL="${1:?usage: bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol]}"; WHAT="${2:-all}"
+FINAL="${1:?usage: bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol|peers]}"; WHAT="${2:-all}"
 OUT="$(mktemp -d)"; mkdir -p "$FINAL"
 trap 'tar czf "$FINAL/gpu-speed13-$WHAT.tgz" -C "$OUT" . ; rm -rf "$OUT"' EXIT
 source bench/gpu_lib.sh
@@ -66,6 +66,15 @@ print(f"  predictions graph vs eager: {same}/{len(pa)} identical")
 PY
     done
   done
+fi
+if want peers; then
+  # llq and the transformers peers (eager/SDPA, bitsandbytes, static cache + torch.compile)
+  # on the same synthetic model in one call. Carry dist/bnb-0.50.2-cuda130.tar.xz too.
+  mkdir -p /tmp/llq-bnb && tar xJf dist/bnb-0.50.2-cuda130.tar.xz -C /tmp/llq-bnb
+  B="--model $M --device cuda --prompt-lens 128,2048 --batch-sizes ${BATCHES:-1,16} --decode-steps 32 --repeats 5 --decode eager,graph"
+  printf '%s\n' "bf16 none" "nf4 nf4" | bench_rows "$B"
+  PYTHONPATH="/tmp/llq-bnb${PYTHONPATH:+:$PYTHONPATH}" python3 bench/peers/hf_bench.py "$OUT/peers" > "$OUT/peers.txt" 2> "$OUT/peers.log"
+  echo "peers: exit $?"; tail -12 "$OUT/peers.txt"; grep -i "error\|failed" "$OUT/peers.log" | tail -5
 fi
 if want smol; then
   mkdir -p /tmp/parts
