@@ -585,13 +585,14 @@ fn decode_paths_are_recorded_and_the_cpu_runs_eager() {
     let o = run(&b, &["--device", "cpu", "--limit", "3", "--batch-size", "2", "--decode", "eager"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(predictions(&a), predictions(&b));
-    let decode = |d: &Path| {
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
-        r["device"]["decode"].clone()
+    let results = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
     };
+    let decode = |d: &Path| results(d)["device"]["decode"].clone();
     assert_eq!(decode(&a), serde_json::json!(["eager: 2 batches"]));
     assert_eq!(decode(&b), decode(&a));
+    // First-use GPU costs are a GPU run's: none on the CPU.
+    assert!(results(&a)["timing"].get("first_use").is_none(), "{}", results(&a)["timing"]);
     let o = run(&dir.path().join("bad"), &["--device", "cpu", "--decode", "warp"]);
     assert!(!o.status.success() && stderr(&o).contains("--decode"), "{}", stderr(&o));
 }

@@ -2,6 +2,7 @@
 //! `llq_sdk::CudaKernels`), with an on-disk PTX cache keyed by source hash, architecture and
 //! options, and loading its entry points on one device.
 
+use crate::util::first_use;
 use crate::util::fs::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::CudaFunction;
@@ -70,6 +71,7 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
     let path = cache_dir().join("ptx").join(format!("{stem}-{key}.ptx"));
     if let Ok(p) = std::fs::read_to_string(&path) {
         if p.contains(".entry") {
+            first_use::record(|c| c.ptx_cache_hits += 1);
             return Ok((p, format!("cache {}", path.display()), format!("llq-{stem}-{key}")));
         }
     }
@@ -83,6 +85,11 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
         e => anyhow!("{who}: NVRTC failed: {e:?} (is libnvrtc on the library path?)"),
     })?;
     let src = ptx.to_src();
+    let compile_s = t.elapsed().as_secs_f64();
+    first_use::record(|c| {
+        c.nvrtc_compiles += 1;
+        c.nvrtc_compile_s += compile_s;
+    });
     // The cache is an optimization: failing to write it is only logged.
     let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
         .map_err(anyhow::Error::from)
@@ -96,7 +103,11 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
 /// Entry point `name` of the PTX `ptx` loaded as `module` on `dev` (candle loads a module
 /// once per device and name).
 pub fn entry(dev: &CudaDevice, module: &str, ptx: &str, name: &str) -> candle_core::Result<CudaFunction> {
-    Ok(dev.get_or_load_custom_func(name, module, ptx)?.into_cuda_function())
+    let t = std::time::Instant::now();
+    let f = dev.get_or_load_custom_func(name, module, ptx)?.into_cuda_function();
+    let s = t.elapsed().as_secs_f64();
+    first_use::record(|c| c.module_load_s += s);
+    Ok(f)
 }
 
 /// Compile (or fetch from the PTX cache) and load `k` for the method `method`.

@@ -12,8 +12,9 @@
 
 use super::linear::Linear;
 use super::llama::{Cache, Llama};
-use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
+use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, StepKernels, StepState};
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
+use crate::util::first_use;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use candle_core::cuda_backend::cudarc::driver::{result, CudaGraph};
@@ -238,8 +239,8 @@ impl<'m> GraphDecoder<'m> {
             mark("matvec q, k, v")?;
             let (kc, vc) = (l.kc_ptr, l.vc_ptr);
             let (cap, slot) = (self.cap as i32, self.st.slot);
-            k.rope_append(
-                &RopeArgs {
+            k.rope_attend(
+                &AttendArgs {
                     q,
                     k: kk,
                     v,
@@ -248,21 +249,6 @@ impl<'m> GraphDecoder<'m> {
                     cos: self.cos,
                     sin: self.sin,
                     pos: self.st.pos,
-                    slot,
-                    heads: h,
-                    kv_heads: kvh,
-                    d,
-                    cap,
-                },
-                b,
-            )?;
-            mark("RoPE + cache write")?;
-            let scale = 1.0 / (d as f32).sqrt();
-            k.attend(
-                &AttendArgs {
-                    q,
-                    kc,
-                    vc,
                     out: att,
                     pad: self.st.pad,
                     slot,
@@ -270,11 +256,11 @@ impl<'m> GraphDecoder<'m> {
                     kv_heads: kvh,
                     d,
                     cap,
-                    scale,
+                    scale: 1.0 / (d as f32).sqrt(),
                 },
                 b,
             )?;
-            mark("attention")?;
+            mark("RoPE + cache write + attention")?;
             mv(&l.mv[3], att, o)?;
             mark("matvec o")?;
             k.add_rmsnorm(x, o, l.post_norm, xn, b, hid, eps)?;
@@ -313,10 +299,16 @@ impl<'m> GraphDecoder<'m> {
     /// come out into the state, positions advance. The first step captures the graph.
     pub fn step(&mut self) -> Result<()> {
         if self.launch == Launch::Graph && self.graph.is_none() {
+            let t = std::time::Instant::now();
             match self.capture() {
                 Ok(g) => {
                     g.upload().map_err(|e| anyhow!("graph upload: {e:?}"))?;
                     self.graph = Some(g);
+                    let s = t.elapsed().as_secs_f64();
+                    first_use::record(|c| {
+                        c.graph_capture_s += s;
+                        c.graph_captures += 1;
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(

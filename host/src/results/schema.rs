@@ -5,6 +5,7 @@
 //! doc comment, fill it in `cmd::run`, and regenerate the README (`make results-doc`).
 
 use crate::model::Config;
+use crate::util::first_use::FirstUse;
 use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -311,6 +312,11 @@ pub struct Timing {
     /// writes no results.json): only the model time of their samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier_sessions: Option<EarlierSessions>,
+    /// One-time GPU preparation this session paid (NVRTC compiles or PTX-cache hits, PTX
+    /// loads, decode-graph captures), included in `load_s`/`quantize_s`/`generate_s` above and
+    /// reported apart here; absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_use: Option<FirstUse>,
 }
 
 /// The samples a resumed run took from its earlier sessions.

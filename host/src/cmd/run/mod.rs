@@ -618,6 +618,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             new_tokens: new_tokens_total,
             wall_s: wall.elapsed().as_secs_f64(),
             earlier_sessions: earlier,
+            first_use: device.is_cuda().then(crate::util::first_use::snapshot),
         },
     };
     let path = out.join("results.json");
