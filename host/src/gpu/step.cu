@@ -144,72 +144,77 @@ extern "C" __global__ void __launch_bounds__(256)
     out[base + i] = llq_f32_to_bf16(scale * llq_bf16_to_f32(x[base + i]) * llq_bf16_to_f32(w[i]));
 }
 
-// RoPE, the cache write and attention in one launch. One block of LLQ_ATT_THREADS per (head,
-// row): it rotates its head's q and its kv head's k at the row's position pos[r] (rotate-half,
-// candle's bf16 `rope`: each product and sum rounded to bf16), and attends over the cache
-// positions pad[r]..=*slot (a row's left padding is never looked at), grouped-query heads —
-// taking this step's key and value from its own registers (shared memory) instead of the
-// cache, so no block waits for another; the first head of each group writes k and v into the
-// caches (batch, kv_heads, cap, d) at `*slot` for the steps after. (Separate RoPE + append and
-// attention launches cost ~7 + ~16 µs a layer, bench/NOTES.md.) Scores: one position a thread,
-// its key row read in 16-byte loads all issued before use (v1 reduced each position across a
-// warp, one dependent round trip after another: ~100 µs a layer), q·k accumulated in f32 and
-// rounded to bf16 (what cuBLAS writes), times 1/sqrt(d) in f32; softmax in f32; probabilities
-// rounded to bf16; p·V with a warp per position stride and a lane per dimension (coalesced
-// rows), f32 partial sums met in shared memory, rounded to bf16. d: a multiple of 8, at most 128.
+// RoPE (rotate-half, candle's bf16 `rope`: each product and sum rounded to bf16) on this
+// step's q (in place) and k, at each row's position pos[r]; k and v are written into the
+// caches (batch, kv_heads, cap, d) at `*slot`. One block per row.
+extern "C" __global__ void llq_step_rope_append(llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc,
+                                                llq_bf16* vc, const llq_bf16* cos, const llq_bf16* sin,
+                                                const unsigned* pos, const unsigned* slot, int heads, int kv_heads,
+                                                int d, int cap) {
+  const int r = blockIdx.x, half = d >> 1;
+  const long long p = pos[r], s = *slot;
+  for (int idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
+    const int hh = idx / half, i = idx - hh * half;
+    const float c = llq_bf16_to_f32(cos[p * half + i]), sn = llq_bf16_to_f32(sin[p * half + i]);
+    const llq_bf16* src;
+    llq_bf16* dst;
+    if (hh < heads) {
+      src = q + ((long long)r * heads + hh) * d;
+      dst = q + ((long long)r * heads + hh) * d;
+    } else {
+      const int kh = hh - heads;
+      src = k + ((long long)r * kv_heads + kh) * d;
+      dst = kc + (((long long)r * kv_heads + kh) * cap + s) * d;
+    }
+    const float x1 = llq_bf16_to_f32(src[i]), x2 = llq_bf16_to_f32(src[i + half]);
+    const float a = llq_round_bf16(llq_round_bf16(x1 * c) - llq_round_bf16(x2 * sn));
+    const float b = llq_round_bf16(llq_round_bf16(x1 * sn) + llq_round_bf16(x2 * c));
+    dst[i] = llq_f32_to_bf16(a);
+    dst[i + half] = llq_f32_to_bf16(b);
+  }
+  for (int idx = threadIdx.x; idx < kv_heads * d; idx += blockDim.x) {
+    const int kh = idx / d, i = idx - kh * d;
+    vc[(((long long)r * kv_heads + kh) * cap + s) * d + i] = v[(long long)r * kv_heads * d + idx];
+  }
+}
+
+// Attention of this step's query over the cache positions pad[r]..=*slot (a row's left
+// padding is never looked at), grouped-query heads. One block of LLQ_ATT_THREADS per (head,
+// row); dynamic shared memory holds one f32 per cache position. Scores: one position a
+// thread, its key row read in 16-byte loads all issued before use (v1 reduced each position
+// across a warp, one dependent round trip after another: ~100 µs a layer), q·k accumulated
+// in f32 and rounded to bf16 (what cuBLAS writes), times 1/sqrt(d) in f32; softmax in f32;
+// probabilities rounded to bf16; p·V with a warp per position stride and a lane per
+// dimension (coalesced rows), f32 partial sums met in shared memory, rounded to bf16.
+// d: a multiple of 8, at most 128.
 #define LLQ_ATT_THREADS 256
 #define LLQ_ATT_WARPS (LLQ_ATT_THREADS / 32)
 extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
-    llq_step_rope_attend(const llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc, llq_bf16* vc,
-                         const llq_bf16* cos, const llq_bf16* sin, const unsigned* pos, llq_bf16* out,
-                         const unsigned* pad, const unsigned* slot, int heads, int kv_heads, int d, int cap,
-                         float scale) {
+    llq_step_attend(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
+                    const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
   extern __shared__ float score[];
-  __shared__ float qs[128], kn[128], vn[128];
+  __shared__ float qs[128];
   __shared__ float scratch[32];
   __shared__ float part[LLQ_ATT_WARPS][128];
-  const int h = blockIdx.x, r = blockIdx.y, group = heads / kv_heads, kh = h / group;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, half = d >> 1;
-  const int first = pad[r], s = (int)*slot, len = s + 1;
-  const long long p = pos[r];
-  const llq_bf16* qr = q + ((long long)r * heads + h) * d;
-  const llq_bf16* kr = k + ((long long)r * kv_heads + kh) * d;
-  const llq_bf16* vr0 = v + ((long long)r * kv_heads + kh) * d;
-  for (int i = threadIdx.x; i < half; i += LLQ_ATT_THREADS) {
-    const float c = llq_bf16_to_f32(cos[p * half + i]), sn = llq_bf16_to_f32(sin[p * half + i]);
-    const float q1 = llq_bf16_to_f32(qr[i]), q2 = llq_bf16_to_f32(qr[i + half]);
-    qs[i] = llq_round_bf16(llq_round_bf16(q1 * c) - llq_round_bf16(q2 * sn));
-    qs[i + half] = llq_round_bf16(llq_round_bf16(q1 * sn) + llq_round_bf16(q2 * c));
-    const float k1 = llq_bf16_to_f32(kr[i]), k2 = llq_bf16_to_f32(kr[i + half]);
-    kn[i] = llq_round_bf16(llq_round_bf16(k1 * c) - llq_round_bf16(k2 * sn));
-    kn[i + half] = llq_round_bf16(llq_round_bf16(k1 * sn) + llq_round_bf16(k2 * c));
-  }
-  for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) vn[i] = llq_bf16_to_f32(vr0[i]);
+  const int h = blockIdx.x, r = blockIdx.y, kh = h / (heads / kv_heads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int first = pad[r], len = (int)*slot + 1;
+  for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(q[((long long)r * heads + h) * d + i]);
   __syncthreads();
-  const long long at = (((long long)r * kv_heads + kh) * cap + s) * d;
-  if (h % group == 0)
-    for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) {
-      kc[at + i] = llq_f32_to_bf16(kn[i]);
-      vc[at + i] = vr0[i];
-    }
   const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
   const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
   const int chunks = d >> 3;
   for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    float sc = 0.f;
-    if (j == s) {
-      for (int c = 0; c < d; ++c) sc = fmaf(qs[c], kn[c], sc);  // llq_dot8's order
-    } else {
-      const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
-      uint4 kv[16];
+    const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
+    uint4 kv[16];
 #pragma unroll
-      for (int c = 0; c < 16; ++c)
-        if (c < chunks) kv[c] = __ldg(row + c);
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) kv[c] = __ldg(row + c);
+    float s = 0.f;
 #pragma unroll
-      for (int c = 0; c < 16; ++c)
-        if (c < chunks) llq_dot8(sc, qs + 8 * c, kv[c]);
-    }
-    score[j] = llq_round_bf16(sc) * scale;
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
+    score[j] = llq_round_bf16(s) * scale;
   }
   __syncthreads();
   float m = LLQ_NEG_INF;
@@ -227,23 +232,21 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
   for (int j = first + warp; j < len; j += LLQ_ATT_WARPS) {
-    const float pj = llq_round_bf16(score[j] / den);
+    const float p = llq_round_bf16(score[j] / den);
     const llq_bf16* vr = V + (long long)j * d;
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int i = lane + 32 * kk;
-      if (i < d) acc[kk] = fmaf(pj, j == s ? vn[i] : llq_bf16_to_f32(vr[i]), acc[kk]);
-    }
+    for (int k = 0; k < 4; ++k)
+      if (lane + 32 * k < d) acc[k] = fmaf(p, llq_bf16_to_f32(vr[lane + 32 * k]), acc[k]);
   }
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    if (lane + 32 * kk < d) part[warp][lane + 32 * kk] = acc[kk];
+  for (int k = 0; k < 4; ++k)
+    if (lane + 32 * k < d) part[warp][lane + 32 * k] = acc[k];
   __syncthreads();
   if (threadIdx.x < d) {
-    float o = 0.f;
+    float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < LLQ_ATT_WARPS; ++w) o += part[w][threadIdx.x];
-    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(o);
+    for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w][threadIdx.x];
+    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(v);
   }
 }
 

@@ -1,5 +1,5 @@
 //! The decode step's own kernels (`step.cu`): embedding lookup, fused residual add +
-//! RMSNorm, RoPE + the KV-cache write + single-query attention over a static cache, SwiGLU,
+//! RMSNorm, RoPE with the KV-cache write, single-query attention over a static cache, SwiGLU,
 //! and the on-device greedy argmax that advances the step — each launched on raw device
 //! pointers, so a whole step can be captured as a CUDA graph. The dense bf16 matvec for
 //! unquantized layers and the lm_head comes from the same source, through the SDK's driver.
@@ -30,7 +30,8 @@ pub fn head_dim_supported(d: usize) -> bool {
 pub struct StepKernels {
     embed: CudaFunction,
     add_rmsnorm: CudaFunction,
-    rope_attend: CudaFunction,
+    rope_append: CudaFunction,
+    attend: CudaFunction,
     swiglu: CudaFunction,
     argmax: CudaFunction,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
@@ -90,7 +91,8 @@ impl StepKernels {
         Ok(Arc::new(StepKernels {
             embed: load("llq_step_embed")?,
             add_rmsnorm: load("llq_step_add_rmsnorm")?,
-            rope_attend: load("llq_step_rope_attend")?,
+            rope_append: load("llq_step_rope_append")?,
+            attend: load("llq_step_attend")?,
             swiglu: load("llq_step_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
@@ -133,17 +135,31 @@ impl StepKernels {
         unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("add + RMSNorm"))
     }
 
-    /// RoPE on q and k at each row's position, k and v into the caches at the slot, and out
-    /// (batch, heads·d) = attention of q over the caches up to the slot, in one launch.
-    pub fn rope_attend(&self, a: &AttendArgs, batch: usize) -> Result<()> {
-        let mut b = self.stream.launch_builder(&self.rope_attend);
-        b.arg(&a.q).arg(&a.k).arg(&a.v).arg(&a.kc).arg(&a.vc).arg(&a.cos).arg(&a.sin).arg(&a.pos);
-        b.arg(&a.out).arg(&a.pad).arg(&a.slot);
+    /// RoPE on q (in place) and k at each row's position; k and v into the caches at the slot.
+    pub fn rope_append(&self, a: &RopeArgs, batch: usize) -> Result<()> {
+        let mut b = self.stream.launch_builder(&self.rope_append);
+        b.arg(&a.q)
+            .arg(&a.k)
+            .arg(&a.v)
+            .arg(&a.kc)
+            .arg(&a.vc)
+            .arg(&a.cos)
+            .arg(&a.sin)
+            .arg(&a.pos)
+            .arg(&a.slot);
+        b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap);
+        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("RoPE + cache write"))
+    }
+
+    /// out (batch, heads·d) = attention of q over the caches up to the slot.
+    pub fn attend(&self, a: &AttendArgs, batch: usize) -> Result<()> {
+        let mut b = self.stream.launch_builder(&self.attend);
+        b.arg(&a.q).arg(&a.kc).arg(&a.vc).arg(&a.out).arg(&a.pad).arg(&a.slot);
         b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap).arg(&a.scale);
         let shared = a.cap as usize * 4;
         unsafe { b.launch(grid(a.heads as usize, batch, ATTEND_THREADS, shared)) }
             .map(|_| ())
-            .map_err(err("RoPE + attention"))
+            .map_err(err("attention"))
     }
 
     /// out = silu(g) · u over n elements.
@@ -174,10 +190,8 @@ pub struct StepState {
     pub slot: u64,
 }
 
-/// Arguments of [`StepKernels::rope_attend`] (device pointers, then shapes as the kernel's
-/// ints): this step's q, k, v (batch rows of heads·d, kv_heads·d), the caches, the RoPE
-/// tables, the per-row positions and left padding, the slot, the output.
-pub struct AttendArgs {
+/// Arguments of [`StepKernels::rope_append`] (device pointers, then shapes as the kernel's ints).
+pub struct RopeArgs {
     pub q: u64,
     pub k: u64,
     pub v: u64,
@@ -186,6 +200,18 @@ pub struct AttendArgs {
     pub cos: u64,
     pub sin: u64,
     pub pos: u64,
+    pub slot: u64,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub d: i32,
+    pub cap: i32,
+}
+
+/// Arguments of [`StepKernels::attend`].
+pub struct AttendArgs {
+    pub q: u64,
+    pub kc: u64,
+    pub vc: u64,
     pub out: u64,
     pub pad: u64,
     pub slot: u64,

@@ -12,7 +12,7 @@
 
 use super::linear::Linear;
 use super::llama::{Cache, Llama};
-use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, StepKernels, StepState};
+use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
 use crate::util::first_use;
 use anyhow::{anyhow, bail, Context, Result};
@@ -239,8 +239,8 @@ impl<'m> GraphDecoder<'m> {
             mark("matvec q, k, v")?;
             let (kc, vc) = (l.kc_ptr, l.vc_ptr);
             let (cap, slot) = (self.cap as i32, self.st.slot);
-            k.rope_attend(
-                &AttendArgs {
+            k.rope_append(
+                &RopeArgs {
                     q,
                     k: kk,
                     v,
@@ -249,6 +249,21 @@ impl<'m> GraphDecoder<'m> {
                     cos: self.cos,
                     sin: self.sin,
                     pos: self.st.pos,
+                    slot,
+                    heads: h,
+                    kv_heads: kvh,
+                    d,
+                    cap,
+                },
+                b,
+            )?;
+            mark("RoPE + cache write")?;
+            let scale = 1.0 / (d as f32).sqrt();
+            k.attend(
+                &AttendArgs {
+                    q,
+                    kc,
+                    vc,
                     out: att,
                     pad: self.st.pad,
                     slot,
@@ -256,11 +271,11 @@ impl<'m> GraphDecoder<'m> {
                     kv_heads: kvh,
                     d,
                     cap,
-                    scale: 1.0 / (d as f32).sqrt(),
+                    scale,
                 },
                 b,
             )?;
-            mark("RoPE + cache write + attention")?;
+            mark("attention")?;
             mv(&l.mv[3], att, o)?;
             mark("matvec o")?;
             k.add_rmsnorm(x, o, l.post_norm, xn, b, hid, eps)?;
