@@ -24,6 +24,13 @@ pub struct FirstUse {
     pub graph_capture_s: f64,
     /// Decode-step graphs captured (one per generation batch today).
     pub graph_captures: usize,
+    /// Seconds of `run`'s warm-up before the first sample: one 2-token generation through the
+    /// same decode path, which makes candle load (and the driver JIT) its own kernels and
+    /// cuBLAS initialize — ~24 s on a fresh H100 machine, first seen inside the first
+    /// sample's time. Not in `generate_s`. The compiles and loads above that happen during it
+    /// are counted there too.
+    #[serde(default)]
+    pub warmup_s: f64,
 }
 
 static COSTS: Mutex<FirstUse> = Mutex::new(FirstUse {
@@ -33,6 +40,7 @@ static COSTS: Mutex<FirstUse> = Mutex::new(FirstUse {
     module_load_s: 0.0,
     graph_capture_s: 0.0,
     graph_captures: 0,
+    warmup_s: 0.0,
 });
 
 /// Add to the process's costs.

@@ -380,6 +380,15 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         m.chat_prompt("")?;
     }
     let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
+    if device.is_cuda() {
+        // First use on a GPU (candle's kernel loads, cuBLAS setup, our compiles and a graph
+        // capture) is paid here and reported as timing.first_use, not inside a sample's time.
+        let t = Instant::now();
+        generate_with(&model, &m.tokenizer, &[vec![1, 1]], &[vec![]], &[2], &[], a.decode.path())
+            .context("warming up the GPU path")?;
+        let s = t.elapsed().as_secs_f64();
+        crate::util::first_use::record(|c| c.warmup_s += s);
+    }
     let size = model_size(&m, quant.as_ref(), model.dtype.size_in_bytes() as u64);
     drop(packed);
     m.weights.clear();
