@@ -30,6 +30,16 @@ else
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
 want() { for w in "$@"; do [ "$WHAT" = "$w" ] && return 0; done; return 1; }
+# How many of two runs' predictions (samples.jsonl, by id) are identical.
+same_predictions() {
+  python3 - "$1/samples.jsonl" "$2/samples.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
+pa = {r["id"]: r.get("prediction") for r in a}; pb = {r["id"]: r.get("prediction") for r in b}
+same = sum(pa[k] == pb.get(k) for k in pa)
+print(f"  predictions graph vs eager: {same}/{len(pa)} identical")
+PY
+}
 M=synthetic:llama-3.2-1b
 if want kernels all; then
   # dist/kvar/*-u4.so: the same plugins built before the 8-row entry's unroll changed (A/B).
@@ -57,13 +67,7 @@ if want run all; then
         "$BIN" run $D $q --batch-size $b --decode $d --out "$OUT/run-$p-b$b-$d" > "$OUT/run-$p-b$b-$d.txt" 2> "$OUT/run-$p-b$b-$d.log"
         echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if k in ('generate_s','new_tokens','load_s','quantize_s','first_use')})" 2>&1)"
       done
-      python3 - "$OUT/run-$p-b$b-graph/samples.jsonl" "$OUT/run-$p-b$b-eager/samples.jsonl" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
-pa = {r["id"]: r.get("prediction") for r in a}; pb = {r["id"]: r.get("prediction") for r in b}
-same = sum(pa[k] == pb.get(k) for k in pa)
-print(f"  predictions graph vs eager: {same}/{len(pa)} identical")
-PY
+      same_predictions "$OUT/run-$p-b$b-graph" "$OUT/run-$p-b$b-eager"
     done
   done
 fi
@@ -91,13 +95,7 @@ if want smol; then
         "$BIN" run $D $q --batch-size $b --decode $d --out "$OUT/smol-$p-b$b-$d" > "$OUT/smol-$p-b$b-$d.txt" 2> "$OUT/smol-$p-b$b-$d.log"
         echo "smol run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/smol-$p-b$b-$d/results.json'));print(r['device'].get('decode'), r.get('metrics', r.get('scores', '')))" 2>&1 | cut -c1-300)"
       done
-      python3 - "$OUT/smol-$p-b$b-graph/samples.jsonl" "$OUT/smol-$p-b$b-eager/samples.jsonl" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
-pa = {r["id"]: r.get("prediction") for r in a}; pb = {r["id"]: r.get("prediction") for r in b}
-same = sum(pa[k] == pb.get(k) for k in pa)
-print(f"  predictions graph vs eager: {same}/{len(pa)} identical")
-PY
+      same_predictions "$OUT/smol-$p-b$b-graph" "$OUT/smol-$p-b$b-eager"
     done
     "$BIN" bench --model $G --device cuda $q --prompt-lens 128 --batch-sizes 1,8 --decode-steps 64 --repeats 3 \
       --decode eager,graph --out "$OUT/smol-bench-$p.json" > "$OUT/smol-bench-$p.txt" 2> "$OUT/smol-bench-$p.log"

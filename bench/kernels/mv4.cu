@@ -31,27 +31,31 @@ struct NF4Narrow {
   static __device__ __forceinline__ float at(const LlqArgs& a, const float* l, long long i, long long r) { return LlqFourBit::at(a, l, i, r); }
 };
 
-struct Bf16Rows {
-  enum { LUT = 0 };
-  static __device__ float lut(int) { return 0.f; }
-  typedef uint4 Raw;
-  static __device__ __forceinline__ Raw load8_rc(const LlqArgs& a, unsigned row, unsigned col) {
-    return __ldg(reinterpret_cast<const uint4*>(a.b0) + (((long long)row * a.cols + col) >> 3));
-  }
-  static __device__ __forceinline__ void decode8_rc(const LlqArgs&, const float*, unsigned, unsigned, Raw v, float w[8]) {
-    const unsigned xs[4] = {v.x, v.y, v.z, v.w};
-    for (int k = 0; k < 4; ++k) { w[2 * k] = __uint_as_float(xs[k] << 16); w[2 * k + 1] = __uint_as_float(xs[k] & 0xffff0000u); }
-  }
-  static __device__ __forceinline__ float at(const LlqArgs& a, const float*, long long i, long long) {
-    return llq_bf16_to_f32(reinterpret_cast<const llq_bf16*>(a.b0)[i]);
-  }
-};
+// The dense bf16 rows decoder of llq-host's decode step (LlqBf16Rows), with its kernels.
+#include "../../host/src/gpu/step.cu"
+typedef LlqBf16Rows Bf16Rows;
 
 template <class D, int MAXB> __global__ void __launch_bounds__(256) k_narrow(LlqArgs a, const llq_bf16* x, llq_bf16* y, int batch) {
   llq_matvec_b<D, (MAXB == 8 ? 1 : 4), MAXB>(a, x, y, batch);
 }
 template <int MAXB> __global__ void __launch_bounds__(256) k_wide(LlqArgs a, const llq_bf16* x, llq_bf16* y, int batch) {
   llq_matvec_w<LlqFourBit, 4, MAXB>(a, x, y, batch);
+}
+
+// The warp-per-rows candidates' end: each row's partial sums met across the warp by shuffles,
+// lane 0 writes them.
+template <int RW, int MAXB>
+static __device__ __forceinline__ void warp_store(float (&acc)[RW][MAXB], int lane, unsigned r0, unsigned rows,
+                                                  llq_bf16* y, int batch) {
+#pragma unroll
+  for (int r = 0; r < RW; ++r)
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+      float v = acc[r][b];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0 && b < batch && r0 + r < rows) y[(size_t)b * rows + r0 + r] = llq_f32_to_bf16(v);
+    }
 }
 
 // Candidate: a warp per RW rows, its lanes over the row's 8-column groups (lane l: groups l,
@@ -100,15 +104,7 @@ __global__ void __launch_bounds__(256) k_warp(LlqArgs a, const llq_bf16* __restr
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < RW; ++r)
-#pragma unroll
-    for (int b = 0; b < MAXB; ++b) {
-      float v = acc[r][b];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && b < batch && r0 + r < a.rows) y[(size_t)b * a.rows + r0 + r] = llq_f32_to_bf16(v);
-    }
+  warp_store<RW, MAXB>(acc, lane, r0, (unsigned)a.rows, y, batch);
 }
 
 
@@ -267,15 +263,7 @@ __global__ void __launch_bounds__(256) k_ww(LlqArgs a, const llq_bf16* __restric
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < RW; ++r)
-#pragma unroll
-    for (int b = 0; b < MAXB; ++b) {
-      float v = acc[r][b];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0 && b < batch && r0 + r < a.rows) y[(size_t)b * a.rows + r0 + r] = llq_f32_to_bf16(v);
-    }
+  warp_store<RW, MAXB>(acc, lane, r0, (unsigned)a.rows, y, batch);
 }
 
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e)); exit(1); } } while (0)
