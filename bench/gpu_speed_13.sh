@@ -11,8 +11,8 @@
 # /tmp/parts); the call that brings the last part runs the check.
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz (plugins/{nf4,fp4,int8,fp16,rtn}.so,
 # tasks/coqa.wasm, models/llama-3.2/tokenizer*.json, dist/kvar/*.so: the A/B variants; `tar cJf`).
-# Environment: BATCHES, DECODE, ROWS (bench), KPLUGINS, KBATCHES (kernels), RUN_BATCHES (run)
-# narrow a call.
+# Environment: BATCHES, DECODE, ROWS (bench, peers), KPLUGINS, KBATCHES (kernels), RUN_BATCHES
+# (run), PEERS_ARGS (hf_bench.py's flags, e.g. --compiled-only) narrow a call.
 set -u
 FINAL="${1:?usage: bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol|peers]}"; WHAT="${2:-all}"
 OUT="$(mktemp -d)"; mkdir -p "$FINAL"
@@ -76,8 +76,9 @@ if want peers; then
   # on the same synthetic model in one call. Carry dist/bnb-0.50.2-cuda130.tar.xz too.
   mkdir -p /tmp/llq-bnb && tar xJf dist/bnb-0.50.2-cuda130.tar.xz -C /tmp/llq-bnb
   B="--model $M --device cuda --prompt-lens 128,2048 --batch-sizes ${BATCHES:-1,16} --decode-steps 32 --repeats 5 --decode eager,graph"
-  printf '%s\n' "bf16 none" "nf4 nf4" | bench_rows "$B"
-  PYTHONPATH="/tmp/llq-bnb${PYTHONPATH:+:$PYTHONPATH}" python3 bench/peers/hf_bench.py "$OUT/peers" > "$OUT/peers.txt" 2> "$OUT/peers.log"
+  printf '%s\n' "${ROWS:-bf16 none
+nf4 nf4}" | bench_rows "$B"
+  PYTHONPATH="/tmp/llq-bnb${PYTHONPATH:+:$PYTHONPATH}" python3 bench/peers/hf_bench.py "$OUT/peers" ${PEERS_ARGS:-} > "$OUT/peers.txt" 2> "$OUT/peers.log"
   echo "peers: exit $?"; tail -12 "$OUT/peers.txt"; grep -i "error\|failed" "$OUT/peers.log" | tail -5
 fi
 if want smol; then
