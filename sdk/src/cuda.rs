@@ -6,7 +6,11 @@
 //! shared drivers in [`HEADER`] with `LLQ_DEFINE_KERNELS(Decoder, unroll, prefix)`: the
 //! dequantize-to-bf16 kernel, and the fused dequantize-matvec for decode (batch 1–8), four
 //! output rows a block with f32 accumulation. The header's comment documents the decoder
-//! interface; `four_bit.cu` (NF4/FP4) is a complete example.
+//! interface; `four_bit.cu` (NF4/FP4) is a complete example. The header has grown by
+//! optional decoder entries only, found by their presence, so older decoders compile
+//! unchanged: v1.1 row/column entries (`load8_rc`/`decode8_rc`), v1.2 the wide matvec
+//! (`wide_ok`/`load32_rc`/`decode32`: 32 weights from one 16-byte load, used for one row of
+//! x in the same launch shape) and `lut_len` (stage only the table entries a matrix reads).
 //!
 //! Constants are emitted as exact bit patterns ([`f32_table`], [`f32_define`]) so the GPU
 //! uses the very same values as the CPU reference.
