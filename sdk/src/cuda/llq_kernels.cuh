@@ -78,14 +78,15 @@ struct llq_has_rc<D, typename llq_void<decltype(&D::load8_rc), decltype(&D::deco
   static constexpr bool value = true;
 };
 
-// The 8 weights at (row, col) = flat index i, through the decoder's row/column entries when
-// it has them.
+// Whether D offers the wide matvec entries (header v1.2).
 template <class D, class = void> struct llq_has_wide { static constexpr bool value = false; };
 template <class D>
 struct llq_has_wide<D, typename llq_void<decltype(&D::load32_rc), decltype(&D::decode32), decltype(&D::wide_ok)>::type> {
   static constexpr bool value = true;
 };
 
+// The 8 weights at (row, col) = flat index i, through the decoder's row/column entries when
+// it has them.
 template <class D>
 static __device__ __forceinline__ typename D::Raw llq_load8(const LlqArgs& a, long long i, long long row, long long col) {
   if constexpr (llq_has_rc<D>::value) return D::load8_rc(a, (unsigned)row, (unsigned)col);
@@ -98,6 +99,7 @@ static __device__ __forceinline__ void llq_decode8(const LlqArgs& a, const float
   else D::decode8(a, lut, i, row, raw, w);
 }
 
+// Whether D says how much of its table a matrix reads (header v1.2).
 template <class D, class = void> struct llq_has_lut_len { static constexpr bool value = false; };
 template <class D>
 struct llq_has_lut_len<D, typename llq_void<decltype(&D::lut_len)>::type> {
