@@ -313,8 +313,10 @@ pub struct Timing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier_sessions: Option<EarlierSessions>,
     /// One-time GPU preparation this session paid (NVRTC compiles or PTX-cache hits, PTX
-    /// loads, decode-graph captures), included in `load_s`/`quantize_s`/`generate_s` above and
-    /// reported apart here; absent on the CPU.
+    /// loads, decode-graph captures, and the warm-up generation before the first sample):
+    /// compiles, loads and captures fall inside `load_s`/`quantize_s`/`generate_s` or the
+    /// warm-up, and are reported apart here; the warm-up itself is only in `wall_s`, never in
+    /// `generate_s`. Absent on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_use: Option<FirstUse>,
 }
