@@ -21,9 +21,10 @@ The stronger peer (`--compiled`, on by default; `--no-compiled` skips it): bf16 
 `generate(cache_implementation="static")`, where transformers compiles the decode forward with
 torch.compile ("reduce-overhead": CUDA graphs, the gpt-fast recipe) — ms/step from
 (t(1 + STEPS new tokens) − t(1 new token)) / STEPS, paired per repeat, batch 1. Where
-transformers declines to compile (it does for bitsandbytes models: 0 graphs), the script
-compiles `model.forward` itself and says so (`forward_compiled_by_us`). `--compiled-only`
-runs just these rows.
+transformers declines to compile (it does for bitsandbytes models: 0 graphs), the row records
+that as its error; `--force-compile-bnb` compiles `model.forward` itself and says so
+(`forward_compiled_by_us`, `compile_mode`) — it crashed the process on the H100 (see
+FORCE_COMPILE). `--compiled-only` runs just these rows.
 Writes OUT_DIR/hf_bench.json and prints a Markdown table last.
 """
 import json
@@ -44,6 +45,13 @@ STEPS = 16 if QUICK else 32
 REPEATS = 3 if QUICK else 5
 COMPILED = "--no-compiled" not in sys.argv
 COMPILED_ONLY = "--compiled-only" in sys.argv  # only the static cache + torch.compile rows
+# Compile a bitsandbytes model's forward ourselves where transformers declines. Opt-in: on
+# the H100 (torch 2.11, bitsandbytes 0.50.2) it first failed inside generate() ("accessing
+# tensor output of CUDAGraphs that has been overwritten"), and with a step mark and copied
+# logits torch skipped CUDA graphs ("mutated inputs": the static cache's counters) and the
+# process then died of a segmentation fault, taking the remaining rows with it
+# (results/h100/speed13/mma/peers-min2).
+FORCE_COMPILE = "--force-compile-bnb" in sys.argv
 COMPILED_BATCHES = [1]
 
 # meta-llama/Llama-3.2-1B config.json
@@ -176,14 +184,41 @@ def bench_compiled(model, name, bw):
         for _ in range(2):  # compile and record the graphs of both lengths
             gen(1 + STEPS)
             gen(1)
+        if counters["stats"]["unique_graphs"] == graphs0 and not FORCE_COMPILE:
+            raise RuntimeError("transformers did not compile this model (0 dynamo graphs; it declines "
+                               "bitsandbytes models); --force-compile-bnb compiles its forward anyway")
         if counters["stats"]["unique_graphs"] == graphs0 and not forced:
             # transformers' auto-compile declined (it skips bitsandbytes-quantized models):
-            # compile the forward ourselves, as gpt-fast does, graph breaks allowed.
-            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+            # compile the forward ourselves, as gpt-fast does, graph breaks allowed. Under CUDA
+            # graphs ("reduce-overhead") a replay overwrites the previous step's outputs, which
+            # generate() still reads (the first try failed with "accessing tensor output of
+            # CUDAGraphs that has been overwritten"): each call marks a new step and hands out
+            # a copy of the logits, as torch's docs advise. Should that fail too, the forward
+            # is compiled without CUDA graphs ("default"), and the row says which mode ran.
+            eager_forward = model.forward
+            mode = "reduce-overhead"
+            compiled = torch.compile(eager_forward, mode=mode, fullgraph=False)
+
+            def forward(*a, **k):
+                torch.compiler.cudagraph_mark_step_begin()
+                out = compiled(*a, **k)
+                out.logits = out.logits.clone()
+                return out
+
+            model.forward = forward
             forced = True
-            for _ in range(2):
-                gen(1 + STEPS)
-                gen(1)
+            try:
+                for _ in range(2):
+                    gen(1 + STEPS)
+                    gen(1)
+            except Exception as e:  # noqa: BLE001
+                rows["reduce_overhead_error"] = repr(e)[:300]
+                mode = "default"
+                model.forward = torch.compile(eager_forward, mode=mode, fullgraph=False)
+                for _ in range(2):
+                    gen(1 + STEPS)
+                    gen(1)
+            rows["compile_mode"] = mode
         torch.cuda.synchronize()
         warm_s = time.time() - t0
         long, short = [], []

@@ -10,7 +10,9 @@
 //! optional decoder entries only, found by their presence, so older decoders compile
 //! unchanged: v1.1 row/column entries (`load8_rc`/`decode8_rc`), v1.2 the wide matvec
 //! (`wide_ok`/`load32_rc`/`decode32`: 32 weights from one 16-byte load, used for one row of
-//! x in the same launch shape) and `lut_len` (stage only the table entries a matrix reads).
+//! x in the same launch shape) and `lut_len` (stage only the table entries a matrix reads);
+//! v1.3 adds entries, not decoder requirements: the tensor-core matvec `<prefix>_matvec_mma`
+//! (and `_mma16`) for 2–64 rows of x, built from the same decoder.
 //!
 //! Constants are emitted as exact bit patterns ([`f32_table`], [`f32_define`]) so the GPU
 //! uses the very same values as the CPU reference.

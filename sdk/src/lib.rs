@@ -256,6 +256,12 @@ pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
 ///   `y` batch × rows, 16-byte aligned). Launched with 256 threads a block, each block
 ///   owning 4 output rows: `grid = ceil(rows / 4)`. Entries named `<matvec>_b1` and `<matvec>_b4`
 ///   with the same signature, if present, are used for batch 1 and 2–4 (the header defines them).
+/// * `<matvec>_mma` and `<matvec>_mma16` (kernel header v1.3, optional, used on sm_80 and
+///   later for matrices whose `cols` is a multiple of 32): the same signature and function for
+///   `batch` ≤ 64 (`_mma`) or ≤ 16 (`_mma16`), on tensor cores; 256 threads a block, each
+///   block owning 16 output rows: `grid = ceil(rows / 16)`. The host sends batches 2–64 to
+///   them (`$LLQ_MMA_MIN_BATCH` moves the boundary); without them batches above 8 are
+///   dequantized into a scratch matrix and multiplied by cuBLAS.
 ///
 /// [`cuda::HEADER`] implements both for any packed format from a small decoder
 /// (`LLQ_DEFINE_KERNELS`); a method may also write them by hand. The kernels must compute

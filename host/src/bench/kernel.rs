@@ -17,6 +17,7 @@ use crate::plugin::{CalibrationData, QuantConfig};
 use crate::util::stats::Spread;
 use crate::util::synth::synthetic_weights;
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use candle_core::cuda_backend::cudarc::cublas::sys::cublasOperation_t;
 use candle_core::cuda_backend::cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
@@ -31,7 +32,10 @@ pub struct KernelCheck {
     /// Elements of the dequantize output that differ from bf16(CPU dequantize).
     pub dequantize_mismatches: usize,
     pub dequantize_unwritten: usize,
-    /// Per batch size 1..=8: ‖y − ref‖ / ‖ref‖ of the fused matvec.
+    /// The batch sizes checked: 1–8, and 9, 16, 33, 64 where the matrix takes the
+    /// tensor-core matvec (header v1.3).
+    pub matvec_batches: Vec<usize>,
+    /// Per batch size of `matvec_batches`: ‖y − ref‖ / ‖ref‖ of the fused matvec.
     pub matvec_rel_err: Vec<f64>,
     pub matvec_unwritten: usize,
     pub passed: bool,
@@ -154,30 +158,32 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
         }
         let mut rel = vec![];
         let mut mv_unwritten = 0;
-        if pl.has_matvec() {
-            for b in 1..=gpu::MATVEC_MAX_BATCH {
-                let x = random_bf16(s ^ (b as u64 * 7919), b * cols);
-                let xd = cd.clone_htod(&x)?;
-                let mut y = poisoned(cd, b * rows)?;
-                pl.launch_matvec(&xd.slice(..), &mut y, b)?;
-                let y = cd.clone_dtoh(&y)?;
-                let (mut num, mut den) = (0f64, 0f64);
-                for bi in 0..b {
-                    for r in 0..rows {
-                        let want: f64 = (0..cols)
-                            .map(|c| x[bi * cols + c].to_f64() * reference[r * cols + c] as f64)
-                            .sum();
-                        let g = y[bi * rows + r];
-                        if g.to_bits() == 0xffff {
-                            mv_unwritten += 1;
-                        }
-                        let g = g.to_f64();
-                        num += if g.is_finite() { (g - want).powi(2) } else { f64::INFINITY };
-                        den += want * want;
-                    }
-                }
-                rel.push((num / den.max(1e-300)).sqrt());
-            }
+        let max_b = pl.target().max_batch();
+        let batches: Vec<usize> = (1..=max_b.min(gpu::MATVEC_MAX_BATCH))
+            .chain([9, 16, 33, 64].into_iter().filter(|&b| b <= max_b))
+            .collect();
+        for &b in &batches {
+            let x = random_bf16(s ^ (b as u64 * 7919), b * cols);
+            let xd = cd.clone_htod(&x)?;
+            let mut y = poisoned(cd, b * rows)?;
+            pl.launch_matvec(&xd.slice(..), &mut y, b)?;
+            let y = cd.clone_dtoh(&y)?;
+            // (squared error, squared reference, unwritten) per output, rows in parallel.
+            let per: Vec<(f64, f64, usize)> = (0..b * rows)
+                .into_par_iter()
+                .map(|o| {
+                    let (bi, r) = (o / rows, o % rows);
+                    let want: f64 =
+                        (0..cols).map(|c| x[bi * cols + c].to_f64() * reference[r * cols + c] as f64).sum();
+                    let g = y[bi * rows + r];
+                    let gf = g.to_f64();
+                    let e = if gf.is_finite() { (gf - want).powi(2) } else { f64::INFINITY };
+                    (e, want * want, usize::from(g.to_bits() == 0xffff))
+                })
+                .collect();
+            mv_unwritten += per.iter().map(|p| p.2).sum::<usize>();
+            let (num, den) = per.iter().fold((0f64, 0f64), |(n, d), p| (n + p.0, d + p.1));
+            rel.push((num / den.max(1e-300)).sqrt());
         }
         let passed = mismatches == 0 && unwritten == 0 && mv_unwritten == 0 && rel.iter().all(|e| *e <= 1e-2);
         tracing::info!("check {rows}×{cols}: dequantize mismatches {mismatches}, unwritten {unwritten}; matvec rel err {rel:?} → {}", if passed { "ok" } else { "FAILED" });
@@ -186,6 +192,7 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
             cols,
             dequantize_mismatches: mismatches,
             dequantize_unwritten: unwritten,
+            matvec_batches: batches,
             matvec_rel_err: rel,
             matvec_unwritten: mv_unwritten,
             passed,
@@ -239,7 +246,7 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
         let blas = cd.cublas_handle();
         for &b in batches.iter() {
             let x = random_bf16(seed ^ b as u64, b * cols);
-            if b <= gpu::MATVEC_MAX_BATCH && pls[0].has_matvec() {
+            if b <= pls[0].target().max_batch() {
                 let xd = cd.clone_htod(&x)?;
                 let mut y = cd.alloc_zeros::<bf16>(b * rows)?;
                 let xv = xd.slice(..);
@@ -248,8 +255,9 @@ pub fn kernel_bench(q: &QuantConfig, s: &KernelBenchSettings) -> Result<KernelRe
                 })?;
                 let bytes = packed_bytes + 2 * (b * (rows + cols)) as u64;
                 let (g, f) = frac(bytes, &s);
+                let mma = pls[0].target().uses_mma(b);
                 timings.push(KernelTiming {
-                    kernel: "matvec".into(),
+                    kernel: if mma { "matvec-mma" } else { "matvec" }.into(),
                     rows,
                     cols,
                     batch: b,

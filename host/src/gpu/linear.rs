@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 /// Batch rows the fused matvec handles in one launch (`LLQ_MAX_BATCH` in the header).
 pub const MATVEC_MAX_BATCH: usize = 8;
+/// Batch rows the tensor-core matvec handles (`LLQ_MMA_MAXB`, header v1.3), and the W rows
+/// one of its blocks owns (`LLQ_MMA_ROWS`).
+pub const MMA_MAX_BATCH: usize = 64;
+const MMA_ROWS: usize = 16;
 
 /// A packed matrix resident on the device, with the kernels that read it.
 pub struct PackedLinear {
@@ -78,14 +82,15 @@ impl PackedLinear {
         self.kernels.matvec.is_some()
     }
 
-    /// `y = x · Wᵀ` for x (…, cols) in bf16: the fused matvec for up to 8 rows, else
-    /// dequantize into a scratch bf16 matrix and multiply with cuBLAS.
+    /// `y = x · Wᵀ` for x (…, cols) in bf16: the fused matvec for as many rows as this
+    /// matrix's kernels take ([`MatvecTarget::max_batch`]), else dequantize into a scratch
+    /// bf16 matrix and multiply with cuBLAS.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let m = x.elem_count() / self.cols;
         let mut out_dims = dims.clone();
         *out_dims.last_mut().context("linear layer input has no dimensions")? = self.rows;
-        if m <= MATVEC_MAX_BATCH && self.has_matvec() {
+        if m <= self.target.max_batch() {
             let x = x.to_dtype(DType::BF16)?.reshape((m, self.cols))?.contiguous()?;
             let x = if x.layout().start_offset() % 8 == 0 { x } else { x.copy()? };
             Ok(x.apply_op1_no_bwd(&Matvec(self))?.reshape(out_dims)?)
@@ -151,6 +156,29 @@ impl MatvecTarget {
         self.rc[0] as usize
     }
 
+    /// The tensor-core entries are there, can take this matrix, and are not turned off.
+    fn mma_ok(&self) -> bool {
+        self.kernels.matvec_mma.is_some() && self.rc[1] % 32 == 0 && self.kernels.mma_min_batch <= MMA_MAX_BATCH
+    }
+
+    /// Whether `batch` rows go to the tensor-core entries: from 2 rows, or from the batch
+    /// `$LLQ_MMA_MIN_BATCH` names (`nvrtc::mma_min_batch`).
+    pub fn uses_mma(&self, batch: usize) -> bool {
+        self.mma_ok() && batch >= self.kernels.mma_min_batch
+    }
+
+    /// The most rows of x one launch takes: 64 with the tensor-core entries (header v1.3,
+    /// sm_80+, columns a multiple of 32), 8 with the v1 matvec, 0 without a matvec.
+    pub fn max_batch(&self) -> usize {
+        if self.kernels.matvec.is_none() {
+            0
+        } else if self.mma_ok() {
+            MMA_MAX_BATCH
+        } else {
+            MATVEC_MAX_BATCH
+        }
+    }
+
     /// The convention's leading arguments: b0..b3, rows, cols, p0..p3.
     fn push_args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>) {
         for p in &self.bufs {
@@ -166,24 +194,32 @@ impl MatvecTarget {
     /// 16-byte aligned, on `stream`.
     pub fn launch(&self, stream: &Arc<CudaStream>, x: u64, y: u64, batch: usize) -> candle_core::Result<()> {
         let k = &self.kernels;
-        let f = match batch {
-            1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),
-            2..=4 => k.matvec_b4.as_ref().or(k.matvec.as_ref()),
-            _ => k.matvec.as_ref(),
+        if batch == 0 || batch > self.max_batch() {
+            return Err(candle_core::Error::Msg(format!(
+                "plugin {}: matvec batch {batch} is outside 1..={}",
+                k.method,
+                self.max_batch()
+            )));
+        }
+        let mma = self.uses_mma(batch);
+        let f = if mma {
+            if batch <= 16 { k.matvec_mma16.as_ref().or(k.matvec_mma.as_ref()) } else { k.matvec_mma.as_ref() }
+        } else {
+            match batch {
+                1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),
+                2..=4 => k.matvec_b4.as_ref().or(k.matvec.as_ref()),
+                _ => k.matvec.as_ref(),
+            }
         };
         let f =
             f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", k.method)))?;
-        if batch == 0 || batch > MATVEC_MAX_BATCH {
-            return Err(candle_core::Error::Msg(format!(
-                "matvec batch {batch} is outside 1..={MATVEC_MAX_BATCH}"
-            )));
-        }
+        let rows_per_block = if mma { MMA_ROWS } else { 4 };
         let mut b = stream.launch_builder(f);
         let batch32 = batch as i32;
         self.push_args(&mut b);
         b.arg(&x).arg(&y).arg(&batch32);
         let cfg = LaunchConfig {
-            grid_dim: (self.rows().div_ceil(4) as u32, 1, 1),
+            grid_dim: (self.rows().div_ceil(rows_per_block) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };

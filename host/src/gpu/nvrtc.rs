@@ -2,6 +2,7 @@
 //! `llq_sdk::CudaKernels`), with an on-disk PTX cache keyed by source hash, architecture and
 //! options, and loading its entry points on one device.
 
+use super::linear::{MATVEC_MAX_BATCH, MMA_MAX_BATCH};
 use crate::util::first_use;
 use crate::util::fs::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +23,12 @@ pub struct Kernels {
     /// The optional specializations `<matvec>_b1` and `<matvec>_b4` (batch ≤ 1, ≤ 4).
     pub(crate) matvec_b1: Option<CudaFunction>,
     pub(crate) matvec_b4: Option<CudaFunction>,
+    /// The tensor-core entries `<matvec>_mma` (≤ 64 rows of x) and `<matvec>_mma16` (≤ 16),
+    /// header v1.3; loaded on sm_80 and later only (mma.m16n8k16 with bf16).
+    pub(crate) matvec_mma: Option<CudaFunction>,
+    pub(crate) matvec_mma16: Option<CudaFunction>,
+    /// Batches from this size up take the tensor-core entries ([`mma_min_batch`]).
+    pub(crate) mma_min_batch: usize,
     pub(crate) params: Vec<KernelParam>,
     /// Where the PTX came from: `cache` or `nvrtc` (with the compile time).
     pub origin: String,
@@ -46,14 +53,40 @@ pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
     }
 }
 
+fn compute_capability(dev: &CudaDevice) -> Result<(i32, i32)> {
+    dev.cuda_stream().context().compute_capability().map_err(|e| anyhow!("reading the compute capability: {e:?}"))
+}
+
 /// The device's `sm_XY` architecture.
 pub fn arch(dev: &CudaDevice) -> Result<String> {
-    let (major, minor) = dev
-        .cuda_stream()
-        .context()
-        .compute_capability()
-        .map_err(|e| anyhow!("reading the compute capability: {e:?}"))?;
+    let (major, minor) = compute_capability(dev)?;
     Ok(format!("sm_{major}{minor}"))
+}
+
+/// Whether the device runs the header's tensor-core matvec (bf16 mma needs sm_80).
+pub fn has_mma(dev: &CudaDevice) -> Result<bool> {
+    Ok(compute_capability(dev)?.0 >= 8)
+}
+
+/// The smallest batch that takes the tensor-core matvec where a matrix has one: 2 — on the
+/// H100 it beat the 1–8-row drivers at every batch from 2 on both Llama shapes, for NF4,
+/// RTN-4 and 16-bit weights (2–4× at batch 4–8), and lost at batch 1 to the wide 1-row
+/// driver on 2048×8192 (16.7 vs 12.5 µs NF4; results/h100/speed13/mma) — or
+/// `$LLQ_MMA_MIN_BATCH` (1–9 move the boundary; 65 turns the entries off, so batches above 8
+/// go back to dequantize + cuBLAS), the knob those measurements compare the drivers with.
+pub fn mma_min_batch() -> Result<usize> {
+    match std::env::var("LLQ_MMA_MIN_BATCH") {
+        Err(std::env::VarError::NotPresent) => Ok(2),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MATVEC_MAX_BATCH + 1).contains(&n) || n == MMA_MAX_BATCH + 1 => Ok(n),
+            _ => bail!(
+                "LLQ_MMA_MIN_BATCH={v:?}: expected 1 to {} (the first batch on tensor cores) or {} (off)",
+                MATVEC_MAX_BATCH + 1,
+                MMA_MAX_BATCH + 1
+            ),
+        },
+        Err(e) => bail!("LLQ_MMA_MIN_BATCH: {e}"),
+    }
 }
 
 /// PTX for `source` from the on-disk cache or NVRTC (options: the device's architecture,
@@ -127,6 +160,9 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         k.matvec.as_deref().and_then(|m| entry(dev, &module, &ptx, &format!("{m}{suffix}")).ok())
     };
     let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
+    let mma = has_mma(dev)?;
+    let (matvec_mma, matvec_mma16) =
+        if mma { (special("_mma"), special("_mma16")) } else { (None, None) };
     tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");
     Ok(Arc::new(Kernels {
         method: method.to_string(),
@@ -134,6 +170,9 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         matvec,
         matvec_b1,
         matvec_b4,
+        matvec_mma,
+        matvec_mma16,
+        mma_min_batch: mma_min_batch()?,
         params: k.params.clone(),
         origin,
     }))

@@ -6,7 +6,7 @@
 //! What a step is made of (the model's layers) is the model's concern (`model::graph`).
 
 use super::linear::MatvecTarget;
-use super::nvrtc::{entry, ptx, Kernels};
+use super::nvrtc::{entry, has_mma, mma_min_batch, ptx, Kernels};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -85,6 +85,9 @@ impl StepKernels {
             matvec: Some(load("llq_bf16rows_matvec")?),
             matvec_b1: Some(load("llq_bf16rows_matvec_b1")?),
             matvec_b4: Some(load("llq_bf16rows_matvec_b4")?),
+            matvec_mma: if has_mma(dev)? { Some(load("llq_bf16rows_matvec_mma")?) } else { None },
+            matvec_mma16: if has_mma(dev)? { Some(load("llq_bf16rows_matvec_mma16")?) } else { None },
+            mma_min_batch: mma_min_batch()?,
             params: vec![],
             origin,
         });

@@ -6,13 +6,16 @@
 //! u32 per token instead of the vocabulary's logits.
 //!
 //! Prefill stays on the eager path (`Llama::step`); [`GraphDecoder::start`] copies its cache
-//! in. Used by `run`'s generation and `bench`'s decode rows for batches of up to
-//! [`MATVEC_MAX_BATCH`] when every layer has a matvec kernel; [`GraphDecoder::supports`]
+//! in. Used by `run`'s generation and `bench`'s decode rows for batches of up to what
+//! every layer's matvec takes in one launch (8, or 64 with the kernel header's tensor-core
+//! entries, v1.3) when every layer has a matvec kernel; [`GraphDecoder::supports`]
 //! says why not otherwise, and callers fall back to the eager step.
 
 use super::linear::Linear;
 use super::llama::{Cache, Llama};
 use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
+use crate::gpu::linear::MMA_MAX_BATCH;
+use crate::gpu::nvrtc::has_mma;
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
 use crate::util::first_use;
 use anyhow::{anyhow, bail, Context, Result};
@@ -89,6 +92,21 @@ fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
     }
 }
 
+/// The most rows one captured step takes: what every layer's matvec takes in one launch —
+/// 64 with the tensor-core entries (header v1.3; the host's dense kernels have them on sm_80
+/// and later), else 8.
+fn max_batch(model: &Llama) -> usize {
+    let Device::Cuda(dev) = &model.device else { return 0 };
+    let dense = if has_mma(dev).unwrap_or(false) { MMA_MAX_BATCH } else { MATVEC_MAX_BATCH };
+    let of = |l: &Linear| match l {
+        Linear::Packed(p) => p.target().max_batch(),
+        Linear::Dense(w) if w.dim(0).is_ok_and(|cols| cols % 32 == 0) => dense,
+        Linear::Dense(_) => MATVEC_MAX_BATCH,
+    };
+    let parts = model.parts();
+    parts.blocks.iter().flat_map(|b| b.linears.iter().map(|l| of(l))).chain([of(parts.lm_head)]).min().unwrap_or(0)
+}
+
 impl<'m> GraphDecoder<'m> {
     /// Why `model` cannot decode `batch` rows up to `capacity` positions here (`None`: it can).
     pub fn supports(model: &Llama, batch: usize, capacity: usize) -> Option<String> {
@@ -96,8 +114,8 @@ impl<'m> GraphDecoder<'m> {
         let d = c.head_dim();
         if !model.device.is_cuda() {
             Some("not on a GPU".into())
-        } else if batch == 0 || batch > MATVEC_MAX_BATCH {
-            Some(format!("batch {batch} is outside 1..={MATVEC_MAX_BATCH}"))
+        } else if batch == 0 || batch > max_batch(model) {
+            Some(format!("batch {batch} is outside 1..={} (what every layer's matvec takes)", max_batch(model)))
         } else if capacity > MAX_CAPACITY {
             Some(format!("{capacity} positions exceed the static cache's {MAX_CAPACITY}"))
         } else if !head_dim_supported(d) {

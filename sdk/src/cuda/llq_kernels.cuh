@@ -37,6 +37,12 @@
 // step, two warps a row (see llq_matvec_w). 4-byte code loads (8 weights) kept NF4 at 14-19% of
 // copy bandwidth where 16-byte bf16 loads reached 76% with the same driver (bench/NOTES.md,
 // issue 13). Decoders without these entries compile and run as before.
+//
+// Header v1.3 adds entry points, not decoder requirements: LLQ_DEFINE_KERNELS also defines
+// PREFIX_matvec_mma (up to 64 rows of x) and PREFIX_matvec_mma16 (up to 16) on tensor cores
+// from the same decoder (llq_matvec_mma below), which the host uses for batches 2-64
+// (the 1-8-row drivers above then serve batch 1; without these entries, batches above 8 are
+// dequantized into a scratch matrix for cuBLAS).
 
 typedef unsigned short llq_bf16;
 
@@ -359,6 +365,160 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
 }
 
 
+// The tensor-core matvec (header v1.3, sm_80 and later): y = x · Wᵀ for up to LLQ_MMA_MAXB
+// = 64 rows of x, for matrices whose column count is a multiple of 32. A block of 256
+// threads owns LLQ_MMA_ROWS = 16 rows of W; its 8 warps split the columns in chunks of 128,
+// and within a warp thread (g = lane / 4, t = lane % 4) decodes rows g and g + 8 at the 32
+// columns t·32 … t·32 + 31 of the chunk (one 16-byte code load where the decoder has the
+// wide entries, else four 8-weight loads), rounds them to bf16 and feeds them to
+// mma.m16n8k16 (bf16 in, f32 accumulation) as the A operand — W's rows are the M side, the
+// batch the N side. The k order inside a chunk is permuted so that the weights a thread
+// decodes are exactly the A-fragment elements it holds (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16": a thread holds columns 2t, 2t+1, 2t+8, 2t+9 of each 16-wide step); x is
+// read with the same permutation for the B operand, so the dot products are unchanged.
+// No shared-memory staging of W: each weight is decoded once a step, by the thread that
+// multiplies it. The warps' partial sums meet in shared memory at the end. Weights are
+// rounded to bf16 before the product, as the dequantize + cuBLAS path rounds them. The
+// batch-1..8 drivers above keep f32 weights.
+#define LLQ_MMA_ROWS 16
+#define LLQ_MMA_MAXB 64
+
+// Two f32 to a bf16 pair, round to nearest even (one cvt for two where sm_80's is there).
+static __device__ __forceinline__ unsigned llq_bf16x2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return (unsigned)llq_f32_to_bf16(lo) | ((unsigned)llq_f32_to_bf16(hi) << 16);
+#endif
+}
+
+static __device__ __forceinline__ void llq_mma_bf16(float c[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                                    unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+// The codes of one row's 32 columns from `col` (wide: one load; else four 8-weight loads).
+template <class D, bool WIDE> struct LlqMmaRaw;
+template <class D> struct LlqMmaRaw<D, true> { typename D::Raw32 r; };
+template <class D> struct LlqMmaRaw<D, false> { typename D::Raw r[4]; };
+
+template <class D, bool WIDE>
+static __device__ __forceinline__ void llq_mma_load(const LlqArgs& a, unsigned row, unsigned col, LlqMmaRaw<D, WIDE>& raw) {
+  if constexpr (WIDE) {
+    raw.r = D::load32_rc(a, row, col);
+  } else {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const unsigned c = col + 8u * u;
+      raw.r[u] = llq_load8<D>(a, (long long)row * a.cols + c, row, c);
+    }
+  }
+}
+
+// Decode what llq_mma_load fetched into 16 bf16 pairs: p[j] = (w[2j], w[2j+1]).
+template <class D, bool WIDE>
+static __device__ __forceinline__ void llq_mma_decode(const LlqArgs& a, const float* lut, unsigned row, unsigned col,
+                                                      const LlqMmaRaw<D, WIDE>& raw, unsigned p[16]) {
+  float w[32];
+  if constexpr (WIDE) {
+    D::decode32(a, lut, row, col, raw.r, w);
+  } else {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const unsigned c = col + 8u * u;
+      llq_decode8<D>(a, lut, (long long)row * a.cols + c, row, c, raw.r[u], w + 8 * u);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 16; ++j) p[j] = llq_bf16x2(w[2 * j], w[2 * j + 1]);
+}
+
+template <class D, bool WIDE, int MAXNT>
+static __device__ __forceinline__ void llq_matvec_mma_run(const LlqArgs& a, const float* lut, const llq_bf16* __restrict__ x,
+                                                          int batch, float acc[MAXNT][4]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const unsigned cols = (unsigned)a.cols, rows = (unsigned)a.rows;
+  const unsigned ra = blockIdx.x * LLQ_MMA_ROWS + g, rb = ra + 8;
+  const bool la = ra < rows, lb = rb < rows;
+  const int ntiles = (batch + 7) >> 3;
+  for (unsigned k0 = warp * 128u; k0 < cols; k0 += 8u * 128u) {
+    const unsigned c = k0 + 32u * t;
+    const bool live = c < cols;
+    LlqMmaRaw<D, WIDE> rawa, rawb;
+    if (live && la) llq_mma_load<D, WIDE>(a, ra, c, rawa);
+    if (live && lb) llq_mma_load<D, WIDE>(a, rb, c, rawb);
+    unsigned pa[16], pb[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) pa[j] = pb[j] = 0u;
+    if (live && la) llq_mma_decode<D, WIDE>(a, lut, ra, c, rawa, pa);
+    if (live && lb) llq_mma_decode<D, WIDE>(a, lut, rb, c, rawb, pb);
+#pragma unroll
+    for (int nt = 0; nt < MAXNT; ++nt) {
+      if (nt < ntiles) {
+        const int n = nt * 8 + g;
+        uint4 xv[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          xv[q] = make_uint4(0u, 0u, 0u, 0u);
+          if (live && n < batch) xv[q] = __ldg(reinterpret_cast<const uint4*>(x + (size_t)n * cols + c) + q);
+        }
+        const unsigned xs[16] = {xv[0].x, xv[0].y, xv[0].z, xv[0].w, xv[1].x, xv[1].y, xv[1].z, xv[1].w,
+                                 xv[2].x, xv[2].y, xv[2].z, xv[2].w, xv[3].x, xv[3].y, xv[3].z, xv[3].w};
+#pragma unroll
+        for (int m = 0; m < 8; ++m)
+          llq_mma_bf16(acc[nt], pa[2 * m], pb[2 * m], pa[2 * m + 1], pb[2 * m + 1], xs[2 * m], xs[2 * m + 1]);
+      }
+    }
+  }
+}
+
+template <class D, int MAXNT>
+static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+  __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
+  __shared__ float part[8][LLQ_MMA_ROWS][MAXNT * 8];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float acc[MAXNT][4];
+#pragma unroll
+  for (int nt = 0; nt < MAXNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  llq_fill_lut<D>(lut, a);
+  bool wide = false;
+  if constexpr (llq_has_wide<D>::value) wide = D::wide_ok(a);
+  if constexpr (llq_has_wide<D>::value) {
+    if (wide) llq_matvec_mma_run<D, true, MAXNT>(a, lut, x, batch, acc);
+    else llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, acc);
+  } else {
+    llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, acc);
+  }
+  const int ntiles = (batch + 7) >> 3;
+#pragma unroll
+  for (int nt = 0; nt < MAXNT; ++nt) {
+    if (nt < ntiles) {
+      part[warp][g][nt * 8 + 2 * t] = acc[nt][0];
+      part[warp][g][nt * 8 + 2 * t + 1] = acc[nt][1];
+      part[warp][g + 8][nt * 8 + 2 * t] = acc[nt][2];
+      part[warp][g + 8][nt * 8 + 2 * t + 1] = acc[nt][3];
+    }
+  }
+  __syncthreads();
+  const unsigned rows = (unsigned)a.rows, r0 = blockIdx.x * LLQ_MMA_ROWS;
+  for (int i = threadIdx.x; i < LLQ_MMA_ROWS * batch; i += blockDim.x) {
+    const int r = i % LLQ_MMA_ROWS, b = i / LLQ_MMA_ROWS;
+    if (r0 + r < rows) {
+      float v = 0.f;
+#pragma unroll
+      for (int w = 0; w < 8; ++w) v += part[w][r][b];
+      y[(size_t)b * rows + r0 + r] = llq_f32_to_bf16(v);
+    }
+  }
+}
+
 #define LLQ_KERNEL_ARGS                                                                          \
   const unsigned char *b0, const unsigned char *b1, const unsigned char *b2,                     \
       const unsigned char *b3, long long rows, long long cols, long long p0, long long p1,       \
@@ -393,4 +553,14 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
       PREFIX##_matvec_b1(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
     llq_matvec_b<D, UNROLL, 1>(a, x, y, batch);                                                  \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec_mma(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {          \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_mma<D, LLQ_MMA_MAXB / 8>(a, x, y, batch);                                         \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec_mma16(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {        \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_mma<D, 2>(a, x, y, batch);                                                        \
   }
