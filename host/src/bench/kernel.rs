@@ -17,12 +17,12 @@ use crate::plugin::{CalibrationData, QuantConfig};
 use crate::util::stats::Spread;
 use crate::util::synth::synthetic_weights;
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 use candle_core::cuda_backend::cudarc::cublas::sys::cublasOperation_t;
 use candle_core::cuda_backend::cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::CudaDevice;
 use half::bf16;
+use rayon::prelude::*;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]

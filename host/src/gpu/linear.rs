@@ -158,7 +158,9 @@ impl MatvecTarget {
 
     /// The tensor-core entries are there, can take this matrix, and are not turned off.
     fn mma_ok(&self) -> bool {
-        self.kernels.matvec_mma.is_some() && self.rc[1] % 32 == 0 && self.kernels.mma_min_batch <= MMA_MAX_BATCH
+        self.kernels.matvec_mma.is_some()
+            && self.rc[1] % 32 == 0
+            && self.kernels.mma_min_batch <= MMA_MAX_BATCH
     }
 
     /// Whether `batch` rows go to the tensor-core entries: from 2 rows, or from the batch
@@ -203,7 +205,11 @@ impl MatvecTarget {
         }
         let mma = self.uses_mma(batch);
         let f = if mma {
-            if batch <= 16 { k.matvec_mma16.as_ref().or(k.matvec_mma.as_ref()) } else { k.matvec_mma.as_ref() }
+            if batch <= 16 {
+                k.matvec_mma16.as_ref().or(k.matvec_mma.as_ref())
+            } else {
+                k.matvec_mma.as_ref()
+            }
         } else {
             match batch {
                 1 => k.matvec_b1.as_ref().or(k.matvec_b4.as_ref()).or(k.matvec.as_ref()),

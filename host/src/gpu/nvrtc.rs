@@ -54,7 +54,10 @@ pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
 }
 
 fn compute_capability(dev: &CudaDevice) -> Result<(i32, i32)> {
-    dev.cuda_stream().context().compute_capability().map_err(|e| anyhow!("reading the compute capability: {e:?}"))
+    dev.cuda_stream()
+        .context()
+        .compute_capability()
+        .map_err(|e| anyhow!("reading the compute capability: {e:?}"))
 }
 
 /// The device's `sm_XY` architecture.
@@ -161,8 +164,7 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
     };
     let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
     let mma = has_mma(dev)?;
-    let (matvec_mma, matvec_mma16) =
-        if mma { (special("_mma"), special("_mma16")) } else { (None, None) };
+    let (matvec_mma, matvec_mma16) = if mma { (special("_mma"), special("_mma16")) } else { (None, None) };
     tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");
     Ok(Arc::new(Kernels {
         method: method.to_string(),

@@ -250,6 +250,113 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   }
 }
 
+// The same attention with one block per (kv head, row) for all G = heads / kv_heads query
+// heads that share it (G ≤ LLQ_ATT_WARPS): each key and value row is read once for the group
+// instead of once per query head — at batch 64 the per-head kernel above took 1.6 ms of a
+// 5.0 ms step for 268 MB of cache (bench/NOTES.md, issue 13). Same arithmetic per head: q·k in
+// the same order, rounded to bf16, times the scale; softmax max and sum per head by one warp
+// (so the sum's order differs from the block-wide one above); p·V with a warp per position
+// stride and a lane per pair of dimensions (4-byte loads), partial sums met in shared memory.
+// Dynamic shared memory: G·d floats of queries, then G·cap scores, reused for the warps' G·d
+// partial sums each (the host sizes it: 4·(G·d + max(G·cap, LLQ_ATT_WARPS·G·d)) bytes).
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_attend_gqa(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
+                        const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  extern __shared__ float smem[];
+  __shared__ float den[LLQ_ATT_WARPS];
+  const int kh = blockIdx.x, r = blockIdx.y, G = heads / kv_heads;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* qs = smem;            // [G][d]
+  float* score = smem + G * d; // [G][cap], later part [LLQ_ATT_WARPS][G][d]
+  const int first = pad[r], len = (int)*slot + 1;
+  const llq_bf16* qg = q + ((long long)r * heads + (long long)kh * G) * d;
+  for (int i = threadIdx.x; i < G * d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(qg[i]);
+  __syncthreads();
+  const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
+  const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
+  const int chunks = d >> 3;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
+    uint4 kv[16];
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) kv[c] = __ldg(row + c);
+    for (int g = 0; g < G; ++g) {
+      float s = 0.f;
+#pragma unroll
+      for (int c = 0; c < 16; ++c)
+        if (c < chunks) llq_dot8(s, qs + g * d + 8 * c, kv[c]);
+      score[g * cap + j] = llq_round_bf16(s) * scale;
+    }
+  }
+  __syncthreads();
+  if (warp < G) {
+    float* sc = score + warp * cap;
+    float m = LLQ_NEG_INF;
+    for (int j = first + lane; j < len; j += 32) m = fmaxf(m, sc[j]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float sum = 0.f;
+    for (int j = first + lane; j < len; j += 32) {
+      const float e = expf(sc[j] - m);
+      sc[j] = e;
+      sum += e;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) den[warp] = sum;
+  }
+  __syncthreads();
+  // acc[g][k]: dimensions 2·lane + 64·k and the next one, for query head g.
+  float acc[LLQ_ATT_WARPS][2][2];
+#pragma unroll
+  for (int g = 0; g < LLQ_ATT_WARPS; ++g)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) acc[g][k][0] = acc[g][k][1] = 0.f;
+  for (int j = first + warp; j < len; j += LLQ_ATT_WARPS) {
+    const llq_bf16* vr = V + (long long)j * d;
+    float v[2][2];
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int i = 2 * lane + 64 * k;
+      const unsigned u = i < d ? *reinterpret_cast<const unsigned*>(vr + i) : 0u;
+      v[k][0] = __uint_as_float(u << 16);
+      v[k][1] = __uint_as_float(u & 0xffff0000u);
+    }
+#pragma unroll
+    for (int g = 0; g < LLQ_ATT_WARPS; ++g) {
+      if (g < G) {
+        const float p = llq_round_bf16(score[g * cap + j] / den[g]);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          acc[g][k][0] = fmaf(p, v[k][0], acc[g][k][0]);
+          acc[g][k][1] = fmaf(p, v[k][1], acc[g][k][1]);
+        }
+      }
+    }
+  }
+  __syncthreads();  // the scores are read: their space takes the partial sums
+  float* part = score;
+#pragma unroll
+  for (int g = 0; g < LLQ_ATT_WARPS; ++g)
+    if (g < G)
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int i = 2 * lane + 64 * k;
+        if (i < d) {
+          part[(warp * G + g) * d + i] = acc[g][k][0];
+          part[(warp * G + g) * d + i + 1] = acc[g][k][1];
+        }
+      }
+  __syncthreads();
+  for (int i = threadIdx.x; i < G * d; i += LLQ_ATT_THREADS) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w * G * d + i];
+    out[((long long)r * heads + (long long)kh * G) * d + i] = llq_f32_to_bf16(v);
+  }
+}
+
 // out = bf16(bf16(silu(g)) · u) over n elements (candle's `silu` then bf16 `mul`).
 extern "C" __global__ void llq_step_swiglu(const llq_bf16* g, const llq_bf16* u, llq_bf16* out, long long n) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {

@@ -17,8 +17,43 @@ use std::sync::Arc;
 
 const SOURCE: &str = include_str!("step.cu");
 
-/// Threads of one attention block (`LLQ_ATT_THREADS` in step.cu).
+/// Threads of one attention block (`LLQ_ATT_THREADS` in step.cu) and its warps.
 pub const ATTEND_THREADS: usize = 256;
+const ATTEND_WARPS: usize = ATTEND_THREADS / 32;
+/// Dynamic shared memory every launch may use without opting in (48 KiB).
+const DEFAULT_SHARED: usize = 48 * 1024;
+
+/// Blocks from which the grouped attention kernel is taken by default. On the H100 (132
+/// SMs), synthetic Llama-3.2-1B at context 128 (8 kv heads): grouped vs per head 823 vs 1567
+/// µs a step at batch 64 (512 blocks), 409 vs 463 at 16 (128 blocks), but 404 vs 252 at
+/// batch 1-4 (8-32 blocks), and SmolLM2-135M's shapes (3 kv heads) lost at batch 16 (48
+/// blocks, 645 vs 462): with fewer blocks than about one per SM, the per-head kernel's 4×
+/// more blocks win (results/h100/speed13/mma/attention).
+const GROUPED_MIN_BLOCKS: usize = 128;
+
+/// Which attention kernel the step launches: `Auto` (grouped from [`GROUPED_MIN_BLOCKS`]
+/// blocks where its shared memory fits, else per head), `Grouped` (one block per kv head and
+/// row, for the query heads that share it, wherever it fits) or `PerHead` (one block per
+/// query head and row), by `$LLQ_ATTENTION` (`auto` | `grouped` | `per-head`) for A/B runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Attention {
+    Auto,
+    Grouped,
+    PerHead,
+}
+
+impl Attention {
+    fn from_env() -> Result<Self> {
+        match std::env::var("LLQ_ATTENTION") {
+            Err(std::env::VarError::NotPresent) => Ok(Attention::Auto),
+            Ok(v) if v == "auto" => Ok(Attention::Auto),
+            Ok(v) if v == "grouped" => Ok(Attention::Grouped),
+            Ok(v) if v == "per-head" => Ok(Attention::PerHead),
+            Ok(v) => bail!("LLQ_ATTENTION={v:?}: expected `auto`, `grouped` or `per-head`"),
+            Err(e) => bail!("LLQ_ATTENTION: {e}"),
+        }
+    }
+}
 
 /// The head dimensions the attention kernel takes: multiples of 8 (16-byte key loads) up to
 /// 128 (its shared query and partial sums).
@@ -32,6 +67,9 @@ pub struct StepKernels {
     add_rmsnorm: CudaFunction,
     rope_append: CudaFunction,
     attend: CudaFunction,
+    /// One block per (kv head, row) for the query heads sharing it ([`Attention::Grouped`]).
+    attend_gqa: CudaFunction,
+    attention: Attention,
     swiglu: CudaFunction,
     argmax: CudaFunction,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
@@ -96,6 +134,8 @@ impl StepKernels {
             add_rmsnorm: load("llq_step_add_rmsnorm")?,
             rope_append: load("llq_step_rope_append")?,
             attend: load("llq_step_attend")?,
+            attend_gqa: load("llq_step_attend_gqa")?,
+            attention: Attention::from_env()?,
             swiglu: load("llq_step_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
@@ -154,15 +194,28 @@ impl StepKernels {
         unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("RoPE + cache write"))
     }
 
-    /// out (batch, heads·d) = attention of q over the caches up to the slot.
+    /// out (batch, heads·d) = attention of q over the caches up to the slot: the grouped
+    /// kernel where [`Attention`] asks for it and its shared memory fits the launch default,
+    /// else one block per head.
     pub fn attend(&self, a: &AttendArgs, batch: usize) -> Result<()> {
-        let mut b = self.stream.launch_builder(&self.attend);
+        let (heads, kvh, d, cap) = (a.heads as usize, a.kv_heads as usize, a.d as usize, a.cap as usize);
+        let g = if kvh > 0 && heads.is_multiple_of(kvh) { heads / kvh } else { 0 };
+        let grouped_shared = 4 * (g * d + (g * cap).max(ATTEND_WARPS * g * d));
+        let wanted = match self.attention {
+            Attention::Auto => kvh * batch >= GROUPED_MIN_BLOCKS,
+            Attention::Grouped => true,
+            Attention::PerHead => false,
+        };
+        let grouped = wanted && (1..=ATTEND_WARPS).contains(&g) && grouped_shared <= DEFAULT_SHARED;
+        let (f, cfg) = if grouped {
+            (&self.attend_gqa, grid(kvh, batch, ATTEND_THREADS, grouped_shared))
+        } else {
+            (&self.attend, grid(heads, batch, ATTEND_THREADS, cap * 4))
+        };
+        let mut b = self.stream.launch_builder(f);
         b.arg(&a.q).arg(&a.kc).arg(&a.vc).arg(&a.out).arg(&a.pad).arg(&a.slot);
         b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap).arg(&a.scale);
-        let shared = a.cap as usize * 4;
-        unsafe { b.launch(grid(a.heads as usize, batch, ATTEND_THREADS, shared)) }
-            .map(|_| ())
-            .map_err(err("attention"))
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(err("attention"))
     }
 
     /// out = silu(g) · u over n elements.

@@ -203,6 +203,22 @@ pub fn preset(name: &str) -> Result<Config> {
             }),
             head_dim: Some(64),
         }),
+        // HuggingFaceTB/SmolLM2-135M-Instruct config.json: the real model's shapes (three
+        // query heads a kv head, 576 = 9 × 64 wide) for GPU paths the 1B model's do not take.
+        "smollm2-135m" => Ok(Config {
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: Some(3),
+            vocab_size: 49_152,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            rope_scaling: None,
+            head_dim: Some(64),
+        }),
         // A tiny config for tests.
         "tiny" => Ok(Config {
             hidden_size: 64,
@@ -218,7 +234,7 @@ pub fn preset(name: &str) -> Result<Config> {
             rope_scaling: None,
             head_dim: None,
         }),
-        other => bail!("unknown synthetic preset `{other}` (known: llama-3.2-1b, tiny)"),
+        other => bail!("unknown synthetic preset `{other}` (known: llama-3.2-1b, smollm2-135m, tiny)"),
     }
 }
 

@@ -13,9 +13,9 @@
 
 use super::linear::Linear;
 use super::llama::{Cache, Llama};
-use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
 use crate::gpu::linear::MMA_MAX_BATCH;
 use crate::gpu::nvrtc::has_mma;
+use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
 use crate::util::first_use;
 use anyhow::{anyhow, bail, Context, Result};
@@ -104,7 +104,13 @@ fn max_batch(model: &Llama) -> usize {
         Linear::Dense(_) => MATVEC_MAX_BATCH,
     };
     let parts = model.parts();
-    parts.blocks.iter().flat_map(|b| b.linears.iter().map(|l| of(l))).chain([of(parts.lm_head)]).min().unwrap_or(0)
+    parts
+        .blocks
+        .iter()
+        .flat_map(|b| b.linears.iter().map(|l| of(l)))
+        .chain([of(parts.lm_head)])
+        .min()
+        .unwrap_or(0)
 }
 
 impl<'m> GraphDecoder<'m> {
@@ -115,7 +121,10 @@ impl<'m> GraphDecoder<'m> {
         if !model.device.is_cuda() {
             Some("not on a GPU".into())
         } else if batch == 0 || batch > max_batch(model) {
-            Some(format!("batch {batch} is outside 1..={} (what every layer's matvec takes)", max_batch(model)))
+            Some(format!(
+                "batch {batch} is outside 1..={} (what every layer's matvec takes)",
+                max_batch(model)
+            ))
         } else if capacity > MAX_CAPACITY {
             Some(format!("{capacity} positions exceed the static cache's {MAX_CAPACITY}"))
         } else if !head_dim_supported(d) {
