@@ -58,6 +58,27 @@ fn host_argmax(logits: &Tensor) -> Result<Vec<u32>> {
     Ok(logits.flatten_to(1)?.to_vec2::<f32>()?.iter().map(|r| argmax(r)).collect())
 }
 
+/// Captured decode steps kept across the generation batches of one run: a CoQA run at batch 8
+/// had captured a graph and allocated a static cache for each of its 13 batches (issue 13). A
+/// held step is reused by the next generation of the same batch size whose prefill and new
+/// tokens fit its cache; caches are allocated rounded up to [`CAPACITY_STEP`] positions so
+/// that batches of similar lengths share one. [`StepPool::default`] holds none (a fresh pool
+/// per call gives the old behaviour).
+#[derive(Default)]
+pub struct StepPool<'m> {
+    #[cfg(feature = "cuda")]
+    held: Vec<crate::model::graph::GraphDecoder<'m>>,
+    #[cfg(not(feature = "cuda"))]
+    _model: std::marker::PhantomData<&'m ()>,
+    /// Captured steps built so far (each allocates a cache and captures once).
+    pub built: usize,
+    /// Generations that reused a held one.
+    pub reused: usize,
+}
+
+/// Static-cache capacities are rounded up to a multiple of this many positions.
+pub const CAPACITY_STEP: usize = 256;
+
 /// The steps after a prefill: the eager model, or the captured step on a GPU.
 enum Stepper<'m> {
     Eager(Option<String>),
@@ -69,23 +90,51 @@ enum Stepper<'m> {
 }
 
 impl<'m> Stepper<'m> {
-    fn new(model: &'m Llama, path: DecodePath, batch: usize, capacity: usize) -> Result<Self> {
+    fn new(
+        model: &'m Llama,
+        path: DecodePath,
+        batch: usize,
+        capacity: usize,
+        pool: &mut StepPool<'m>,
+    ) -> Result<Self> {
         if path == DecodePath::Eager || model.device.is_cpu() {
             return Ok(Stepper::Eager(None));
         }
         #[cfg(feature = "cuda")]
         {
-            use crate::model::graph::GraphDecoder;
+            use crate::model::graph::{GraphDecoder, MAX_CAPACITY};
             if let Some(why) = GraphDecoder::supports(model, batch, capacity) {
                 return Ok(Stepper::Eager(Some(why)));
             }
-            Ok(Stepper::Graph(Box::new(GraphDecoder::new(model, batch, capacity)?), false))
+            let fits = |g: &GraphDecoder| g.batch() == batch && g.capacity() >= capacity;
+            if let Some(i) = pool.held.iter().position(fits) {
+                pool.reused += 1;
+                return Ok(Stepper::Graph(Box::new(pool.held.swap_remove(i)), false));
+            }
+            // A held step of this batch size is too short: free its cache before allocating.
+            pool.held.retain(|g| g.batch() != batch);
+            // Rounded up where the static cache allows it (`supports` checked `capacity`).
+            let rounded = capacity.next_multiple_of(CAPACITY_STEP).min(MAX_CAPACITY).max(capacity);
+            pool.built += 1;
+            Ok(Stepper::Graph(Box::new(GraphDecoder::new(model, batch, rounded)?), false))
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (batch, capacity);
+            let _ = (batch, capacity, pool);
             Ok(Stepper::Eager(None))
         }
+    }
+
+    /// Hand a captured step back to `pool` for the next generation of its batch size (one
+    /// held per batch size: the newest replaces an older one).
+    fn release(self, pool: &mut StepPool<'m>) {
+        #[cfg(feature = "cuda")]
+        if let Stepper::Graph(g, _) = self {
+            pool.held.retain(|h| h.batch() != g.batch());
+            pool.held.push(*g);
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = (self, pool);
     }
 
     /// Feed `tokens` (one a row) and return the next greedy tokens.
@@ -133,18 +182,22 @@ pub fn generate(
     max_new: &[usize],
     eos: &[u32],
 ) -> Result<Vec<Generated>> {
-    Ok(generate_with(model, tok, prompts, stops, max_new, eos, DecodePath::Eager)?.0)
+    Ok(generate_with(model, tok, prompts, stops, max_new, eos, DecodePath::Eager, &mut StepPool::default())?
+        .0)
 }
 
-/// [`generate`] with the decode steps run as `path` says; returns what ran them.
-pub fn generate_with(
-    model: &Llama,
+/// [`generate`] with the decode steps run as `path` says, reusing a captured step held in
+/// `pool` where one fits; returns what ran them.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with<'m>(
+    model: &'m Llama,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     stops: &[Vec<String>],
     max_new: &[usize],
     eos: &[u32],
     path: DecodePath,
+    pool: &mut StepPool<'m>,
 ) -> Result<(Vec<Generated>, StepsRan)> {
     let b = prompts.len();
     if b == 0 {
@@ -169,7 +222,7 @@ pub fn generate_with(
         .map(|p| std::iter::repeat_n(0u32, longest - p.len()).chain(p.iter().copied()).collect())
         .collect();
     let steps = budget.min(limit - longest);
-    let mut stepper = Stepper::new(model, path, b, longest + steps)?;
+    let mut stepper = Stepper::new(model, path, b, longest + steps, pool)?;
     let mut cache = model.new_cache();
     let mut next = host_argmax(&model.step(&rows, &pad, &mut cache, true)?)?;
     let mut out: Vec<Vec<u32>> = vec![vec![]; b];
@@ -199,6 +252,7 @@ pub fn generate_with(
         next = stepper.next(model, &next, &pad, &mut cache)?;
     }
     let ran = stepper.ran();
+    stepper.release(pool);
     let generated = (0..b)
         .map(|r| {
             let text = match text[r].take() {

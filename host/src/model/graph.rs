@@ -204,6 +204,16 @@ impl<'m> GraphDecoder<'m> {
         })
     }
 
+    /// Rows a step decodes.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Positions the static cache holds.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// How the steps run (a failed capture falls back to direct launches and says why).
     pub fn launch_mode(&self) -> &Launch {
         &self.launch

@@ -186,7 +186,7 @@ impl GpuPath {
     pub fn describe(self) -> &'static str {
         match self {
             GpuPath::Dense => "bf16",
-            GpuPath::Kernels => "plugin CUDA kernels: fused matvec for ≤ 8 rows, dequantize + cuBLAS above",
+            GpuPath::Kernels => "plugin CUDA kernels: fused matvec for ≤ 8 rows (≤ 64 on tensor cores, kernel header v1.3), dequantize + cuBLAS above",
             GpuPath::HostDequantized => "layers dequantized on the host (plugin has no kernels)",
         }
     }

@@ -6,7 +6,7 @@
 mod resume;
 
 use super::args::{parse_opt, CalibArgs, DecodeArg, MaybePluginArgs, TaskLimitArgs};
-use crate::generate::{generate_with, loglikelihood, rolling, Baseline, Rolling, StepsRan};
+use crate::generate::{generate_with, loglikelihood, rolling, Baseline, Rolling, StepPool, StepsRan};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare, QuantizeOptions};
@@ -380,11 +380,13 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         m.chat_prompt("")?;
     }
     let model = Llama::with_packed(&m.config, &m.weights, &device, packed.as_ref())?;
+    // Captured decode steps, kept from one generation batch to the next.
+    let mut steps = StepPool::default();
     if device.is_cuda() {
         // First use on a GPU (candle's kernel loads, cuBLAS setup, our compiles and a graph
         // capture) is paid here and reported as timing.first_use, not inside a sample's time.
         let t = Instant::now();
-        generate_with(&model, &m.tokenizer, &[vec![1, 1]], &[vec![]], &[2], &[], a.decode.path())
+        generate_with(&model, &m.tokenizer, &[vec![1, 1]], &[vec![]], &[2], &[], a.decode.path(), &mut steps)
             .context("warming up the GPU path")?;
         let s = t.elapsed().as_secs_f64();
         crate::util::first_use::record(|c| c.warmup_s += s);
@@ -451,7 +453,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a, &mut decode_ran);
+        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a, &mut decode_ran, &mut steps);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -533,6 +535,13 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
                 .unwrap_or_default(),
         })
         .collect();
+    if steps.built > 0 {
+        tracing::info!(
+            "captured decode steps: {} built, {} reused across batches",
+            steps.built,
+            steps.reused
+        );
+    }
     let report = task.aggregate(&scored, &a.task_opts)?;
     let results = RunResults {
         schema: SCHEMA.into(),
@@ -696,14 +705,16 @@ fn describe_steps(s: &StepsRan) -> String {
     }
 }
 
-fn run_batch(
-    model: &Llama,
+#[allow(clippy::too_many_arguments)]
+fn run_batch<'m>(
+    model: &'m Llama,
     kl: &KlSetup,
     m: &LoadedModel,
     batch: &[&Request],
     hashes: &HashMap<&str, String>,
     a: &Args,
     ran: &mut BTreeMap<String, usize>,
+    steps: &mut StepPool<'m>,
 ) -> Vec<Outcome> {
     let (window, chat) = (a.window, a.chat_template);
     match &batch[0].kind {
@@ -721,7 +732,16 @@ fn run_batch(
                 stops.push(g.stop.clone());
                 max_new.push(g.max_new_tokens as usize);
             }
-            match generate_with(model, &m.tokenizer, &prompts, &stops, &max_new, &m.eos, a.decode.path()) {
+            match generate_with(
+                model,
+                &m.tokenizer,
+                &prompts,
+                &stops,
+                &max_new,
+                &m.eos,
+                a.decode.path(),
+                steps,
+            ) {
                 Ok((gs, how)) => {
                     *ran.entry(describe_steps(&how)).or_default() += 1;
                     gs.into_iter()
@@ -732,7 +752,7 @@ fn run_batch(
                 }
                 // A batch failure is retried row by row so one bad prompt costs one sample.
                 Err(_) if batch.len() > 1 => {
-                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, a, ran)).collect()
+                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, a, ran, steps)).collect()
                 }
                 Err(e) => vec![Err(e)],
             }
