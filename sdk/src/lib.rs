@@ -262,6 +262,12 @@ pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
 ///   block owning 16 output rows: `grid = ceil(rows / 16)`. The host sends batches 2–64 to
 ///   them (`$LLQ_MMA_MIN_BATCH` moves the boundary); without them batches above 8 are
 ///   dequantized into a scratch matrix and multiplied by cuBLAS.
+/// * `<matvec>_b1_x3`, `<matvec>_mma16_x3`, `<matvec>_mma_x3` (header v1.4, optional): up to
+///   three matrices that read the same `x` in one launch — for each of three slots `b0..b3,
+///   rows, cols, p0..p3, llq_bf16* y, unsigned blocks`, then `x, int batch`; the grid is the
+///   sum of the slots' `blocks` (each what its own `_b1` / `_mma16` / `_mma` launch would
+///   have had; an unused slot has 0). The captured decode step uses them for q, k, v and for
+///   gate, up when all the matrices of a group share one method's kernels.
 ///
 /// [`cuda::HEADER`] implements both for any packed format from a small decoder
 /// (`LLQ_DEFINE_KERNELS`); a method may also write them by hand. The kernels must compute

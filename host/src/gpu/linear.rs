@@ -13,11 +13,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use half::bf16;
 use std::sync::Arc;
 
-/// Batch rows the fused matvec handles in one launch (`LLQ_MAX_BATCH` in the header).
-pub const MATVEC_MAX_BATCH: usize = 8;
-/// Batch rows the tensor-core matvec handles (`LLQ_MMA_MAXB`, header v1.3), and the W rows
-/// one of its blocks owns (`LLQ_MMA_ROWS`).
-pub const MMA_MAX_BATCH: usize = 64;
+pub use super::nvrtc::{MATVEC_MAX_BATCH, MMA_MAX_BATCH};
+/// W rows one block of the tensor-core matvec owns (`LLQ_MMA_ROWS`, header v1.3).
 const MMA_ROWS: usize = 16;
 
 /// A packed matrix resident on the device, with the kernels that read it.
@@ -231,6 +228,77 @@ impl MatvecTarget {
         };
         unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", k.method.clone()))
     }
+}
+
+/// `ys[i]` (batch × rows of target i) = x · W_iᵀ for up to three matrices that read the same
+/// `x` (q, k, v; gate, up): one launch through the header v1.4 entries where the targets
+/// share their kernels and take the same driver, else a launch each.
+pub fn launch_multi(
+    targets: &[&MatvecTarget],
+    stream: &Arc<CudaStream>,
+    x: u64,
+    ys: &[u64],
+    batch: usize,
+) -> candle_core::Result<()> {
+    let first = match targets.first() {
+        Some(t) if targets.len() == ys.len() && targets.len() <= 3 => *t,
+        _ => candle_core::bail!("a fused matvec takes one to three targets and as many outputs"),
+    };
+    let k = &first.kernels;
+    let mma = first.uses_mma(batch);
+    let same = targets
+        .iter()
+        .all(|t| Arc::ptr_eq(&t.kernels, k) && t.uses_mma(batch) == mma && batch <= t.max_batch());
+    let f = match (mma, batch) {
+        _ if !same || targets.len() < 2 => None,
+        (true, ..=16) => k.matvec_mma16_x3.as_ref().or(k.matvec_mma_x3.as_ref()),
+        (true, _) => k.matvec_mma_x3.as_ref(),
+        (false, 1) => k.matvec_b1_x3.as_ref(),
+        (false, _) => None,
+    };
+    let Some(f) = f else {
+        for (t, &y) in targets.iter().zip(ys) {
+            t.launch(stream, x, y, batch)?;
+        }
+        return Ok(());
+    };
+    let per_block = if mma { MMA_ROWS } else { 4 };
+    // Each slot: b0..b3, rows, cols, p0..p3, y, blocks; an unused third slot is all zeros.
+    struct Slot {
+        bufs: [u64; 4],
+        rc: [i64; 2],
+        params: [i64; 4],
+        y: u64,
+        blocks: u32,
+    }
+    let slots: Vec<Slot> = (0..3)
+        .map(|i| match targets.get(i) {
+            Some(t) => Slot {
+                bufs: t.bufs,
+                rc: t.rc,
+                params: t.params,
+                y: ys[i],
+                blocks: t.rows().div_ceil(per_block) as u32,
+            },
+            None => Slot { bufs: [0; 4], rc: [0; 2], params: [0; 4], y: 0, blocks: 0 },
+        })
+        .collect();
+    let total: u32 = slots.iter().map(|s| s.blocks).sum();
+    let batch32 = batch as i32;
+    let mut b = stream.launch_builder(f);
+    for s in &slots {
+        for p in &s.bufs {
+            b.arg(p);
+        }
+        b.arg(&s.rc[0]).arg(&s.rc[1]);
+        for p in &s.params {
+            b.arg(p);
+        }
+        b.arg(&s.y).arg(&s.blocks);
+    }
+    b.arg(&x).arg(&batch32);
+    let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("fused matvec", k.method.clone()))
 }
 
 struct Matvec<'a>(&'a PackedLinear);

@@ -2,7 +2,6 @@
 //! `llq_sdk::CudaKernels`), with an on-disk PTX cache keyed by source hash, architecture and
 //! options, and loading its entry points on one device.
 
-use super::linear::{MATVEC_MAX_BATCH, MMA_MAX_BATCH};
 use crate::util::first_use;
 use crate::util::fs::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
@@ -14,6 +13,11 @@ use llq_sdk::{CudaKernels, KernelParam};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Batch rows the fused matvec handles in one launch (`LLQ_MAX_BATCH` in the header).
+pub const MATVEC_MAX_BATCH: usize = 8;
+/// Batch rows the tensor-core matvec handles (`LLQ_MMA_MAXB`, header v1.3).
+pub const MMA_MAX_BATCH: usize = 64;
 
 /// A method's kernels, compiled and loaded on one device.
 pub struct Kernels {
@@ -27,6 +31,11 @@ pub struct Kernels {
     /// header v1.3; loaded on sm_80 and later only (mma.m16n8k16 with bf16).
     pub(crate) matvec_mma: Option<CudaFunction>,
     pub(crate) matvec_mma16: Option<CudaFunction>,
+    /// Up to three matrices reading the same x in one launch (header v1.4): `<matvec>_b1_x3`
+    /// (the 1-row driver), `<matvec>_mma16_x3` and `<matvec>_mma_x3` (tensor cores).
+    pub(crate) matvec_b1_x3: Option<CudaFunction>,
+    pub(crate) matvec_mma16_x3: Option<CudaFunction>,
+    pub(crate) matvec_mma_x3: Option<CudaFunction>,
     /// Batches from this size up take the tensor-core entries ([`mma_min_batch`]).
     pub(crate) mma_min_batch: usize,
     pub(crate) params: Vec<KernelParam>,
@@ -164,7 +173,11 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
     };
     let (matvec_b1, matvec_b4) = (special("_b1"), special("_b4"));
     let mma = has_mma(dev)?;
-    let (matvec_mma, matvec_mma16) = if mma { (special("_mma"), special("_mma16")) } else { (None, None) };
+    let (matvec_mma, matvec_mma16, matvec_mma16_x3, matvec_mma_x3) = if mma {
+        (special("_mma"), special("_mma16"), special("_mma16_x3"), special("_mma_x3"))
+    } else {
+        (None, None, None, None)
+    };
     tracing::info!("plugin {method}: CUDA kernels ready for {arch} ({origin})");
     Ok(Arc::new(Kernels {
         method: method.to_string(),
@@ -174,6 +187,9 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         matvec_b4,
         matvec_mma,
         matvec_mma16,
+        matvec_b1_x3: special("_b1_x3"),
+        matvec_mma16_x3,
+        matvec_mma_x3,
         mma_min_batch: mma_min_batch()?,
         params: k.params.clone(),
         origin,

@@ -70,6 +70,9 @@ pub struct StepKernels {
     /// One block per (kv head, row) for the query heads sharing it ([`Attention::Grouped`]).
     attend_gqa: CudaFunction,
     attention: Attention,
+    /// Whether matrices reading the same input share one launch (`launch_multi`);
+    /// `$LLQ_FUSED_MATVEC=0` turns it off for A/B runs.
+    fused_matvec: bool,
     swiglu: CudaFunction,
     argmax: CudaFunction,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
@@ -117,14 +120,18 @@ impl StepKernels {
         let load = |name: &str| -> Result<CudaFunction> {
             entry(dev, &module, &ptx, name).with_context(|| format!("decode-step kernel `{name}` missing"))
         };
+        let mma = has_mma(dev)?;
         let rows = Arc::new(Kernels {
             method: "bf16 (dense layers)".to_string(),
             dequantize: load("llq_bf16rows_dequantize")?,
             matvec: Some(load("llq_bf16rows_matvec")?),
             matvec_b1: Some(load("llq_bf16rows_matvec_b1")?),
             matvec_b4: Some(load("llq_bf16rows_matvec_b4")?),
-            matvec_mma: if has_mma(dev)? { Some(load("llq_bf16rows_matvec_mma")?) } else { None },
-            matvec_mma16: if has_mma(dev)? { Some(load("llq_bf16rows_matvec_mma16")?) } else { None },
+            matvec_mma: if mma { Some(load("llq_bf16rows_matvec_mma")?) } else { None },
+            matvec_mma16: if mma { Some(load("llq_bf16rows_matvec_mma16")?) } else { None },
+            matvec_b1_x3: Some(load("llq_bf16rows_matvec_b1_x3")?),
+            matvec_mma16_x3: if mma { Some(load("llq_bf16rows_matvec_mma16_x3")?) } else { None },
+            matvec_mma_x3: if mma { Some(load("llq_bf16rows_matvec_mma_x3")?) } else { None },
             mma_min_batch: mma_min_batch()?,
             params: vec![],
             origin,
@@ -136,6 +143,13 @@ impl StepKernels {
             attend: load("llq_step_attend")?,
             attend_gqa: load("llq_step_attend_gqa")?,
             attention: Attention::from_env()?,
+            fused_matvec: match std::env::var("LLQ_FUSED_MATVEC") {
+                Err(std::env::VarError::NotPresent) => true,
+                Ok(v) if v == "1" => true,
+                Ok(v) if v == "0" => false,
+                Ok(v) => bail!("LLQ_FUSED_MATVEC={v:?}: expected 0 or 1"),
+                Err(e) => bail!("LLQ_FUSED_MATVEC: {e}"),
+            },
             swiglu: load("llq_step_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
@@ -146,6 +160,11 @@ impl StepKernels {
     /// A dense bf16 matrix (rows, cols) stored row-major at `w` as a matvec target.
     pub fn dense(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
         MatvecTarget::new(self.rows.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    /// Whether the step fuses the launches of matrices that read the same input.
+    pub fn fused_matvec(&self) -> bool {
+        self.fused_matvec
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

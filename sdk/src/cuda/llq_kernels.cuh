@@ -43,6 +43,10 @@
 // from the same decoder (llq_matvec_mma below), which the host uses for batches 2-64
 // (the 1-8-row drivers above then serve batch 1; without these entries, batches above 8 are
 // dequantized into a scratch matrix for cuBLAS).
+//
+// Header v1.4, entries again: PREFIX_matvec_b1_x3, PREFIX_matvec_mma16_x3 and
+// PREFIX_matvec_mma_x3 run up to three matrices that read the same x in one launch
+// (LLQ_DEFINE_MULTI below).
 
 typedef unsigned short llq_bf16;
 
@@ -199,11 +203,12 @@ static __device__ __forceinline__ void llq_dot8(float& acc, const float w[8], ui
 // columns every thread has exactly one chunk; the 4-row, 8-column driver below left 3/4 of
 // the 4-bit chunks' threads idle there.
 template <class D, int UNROLL, int MAXB>
-static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
+                                                    unsigned blk) {
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   __shared__ float part[8][MAXB];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const unsigned row = blockIdx.x * LLQ_MV_ROWS + (threadIdx.x >> 6);
+  const unsigned row = blk * LLQ_MV_ROWS + (threadIdx.x >> 6);
   const unsigned j = threadIdx.x & 63u;
   const unsigned cols = (unsigned)a.cols, chunks = cols >> 5;
   const bool live = row < (unsigned)a.rows;
@@ -251,7 +256,7 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
   __syncthreads();
   if (threadIdx.x < LLQ_MV_ROWS * MAXB) {
     const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
-    const unsigned out = blockIdx.x * LLQ_MV_ROWS + r;
+    const unsigned out = blk * LLQ_MV_ROWS + r;
     if (b < batch && out < (unsigned)a.rows)
       y[(size_t)b * a.rows + out] = llq_f32_to_bf16(part[2 * r][b] + part[2 * r + 1][b]);
   }
@@ -266,10 +271,11 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
 #endif
 
 template <class D, int UNROLL, int MAXB>
-static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
+                                                    unsigned blk) {
   if constexpr (llq_has_wide<D>::value && MAXB <= LLQ_MV_WIDE_MAXB) {
     if ((a.cols & 31) == 0 && D::wide_ok(a)) {
-      llq_matvec_w<D, UNROLL, MAXB>(a, x, y, batch);
+      llq_matvec_w<D, UNROLL, MAXB>(a, x, y, batch, blk);
       return;
     }
   }
@@ -282,7 +288,7 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   __shared__ float part[8][RB][MAXB];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const long long r0 = (long long)blockIdx.x * RB;
+  const long long r0 = (long long)blk * RB;
   const long long cols = a.cols;
   float acc[RB][MAXB];
 #pragma unroll
@@ -442,10 +448,10 @@ static __device__ __forceinline__ void llq_mma_decode(const LlqArgs& a, const fl
 
 template <class D, bool WIDE, int MAXNT>
 static __device__ __forceinline__ void llq_matvec_mma_run(const LlqArgs& a, const float* lut, const llq_bf16* __restrict__ x,
-                                                          int batch, float acc[MAXNT][4]) {
+                                                          int batch, unsigned blk, float acc[MAXNT][4]) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const unsigned cols = (unsigned)a.cols, rows = (unsigned)a.rows;
-  const unsigned ra = blockIdx.x * LLQ_MMA_ROWS + g, rb = ra + 8;
+  const unsigned ra = blk * LLQ_MMA_ROWS + g, rb = ra + 8;
   const bool la = ra < rows, lb = rb < rows;
   const int ntiles = (batch + 7) >> 3;
   for (unsigned k0 = warp * 128u; k0 < cols; k0 += 8u * 128u) {
@@ -480,7 +486,8 @@ static __device__ __forceinline__ void llq_matvec_mma_run(const LlqArgs& a, cons
 }
 
 template <class D, int MAXNT>
-static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch) {
+static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
+                                                      unsigned blk) {
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   __shared__ float part[8][LLQ_MMA_ROWS][MAXNT * 8];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -491,10 +498,10 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
   bool wide = false;
   if constexpr (llq_has_wide<D>::value) wide = D::wide_ok(a);
   if constexpr (llq_has_wide<D>::value) {
-    if (wide) llq_matvec_mma_run<D, true, MAXNT>(a, lut, x, batch, acc);
-    else llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, acc);
+    if (wide) llq_matvec_mma_run<D, true, MAXNT>(a, lut, x, batch, blk, acc);
+    else llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, blk, acc);
   } else {
-    llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, acc);
+    llq_matvec_mma_run<D, false, MAXNT>(a, lut, x, batch, blk, acc);
   }
   const int ntiles = (batch + 7) >> 3;
 #pragma unroll
@@ -507,7 +514,7 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
     }
   }
   __syncthreads();
-  const unsigned rows = (unsigned)a.rows, r0 = blockIdx.x * LLQ_MMA_ROWS;
+  const unsigned rows = (unsigned)a.rows, r0 = blk * LLQ_MMA_ROWS;
   for (int i = threadIdx.x; i < LLQ_MMA_ROWS * batch; i += blockDim.x) {
     const int r = i % LLQ_MMA_ROWS, b = i / LLQ_MMA_ROWS;
     if (r0 + r < rows) {
@@ -524,6 +531,49 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
       const unsigned char *b3, long long rows, long long cols, long long p0, long long p1,       \
       long long p2, long long p3
 #define LLQ_ARGS_INIT {b0, b1, b2, b3, rows, cols, p0, p1, p2, p3}
+
+// Several matrices that read the same x in one launch (header v1.4): q, k and v after the
+// input norm, gate and up after the post-attention norm. Each matrix's blocks follow the
+// previous one's (blocks_i of them, what its single launch would have had); a block finds
+// its matrix and runs the same driver on it, so the results are those of separate launches.
+// One launch instead of three saves the launch gaps and the tails of the small k and v
+// matrices (bench/NOTES.md, issue 13). KIND: 0 the 1-row driver, 1 the tensor-core driver up
+// to 16 rows, 2 up to 64.
+template <int KIND, class D, int UNROLL>
+static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y,
+                                                     int batch, unsigned blk) {
+  if constexpr (KIND == 0) llq_matvec_b<D, UNROLL, 1>(a, x, y, batch, blk);
+  else if constexpr (KIND == 1) llq_matvec_mma<D, 2>(a, x, y, batch, blk);
+  else llq_matvec_mma<D, LLQ_MMA_MAXB / 8>(a, x, y, batch, blk);
+}
+
+#define LLQ_MULTI_PARAMS(i)                                                                                  \
+  const unsigned char *b0_##i, const unsigned char *b1_##i, const unsigned char *b2_##i,                     \
+      const unsigned char *b3_##i, long long rows_##i, long long cols_##i, long long p0_##i, long long p1_##i, \
+      long long p2_##i, long long p3_##i, llq_bf16 *y_##i, unsigned blocks_##i
+#define LLQ_MULTI_ONE(i, D, UNROLL)                                                                          \
+  {                                                                                                          \
+    const LlqArgs a = {b0_##i, b1_##i, b2_##i, b3_##i, rows_##i, cols_##i, p0_##i, p1_##i, p2_##i, p3_##i};  \
+    llq_multi_one<KIND, D, UNROLL>(a, x, y_##i, batch, blk);                                                 \
+  }
+// Up to three matrices (a third with blocks_2 = 0 is never reached). The arguments of three
+// matrices take registers: NF4's 1-row entry needs 80 here against 64 alone (bounding it to 64
+// spilled the int-group and bf16 decoders).
+#define LLQ_DEFINE_MULTI(D, UNROLL, NAME, KIND_)                                                             \
+  extern "C" __global__ void __launch_bounds__(256)                                                         \
+      NAME(LLQ_MULTI_PARAMS(0), LLQ_MULTI_PARAMS(1), LLQ_MULTI_PARAMS(2), const llq_bf16* x, int batch) {     \
+    constexpr int KIND = KIND_;                                                                              \
+    unsigned blk = blockIdx.x;                                                                               \
+    if (blk < blocks_0) {                                                                                    \
+      LLQ_MULTI_ONE(0, D, UNROLL) return;                                                                               \
+    }                                                                                                        \
+    blk -= blocks_0;                                                                                         \
+    if (blk < blocks_1) {                                                                                    \
+      LLQ_MULTI_ONE(1, D, UNROLL) return;                                                                               \
+    }                                                                                                        \
+    blk -= blocks_1;                                                                                         \
+    if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)                                                          \
+  }
 
 // Weight loads in flight per thread for the 8-row entry: its 8 accumulators per row and 8 x
 // slices a step already fill the registers, and at the method's UNROLL (4 for the built-in
@@ -542,25 +592,28 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {              \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_b<D, (UNROLL < LLQ_MV_UNROLL_B8 ? UNROLL : LLQ_MV_UNROLL_B8), LLQ_MAX_BATCH>(a, x, y, batch);                                      \
+    llq_matvec_b<D, (UNROLL < LLQ_MV_UNROLL_B8 ? UNROLL : LLQ_MV_UNROLL_B8), LLQ_MAX_BATCH>(a, x, y, batch, blockIdx.x);                                      \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec_b4(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_b<D, UNROLL, 4>(a, x, y, batch);                                                  \
+    llq_matvec_b<D, UNROLL, 4>(a, x, y, batch, blockIdx.x);                                               \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec_b1(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {           \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_b<D, UNROLL, 1>(a, x, y, batch);                                                  \
+    llq_matvec_b<D, UNROLL, 1>(a, x, y, batch, blockIdx.x);                                               \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec_mma(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {          \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_mma<D, LLQ_MMA_MAXB / 8>(a, x, y, batch);                                         \
+    llq_matvec_mma<D, LLQ_MMA_MAXB / 8>(a, x, y, batch, blockIdx.x);                                         \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
       PREFIX##_matvec_mma16(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {        \
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
-    llq_matvec_mma<D, 2>(a, x, y, batch);                                                        \
-  }
+    llq_matvec_mma<D, 2>(a, x, y, batch, blockIdx.x);                                                     \
+  }                                                                                              \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_b1_x3, 0)                                          \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma16_x3, 1)                                       \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2)
