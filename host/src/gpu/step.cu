@@ -187,6 +187,14 @@ extern "C" __global__ void llq_step_rope_append(llq_bf16* q, const llq_bf16* k, 
 // probabilities rounded to bf16; p·V with a warp per position stride and a lane per
 // dimension (coalesced rows), f32 partial sums met in shared memory, rounded to bf16.
 // d: a multiple of 8, at most 128.
+// Key row j (d = 8·chunks bf16) in 16-byte loads, all issued before any is used.
+static __device__ __forceinline__ void llq_att_key(const llq_bf16* K, int j, int d, int chunks, uint4 kv[16]) {
+  const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
+#pragma unroll
+  for (int c = 0; c < 16; ++c)
+    if (c < chunks) kv[c] = __ldg(row + c);
+}
+
 #define LLQ_ATT_THREADS 256
 #define LLQ_ATT_WARPS (LLQ_ATT_THREADS / 32)
 extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
@@ -205,11 +213,8 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
   const int chunks = d >> 3;
   for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
     uint4 kv[16];
-#pragma unroll
-    for (int c = 0; c < 16; ++c)
-      if (c < chunks) kv[c] = __ldg(row + c);
+    llq_att_key(K, j, d, chunks, kv);
     float s = 0.f;
 #pragma unroll
     for (int c = 0; c < 16; ++c)
@@ -276,11 +281,8 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
   const int chunks = d >> 3;
   for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    const uint4* row = reinterpret_cast<const uint4*>(K + (long long)j * d);
     uint4 kv[16];
-#pragma unroll
-    for (int c = 0; c < 16; ++c)
-      if (c < chunks) kv[c] = __ldg(row + c);
+    llq_att_key(K, j, d, chunks, kv);
     for (int g = 0; g < G; ++g) {
       float s = 0.f;
 #pragma unroll
