@@ -153,6 +153,12 @@ impl MatvecTarget {
         self.rc[0] as usize
     }
 
+    /// Blocks of a launch over this matrix: 16 rows a block on tensor cores (`LLQ_MMA_ROWS`),
+    /// else 4 (`LLQ_MV_ROWS`).
+    fn blocks(&self, mma: bool) -> u32 {
+        self.rows().div_ceil(if mma { MMA_ROWS } else { 4 }) as u32
+    }
+
     /// The tensor-core entries are there, can take this matrix, and are not turned off.
     fn mma_ok(&self) -> bool {
         self.kernels.matvec_mma.is_some()
@@ -216,16 +222,12 @@ impl MatvecTarget {
         };
         let f =
             f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", k.method)))?;
-        let rows_per_block = if mma { MMA_ROWS } else { 4 };
         let mut b = stream.launch_builder(f);
         let batch32 = batch as i32;
         self.push_args(&mut b);
         b.arg(&x).arg(&y).arg(&batch32);
-        let cfg = LaunchConfig {
-            grid_dim: (self.rows().div_ceil(rows_per_block) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg =
+            LaunchConfig { grid_dim: (self.blocks(mma), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", k.method.clone()))
     }
 }
@@ -262,39 +264,21 @@ pub fn launch_multi(
         }
         return Ok(());
     };
-    let per_block = if mma { MMA_ROWS } else { 4 };
-    // Each slot: b0..b3, rows, cols, p0..p3, y, blocks; an unused third slot is all zeros.
-    struct Slot {
-        bufs: [u64; 4],
-        rc: [i64; 2],
-        params: [i64; 4],
-        y: u64,
-        blocks: u32,
-    }
-    let slots: Vec<Slot> = (0..3)
+    // An unused slot is a matrix of no rows (0 blocks, never reached), so every slot's
+    // arguments go through the same `push_args` as a single launch's.
+    let none = MatvecTarget::new(k.clone(), [0; 4], 0, 0, [0; 4]);
+    let slots: Vec<(&MatvecTarget, u64, u32)> = (0..3)
         .map(|i| match targets.get(i) {
-            Some(t) => Slot {
-                bufs: t.bufs,
-                rc: t.rc,
-                params: t.params,
-                y: ys[i],
-                blocks: t.rows().div_ceil(per_block) as u32,
-            },
-            None => Slot { bufs: [0; 4], rc: [0; 2], params: [0; 4], y: 0, blocks: 0 },
+            Some(t) => (*t, ys[i], t.blocks(mma)),
+            None => (&none, 0, 0),
         })
         .collect();
-    let total: u32 = slots.iter().map(|s| s.blocks).sum();
+    let total: u32 = slots.iter().map(|s| s.2).sum();
     let batch32 = batch as i32;
     let mut b = stream.launch_builder(f);
-    for s in &slots {
-        for p in &s.bufs {
-            b.arg(p);
-        }
-        b.arg(&s.rc[0]).arg(&s.rc[1]);
-        for p in &s.params {
-            b.arg(p);
-        }
-        b.arg(&s.y).arg(&s.blocks);
+    for (t, y, blocks) in &slots {
+        t.push_args(&mut b);
+        b.arg(y).arg(blocks);
     }
     b.arg(&x).arg(&batch32);
     let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };

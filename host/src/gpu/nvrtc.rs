@@ -87,17 +87,36 @@ pub fn has_mma(dev: &CudaDevice) -> Result<bool> {
 /// `$LLQ_MMA_MIN_BATCH` (1–9 move the boundary; 65 turns the entries off, so batches above 8
 /// go back to dequantize + cuBLAS), the knob those measurements compare the drivers with.
 pub fn mma_min_batch() -> Result<usize> {
-    match std::env::var("LLQ_MMA_MIN_BATCH") {
-        Err(std::env::VarError::NotPresent) => Ok(2),
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=MATVEC_MAX_BATCH + 1).contains(&n) || n == MMA_MAX_BATCH + 1 => Ok(n),
-            _ => bail!(
-                "LLQ_MMA_MIN_BATCH={v:?}: expected 1 to {} (the first batch on tensor cores) or {} (off)",
-                MATVEC_MAX_BATCH + 1,
-                MMA_MAX_BATCH + 1
-            ),
-        },
-        Err(e) => bail!("LLQ_MMA_MIN_BATCH: {e}"),
+    let Some(v) = env_var("LLQ_MMA_MIN_BATCH")? else { return Ok(2) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=MATVEC_MAX_BATCH + 1).contains(&n) || n == MMA_MAX_BATCH + 1 => Ok(n),
+        _ => bail!(
+            "LLQ_MMA_MIN_BATCH={v:?}: expected 1 to {} (the first batch on tensor cores) or {} (off)",
+            MATVEC_MAX_BATCH + 1,
+            MMA_MAX_BATCH + 1
+        ),
+    }
+}
+
+/// `$name` if set; an error names it when it is not UTF-8 (the GPU paths' A/B knobs).
+pub(crate) fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => bail!("{name}: {e}"),
+    }
+}
+
+/// `$name` as one of `choices` (by its exact spelling), `default` when unset, an error that
+/// lists the spellings otherwise.
+pub(crate) fn env_choice<T: Copy>(name: &str, default: T, choices: &[(&str, T)]) -> Result<T> {
+    let Some(v) = env_var(name)? else { return Ok(default) };
+    match choices.iter().find(|(k, _)| *k == v) {
+        Some(&(_, t)) => Ok(t),
+        None => {
+            let names: Vec<String> = choices.iter().map(|(k, _)| format!("`{k}`")).collect();
+            bail!("{name}={v:?}: expected one of {}", names.join(", "))
+        }
     }
 }
 

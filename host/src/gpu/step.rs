@@ -6,7 +6,7 @@
 //! What a step is made of (the model's layers) is the model's concern (`model::graph`).
 
 use super::linear::MatvecTarget;
-use super::nvrtc::{entry, has_mma, mma_min_batch, ptx, Kernels};
+use super::nvrtc::{entry, env_choice, has_mma, mma_min_batch, ptx, Kernels};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
@@ -44,14 +44,8 @@ pub enum Attention {
 
 impl Attention {
     fn from_env() -> Result<Self> {
-        match std::env::var("LLQ_ATTENTION") {
-            Err(std::env::VarError::NotPresent) => Ok(Attention::Auto),
-            Ok(v) if v == "auto" => Ok(Attention::Auto),
-            Ok(v) if v == "grouped" => Ok(Attention::Grouped),
-            Ok(v) if v == "per-head" => Ok(Attention::PerHead),
-            Ok(v) => bail!("LLQ_ATTENTION={v:?}: expected `auto`, `grouped` or `per-head`"),
-            Err(e) => bail!("LLQ_ATTENTION: {e}"),
-        }
+        use Attention::*;
+        env_choice("LLQ_ATTENTION", Auto, &[("auto", Auto), ("grouped", Grouped), ("per-head", PerHead)])
     }
 }
 
@@ -143,13 +137,7 @@ impl StepKernels {
             attend: load("llq_step_attend")?,
             attend_gqa: load("llq_step_attend_gqa")?,
             attention: Attention::from_env()?,
-            fused_matvec: match std::env::var("LLQ_FUSED_MATVEC") {
-                Err(std::env::VarError::NotPresent) => true,
-                Ok(v) if v == "1" => true,
-                Ok(v) if v == "0" => false,
-                Ok(v) => bail!("LLQ_FUSED_MATVEC={v:?}: expected 0 or 1"),
-                Err(e) => bail!("LLQ_FUSED_MATVEC: {e}"),
-            },
+            fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_step_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
