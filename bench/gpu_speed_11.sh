@@ -5,7 +5,7 @@
 #    variant, see bench/NOTES.md) timed beside NF4 in this same call;
 # 3. calibration + GPTQ of the synthetic Llama-3.2-1B with the per-phase split
 #    (RUST_LOG=llq_host=debug synchronizes the device at each phase boundary).
-# Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz dist/gptq_time [dist/kvar]
+# Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
 set -u
 FINAL="${1:?usage: bench/gpu_speed_11.sh OUT}"
@@ -17,7 +17,10 @@ BIN=dist/llq-host-cuda
 [ -f data/gutenberg/calibration.txt ] || { tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz; }
 pack() { (cd "$W" && tar czf "$FINAL/speed.tgz" .); }
 lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400 > "$W/cpu.txt"
-for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
+# (1. is skipped when dist/gptq_time was not carried.)
+if [ -x dist/gptq_time ]; then
+  for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
+fi
 pack
 K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
 # Variants: `name plugin [options]`; dist/kvar/*.so (local builds of one plugin with other

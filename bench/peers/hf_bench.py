@@ -25,6 +25,7 @@ transformers declines to compile (it does for bitsandbytes models: 0 graphs), th
 that as its error; `--force-compile-bnb` compiles `model.forward` itself and says so
 (`forward_compiled_by_us`, `compile_mode`) — it crashed the process on the H100 (see
 FORCE_COMPILE). `--compiled-only` runs just these rows.
+`--prefill-only` runs the bf16 eager and SDPA prefill rows alone.
 Writes OUT_DIR/hf_bench.json and prints a Markdown table last.
 """
 import json
@@ -39,11 +40,13 @@ import torch
 QUICK = "--quick" in sys.argv
 OUT = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "."
 PROMPTS = [128, 512] if QUICK else [128, 512, 2048]
-BATCHES = [1, 4] if QUICK else [1, 4, 16, 64]
+# `--prefill-only`: the bf16 eager and SDPA prefill rows alone (the fused-attention A/B).
+PREFILL_ONLY = "--prefill-only" in sys.argv
+BATCHES = [] if PREFILL_ONLY else [1, 4] if QUICK else [1, 4, 16, 64]
 CONTEXT = 128
 STEPS = 16 if QUICK else 32
 REPEATS = 3 if QUICK else 5
-COMPILED = "--no-compiled" not in sys.argv
+COMPILED = "--no-compiled" not in sys.argv and not PREFILL_ONLY
 COMPILED_ONLY = "--compiled-only" in sys.argv  # only the static cache + torch.compile rows
 # Compile a bitsandbytes model's forward ourselves where transformers declines. Opt-in: on
 # the H100 (torch 2.11, bitsandbytes 0.50.2) it first failed inside generate() ("accessing
@@ -279,7 +282,7 @@ def main():
         "bnb int8": BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0),
     }
     for name, qc in quants.items():
-        if COMPILED_ONLY and name != "bnb nf4":
+        if PREFILL_ONLY or (COMPILED_ONLY and name != "bnb nf4"):
             continue
         try:
             m = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=qc, dtype=torch.bfloat16, device_map="cuda", attn_implementation="sdpa")

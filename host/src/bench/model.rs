@@ -44,6 +44,20 @@ pub struct PrefillRow {
     pub prompt_tokens: usize,
     pub seconds: Spread,
     pub tokens_per_s: f64,
+    /// Where the model has the fused prefill attention (GPU, sm_80+): the same prefills
+    /// through candle's unfused attention, in the same process right after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfused: Option<UnfusedPrefill>,
+}
+
+/// The A/B of one prefill length against the unfused attention.
+#[derive(Debug, Serialize)]
+pub struct UnfusedPrefill {
+    pub seconds: Spread,
+    /// max |Δ| / max |unfused| of the last position's logits (same prompt), and whether the
+    /// greedy token agreed.
+    pub logits_rel_err: f64,
+    pub greedy_agrees: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,8 +112,12 @@ pub struct ModelBenchReport {
     pub size: Size,
     /// Peak resident memory of the process (bytes; Linux), loading and quantizing included.
     pub peak_rss_bytes: Option<u64>,
-    /// On a GPU: max |Δ| / max |ref| of last-position logits against the CPU f32 model.
+    /// On a GPU: max |Δ| / max |ref| of last-position logits against the CPU f32 model (a
+    /// 32-token prompt), and the same for a batch of it and a 20-token prompt left-padded
+    /// to 32 (the padding mask of batched prefills).
     pub logits_rel_err_vs_cpu: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padded_logits_rel_err_vs_cpu: Option<f64>,
     /// Device memory in use after loading the model (bytes), where the device reports it.
     pub device_memory_bytes: Option<u64>,
     /// Most device memory in use during the benchmark as sampled after every case (bytes
@@ -192,18 +210,20 @@ pub fn model_bench(
     drop(packed);
     let device_memory_bytes = free_before.zip(free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
     let allocated_after_load_bytes = allocated_bytes(&dev).map(|(now, _)| now);
-    let logits_rel_err_vs_cpu = if dev.is_cuda() {
+    let (logits_rel_err_vs_cpu, padded_logits_rel_err_vs_cpu) = if dev.is_cuda() {
         let cpu = Llama::new(&m.config, &m.weights, &Device::Cpu)?;
-        let p = ids(32, 99);
-        let a: Vec<f32> = llama
-            .step(std::slice::from_ref(&p), &[0], &mut llama.new_cache(), true)?
-            .flatten_all()?
-            .to_vec1()?;
-        let b: Vec<f32> = cpu.step(&[p], &[0], &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        Some(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
+        let rel = |rows: &[Vec<u32>], pad: &[usize]| -> Result<f64> {
+            let a: Vec<f32> =
+                llama.step(rows, pad, &mut llama.new_cache(), true)?.flatten_all()?.to_vec1()?;
+            let b: Vec<f32> = cpu.step(rows, pad, &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            Ok(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
+        };
+        // A second row of 20 tokens left-padded to 32 (its first 12 positions are padding).
+        let short: Vec<u32> = std::iter::repeat_n(0, 12).chain(ids(20, 7)).collect();
+        (Some(rel(&[ids(32, 99)], &[0])?), Some(rel(&[ids(32, 99), short], &[0, 12])?))
     } else {
-        None
+        (None, None)
     };
     let size = model_size(&m, quantization.as_ref(), llama.dtype.size_in_bytes() as u64);
     m.weights.clear();
@@ -214,22 +234,52 @@ pub fn model_bench(
         }
     };
     let sync = || dev.synchronize();
-    let mut prefill = vec![];
-    for &len in &settings.prompt_lens {
+    // One warm-up (whose last-position logits are kept for the A/B check), then `repeats`
+    // timed prefills of `len` tokens.
+    let time_prefill = |len: usize| -> Result<(Spread, Vec<f32>)> {
         let mut times = vec![];
+        let mut logits = vec![];
         for r in 0..=repeats {
             let toks = ids(len, r as u64);
             sync()?;
             let t = Instant::now();
-            llama.step(&[toks], &[0], &mut llama.new_cache(), true)?;
+            let out = llama.step(&[toks], &[0], &mut llama.new_cache(), true)?;
             sync()?;
             if r > 0 {
                 times.push(t.elapsed().as_secs_f64());
+            } else {
+                logits = out.flatten_all()?.to_vec1()?;
             }
         }
+        Ok((spread(times), logits))
+    };
+    let has_flash = llama.set_flash_prefill(true);
+    let mut prefill = vec![];
+    for &len in &settings.prompt_lens {
+        let (s, logits) = time_prefill(len)?;
         track();
-        let s = spread(times);
-        prefill.push(PrefillRow { prompt_tokens: len, tokens_per_s: len as f64 / s.median, seconds: s });
+        let unfused = if has_flash {
+            llama.set_flash_prefill(false);
+            let u = time_prefill(len);
+            llama.set_flash_prefill(true);
+            let (seconds, reference) = u?;
+            track();
+            let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+            let err = logits.iter().zip(&reference).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+            Some(UnfusedPrefill {
+                seconds,
+                logits_rel_err: err / scale,
+                greedy_agrees: crate::generate::argmax(&logits) == crate::generate::argmax(&reference),
+            })
+        } else {
+            None
+        };
+        prefill.push(PrefillRow {
+            prompt_tokens: len,
+            tokens_per_s: len as f64 / s.median,
+            seconds: s,
+            unfused,
+        });
     }
     let context = 128;
     let mut decode = vec![];
@@ -306,6 +356,7 @@ pub fn model_bench(
             format!("cpu ({threads} threads for quantization; candle's own for matmuls)")
         },
         logits_rel_err_vs_cpu,
+        padded_logits_rel_err_vs_cpu,
         device_memory_bytes,
         peak_device_memory_bytes: peak,
         allocated_after_load_bytes,

@@ -79,6 +79,9 @@ fn print_report(r: &ModelBenchReport) {
     if let Some(e) = r.logits_rel_err_vs_cpu {
         println!("  logits vs the CPU f32 model (32-token prompt): max relative error {e:.2e}");
     }
+    if let Some(e) = r.padded_logits_rel_err_vs_cpu {
+        println!("  logits vs the CPU f32 model (a batch of 32 and 20 tokens, left-padded): max relative error {e:.2e}");
+    }
     if let Some(d) = r.dequantize_all_s {
         println!("  dequantize all layers once: {:.1} ms (per-call dequantization would add this to every forward)", d * 1e3);
     }
@@ -92,6 +95,16 @@ fn print_report(r: &ModelBenchReport) {
             s.max * 1e3,
             p.tokens_per_s
         );
+        if let Some(u) = &p.unfused {
+            println!(
+                "    unfused attention: {:8.1} ms (min {:.1}, max {:.1}); fused vs unfused logits {:.2e}, greedy {}",
+                u.seconds.median * 1e3,
+                u.seconds.min * 1e3,
+                u.seconds.max * 1e3,
+                u.logits_rel_err,
+                if u.greedy_agrees { "agrees" } else { "differs" }
+            );
+        }
     }
     for d in &r.decode {
         let roof = d

@@ -1,12 +1,15 @@
 //! GPU execution of plugin kernels (feature `cuda`): NVRTC compilation with a PTX cache
 //! ([`nvrtc`]), packed weights resident on the device and the quantized linear layer
-//! ([`linear`]), the decode step's own kernels on raw pointers ([`step`]), and event timing and copy bandwidth ([`timing`]). The shared drivers every
+//! ([`linear`]), the decode step's own kernels on raw pointers ([`step`]), the fused prefill
+//! attention ([`prefill`]), and event timing and copy bandwidth ([`timing`]). The shared drivers every
 //! built-in method uses are in `sdk/src/cuda/llq_kernels.cuh`.
 
 pub mod linear;
 pub mod nvrtc;
+pub mod prefill;
 pub mod step;
 pub mod timing;
 
 pub use linear::{MatvecTarget, PackedLinear, MATVEC_MAX_BATCH};
 pub use nvrtc::{arch, compile, cuda_device, Kernels};
+pub use prefill::FlashAttention;

@@ -4,6 +4,7 @@
 
 use super::config::{layer_tensor, Config, LayerTensor, EMBED, LM_HEAD, NORM};
 use super::linear::{Linear, PackedLayers};
+use super::mask::Mask;
 use super::weights::{check_shapes, Weights};
 #[cfg(feature = "cuda")]
 use anyhow::Context;
@@ -63,7 +64,7 @@ impl Stage {
 pub struct SequenceContext {
     pub cos: Tensor,
     pub sin: Tensor,
-    pub mask: Tensor,
+    pub mask: Mask,
 }
 
 impl SequenceContext {
@@ -75,9 +76,7 @@ impl SequenceContext {
         let half = cfg.head_dim() / 2;
         let cos = cos.to_dtype(dtype)?.to_device(device)?.reshape((1, t, half))?;
         let sin = sin.to_dtype(dtype)?.to_device(device)?.reshape((1, t, half))?;
-        let mask: Vec<f32> =
-            (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
-        Ok(SequenceContext { cos, sin, mask: Tensor::from_vec(mask, (1, 1, t, t), device)? })
+        Ok(SequenceContext { cos, sin, mask: Mask::causal(t, device)? })
     }
 
     pub fn rope(&self) -> (&Tensor, &Tensor) {
@@ -166,6 +165,9 @@ pub struct WeightSource<'a> {
     weights: &'a Weights,
     device: &'a Device,
     dtype: DType,
+    /// The fused prefill attention every block shares (GPU, sm_80+).
+    #[cfg(feature = "cuda")]
+    flash: Option<std::sync::Arc<crate::gpu::FlashAttention>>,
     #[cfg(feature = "cuda")]
     packed: Option<(
         &'a PackedLayers,
@@ -187,6 +189,11 @@ impl<'a> WeightSource<'a> {
             (Some(p), Device::Cuda(d)) => Some((p, crate::gpu::compile(&p.method, &p.kernels, d)?, d)),
             _ => None,
         };
+        #[cfg(feature = "cuda")]
+        let flash = match device {
+            Device::Cuda(d) => crate::gpu::FlashAttention::compile(d)?,
+            _ => None,
+        };
         #[cfg(not(feature = "cuda"))]
         let _ = packed;
         Ok(WeightSource {
@@ -195,6 +202,8 @@ impl<'a> WeightSource<'a> {
             dtype,
             #[cfg(feature = "cuda")]
             packed,
+            #[cfg(feature = "cuda")]
+            flash,
         })
     }
 
@@ -235,6 +244,8 @@ pub struct Attention {
     kv_heads: usize,
     head_dim: usize,
     dtype: DType,
+    #[cfg(feature = "cuda")]
+    flash: Option<std::sync::Arc<crate::gpu::FlashAttention>>,
 }
 
 impl Attention {
@@ -249,6 +260,8 @@ impl Attention {
             kv_heads: cfg.kv_heads(),
             head_dim: cfg.head_dim(),
             dtype: w.dtype,
+            #[cfg(feature = "cuda")]
+            flash: w.flash.clone(),
         })
     }
 
@@ -258,7 +271,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope_cs: (&Tensor, &Tensor),
-        mask: &Tensor,
+        mask: &Mask,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -275,12 +288,19 @@ impl Attention {
             None => (k, v),
         };
         *kv = Some((k.clone(), v.clone()));
+        #[cfg(feature = "cuda")]
+        if let Some(f) = &self.flash {
+            if let Some(out) = f.attend(&q, &k, &v, mask.pad_tensor()?)? {
+                return Ok(out);
+            }
+        }
         let total = k.dim(2)?;
         // Grouped-query attention: each KV head serves `rep` query heads.
         let q = q.reshape((b, kvh, rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
         let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?.reshape((b, kvh, rep, t, total))?;
-        let scores = scores.broadcast_add(&mask.reshape((b, 1, 1, t, total))?)?;
+        let mask = mask.additive()?;
+        let scores = scores.broadcast_add(&mask.reshape((mask.dim(0)?, 1, 1, t, total))?)?;
         let p = softmax_last(&scores)?.to_dtype(self.dtype)?.reshape((b, kvh, rep * t, total))?;
         Ok(p.matmul(&v)?.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?)
     }
@@ -290,7 +310,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope_cs: (&Tensor, &Tensor),
-        mask: &Tensor,
+        mask: &Mask,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         self.o.forward(&self.attend(x, rope_cs, mask, kv)?)
@@ -373,7 +393,7 @@ impl Block {
         &self,
         x: &Tensor,
         rope_cs: (&Tensor, &Tensor),
-        mask: &Tensor,
+        mask: &Mask,
         kv: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let a = self.attn.forward(&rms_norm(x, &self.input_norm, self.eps)?, rope_cs, mask, kv)?;
@@ -393,7 +413,7 @@ impl Block {
         state: &mut StageState,
         stage: Stage,
         rope_cs: (&Tensor, &Tensor),
-        mask: &Tensor,
+        mask: &Mask,
     ) -> Result<Tensor> {
         let missing = || anyhow::anyhow!("block stages must be advanced in order (at {stage:?})");
         let out = match stage {
@@ -547,14 +567,14 @@ impl Llama {
     }
 
     /// One step over `tokens` (b, t) at `positions` (b, t) (u32, each row's own RoPE
-    /// positions) with an additive attention `mask` (b, 1, t, past + t): 0 where a query may
-    /// look, −inf elsewhere. Appends to `cache`. Returns logits (b, t, vocab), or (b, 1, vocab)
+    /// positions) with the attention `mask` of these rows after the cache's positions.
+    /// Appends to `cache`. Returns logits (b, t, vocab), or (b, 1, vocab)
     /// for the last position only when `last_only`.
     pub fn forward(
         &self,
         tokens: &Tensor,
         positions: &Tensor,
-        mask: &Tensor,
+        mask: &Mask,
         cache: &mut Cache,
         last_only: bool,
     ) -> Result<Tensor> {
@@ -615,6 +635,19 @@ impl Llama {
 
     /// Run blocks `from..` on `x`, the input of block `from` of one unpadded sequence
     /// (`ctx` for its length), without a cache, and return the logits (1, t, vocab) in f32.
+    /// Take (true) or leave (false) the fused prefill attention from now on where this
+    /// model has it (GPU, sm_80+): the bench's A/B against candle's unfused ops. Returns
+    /// whether the model has it.
+    pub fn set_flash_prefill(&self, on: bool) -> bool {
+        #[cfg(feature = "cuda")]
+        if let Some(f) = self.blocks.first().and_then(|b| b.attn.flash.as_ref()) {
+            f.set_enabled(on);
+            return true;
+        }
+        let _ = on;
+        false
+    }
+
     pub fn forward_from(&self, from: usize, x: &Tensor, ctx: &SequenceContext) -> Result<Tensor> {
         let mut x = x.clone();
         for block in self.blocks.iter().skip(from) {
@@ -643,24 +676,15 @@ impl Llama {
         if total > self.cos.dim(0)? {
             bail!("sequence of {total} tokens is longer than the model's {} positions", self.cos.dim(0)?);
         }
-        let mut pos = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t * total);
-        for &pad_r in pad {
-            for i in 0..t {
-                let abs = past + i;
-                pos.push(abs.saturating_sub(pad_r) as u32);
-                for j in 0..total {
-                    // Causal, never into the row's padding; a padding query sees itself only.
-                    let ok = if abs < pad_r { j == abs } else { j <= abs && j >= pad_r };
-                    mask.push(if ok { 0f32 } else { f32::NEG_INFINITY });
-                }
-            }
-        }
+        let pos: Vec<u32> = pad
+            .iter()
+            .flat_map(|&pad_r| (past..total).map(move |abs| abs.saturating_sub(pad_r) as u32))
+            .collect();
         let flat: Vec<u32> = tokens.iter().flatten().copied().collect();
         let dev = &self.device;
         let toks = Tensor::from_vec(flat, (b, t), dev)?;
         let pos = Tensor::from_vec(pos, (b, t), dev)?;
-        let mask = Tensor::from_vec(mask, (b, 1, t, total), dev)?;
+        let mask = Mask::new(pad, past, t, dev)?;
         self.forward(&toks, &pos, &mask, cache, last_only)
     }
 }
