@@ -7,7 +7,7 @@
 # eager and SDPA prefill on the same model (bench/peers/hf_bench.py --prefill-only).
 #   bench/gpu_prefill.sh OUT
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz (see bench/gpu_speed_13.sh).
-# Environment: ROWS (as gpu_speed_13.sh), PROMPTS (default 128,512,2048).
+# Environment: ROWS (as gpu_speed_13.sh), PROMPTS (default 128,512,2048), BATCHES (decode, default 1).
 set -u
 FINAL="${1:?usage: bench/gpu_prefill.sh OUT}"
 OUT="$(mktemp -d)"; mkdir -p "$FINAL"
@@ -17,7 +17,7 @@ export RUST_LOG=info
 [ -x "$BIN" ] || unpack_binary
 tar xJf dist/speed13-bundle.tar.xz
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/device.csv" 2>&1
-B="--model synthetic:llama-3.2-1b --device cuda --prompt-lens ${PROMPTS:-128,512,2048} --batch-sizes 1,16 --decode-steps 32 --repeats 5 --decode graph"
+B="--model synthetic:llama-3.2-1b --device cuda --prompt-lens ${PROMPTS:-128,512,2048} --batch-sizes ${BATCHES:-1} --decode-steps 32 --repeats 5 --decode graph"
 printf '%s\n' "${ROWS:-bf16 none
 nf4 nf4}" | bench_rows "$B"
 "$BIN" bench --model synthetic:smollm2-135m --device cuda --quant plugins/nf4.so --prompt-lens 128,2048 --batch-sizes 1 \
