@@ -1,6 +1,7 @@
 //! `llq-host bench`: prefill and decode speed of a model, optionally quantized, on the CPU
 //! or a GPU (with the plugin's kernels), against the copy-bandwidth roofline.
 
+use super::attention::AttentionCheck;
 use crate::device::{allocated_bytes, copy_bandwidth, free_bytes, reset_peak};
 use crate::generate::DecodePath;
 use crate::model::Llama;
@@ -138,6 +139,10 @@ pub struct ModelBenchReport {
     /// to every forward pass (llq dequantizes once, at load).
     pub dequantize_all_s: Option<f64>,
     pub prefill: Vec<PrefillRow>,
+    /// Where the fused prefill attention is on: its check alone against f32 attention on
+    /// shapes the model does not reach (`bench::attention`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefill_attention_check: Vec<AttentionCheck>,
     pub decode: Vec<DecodeRow>,
 }
 
@@ -254,6 +259,16 @@ pub fn model_bench(
         Ok((spread(times), logits))
     };
     let has_flash = llama.set_flash_prefill(true);
+    #[cfg(feature = "cuda")]
+    let prefill_attention_check = match &dev {
+        Device::Cuda(d) if has_flash => match crate::gpu::FlashAttention::compile(d)? {
+            Some(f) => super::attention::check(&f, &dev)?,
+            None => vec![],
+        },
+        _ => vec![],
+    };
+    #[cfg(not(feature = "cuda"))]
+    let prefill_attention_check = vec![];
     let mut prefill = vec![];
     for &len in &settings.prompt_lens {
         let (s, logits) = time_prefill(len)?;
@@ -369,6 +384,7 @@ pub fn model_bench(
         peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
         dequantize_all_s,
         prefill,
+        prefill_attention_check,
         decode,
     })
 }

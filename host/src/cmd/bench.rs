@@ -106,6 +106,20 @@ fn print_report(r: &ModelBenchReport) {
             );
         }
     }
+    for c in &r.prefill_attention_check {
+        println!(
+            "  fused prefill attention vs f32 attention: {} rows, {}/{} heads, {} queries after {}, d {}, pad {:?}: max relative error {:.2e} {}",
+            c.rows,
+            c.heads,
+            c.kv_heads,
+            c.queries,
+            c.cached,
+            c.head_dim,
+            c.pad,
+            c.max_rel_err,
+            if c.passed { "ok" } else { "FAILED" }
+        );
+    }
     for d in &r.decode {
         let roof = d
             .roofline_fraction

@@ -1,5 +1,6 @@
 //! Prefill attention on the GPU (`prefill.cu`): causal grouped-query attention over a whole
-//! prompt with an online softmax, so no (heads × t × t) score tensor is written. The eager
+//! prompt with an online softmax, so no (heads × t × t) score tensor is written. Where it is
+//! turned on (`$LLQ_PREFILL_ATTENTION=flash`, see [`FlashAttention::compile`]) the eager
 //! model takes it for forwards of at least [`MIN_QUERIES`] tokens (prefills, calibration
 //! windows, scoring); single-token eager steps keep candle's ops, which the captured decode
 //! step is checked against.
@@ -33,11 +34,13 @@ pub struct FlashAttention {
 }
 
 impl FlashAttention {
-    /// The kernels for `dev` (from the PTX cache or NVRTC), or `None` where they cannot run
-    /// (before sm_80, which has no bf16 mma) or `$LLQ_PREFILL_ATTENTION=unfused` asks for
-    /// candle's ops (`flash`, the default, takes them).
+    /// The kernels for `dev` (from the PTX cache or NVRTC) when `$LLQ_PREFILL_ATTENTION=flash`
+    /// asks for them, else `None` (candle's unfused ops; also before sm_80, which has no
+    /// bf16 mma). Opt-in until the kernel has been checked and timed on a GPU: it was built
+    /// and nvcc-checked in a session whose device time ran out (bench/NOTES.md, "Fused
+    /// prefill attention"); `bench/gpu_prefill.sh` turns it on and records the A/B.
     pub fn compile(dev: &CudaDevice) -> Result<Option<Arc<Self>>> {
-        let on = env_choice("LLQ_PREFILL_ATTENTION", true, &[("flash", true), ("unfused", false)])?;
+        let on = env_choice("LLQ_PREFILL_ATTENTION", false, &[("flash", true), ("unfused", false)])?;
         if !on || !has_mma(dev)? {
             return Ok(None);
         }
