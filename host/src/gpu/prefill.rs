@@ -103,8 +103,14 @@ impl FlashAttention {
         if !matches!(q.device(), Device::Cuda(_)) {
             return Ok(None);
         }
+        let qkv = [tensor_ptr(&q)?, tensor_ptr(&k)?, tensor_ptr(&v)?];
+        // K and V rows are read 16 bytes at a time: a view that starts off that alignment
+        // (never a fresh tensor) keeps the unfused path.
+        if qkv.iter().any(|p| p % 16 != 0) {
+            return Ok(None);
+        }
         let out = Tensor::zeros((b, t, heads * d), DType::BF16, q.device())?;
-        let ptrs = [tensor_ptr(&q)?, tensor_ptr(&k)?, tensor_ptr(&v)?, tensor_ptr(&out)?, tensor_ptr(pad)?];
+        let ptrs = [qkv[0], qkv[1], qkv[2], tensor_ptr(&out)?, tensor_ptr(pad)?];
         let scale_log2 = (1.0 / (d as f64).sqrt() * std::f64::consts::LOG2_E) as f32;
         let dims = [t as i32, total as i32, heads as i32, kv_heads as i32, pad_stride];
         let mut l = self.stream.launch_builder(f);
