@@ -65,7 +65,7 @@ if want run all; then
     for b in ${RUN_BATCHES:-1 8}; do
       for d in graph eager; do
         "$BIN" run $D $q --batch-size $b --decode $d --out "$OUT/run-$p-b$b-$d" > "$OUT/run-$p-b$b-$d.txt" 2> "$OUT/run-$p-b$b-$d.log"
-        echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if k in ('generate_s','new_tokens','load_s','quantize_s','first_use')})" 2>&1)"
+        echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if k in ('generate_s','new_tokens','load_s','quantize_s','first_use','generation')})" 2>&1)"
       done
       same_predictions "$OUT/run-$p-b$b-graph" "$OUT/run-$p-b$b-eager"
     done

@@ -186,8 +186,31 @@ pub fn generate(
         .0)
 }
 
+/// Where one generation's model time went: the prefill (to its greedy tokens on the host),
+/// then the decode loop (every step's tokens back on the host, the stop checks between
+/// steps included: what `run` spends per token), with the context each step attended to.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerationTime {
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    /// Decode steps run, each one token for every row.
+    pub decode_steps: usize,
+    /// Σ over those steps of the positions already in the cache when the step ran (its
+    /// context, as `llq-host bench` counts it).
+    pub context_sum: usize,
+}
+
+impl GenerationTime {
+    pub fn add(&mut self, o: &GenerationTime) {
+        self.prefill_s += o.prefill_s;
+        self.decode_s += o.decode_s;
+        self.decode_steps += o.decode_steps;
+        self.context_sum += o.context_sum;
+    }
+}
+
 /// [`generate`] with the decode steps run as `path` says, reusing a captured step held in
-/// `pool` where one fits; returns what ran them.
+/// `pool` where one fits; returns what ran them and where the time went.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_with<'m>(
     model: &'m Llama,
@@ -198,10 +221,10 @@ pub fn generate_with<'m>(
     eos: &[u32],
     path: DecodePath,
     pool: &mut StepPool<'m>,
-) -> Result<(Vec<Generated>, StepsRan)> {
+) -> Result<(Vec<Generated>, StepsRan, GenerationTime)> {
     let b = prompts.len();
     if b == 0 {
-        return Ok((vec![], StepsRan::Eager(String::new())));
+        return Ok((vec![], StepsRan::Eager(String::new()), GenerationTime::default()));
     }
     if prompts.iter().any(|p| p.is_empty()) {
         bail!("a prompt encodes to no tokens");
@@ -224,7 +247,11 @@ pub fn generate_with<'m>(
     let steps = budget.min(limit - longest);
     let mut stepper = Stepper::new(model, path, b, longest + steps, pool)?;
     let mut cache = model.new_cache();
+    let mut time = GenerationTime::default();
+    let t = std::time::Instant::now();
     let mut next = host_argmax(&model.step(&rows, &pad, &mut cache, true)?)?;
+    time.prefill_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
     let mut out: Vec<Vec<u32>> = vec![vec![]; b];
     let mut text: Vec<Option<String>> = vec![None; b];
     for step in 0..steps {
@@ -250,7 +277,10 @@ pub fn generate_with<'m>(
         }
         // Finished rows are fed their last token (their outputs are no longer read).
         next = stepper.next(model, &next, &pad, &mut cache)?;
+        time.decode_steps += 1;
+        time.context_sum += longest + step;
     }
+    time.decode_s = t.elapsed().as_secs_f64();
     let ran = stepper.ran();
     stepper.release(pool);
     let generated = (0..b)
@@ -267,7 +297,7 @@ pub fn generate_with<'m>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((generated, ran))
+    Ok((generated, ran, time))
 }
 
 /// Log-probabilities of `targets[i]` after `inputs[..=i]`, one forward pass, plus whether

@@ -593,6 +593,38 @@ fn decode_paths_are_recorded_and_the_cpu_runs_eager() {
     assert_eq!(decode(&b), decode(&a));
     // First-use GPU costs are a GPU run's: none on the CPU.
     assert!(results(&a)["timing"].get("first_use").is_none(), "{}", results(&a)["timing"]);
+    // The generation time split by batch size: one batch of 2 prompts, then one of 1; each
+    // row's n new tokens took n - 1 decode steps at least (the first comes from the prefill),
+    // and the split stays inside the model time.
+    let r = results(&a);
+    let g = r["timing"]["generation"].as_array().unwrap_or_else(|| panic!("{}", r["timing"])).clone();
+    assert_eq!(
+        g.iter().map(|e| (e["batch"].as_u64(), e["batches"].as_u64())).collect::<Vec<_>>(),
+        [(Some(1), Some(1)), (Some(2), Some(1))]
+    );
+    let samples: Vec<serde_json::Value> = std::fs::read_to_string(a.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let most_new =
+        |s: &[serde_json::Value]| s.iter().map(|x| x["new_tokens"].as_u64().unwrap()).max().unwrap();
+    let (pair, single) = (&g[1], &g[0]);
+    assert!(pair["decode_steps"].as_u64().unwrap() + 1 >= most_new(&samples[..2]), "{pair}");
+    assert!(single["decode_steps"].as_u64().unwrap() + 1 >= most_new(&samples[2..]), "{single}");
+    let split: f64 =
+        g.iter().map(|e| e["prefill_s"].as_f64().unwrap() + e["decode_s"].as_f64().unwrap()).sum();
+    assert!(split > 0.0 && split <= r["timing"]["generate_s"].as_f64().unwrap(), "{}", r["timing"]);
+    for e in &g {
+        let steps = e["decode_steps"].as_u64().unwrap();
+        if steps > 0 {
+            let ms = e["decode_s"].as_f64().unwrap() * 1e3 / steps as f64;
+            assert!((e["ms_per_step"].as_f64().unwrap() - ms).abs() <= 1e-9 * ms.max(1.0), "{e}");
+            assert!(e["mean_context"].as_f64().unwrap() >= 1.0, "{e}");
+        } else {
+            assert!(e["ms_per_step"].is_null() && e["mean_context"].is_null(), "{e}");
+        }
+    }
     let o = run(&dir.path().join("bad"), &["--device", "cpu", "--decode", "warp"]);
     assert!(!o.status.success() && stderr(&o).contains("--decode"), "{}", stderr(&o));
 }

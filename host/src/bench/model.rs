@@ -23,6 +23,8 @@ pub struct ModelBenchSettings {
     pub batch_sizes: Vec<usize>,
     /// Decode steps timed per repeat.
     pub decode_steps: usize,
+    /// Prompt tokens before the timed decode steps.
+    pub context: usize,
     /// Timed repeats after one warm-up.
     pub repeats: usize,
     /// Threads for quantization.
@@ -296,7 +298,7 @@ pub fn model_bench(
             unfused,
         });
     }
-    let context = 128;
+    let context = settings.context;
     let mut decode = vec![];
     let mut decode_notes = vec![];
     let row = |b: usize, path: String, s: Spread| {

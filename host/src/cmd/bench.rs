@@ -23,6 +23,10 @@ pub struct Args {
     /// Decode steps timed per repeat.
     #[arg(long, default_value_t = 16)]
     pub decode_steps: usize,
+    /// Prompt tokens before decode (the cache then grows by `--decode-steps`): set it to a
+    /// `run`'s `timing.generation[].mean_context` minus half the steps to compare the two.
+    #[arg(long, default_value_t = 128)]
+    pub context: usize,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     #[arg(long)]
@@ -42,8 +46,13 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    if a.repeats == 0 || a.decode_steps == 0 || a.prompt_lens.contains(&0) || a.batch_sizes.contains(&0) {
-        bail!("--repeats, --decode-steps, --prompt-lens and --batch-sizes must be positive");
+    if a.repeats == 0
+        || a.decode_steps == 0
+        || a.context == 0
+        || a.prompt_lens.contains(&0)
+        || a.batch_sizes.contains(&0)
+    {
+        bail!("--repeats, --decode-steps, --context, --prompt-lens and --batch-sizes must be positive");
     }
     let plugin = a.plugin.load()?;
     let q = a.plugin.configure(plugin.as_ref())?;
@@ -55,6 +64,7 @@ pub fn main(a: Args) -> Result<()> {
         prompt_lens: a.prompt_lens,
         batch_sizes: a.batch_sizes,
         decode_steps: a.decode_steps,
+        context: a.context,
         repeats: a.repeats,
         threads: default_threads(a.threads),
         device: a.device,

@@ -319,6 +319,32 @@ pub struct Timing {
     /// `generate_s`. Absent on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_use: Option<FirstUse>,
+    /// This session's generation batches by batch size: prefill time apart from the decode
+    /// loop's, whose ms per step at its mean context is what compares with `llq-host bench
+    /// --context` at the same batch. Absent when nothing was generated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generation: Vec<GenerationTiming>,
+}
+
+/// The generation batches of one batch size (a batch's size is its number of prompts).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationTiming {
+    /// Prompts in each of these batches.
+    pub batch: usize,
+    /// Generation batches of this size.
+    pub batches: usize,
+    /// Seconds in their prefills (to the first greedy tokens on the host).
+    pub prefill_s: f64,
+    /// Seconds in their decode loops (each step's tokens back on the host, stop checks
+    /// between steps included).
+    pub decode_s: f64,
+    /// Decode steps run, each one token for every row of the batch.
+    pub decode_steps: usize,
+    /// decode_s over decode_steps, in milliseconds; null without steps.
+    pub ms_per_step: Option<f64>,
+    /// Mean positions in the cache when a step ran; null without steps.
+    pub mean_context: Option<f64>,
 }
 
 /// The samples a resumed run took from its earlier sessions.

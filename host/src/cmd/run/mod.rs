@@ -6,15 +6,17 @@
 mod resume;
 
 use super::args::{parse_opt, CalibArgs, DecodeArg, MaybePluginArgs, TaskLimitArgs};
-use crate::generate::{generate_with, loglikelihood, rolling, Baseline, Rolling, StepPool, StepsRan};
+use crate::generate::{
+    generate_with, loglikelihood, rolling, Baseline, GenerationTime, Rolling, StepPool, StepsRan,
+};
 use crate::loader::{load, LoadedModel};
 use crate::model::Llama;
 use crate::quant::{model_size, prepare, QuantizeOptions};
 use crate::results::logprobs;
 use crate::results::manifest::{RunManifest, MANIFEST_SCHEMA};
 use crate::results::schema::{
-    Build, DeviceInfo, LayerInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo, RunResults,
-    SampleCounts, SampleRecord, TaskRun, Timing, SCHEMA,
+    Build, DeviceInfo, GenerationTiming, LayerInfo, LoglikelihoodRecord, Metric, ModelInfo, QuantizationInfo,
+    RunResults, SampleCounts, SampleRecord, TaskRun, Timing, SCHEMA,
 };
 use crate::task::{LoglikelihoodResult, Request, RequestKind, Response, RollingResult, Scored, TaskRuntime};
 use crate::util::digest::{sha256_file, sha256_hex};
@@ -434,8 +436,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let gen_t = Instant::now();
-    // What ran each generation batch's decode steps, counted (results.json device.decode).
-    let mut decode_ran: BTreeMap<String, usize> = BTreeMap::new();
+    let mut decode_log = DecodeLog::default();
     let mut new_tokens_total = 0usize;
     let mut failed = 0usize;
     let mut truncated = 0usize;
@@ -453,7 +454,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
         }
         i += batch.len();
         let t = Instant::now();
-        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a, &mut decode_ran, &mut steps);
+        let outcomes = run_batch(&model, &kl, &m, &batch, &hashes, a, &mut decode_log, &mut steps);
         let secs = t.elapsed().as_secs_f64() / batch.len() as f64;
         for (req, outcome) in batch.iter().zip(outcomes) {
             let mut rec = SampleRecord {
@@ -553,7 +554,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             spec: a.device.clone(),
             threads,
             dtype: format!("{:?}", model.dtype).to_lowercase(),
-            decode: decode_ran.iter().map(|(k, n)| format!("{k}: {n} batches")).collect(),
+            decode: decode_log.ran.iter().map(|(k, n)| format!("{k}: {n} batches")).collect(),
         },
         model: ModelInfo {
             id: m.id.clone(),
@@ -637,6 +638,7 @@ pub fn execute(a: &Args) -> Result<RunSummary> {
             wall_s: wall.elapsed().as_secs_f64(),
             earlier_sessions: earlier,
             first_use: device.is_cuda().then(crate::util::first_use::snapshot),
+            generation: decode_log.timing(),
         },
     };
     let path = out.join("results.json");
@@ -705,6 +707,34 @@ fn describe_steps(s: &StepsRan) -> String {
     }
 }
 
+/// What ran each generation batch's decode steps, counted (results.json `device.decode`),
+/// and where the batches' time went by batch size (`timing.generation`).
+#[derive(Default)]
+struct DecodeLog {
+    ran: BTreeMap<String, usize>,
+    time: BTreeMap<usize, (usize, GenerationTime)>,
+}
+
+impl DecodeLog {
+    fn timing(&self) -> Vec<GenerationTiming> {
+        self.time
+            .iter()
+            .map(|(&batch, &(batches, t))| {
+                let per_step = |x: f64| (t.decode_steps > 0).then(|| x / t.decode_steps as f64);
+                GenerationTiming {
+                    batch,
+                    batches,
+                    prefill_s: t.prefill_s,
+                    decode_s: t.decode_s,
+                    decode_steps: t.decode_steps,
+                    ms_per_step: per_step(t.decode_s * 1e3),
+                    mean_context: per_step(t.context_sum as f64),
+                }
+            })
+            .collect()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_batch<'m>(
     model: &'m Llama,
@@ -713,7 +743,7 @@ fn run_batch<'m>(
     batch: &[&Request],
     hashes: &HashMap<&str, String>,
     a: &Args,
-    ran: &mut BTreeMap<String, usize>,
+    log: &mut DecodeLog,
     steps: &mut StepPool<'m>,
 ) -> Vec<Outcome> {
     let (window, chat) = (a.window, a.chat_template);
@@ -742,8 +772,11 @@ fn run_batch<'m>(
                 a.decode.path(),
                 steps,
             ) {
-                Ok((gs, how)) => {
-                    *ran.entry(describe_steps(&how)).or_default() += 1;
+                Ok((gs, how, time)) => {
+                    *log.ran.entry(describe_steps(&how)).or_default() += 1;
+                    let (batches, sum) = log.time.entry(prompts.len()).or_default();
+                    *batches += 1;
+                    sum.add(&time);
                     gs.into_iter()
                         .map(|g| {
                             Ok((Response::Generated(g.text), g.prompt_tokens, g.new_tokens, g.truncated))
@@ -752,7 +785,7 @@ fn run_batch<'m>(
                 }
                 // A batch failure is retried row by row so one bad prompt costs one sample.
                 Err(_) if batch.len() > 1 => {
-                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, a, ran, steps)).collect()
+                    batch.iter().flat_map(|r| run_batch(model, kl, m, &[*r], hashes, a, log, steps)).collect()
                 }
                 Err(e) => vec![Err(e)],
             }
