@@ -932,6 +932,7 @@ fn cases(fx: &Fx) -> Vec<Case> {
     add("plugins inspect: not a plugin", a(&["plugins", "inspect", &fx.file("p.so", b"junk")]), "p.so");
     add("bench: model missing", a(&["bench", "--model", "/no/such/m.gguf"]), "/no/such/m.gguf");
     add("bench: batch size 0", a(&["bench", "--model", &p(STORIES), "--batch-sizes", "0"]), "batch");
+    add("bench: context 0", a(&["bench", "--model", &p(STORIES), "--context", "0"]), "--context");
     add("tasks inspect: not a component", a(&["tasks", "inspect", &fx.file("t.wasm", b"junk")]), "t.wasm");
 
     // ---- resume state ----
