@@ -148,6 +148,12 @@ pub struct ModelBenchReport {
     pub decode: Vec<DecodeRow>,
 }
 
+/// max |got − reference| / max |reference|: the distance every logits check here reports.
+fn max_rel_err(got: &[f32], reference: &[f32]) -> f64 {
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    got.iter().zip(reference).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale
+}
+
 /// Prefill and decode speed of a model (optionally quantized) on the CPU: synthetic token
 /// ids, one warm-up, then `repeats` timed runs per case; median and spread.
 pub fn model_bench(
@@ -223,8 +229,7 @@ pub fn model_bench(
             let a: Vec<f32> =
                 llama.step(rows, pad, &mut llama.new_cache(), true)?.flatten_all()?.to_vec1()?;
             let b: Vec<f32> = cpu.step(rows, pad, &mut cpu.new_cache(), true)?.flatten_all()?.to_vec1()?;
-            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            Ok(a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / scale)
+            Ok(max_rel_err(&a, &b))
         };
         // A second row of 20 tokens left-padded to 32 (its first 12 positions are padding).
         let short: Vec<u32> = std::iter::repeat_n(0, 12).chain(ids(20, 7)).collect();
@@ -281,11 +286,9 @@ pub fn model_bench(
             llama.set_flash_prefill(true);
             let (seconds, reference) = u?;
             track();
-            let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-            let err = logits.iter().zip(&reference).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
             Some(UnfusedPrefill {
                 seconds,
-                logits_rel_err: err / scale,
+                logits_rel_err: max_rel_err(&logits, &reference),
                 greedy_agrees: crate::generate::argmax(&logits) == crate::generate::argmax(&reference),
             })
         } else {
@@ -434,12 +437,7 @@ fn graph_decode(
         let eager: Vec<Vec<f32>> = llama.step(&first, &pad, &mut cache, true)?.flatten_to(1)?.to_vec2()?;
         g.step()?;
         let graph: Vec<Vec<f32>> = g.logits()?.to_vec2()?;
-        let scale = eager.iter().flatten().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        let err = eager
-            .iter()
-            .flatten()
-            .zip(graph.iter().flatten())
-            .fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64));
+        let err = max_rel_err(&graph.concat(), &eager.concat());
         let agree =
             eager.iter().zip(&graph).all(|(e, q)| crate::generate::argmax(e) == crate::generate::argmax(q));
         let mut times = vec![];
@@ -472,7 +470,7 @@ fn graph_decode(
         Ok(Ok(GraphRow {
             path,
             step_seconds: spread(times),
-            logits_rel_err: err / scale,
+            logits_rel_err: err,
             greedy_agrees: agree,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
         }))

@@ -99,10 +99,10 @@ impl FlashAttention {
             n if n == b => 1,
             n => anyhow::bail!("prefill attention: {n} padding counts for {b} rows"),
         };
-        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
         if !matches!(q.device(), Device::Cuda(_)) {
             return Ok(None);
         }
+        let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
         let qkv = [tensor_ptr(&q)?, tensor_ptr(&k)?, tensor_ptr(&v)?];
         // K and V rows are read 16 bytes at a time: a view that starts off that alignment
         // (never a fresh tensor) keeps the unfused path.

@@ -633,8 +633,6 @@ impl Llama {
         self.blocks.get_mut(i)
     }
 
-    /// Run blocks `from..` on `x`, the input of block `from` of one unpadded sequence
-    /// (`ctx` for its length), without a cache, and return the logits (1, t, vocab) in f32.
     /// Take (true) or leave (false) the fused prefill attention from now on where this
     /// model has it (GPU, sm_80+): the bench's A/B against candle's unfused ops. Returns
     /// whether the model has it.
@@ -648,6 +646,8 @@ impl Llama {
         false
     }
 
+    /// Run blocks `from..` on `x`, the input of block `from` of one unpadded sequence
+    /// (`ctx` for its length), without a cache, and return the logits (1, t, vocab) in f32.
     pub fn forward_from(&self, from: usize, x: &Tensor, ctx: &SequenceContext) -> Result<Tensor> {
         let mut x = x.clone();
         for block in self.blocks.iter().skip(from) {
