@@ -68,6 +68,14 @@ if want run all; then
         echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if k in ('generate_s','new_tokens','load_s','quantize_s','first_use','generation')})" 2>&1)"
       done
       same_predictions "$OUT/run-$p-b$b-graph" "$OUT/run-$p-b$b-eager"
+      # bench at the batch and mean context the graph run's full batches decoded at (64 steps
+      # centred on it), so run's ms/step and bench's compare directly.
+      ctx=$(python3 -c "import json;g=[x for x in json.load(open('$OUT/run-$p-b$b-graph/results.json'))['timing']['generation'] if x['batch']==$b][0];print(max(1,round(g['mean_context']-32)))" 2>/dev/null)
+      if [ -n "$ctx" ]; then
+        "$BIN" bench --model $M --device cuda $q --prompt-lens 128 --batch-sizes $b --context $ctx --decode-steps 64 \
+          --repeats 5 --decode graph --out "$OUT/runbench-$p-b$b.json" > "$OUT/runbench-$p-b$b.txt" 2> "$OUT/runbench-$p-b$b.log"
+        echo "bench $p b$b at run's context $ctx: exit $?"; grep "decode batch" "$OUT/runbench-$p-b$b.txt"
+      fi
     done
   done
 fi
