@@ -1,12 +1,38 @@
 //! `gptq`: GPTQ (Frantar et al., 2022) as IST-DASLab/gptq's `fasterquant` computes it
 //! (llq_sdk::quant::gptq), from the input Hessian the host accumulates over calibration text,
 //! into the integer group format `rtn` shares (llq_sdk::quant::intgroup).
-use llq_sdk::quant::gptq::{gptq, GptqOptions};
+use llq_sdk::quant::gptq::{gptq_prepared, GptqHessian, GptqOptions};
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
 use llq_sdk::{
     bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, OptionKind, OptionSpec, Options,
     PackedView, QuantMethod, Quantized, Result, Weights,
 };
+use std::sync::{Arc, Mutex};
+
+/// The last Hessian factored and what came of it. Layers that read one input (q/k/v after
+/// `input_layernorm`, gate/up after `post_attention_layernorm`) get the same Hessian, and the
+/// host quantizes them together, on several threads: the first takes the lock and factors,
+/// the others wait and reuse it (two of three factorizations of each block's q/k/v skipped).
+/// A process-wide static because the SDK makes a fresh `Gptq` for every call.
+static LAST: Mutex<Option<(Vec<f64>, Arc<GptqHessian>)>> = Mutex::new(None);
+
+/// `hessian` factored for `opt`, from [`LAST`] when it holds the same values bit for bit.
+fn factored(hessian: &[f64], cols: usize, opt: &GptqOptions) -> Result<Arc<GptqHessian>> {
+    // A panic elsewhere while holding the lock leaves nothing half-written: the entry is
+    // replaced whole, so a poisoned lock is still usable.
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((h, f)) = last.as_ref() {
+        let same = h.len() == hessian.len() && h.iter().zip(hessian).all(|(a, b)| a.to_bits() == b.to_bits());
+        if same && f.fits(cols, opt) {
+            return Ok(f.clone());
+        }
+    }
+    // Drop the old entry first: on 8192 columns it holds 1 GB.
+    *last = None;
+    let f = Arc::new(GptqHessian::new(hessian, cols, opt)?);
+    *last = Some((hessian.to_vec(), f.clone()));
+    Ok(f)
+}
 
 #[derive(Default)]
 pub struct Gptq;
@@ -58,7 +84,9 @@ impl QuantMethod for Gptq {
         let Some(h) = c.and_then(|c| c.hessian) else {
             bail!("gptq: layer `{}` needs its input Hessian (calibration data from the host)", w.layer)
         };
-        Ok(gptq(w.data, w.rows, w.cols, h, spec, gptq_options(opts)?)?.matrix.pack())
+        let opt = gptq_options(opts)?;
+        let f = factored(h, w.cols, &opt)?;
+        Ok(gptq_prepared(w.data, w.rows, w.cols, &f, spec, opt)?.matrix.pack())
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         intgroup::dequantize(p, out)
@@ -69,3 +97,54 @@ impl QuantMethod for Gptq {
 }
 
 export_plugin!(Gptq);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llq_sdk::quant::gptq::gptq;
+
+    fn hessian(cols: usize, seed: f64) -> Vec<f64> {
+        // A diagonally dominant symmetric matrix with one dead input.
+        let mut h: Vec<f64> = (0..cols * cols)
+            .map(|k| {
+                let (i, j) = (k / cols, k % cols);
+                if i == j {
+                    cols as f64 + seed
+                } else {
+                    ((i * j) as f64 * seed).sin() * 0.5
+                }
+            })
+            .collect();
+        for k in 0..cols {
+            h[3 * cols + k] = 0.0;
+            h[k * cols + 3] = 0.0;
+        }
+        h
+    }
+
+    #[test]
+    fn a_reused_factorization_gives_what_a_fresh_one_gives() {
+        let (rows, cols) = (8, 64);
+        let spec = IntGroupSpec { bits: 3, group_size: 16, sym: false, whole_row: false };
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2).collect();
+        let w2: Vec<f32> = w.iter().map(|v| -v * 1.5).collect();
+        for opt in [GptqOptions::default(), GptqOptions { act_order: true, ..Default::default() }] {
+            let (h1, h2) = (hessian(cols, 1.0), hessian(cols, 2.0));
+            let a = factored(&h1, cols, &opt).unwrap();
+            // Same Hessian: the same factorization, shared.
+            assert!(Arc::ptr_eq(&a, &factored(&h1.clone(), cols, &opt).unwrap()));
+            // Other values, or other options: factored again.
+            assert!(!Arc::ptr_eq(&a, &factored(&h2, cols, &opt).unwrap()));
+            let damp = GptqOptions { damp: 0.1, ..opt };
+            let b = factored(&h2, cols, &damp).unwrap();
+            assert!(b.fits(cols, &damp) && !b.fits(cols, &opt));
+            for (x, h) in [(&w, &h1), (&w2, &h1), (&w2, &h2)] {
+                let fresh = gptq(x, rows, cols, h, spec, opt).unwrap().matrix;
+                let f = factored(h, cols, &opt).unwrap();
+                let reused = gptq_prepared(x, rows, cols, &f, spec, opt).unwrap().matrix;
+                assert_eq!((&reused.codes, &reused.params), (&fresh.codes, &fresh.params));
+            }
+            assert!(gptq_prepared(&w, rows, cols, &b, spec, opt).is_err());
+        }
+    }
+}
