@@ -11,8 +11,8 @@
 # /tmp/parts); the call that brings the last part runs the check.
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz (plugins/{nf4,fp4,int8,fp16,rtn}.so,
 # tasks/coqa.wasm, models/llama-3.2/tokenizer*.json, dist/kvar/*.so: the A/B variants; `tar cJf`).
-# Environment: BATCHES, DECODE, ROWS (bench, peers), KPLUGINS, KBATCHES (kernels), RUN_BATCHES
-# (run), PEERS_ARGS (hf_bench.py's flags, e.g. --compiled-only) narrow a call.
+# Environment: BATCHES, DECODE, ROWS (bench, peers), KPLUGINS, KBATCHES (kernels), RUN_BATCHES,
+# RUN_DECODES (run), PEERS_ARGS (hf_bench.py's flags, e.g. --compiled-only) narrow a call.
 set -u
 FINAL="${1:?usage: bench/gpu_speed_13.sh OUT [bench|run|kernels|all|smol|peers]}"; WHAT="${2:-all}"
 OUT="$(mktemp -d)"; mkdir -p "$FINAL"
@@ -63,11 +63,11 @@ if want run all; then
   for p in none nf4; do
     q=""; [ "$p" = none ] || q="--quant plugins/$p.so"
     for b in ${RUN_BATCHES:-1 8}; do
-      for d in graph eager; do
+      for d in ${RUN_DECODES:-graph eager}; do
         "$BIN" run $D $q --batch-size $b --decode $d --out "$OUT/run-$p-b$b-$d" > "$OUT/run-$p-b$b-$d.txt" 2> "$OUT/run-$p-b$b-$d.log"
         echo "run $p b$b $d: exit $? $(python3 -c "import json;r=json.load(open('$OUT/run-$p-b$b-$d/results.json'));t=r['timing'] if 'timing' in r else {};print(r['device'].get('decode'), {k:v for k,v in t.items() if k in ('generate_s','new_tokens','load_s','quantize_s','first_use','generation')})" 2>&1)"
       done
-      same_predictions "$OUT/run-$p-b$b-graph" "$OUT/run-$p-b$b-eager"
+      [ -d "$OUT/run-$p-b$b-eager" ] && same_predictions "$OUT/run-$p-b$b-graph" "$OUT/run-$p-b$b-eager"
       # bench at the batch and mean context the graph run's full batches decoded at (64 steps
       # centred on it), so run's ms/step and bench's compare directly.
       ctx=$(python3 -c "import json;g=[x for x in json.load(open('$OUT/run-$p-b$b-graph/results.json'))['timing']['generation'] if x['batch']==$b][0];print(max(1,round(g['mean_context']-32)))" 2>/dev/null)
