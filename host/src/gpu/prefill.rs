@@ -9,10 +9,10 @@ use super::nvrtc::{entry, env_choice, has_mma, ptx};
 use super::step::tensor_ptr;
 use anyhow::{anyhow, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDevice, DeviceId};
+use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Device, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const SOURCE: &str = include_str!("prefill.cu");
 
@@ -27,54 +27,33 @@ pub const MIN_QUERIES: usize = 16;
 
 /// The compiled kernels for one device, and whether forwards take them.
 pub struct FlashAttention {
-    kernels: Arc<Kernels>,
+    d64: CudaFunction,
+    d128: CudaFunction,
     stream: Arc<CudaStream>,
     enabled: AtomicBool,
 }
 
-/// The two entry points, loaded once per device and process: loading the module JITs its
-/// PTX (~160 ms on the H100), and calibration builds a model view per block and stage (80
-/// loads for GPTQ on Llama-3.2-1B, 13 s before this cache).
-struct Kernels {
-    d64: CudaFunction,
-    d128: CudaFunction,
-}
-
-static LOADED: Mutex<Vec<(DeviceId, Arc<Kernels>)>> = Mutex::new(Vec::new());
-
 impl FlashAttention {
-    /// The kernels for `dev` (from this process's earlier load, the PTX cache or NVRTC), or
-    /// `None` where `$LLQ_PREFILL_ATTENTION=unfused` asks for candle's unfused ops (the A/B
-    /// baseline) and before sm_80, which has no bf16 mma. On by default since
+    /// The kernels for `dev` (from the PTX cache or NVRTC; candle loads the module once per
+    /// device), or `None` where `$LLQ_PREFILL_ATTENTION=unfused` asks for candle's unfused
+    /// ops (the A/B baseline) and before sm_80, which has no bf16 mma. On by default since
     /// `bench/gpu_prefill.sh` checked and timed it on the H100 (bench/NOTES.md, "Fused
     /// prefill attention": logits within bf16 rounding of the unfused path, greedy tokens
-    /// equal, prefill 2048 131 → 15 ms). Each call gives its own on/off switch.
+    /// equal, prefill 2048 131 → 15 ms).
     pub fn compile(dev: &CudaDevice) -> Result<Option<Arc<Self>>> {
         let on = env_choice("LLQ_PREFILL_ATTENTION", true, &[("flash", true), ("unfused", false)])?;
         if !on || !has_mma(dev)? {
             return Ok(None);
         }
-        // Held while loading, so two threads building views of one device load once.
-        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-        let kernels = match loaded.iter().find(|(id, _)| *id == dev.id()) {
-            Some((_, k)) => k.clone(),
-            None => {
-                let source = format!("{}\n{}", llq_sdk::cuda::HEADER, SOURCE);
-                let (ptx, _origin, module) = ptx("prefill", "llq-host's prefill attention", &source, dev)?;
-                let load = |name: &str| -> Result<CudaFunction> {
-                    entry(dev, &module, &ptx, name)
-                        .with_context(|| format!("prefill attention kernel `{name}` missing"))
-                };
-                let k = Arc::new(Kernels {
-                    d64: load("llq_prefill_attend_d64")?,
-                    d128: load("llq_prefill_attend_d128")?,
-                });
-                loaded.push((dev.id(), k.clone()));
-                k
-            }
+        let source = format!("{}\n{}", llq_sdk::cuda::HEADER, SOURCE);
+        let (ptx, _origin, module) = ptx("prefill", "llq-host's prefill attention", &source, dev)?;
+        let load = |name: &str| -> Result<CudaFunction> {
+            entry(dev, &module, &ptx, name)
+                .with_context(|| format!("prefill attention kernel `{name}` missing"))
         };
         Ok(Some(Arc::new(FlashAttention {
-            kernels,
+            d64: load("llq_prefill_attend_d64")?,
+            d128: load("llq_prefill_attend_d128")?,
             stream: dev.cuda_stream(),
             enabled: AtomicBool::new(true),
         })))
@@ -95,8 +74,8 @@ impl FlashAttention {
         let (b, heads, t, d) = q.dims4()?;
         let (kb, kv_heads, total, kd) = k.dims4()?;
         let f = match d {
-            64 => &self.kernels.d64,
-            128 => &self.kernels.d128,
+            64 => &self.d64,
+            128 => &self.d128,
             _ => return Ok(None),
         };
         if !self.enabled.load(Ordering::Relaxed) || t < MIN_QUERIES || q.dtype() != DType::BF16 {
