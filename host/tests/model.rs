@@ -343,3 +343,59 @@ fn loglikelihood_with_an_empty_context_and_no_bos_is_an_error() {
     // With a context it scores.
     assert!(loglikelihood(&model, &m.tokenizer, "Once upon a time", " there was").unwrap().0 < 0.0);
 }
+
+/// `generate` looks for stop strings in the decoded text of a row's last tokens only
+/// (`generate::stopped`); it must stop at the same token, with the same text, as decoding the
+/// whole output after every token does — on byte-level BPE (Llama 3: characters split across
+/// tokens) and on SentencePiece pieces (llama2.c: a dropped leading space).
+#[test]
+fn stop_strings_are_found_where_decoding_everything_finds_them() {
+    use llq_host::generate::stopped;
+    let llama3 = llq_host::tokenizer::Tokenizer::from_file(&root().join("models/llama-3.2/tokenizer.json"))
+        .expect("run `make models`");
+    let l2c = load(stories().to_str().unwrap()).unwrap().tokenizer;
+    let stops: Vec<String> = ["\n", "Q:", "\n\nA", "日本", "é!", " the end"].map(String::from).to_vec();
+    let text = "Q: what?\n\nA: the end é! 日本語 the endless story\nQ";
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s % n as u64) as usize
+    };
+    for tok in [&llama3, &l2c] {
+        // Pieces the stops are made of (whole words and single characters), and any id.
+        let mut pieces = tok.encode_plain(text).unwrap();
+        for c in text.chars() {
+            pieces.extend(tok.encode_plain(&c.to_string()).unwrap());
+        }
+        let (mut stopped_rows, mut spanning) = (0, 0);
+        for _ in 0..1500 {
+            let len = 1 + next(48);
+            let ids: Vec<u32> = (0..len)
+                .map(|_| {
+                    if next(4) == 0 {
+                        next(tok.base_vocab_size()) as u32
+                    } else {
+                        pieces[next(pieces.len())]
+                    }
+                })
+                .collect();
+            for n in 1..=len {
+                let full = tok.decode(&ids[..n]).unwrap();
+                let want =
+                    stops.iter().filter_map(|s| full.find(s.as_str())).min().map(|i| full[..i].to_string());
+                assert_eq!(stopped(tok, &ids[..n], &stops).unwrap(), want, "{:?}", &ids[..n]);
+                if want.is_some() {
+                    stopped_rows += 1;
+                    // A stop the newest token alone does not hold: it spans tokens.
+                    let last = tok.decode(&ids[n - 1..n]).unwrap();
+                    spanning += !stops.iter().any(|s| last.contains(s.as_str())) as usize;
+                    break;
+                }
+            }
+        }
+        // The sequences did reach stops, many of them spread over several tokens.
+        assert!(stopped_rows > 500 && spanning > 10, "{stopped_rows} rows stopped, {spanning} across tokens");
+    }
+}
