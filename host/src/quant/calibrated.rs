@@ -273,7 +273,7 @@ pub fn quantize_calibrated(
         ph.lap(Phases::RELOAD);
         let mut pending: HashMap<String, CalibrationData> = HashMap::new();
         for stage in Stage::INPUTS {
-            let names: Vec<String> = stage
+            let mut names: Vec<String> = stage
                 .layers()
                 .iter()
                 .map(|&t| layer_tensor(l, t))
@@ -290,7 +290,12 @@ pub fn quantize_calibrated(
             }
             if let Some(acc) = acc {
                 let data = acc.finish().with_context(|| format!("calibrating {}", names[0]))?;
-                pending.extend(names.into_iter().map(|n| (n, data.clone())));
+                // One copy per layer after the first: down_proj's Hessian alone is 512 MB (f64,
+                // 8192²) on Llama-3.2-1B, and only one layer reads it.
+                if let Some(last) = names.pop() {
+                    pending.extend(names.into_iter().map(|n| (n, data.clone())));
+                    pending.insert(last, data);
+                }
                 ph.lap(Phases::TRANSFER);
             }
             // `sequential`: quantize this stage's layers now, so the next stages see them.
