@@ -14,8 +14,8 @@ OUT="$(mktemp -d)"; mkdir -p "$FINAL"
 trap 'tar czf "$FINAL/gpu-prefill.tgz" -C "$OUT" . ; rm -rf "$OUT"' EXIT
 source bench/gpu_lib.sh
 export RUST_LOG=info
-# The fused kernel is the default (host/src/gpu/prefill.rs); set it anyway, so a binary from
-# before it was is measured the same way.
+# The fused kernel is the default (host/src/gpu/prefill.rs); set anyway, so that binaries
+# from before that change measure the same thing.
 export LLQ_PREFILL_ATTENTION=flash
 [ -x "$BIN" ] || unpack_binary
 tar xJf dist/speed13-bundle.tar.xz

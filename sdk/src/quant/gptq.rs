@@ -32,6 +32,14 @@ pub struct GptqOptions {
 }
 
 impl GptqOptions {
+    /// Refuse a damping that is not positive and empty blocks.
+    fn check(&self) -> Result<()> {
+        if !(self.damp > 0.0 && self.damp.is_finite()) || self.block_size == 0 {
+            bail!("gptq: damp must be positive and block_size at least 1");
+        }
+        Ok(())
+    }
+
     /// Whether the packed matrix carries `g_idx` (act-order with dynamic groups).
     pub fn has_g_idx(&self) -> bool {
         self.act_order && !self.static_groups
@@ -86,9 +94,7 @@ impl GptqHessian {
         if hessian.len() != cols * cols {
             bail!("gptq: a Hessian of {} values for {cols} columns", hessian.len());
         }
-        if !(opt.damp > 0.0 && opt.damp.is_finite()) || opt.block_size == 0 {
-            bail!("gptq: damp must be positive and block_size at least 1");
-        }
+        opt.check()?;
         if let Some(i) = hessian.iter().position(|v| !v.is_finite()) {
             bail!("gptq: the Hessian has a non-finite value at ({}, {})", i / cols, i % cols);
         }
@@ -160,7 +166,8 @@ pub fn gptq_prepared(
     if data.len() != rows * cols {
         bail!("gptq: {} weights for {rows}×{cols}", data.len());
     }
-    if !prep.fits(cols, &opt) || opt.block_size == 0 {
+    opt.check()?;
+    if !prep.fits(cols, &opt) {
         bail!("gptq: the factored Hessian was made for other columns or options");
     }
     let (gs, maxq) = (spec.group_size, spec.maxq());
