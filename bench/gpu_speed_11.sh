@@ -5,7 +5,9 @@
 #    variant, see bench/NOTES.md) timed beside NF4 in this same call;
 # 3. calibration + GPTQ of the synthetic Llama-3.2-1B with the per-phase split
 #    (RUST_LOG=llq_host=debug synchronizes the device at each phase boundary).
-# Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar]
+# 4. with dist/ftime carried, the Cholesky/inverse timings of two SDK builds; always, the
+#    bf16 Hessian product checked against the f32 one (LLQ_HESSIAN=check) on SmolLM2 shapes.
+# Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar] [dist/ftime]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
 set -u
 FINAL="${1:?usage: bench/gpu_speed_11.sh OUT}"
@@ -21,6 +23,21 @@ lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400 > "$W/cpu.txt"
 if [ -x dist/gptq_time ]; then
   for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
 fi
+# The factorizations alone, two builds of the SDK side by side (dist/ftime/*_old: the
+# right-looking blocked loop; *_rec: the recursive one), when carried.
+if [ -d dist/ftime ]; then
+  for v in old rec; do
+    for n in 8192 2048; do dist/ftime/factor_time_$v $n; done
+    dist/ftime/gptq_time_$v 2048 8192
+  done 2>&1 | tee "$W/factor_time.txt"
+fi
+# The bf16 GemmEx Hessian against the f32 product (LLQ_HESSIAN=check logs each layer group's
+# largest difference), on the synthetic SmolLM2-135M shapes: quick, every group checked.
+head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
+LLQ_HESSIAN=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
+  --calib-samples 16 --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
+  --out "$W/hcheck" > "$W/hcheck.txt" 2> "$W/hcheck.log"
+echo "hessian check: exit $?"; grep "LLQ_HESSIAN=check" "$W/hcheck.log" | sed 's/.*largest/largest/' | sort -t' ' -k3 -g | tail -3
 pack
 K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
 # Variants: `name plugin [options]`; dist/kvar/*.so (local builds of one plugin with other

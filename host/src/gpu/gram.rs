@@ -1,0 +1,82 @@
+//! The calibration Hessian's running sum `Σ xᵀx` on the GPU from bf16 layer inputs, by one
+//! cuBLAS `GemmEx` a window: bf16 inputs, f32 compute, f32 output accumulated in place
+//! (β = 1). The products of two bf16 values are exact in f32, so this is the f32 matrix
+//! product the reference takes (GPTQ's `add_batch`: `inp.float()`, then `H += inp.matmul(inp.t())`,
+//! TF32 off) on the same values, at tensor-core rate: at 8192 columns and 2048 rows a window
+//! that product was most of calibration's `statistics` phase on the H100 (1.2 s a block of
+//! Llama-3.2-1B). `$LLQ_HESSIAN=f32` keeps the f32 product through candle (the A/B), and
+//! `$LLQ_HESSIAN=check` runs both and logs their largest difference.
+
+use super::step::tensor_ptr;
+use anyhow::{anyhow, bail, Result};
+use candle_core::cuda_backend::cudarc::cublas::{result::gemm_ex, sys};
+use candle_core::{DType, Device, Tensor};
+
+/// How the calibration Hessian is accumulated on the GPU (`$LLQ_HESSIAN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GramMode {
+    /// bf16 inputs into an f32 sum by cuBLAS `GemmEx` (the default).
+    Bf16,
+    /// x converted to f32, then candle's f32 product (the A/B baseline).
+    F32,
+    /// Both; the largest difference relative to the sum's largest entry is logged.
+    Check,
+}
+
+impl GramMode {
+    pub fn from_env() -> Result<Self> {
+        super::nvrtc::env_choice(
+            "LLQ_HESSIAN",
+            GramMode::Bf16,
+            &[("bf16", GramMode::Bf16), ("f32", GramMode::F32), ("check", GramMode::Check)],
+        )
+    }
+}
+
+/// `acc += xᵀ · x` for `x` (n × cols, bf16, on the GPU) and `acc` (cols × cols, f32, on the
+/// same GPU, contiguous, owned by the caller and read by no one else until this is done).
+pub fn add_gram_bf16(x: &Tensor, acc: &Tensor) -> Result<()> {
+    let (n, cols) = x.dims2()?;
+    if x.dtype() != DType::BF16 || acc.dtype() != DType::F32 || acc.dims2()? != (cols, cols) {
+        bail!("add_gram_bf16: x {:?} {:?} into {:?} {:?}", x.dims(), x.dtype(), acc.dims(), acc.dtype());
+    }
+    let Device::Cuda(cd) = x.device() else { bail!("add_gram_bf16: x is not on the GPU") };
+    if n == 0 {
+        return Ok(());
+    }
+    let x = x.contiguous()?;
+    let (xp, cp) = (tensor_ptr(&x)?, tensor_ptr(acc)?);
+    let blas = cd.cublas_handle();
+    let (alpha, beta) = (1f32, 1f32);
+    // Row-major x (n × cols) is column-major A (cols × n, lda = cols); C = A · Aᵀ is xᵀx, and
+    // symmetric, so its layout does not matter.
+    // SAFETY: x holds n · cols bf16 and acc cols · cols f32 on cuBLAS's stream (candle's), as
+    // the arguments say; alpha and beta are host values (cuBLAS's default pointer mode).
+    unsafe {
+        gemm_ex(
+            *blas.handle(),
+            sys::cublasOperation_t::CUBLAS_OP_N,
+            sys::cublasOperation_t::CUBLAS_OP_T,
+            cols as i32,
+            cols as i32,
+            n as i32,
+            &alpha as *const f32 as *const _,
+            xp as *const _,
+            sys::cudaDataType::CUDA_R_16BF,
+            cols as i32,
+            xp as *const _,
+            sys::cudaDataType::CUDA_R_16BF,
+            cols as i32,
+            &beta as *const f32 as *const _,
+            cp as *mut _,
+            sys::cudaDataType::CUDA_R_32F,
+            cols as i32,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| anyhow!("cuBLAS GemmEx for the calibration Hessian: {e:?}"))?;
+    // x may be a fresh contiguous copy that is dropped now: cudarc frees on the stream
+    // (`cuMemFreeAsync`, or a synchronize first), after the product has read it.
+    Ok(())
+}
