@@ -125,15 +125,30 @@ static __device__ __forceinline__ void llq_fa(const llq_bf16* __restrict__ q, co
     // Scale, mask and the tile's row maxima (element e of an n-tile: row g for e < 2, else
     // g+8; key 2tq + (e & 1)).
     float mx[2] = {LLQ_NEG_INF, LLQ_NEG_INF};
+    // Tiles wholly inside every row's window (no padding key, no key after the warp's first
+    // query) skip the per-element mask: the softmax's ALU work, not the mma, bounds this
+    // kernel at d = 64 (FlashAttention-2 masks only the diagonal blocks the same way).
+    if (k0 >= p && k0 + LLQ_FA_KEYS - 1 <= past + q0) {
 #pragma unroll
-    for (int j = 0; j < LLQ_FA_KEYS / 8; ++j) {
+      for (int j = 0; j < LLQ_FA_KEYS / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int a = e < 2 ? abs0 : abs1, key = k0 + 8 * j + 2 * tq + (e & 1);
-        const bool ok = a < p ? key == a : (key >= p && key <= a);
-        const float x = ok ? llq_fa_round(sc[j][e]) * scale_log2 : LLQ_NEG_INF;
-        sc[j][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        for (int e = 0; e < 4; ++e) {
+          const float x = llq_fa_round(sc[j][e]) * scale_log2;
+          sc[j][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < LLQ_FA_KEYS / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int a = e < 2 ? abs0 : abs1, key = k0 + 8 * j + 2 * tq + (e & 1);
+          const bool ok = a < p ? key == a : (key >= p && key <= a);
+          const float x = ok ? llq_fa_round(sc[j][e]) * scale_log2 : LLQ_NEG_INF;
+          sc[j][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
       }
     }
     float ref[2];
