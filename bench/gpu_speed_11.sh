@@ -53,7 +53,7 @@ done
 pack
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
 name=gptq1b-4
-RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
+LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
   --quant plugins/gptq.so --opt bits=4 --opt group_size=128 --task tasks/perplexity.wasm \
   --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$W/$name" > "$W/$name.txt" 2> "$W/$name.log"
 echo "$name: exit $?"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400

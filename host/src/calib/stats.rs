@@ -81,7 +81,8 @@ impl Accumulator {
     }
 
     /// `Σ xᵀx` of bf16 rows on the GPU by tensor cores into an f32 sum (`gpu::gram`); false
-    /// where that does not apply (CPU, f32 rows, `$LLQ_HESSIAN=f32`) and the f32 product runs.
+    /// where that does not apply (CPU, f32 rows, `$LLQ_HESSIAN=f32`, the default until the GPU
+    /// check) and the f32 product runs.
     #[cfg(feature = "cuda")]
     fn add_gram_gpu(&mut self, raw: &Tensor) -> Result<bool> {
         use crate::gpu::gram::{add_gram_bf16, GramMode};

@@ -4,8 +4,9 @@
 //! product the reference takes (GPTQ's `add_batch`: `inp.float()`, then `H += inp.matmul(inp.t())`,
 //! TF32 off) on the same values, at tensor-core rate: at 8192 columns and 2048 rows a window
 //! that product was most of calibration's `statistics` phase on the H100 (1.2 s a block of
-//! Llama-3.2-1B). `$LLQ_HESSIAN=f32` keeps the f32 product through candle (the A/B), and
-//! `$LLQ_HESSIAN=check` runs both and logs their largest difference.
+//! Llama-3.2-1B). Opt-in until checked on a GPU (`$LLQ_HESSIAN=bf16`; the default `f32` keeps
+//! the f32 product through candle), and `$LLQ_HESSIAN=check` runs both and logs their largest
+//! difference.
 
 use super::step::tensor_ptr;
 use anyhow::{anyhow, bail, Result};
@@ -15,9 +16,9 @@ use candle_core::{DType, Device, Tensor};
 /// How the calibration Hessian is accumulated on the GPU (`$LLQ_HESSIAN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GramMode {
-    /// bf16 inputs into an f32 sum by cuBLAS `GemmEx` (the default).
+    /// bf16 inputs into an f32 sum by cuBLAS `GemmEx`.
     Bf16,
-    /// x converted to f32, then candle's f32 product (the A/B baseline).
+    /// x converted to f32, then candle's f32 product (the default, and the A/B baseline).
     F32,
     /// Both; the largest difference relative to the sum's largest entry is logged.
     Check,
@@ -27,7 +28,7 @@ impl GramMode {
     pub fn from_env() -> Result<Self> {
         super::nvrtc::env_choice(
             "LLQ_HESSIAN",
-            GramMode::Bf16,
+            GramMode::F32,
             &[("bf16", GramMode::Bf16), ("f32", GramMode::F32), ("check", GramMode::Check)],
         )
     }
