@@ -7,11 +7,11 @@
 #    (RUST_LOG=llq_host=debug synchronizes the device at each phase boundary).
 # 4. with dist/ftime carried, the Cholesky/inverse timings of two SDK builds; always, the
 #    bf16 Hessian product checked against the f32 one (LLQ_HESSIAN=check) on SmolLM2 shapes.
-#    Making dist/ftime (here, before the call): the right-looking loop is linalg.rs at 45c2ad2:
-#      git show 45c2ad2:sdk/src/quant/linalg.rs > sdk/src/quant/linalg.rs
+#    Making dist/ftime (here, before the call): the recursive one is linalg.rs on the branch
+#      git show recursive-factorization:sdk/src/quant/linalg.rs > sdk/src/quant/linalg.rs
 #      cargo build --release -p llq-sdk --features gemm --example factor_time --example gptq_time
-#      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_old), git checkout
-#      sdk/src/quant/linalg.rs, build again into dist/ftime/*_rec; tar cJf dist/ftime.tar.xz dist/ftime
+#      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_rec), git checkout
+#      sdk/src/quant/linalg.rs, build again into dist/ftime/*_old; tar cJf dist/ftime.tar.xz dist/ftime
 #      and `tar xJf dist/ftime.tar.xz` on the device (the tracked tree leaves ~22 MiB to carry).
 # Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar] [dist/ftime]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
@@ -30,7 +30,8 @@ if [ -x dist/gptq_time ]; then
   for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
 fi
 # The factorizations alone, two builds of the SDK side by side (dist/ftime/*_old: the
-# right-looking blocked loop; *_rec: the recursive one), when carried.
+# right-looking blocked loop; *_rec: the recursive one of the branch recursive-factorization),
+# when carried.
 if [ -d dist/ftime ]; then
   for v in old rec; do
     for n in 8192 2048; do dist/ftime/factor_time_$v $n; done

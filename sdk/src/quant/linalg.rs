@@ -277,51 +277,24 @@ pub fn par_each<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Sen
 
 /// The lower Cholesky factor `L` of a symmetric positive definite `h` (`h = L Lᵀ`; only the
 /// lower triangle of `h` is read); the error names the first pivot that is not positive.
-/// Recursive (Gustavson, 1997, "Recursive formulation of some dense linear algebra
-/// algorithms"; LAPACK's `dpotrf2`): halves until a leaf of [`PANEL`] columns, so most of the
-/// work is a few large products, which the `gemm` crate spreads over all cores. The
-/// right-looking loop it replaced made one rank-128 update per panel in 512-row pieces: 67
-/// GF/s on 16 cores where one large product ran at 211 (results/h100/calibrated/speed).
+/// Right-looking and blocked: a panel of [`PANEL`] columns is factored, the rows below it solved
+/// against it, and the trailing lower triangle updated by products, one block row at a time.
 pub fn cholesky_lower(h: &SquareMatrix) -> Result<SquareMatrix, String> {
     cholesky_factor(h.clone(), PANEL).map_err(|(i, s)| format!("pivot {i} is {s}"))
 }
 
-/// [`cholesky_lower`] in place with leaves of at most `nb` columns; the error is the failing
-/// pivot's index and value.
+/// [`cholesky_lower`] in place with panels of `nb` columns; the error is the failing pivot's
+/// index and value.
 fn cholesky_factor(h: SquareMatrix, nb: usize) -> Result<SquareMatrix, (usize, f64)> {
     let n = h.n;
     let mut a = h.a;
-    chol_rec(&mut a, n, 0, n, nb.max(1))?;
-    for i in 0..n {
-        a[i * n + i + 1..(i + 1) * n].fill(0.0);
-    }
-    Ok(SquareMatrix { n, a })
-}
-
-/// Where a recursion splits `m` rows: about half, on a multiple of 64 when that leaves both
-/// sides non-empty (aligned blocks for the products).
-fn split(m: usize) -> usize {
-    let h = m / 2;
-    let r = h.div_ceil(64) * 64;
-    if r > 0 && r < m {
-        r
-    } else {
-        h.max(1)
-    }
-}
-
-/// A copy of the `rows × cols` block at (r0, c0) of a row-major matrix with row stride `n`.
-fn copy_block(a: &[f64], n: usize, r0: usize, c0: usize, rows: usize, cols: usize) -> Vec<f64> {
-    (r0..r0 + rows).flat_map(|r| a[r * n + c0..r * n + c0 + cols].iter().copied()).collect()
-}
-
-/// Factor the diagonal block `a[o..o+m, o..o+m]` (row stride `n`) in place: the lower triangle
-/// becomes `L`; the strict upper triangle of the block is left as it was or scribbled on.
-fn chol_rec(a: &mut [f64], n: usize, o: usize, m: usize, nb: usize) -> Result<(), (usize, f64)> {
-    if m <= nb {
-        for i in o..o + m {
-            for j in o..=i {
-                let s = a[i * n + j] - dot(&a[i * n + o..i * n + j], &a[j * n + o..j * n + j]);
+    let mut panel = vec![];
+    for k0 in (0..n).step_by(nb) {
+        let k1 = (k0 + nb).min(n);
+        // The diagonal block; columns before k0 were subtracted by earlier trailing updates.
+        for i in k0..k1 {
+            for j in k0..=i {
+                let s = a[i * n + j] - dot(&a[i * n + k0..i * n + j], &a[j * n + k0..j * n + j]);
                 if i == j {
                     if s.is_nan() || s <= 0.0 || s.is_infinite() {
                         return Err((i, s));
@@ -332,143 +305,91 @@ fn chol_rec(a: &mut [f64], n: usize, o: usize, m: usize, nb: usize) -> Result<()
                 }
             }
         }
-        return Ok(());
-    }
-    let m1 = split(m);
-    let m2 = m - m1;
-    chol_rec(a, n, o, m1, nb)?;
-    // A21 ← A21 · L11⁻ᵀ, then A22 −= A21 · A21ᵀ (lower triangle), then A22's own factor.
-    let l11 = copy_block(a, n, o, o, m1, m1);
-    solve_lower_t(a, n, o + m1, o, m2, &l11, m1, nb);
-    let p = copy_block(a, n, o + m1, o, m2, m1);
-    sub_gram_lower(a, n, o + m1, m2, &p, m1, nb);
-    chol_rec(a, n, o + m1, m2, nb)
-}
-
-/// Solve `X · Lᵀ = B` in place for the `rows × w` block `B` at (r0, c0) of `a` (row stride
-/// `n`), `l` a lower-triangular `w × w` row-major matrix with a non-zero diagonal; recursive
-/// over `l`'s columns, row by row (in parallel) at the leaves.
-#[allow(clippy::too_many_arguments)]
-fn solve_lower_t(a: &mut [f64], n: usize, r0: usize, c0: usize, rows: usize, l: &[f64], w: usize, nb: usize) {
-    if rows == 0 {
-        return;
-    }
-    if w <= nb {
-        let mut rs: Vec<&mut [f64]> =
-            a[r0 * n..].chunks_mut(n).take(rows).map(|r| &mut r[c0..c0 + w]).collect();
-        par_each(&mut rs, |_, row| {
-            for j in 0..w {
-                let s = row[j] - dot(&row[..j], &l[j * w..j * w + j]);
-                row[j] = s / l[j * w + j];
+        if k1 == n {
+            break;
+        }
+        // The rows below solve l · L11ᵀ = a against the diagonal block.
+        let (top, below) = a.split_at_mut(k1 * n);
+        let top = &*top;
+        let mut rows: Vec<&mut [f64]> = below.chunks_mut(n).collect();
+        par_each(&mut rows, |_, row| {
+            for j in k0..k1 {
+                let s = row[j] - dot(&row[k0..j], &top[j * n + k0..j * n + j]);
+                row[j] = s / top[j * n + j];
             }
         });
-        return;
+        // Trailing update of the lower triangle: A22 -= P Pᵀ with P the solved panel, in block
+        // rows so the upper triangle is (almost) never computed.
+        let (m, w) = (n - k1, k1 - k0);
+        panel.clear();
+        for i in k1..n {
+            panel.extend_from_slice(&a[i * n + k0..i * n + k1]);
+        }
+        for r0 in (0..m).step_by(4 * nb) {
+            let r1 = (r0 + 4 * nb).min(m);
+            let d = Strided::rows((k1 + r0) * n + k1, r1 - r0, r1, n);
+            let p = Strided::rows(r0 * w, r1 - r0, w, w);
+            let pt = Strided::rows(0, r1, w, w).t();
+            mul_sub(&mut a, d, &panel, p, &panel, pt);
+        }
     }
-    let w1 = split(w);
-    let w2 = w - w1;
-    solve_lower_t(a, n, r0, c0, rows, &copy_block(l, w, 0, 0, w1, w1), w1, nb);
-    // B2 −= X1 · L21ᵀ (L21: rows w1.. and columns ..w1 of l).
-    let x1 = copy_block(a, n, r0, c0, rows, w1);
-    mul_sub(
-        a,
-        Strided::rows(r0 * n + c0 + w1, rows, w2, n),
-        &x1,
-        Strided::rows(0, rows, w1, w1),
-        l,
-        Strided::rows(w1 * w, w2, w1, w).t(),
-    );
-    solve_lower_t(a, n, r0, c0 + w1, rows, &copy_block(l, w, w1, w1, w2, w2), w2, nb);
+    for i in 0..n {
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
+    }
+    Ok(SquareMatrix { n, a })
 }
 
-/// `a[o..o+m, o..o+m] −= P · Pᵀ` on the lower triangle (and the diagonal blocks of the
-/// leaves whole) for `p` (`m × k`, row-major): halves the rows so the products off the
-/// diagonal are large and the upper triangle is mostly skipped.
-fn sub_gram_lower(a: &mut [f64], n: usize, o: usize, m: usize, p: &[f64], k: usize, nb: usize) {
-    if m <= 4 * nb {
-        let v = Strided::rows(0, m, k, k);
-        mul_sub(a, Strided::rows(o * n + o, m, m, n), p, v, p, v.t());
-        return;
-    }
-    let m1 = split(m);
-    let m2 = m - m1;
-    sub_gram_lower(a, n, o, m1, &p[..m1 * k], k, nb);
-    mul_sub(
-        a,
-        Strided::rows((o + m1) * n + o, m2, m1, n),
-        &p[m1 * k..],
-        Strided::rows(0, m2, k, k),
-        p,
-        Strided::rows(0, m1, k, k).t(),
-    );
-    sub_gram_lower(a, n, o + m1, m2, &p[m1 * k..], k, nb);
-}
-
-/// `L⁻¹` for a lower-triangular `l` with a non-zero diagonal, recursively: with
-/// `L = [[L11, 0], [L21, L22]]`, `L⁻¹ = [[X11, 0], [−X22 · L21 · X11, X22]]` where `X11`,
-/// `X22` are the halves' inverses; the two products skip the zero triangles of `X11` and
-/// `X22` block by block.
+/// `L⁻¹` for a lower-triangular `l` with a non-zero diagonal, blocked by rows: for a block row
+/// I, `X[I, I] = L[I, I]⁻¹` by substitution and `X[I, :I] = −X[I, I] · (L[I, :I] · X[:I, :I])`,
+/// the inner product taken per column block from its first non-zero row.
 pub fn lower_inverse(l: &SquareMatrix) -> SquareMatrix {
     lower_inverse_with(l, PANEL)
 }
 
-/// [`lower_inverse`] with leaves of at most `nb` rows.
+/// [`lower_inverse`] with block rows of `nb`.
 fn lower_inverse_with(l: &SquareMatrix, nb: usize) -> SquareMatrix {
     let n = l.n;
     let mut x = SquareMatrix::zeros(n);
-    inv_rec(&l.a, &mut x.a, n, 0, n, nb.max(1));
-    x
-}
-
-/// The inverse of the diagonal block `l[o..o+m, o..o+m]` into the same block of `x`.
-fn inv_rec(l: &[f64], x: &mut [f64], n: usize, o: usize, m: usize, nb: usize) {
-    if m <= nb {
-        // Row i of X from L[i, o..=i] · X = e_i, by substitution.
-        for i in o..o + m {
-            for j in o..=i {
+    let mut t = vec![];
+    for i0 in (0..n).step_by(nb) {
+        let i1 = (i0 + nb).min(n);
+        let b = i1 - i0;
+        // Diagonal block: row i of X[I, I] from L[i, i0..=i] · X[I, I] = e_i.
+        for i in i0..i1 {
+            for j in i0..=i {
                 let mut s = if i == j { 1.0 } else { 0.0 };
                 for k in j..i {
-                    s -= l[i * n + k] * x[k * n + j];
+                    s -= l.get(i, k) * x.get(k, j);
                 }
-                x[i * n + j] = s / l[i * n + i];
+                x.set(i, j, s / l.get(i, i));
             }
         }
-        return;
+        if i0 == 0 {
+            continue;
+        }
+        // T = L[I, :i0] · X[:i0, :i0], X lower: column block C needs rows from its start on.
+        t.clear();
+        t.resize(b * i0, 0.0);
+        for c0 in (0..i0).step_by(4 * nb) {
+            let c1 = (c0 + 4 * nb).min(i0);
+            let d = Strided::rows(c0, b, c1 - c0, i0);
+            let lv = Strided::rows(i0 * n + c0, b, i0 - c0, n);
+            let xv = Strided::rows(c0 * n + c0, i0 - c0, c1 - c0, n);
+            // t starts at zero, so subtracting gives −T.
+            mul_sub(&mut t, d, &l.a, lv, &x.a, xv);
+        }
+        // X[I, :i0] = −X[I, I] · T, and mul_sub gives 0 − X[I, I] · (−T) = X[I, I] · T.
+        let xii: Vec<f64> = (i0..i1).flat_map(|i| x.a[i * n + i0..i * n + i1].iter().copied()).collect();
+        let mut out = vec![0f64; b * i0];
+        let (dv, tv) = (Strided::rows(0, b, i0, i0), Strided::rows(0, b, b, b));
+        mul_sub(&mut out, dv, &xii, tv, &t, dv);
+        for (r, o) in out.chunks(i0).enumerate() {
+            for (dst, v) in x.a[(i0 + r) * n..(i0 + r) * n + i0].iter_mut().zip(o) {
+                *dst = -v;
+            }
+        }
     }
-    let m1 = split(m);
-    let m2 = m - m1;
-    inv_rec(l, x, n, o, m1, nb);
-    inv_rec(l, x, n, o + m1, m2, nb);
-    // T = L21 · X11, by column blocks C of X11 (lower: rows before C's start are zero there).
-    let cb = (4 * nb).max(m1.div_ceil(8));
-    let mut t = vec![0f64; m2 * m1];
-    for c0 in (0..m1).step_by(cb) {
-        let c1 = (c0 + cb).min(m1);
-        add_product(
-            &mut t,
-            Strided::rows(c0, m2, c1 - c0, m1),
-            l,
-            Strided::rows((o + m1) * n + o + c0, m2, m1 - c0, n),
-            x,
-            Strided::rows((o + c0) * n + o + c0, m1 - c0, c1 - c0, n),
-            1.0,
-        );
-    }
-    // X21 = −X22 · T, by row blocks R of X22 (lower: columns after R's end are zero there).
-    let mut x21 = vec![0f64; m2 * m1];
-    for r0 in (0..m2).step_by(cb) {
-        let r1 = (r0 + cb).min(m2);
-        mul_sub(
-            &mut x21,
-            Strided::rows(r0 * m1, r1 - r0, m1, m1),
-            x,
-            Strided::rows((o + m1 + r0) * n + o + m1, r1 - r0, r1, n),
-            &t,
-            Strided::rows(0, r1, m1, m1),
-        );
-    }
-    for (r, row) in x21.chunks(m1).enumerate() {
-        x[(o + m1 + r) * n + o..(o + m1 + r) * n + o + m1].copy_from_slice(row);
-    }
+    x
 }
 
 /// The upper Cholesky factor `U` of `h⁻¹` (`h⁻¹ = Uᵀ U`), GPTQ's `Hinv`, without forming `h⁻¹`
