@@ -33,7 +33,7 @@ fi
 # right-looking blocked loop; *_rec: the recursive one of the branch recursive-factorization),
 # when carried.
 if [ -d dist/ftime ]; then
-  for v in old rec; do
+  for v in old rec main; do [ -x dist/ftime/factor_time_$v ] || continue
     for n in 8192 2048; do dist/ftime/factor_time_$v $n; done
     dist/ftime/gptq_time_$v 2048 8192
   done 2>&1 | tee "$W/factor_time.txt"
