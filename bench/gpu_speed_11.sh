@@ -6,7 +6,8 @@
 # 3. calibration + GPTQ of the synthetic Llama-3.2-1B with the per-phase split
 #    (RUST_LOG=llq_host=debug synchronizes the device at each phase boundary).
 # 4. with dist/ftime carried, the Cholesky/inverse timings of two SDK builds; always, the
-#    bf16 Hessian product checked against the f32 one (LLQ_HESSIAN=check) on SmolLM2 shapes.
+#    bf16 Hessian product checked against the f32 one (LLQ_HESSIAN=check) and the GPU
+#    factorization against the CPU one (LLQ_SOLVE=check) on SmolLM2 shapes.
 #    Making dist/ftime (here, before the call): the recursive one is linalg.rs on the branch
 #      git show recursive-factorization:sdk/src/quant/linalg.rs > sdk/src/quant/linalg.rs
 #      cargo build --release -p llq-sdk --features gemm --example factor_time --example gptq_time
@@ -41,10 +42,11 @@ fi
 # The bf16 GemmEx Hessian against the f32 product (LLQ_HESSIAN=check logs each layer group's
 # largest difference), on the synthetic SmolLM2-135M shapes: quick, every group checked.
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
-LLQ_HESSIAN=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
+LLQ_HESSIAN=check LLQ_SOLVE=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
   --calib-samples 16 --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
   --out "$W/hcheck" > "$W/hcheck.txt" 2> "$W/hcheck.log"
 echo "hessian check: exit $?"; grep "LLQ_HESSIAN=check" "$W/hcheck.log" | sed 's/.*largest/largest/' | sort -t' ' -k3 -g | tail -3
+grep "LLQ_SOLVE=check" "$W/hcheck.log" | sed 's/.*LLQ_SOLVE/LLQ_SOLVE/' | sort -u -t' ' -k2,2 | head -4
 pack
 K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
 # Variants: `name plugin [options]`; dist/kvar/*.so (local builds of one plugin with other
@@ -59,9 +61,13 @@ for spec in "${specs[@]}"; do
 done
 pack
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
-name=gptq1b-4
-LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
+# GPTQ-1B with the GPU factorization (LLQ_SOLVE=gpu), then, if that fails, with the CPU one.
+for solve in ${LLQ_SOLVE:-gpu cpu}; do
+name=gptq1b-4-$solve
+LLQ_SOLVE=$solve LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
   --quant plugins/gptq.so --opt bits=4 --opt group_size=128 --task tasks/perplexity.wasm \
   --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$W/$name" > "$W/$name.txt" 2> "$W/$name.log"
-echo "$name: exit $?"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400
+rc=$?; echo "$name: exit $rc"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400
 pack
+[ $rc = 0 ] && [ -z "${BOTH:-}" ] && break
+done

@@ -16,6 +16,7 @@
 //! - [`model`]: the Llama architecture on candle;
 //! - [`device`], [`gpu`]: choosing the device; the plugins' CUDA kernels;
 //! - [`plugin`], [`task`], [`tokenizer`]: the plugin C ABI, the WASM task sandbox, tokenizers;
+//! - [`services`]: what the host offers plugins (ABI 1.4: GPTQ's factorization on the GPU);
 //! - [`util`]: small shared helpers.
 //!
 //! `docs/architecture.md` walks the data path of `run` and says where to add things.
@@ -36,6 +37,7 @@ pub mod plugin;
 pub mod quant;
 pub mod results;
 pub mod search;
+pub mod services;
 pub mod sweep;
 pub mod task;
 pub mod tokenizer;

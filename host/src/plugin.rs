@@ -221,6 +221,11 @@ impl Plugin {
             .then_some(desc as *const LlqPluginV1_2);
         let ext3 = ((struct_size as usize) >= std::mem::size_of::<LlqPluginV1_3>())
             .then_some(desc as *const LlqPluginV1_3);
+        // ABI 1.4: the host's services, given once, before any other call.
+        if (struct_size as usize) >= std::mem::size_of::<LlqPluginV1_4>() {
+            // SAFETY: the descriptor is that large; the services are a `static`.
+            unsafe { ((*(desc as *const LlqPluginV1_4)).set_host_services)(&crate::services::HOST_SERVICES) };
+        }
         let group_scales = ext.is_some_and(|e| unsafe { (*e).group_scales != 0 });
         let info = (|| -> Result<PluginInfo> {
             Ok(unsafe {

@@ -1,4 +1,4 @@
-//! The raw C ABI shared by the host and every plugin (version 1, minor revision 3).
+//! The raw C ABI shared by the host and every plugin (version 1, minor revision 4).
 //!
 //! Everything here is `#[repr(C)]` and made of plain integers, floats and raw pointers, so a
 //! plugin built by any rustc (or any C compiler) talks to any host. Rules of the contract:
@@ -38,7 +38,12 @@ pub const ABI_VERSION: u32 = 1;
 ///   `LlqPluginV1::calibration` stays the most any option set needs, so a v1.2 host, which
 ///   reads only that field, calibrates every run of such a plugin and the plugin ignores data
 ///   it did not ask for; a v1.3 host calls `calibration_for` with the run's options.
-pub const ABI_MINOR: u32 = 3;
+/// * 1.4: the descriptor extension [`LlqPluginV1_4`] (`set_host_services`) and
+///   [`LlqHostServices`]: linear algebra the host can do faster (GPTQ's factorization on the
+///   GPU). A 1.4 host hands its services to a plugin whose `struct_size` covers the extension,
+///   once, right after loading it; a plugin that was never given any (an older host) or whose
+///   host answers "not done" computes the same thing itself, so every pairing works as before.
+pub const ABI_MINOR: u32 = 4;
 
 /// The exported symbol name (without NUL) that returns the plugin descriptor.
 pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
@@ -282,4 +287,37 @@ pub struct LlqPluginV1_3 {
     /// older than 1.3 gives every run).
     pub calibration_for:
         unsafe extern "C" fn(options: LlqStr, kind: *mut u32, err: *mut LlqErrorBuf) -> LlqStatus,
+}
+
+/// Services a 1.4 host offers its plugins (`set_host_services`). Host-owned, immutable, and
+/// valid until the plugin's library is unloaded. `struct_size` says which fields are present:
+/// later minor revisions append fields, and a plugin reads only those `struct_size` covers.
+/// Since ABI 1.4.
+#[repr(C)]
+pub struct LlqHostServices {
+    pub struct_size: u32,
+    /// GPTQ's `Hinv`: the upper Cholesky factor `U` of `h⁻¹` (`h⁻¹ = Uᵀ U`) for a symmetric
+    /// positive definite `n × n` matrix `h` (row-major f64), written to `u` (`n × n`,
+    /// row-major, zeros below the diagonal). `*done = 1` when `u` was written; `*done = 0`
+    /// when the host has no faster way at the moment (e.g. no GPU in this run), and the plugin
+    /// computes it itself. An `Error` (with a message in `err`, e.g. "not positive definite"
+    /// or a device failure) fails the plugin's call; it is not a reason to fall back. May be
+    /// called from several threads at once.
+    pub inverse_upper_cholesky: unsafe extern "C" fn(
+        n: u64,
+        h: *const f64,
+        u: *mut f64,
+        done: *mut u32,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+}
+
+/// The descriptor of ABI 1.4: the 1.3 descriptor, then the fields 1.4 appended. A plugin that
+/// exports it sets `base.base.base.struct_size = size_of::<LlqPluginV1_4>()`.
+#[repr(C)]
+pub struct LlqPluginV1_4 {
+    pub base: LlqPluginV1_3,
+    /// Take the host's services (see [`LlqHostServices`]); null withdraws them. A 1.4 host
+    /// calls it once after loading the library, before any other call but the entry point.
+    pub set_host_services: unsafe extern "C" fn(services: *const LlqHostServices),
 }

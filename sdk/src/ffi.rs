@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The descriptor plus the strings it points to; lives in a `static` of the plugin.
 pub struct Descriptor {
-    desc: LlqPluginV1_3,
+    desc: LlqPluginV1_4,
     _strings: Vec<CString>,
 }
 
@@ -41,7 +41,7 @@ impl Descriptor {
         };
         let base = LlqPluginV1 {
             abi_version: ABI_VERSION,
-            struct_size: std::mem::size_of::<LlqPluginV1_3>() as u32,
+            struct_size: std::mem::size_of::<LlqPluginV1_4>() as u32,
             name: strings[0].as_ptr(),
             version: strings[1].as_ptr(),
             description: strings[2].as_ptr(),
@@ -58,14 +58,15 @@ impl Descriptor {
         };
         let v1_2 =
             LlqPluginV1_2 { base, group_scales: T::GROUP_SCALES as u32, search_scales: search_scales::<T> };
-        let desc = LlqPluginV1_3 { base: v1_2, calibration_for: calibration_for::<T> };
+        let v1_3 = LlqPluginV1_3 { base: v1_2, calibration_for: calibration_for::<T> };
+        let desc = LlqPluginV1_4 { base: v1_3, set_host_services };
         Descriptor { desc, _strings: strings }
     }
 
     /// The descriptor as the entry point returns it (its v1 prefix; `struct_size` tells a
-    /// host that the 1.2 and 1.3 fields follow).
+    /// host that the 1.2, 1.3 and 1.4 fields follow).
     pub fn as_ptr(&self) -> *const LlqPluginV1 {
-        &self.desc.base.base
+        &self.desc.base.base.base
     }
 }
 
@@ -102,6 +103,11 @@ unsafe extern "C" fn calibration_for<T: QuantMethod>(
         unsafe { kind.as_mut() }.map(|p| *p = k).ok_or("null kind")?;
         Ok(())
     })
+}
+
+/// ABI 1.4: keep the host's services for [`crate::services`]. Nothing here can panic.
+unsafe extern "C" fn set_host_services(services: *const LlqHostServices) {
+    crate::services::set(services);
 }
 
 /// Run `f`, catching panics, and write any error into `err`.
@@ -457,13 +463,13 @@ mod tests {
 
     fn ask(json: &str) -> std::result::Result<u32, String> {
         let d = Descriptor::new::<PerOption>();
-        assert_eq!(d.desc.base.base.struct_size as usize, std::mem::size_of::<LlqPluginV1_3>());
+        assert_eq!(d.desc.base.base.base.struct_size as usize, std::mem::size_of::<LlqPluginV1_4>());
         let mut buf = vec![0u8; 512];
         let mut err = LlqErrorBuf { ptr: buf.as_mut_ptr(), cap: buf.len(), len: 0 };
         let mut kind = u32::MAX;
         let opts = LlqStr { ptr: json.as_ptr(), len: json.len() };
         // SAFETY: valid pointers for the call.
-        match unsafe { (d.desc.calibration_for)(opts, &mut kind, &mut err) } {
+        match unsafe { (d.desc.base.calibration_for)(opts, &mut kind, &mut err) } {
             LlqStatus::Ok => Ok(kind),
             _ => Err(String::from_utf8_lossy(&buf[..err.len]).into_owned()),
         }

@@ -58,6 +58,7 @@ pub mod cuda;
 pub mod ffi;
 pub mod options;
 pub mod quant;
+pub mod services;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;

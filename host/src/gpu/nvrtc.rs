@@ -98,27 +98,7 @@ pub fn mma_min_batch() -> Result<usize> {
     }
 }
 
-/// `$name` if set; an error names it when it is not UTF-8 (the GPU paths' A/B knobs).
-pub(crate) fn env_var(name: &str) -> Result<Option<String>> {
-    match std::env::var(name) {
-        Ok(v) => Ok(Some(v)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => bail!("{name}: {e}"),
-    }
-}
-
-/// `$name` as one of `choices` (by its exact spelling), `default` when unset, an error that
-/// lists the spellings otherwise.
-pub(crate) fn env_choice<T: Copy>(name: &str, default: T, choices: &[(&str, T)]) -> Result<T> {
-    let Some(v) = env_var(name)? else { return Ok(default) };
-    match choices.iter().find(|(k, _)| *k == v) {
-        Some(&(_, t)) => Ok(t),
-        None => {
-            let names: Vec<String> = choices.iter().map(|(k, _)| format!("`{k}`")).collect();
-            bail!("{name}={v:?}: expected one of {}", names.join(", "))
-        }
-    }
-}
+pub(crate) use crate::util::env::{choice as env_choice, var as env_var};
 
 /// PTX for `source` from the on-disk cache or NVRTC (options: the device's architecture,
 /// C++17), with where it came from (`cache …` or `nvrtc N ms`) and the module name to load

@@ -102,6 +102,7 @@ pub fn tensor_ptr(t: &Tensor) -> Result<u64> {
         DType::BF16 => (cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0, 2),
         DType::U32 => (cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0, 4),
         DType::F32 => (cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0, 4),
+        DType::F64 => (cs.as_cuda_slice::<f64>()?.device_ptr(&stream).0, 8),
         d => bail!("no decode-step buffers of {d:?}"),
     };
     Ok(base + (layout.start_offset() * size) as u64)

@@ -258,6 +258,12 @@ pub fn quantize_calibrated(
     let mut results = Vec::with_capacity(layers.len());
     let mut scale_groups = vec![];
     let mut ph = Phases::new(device);
+    // Plugins' factorizations (GPTQ) on the GPU while this runs, when `$LLQ_SOLVE` asks.
+    #[cfg(feature = "cuda")]
+    let _solver = match device {
+        Device::Cuda(d) => crate::gpu::solve::install(d)?,
+        _ => None,
+    };
     for l in 0..n_blocks {
         let load =
             |w: &crate::model::Weights| Block::load(&WeightSource::new(w, device, dtype, None)?, &cfg, l);

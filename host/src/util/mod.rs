@@ -2,6 +2,7 @@
 //! depends on any other module of the host.
 
 pub mod digest;
+pub mod env;
 pub mod first_use;
 pub mod fs;
 pub mod json;

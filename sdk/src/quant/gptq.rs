@@ -15,7 +15,7 @@
 //!    lazily, one block at a time.
 
 use super::intgroup::{code, find_params, GroupParams, IntGroupMatrix, IntGroupSpec};
-use super::linalg::{inverse_upper_cholesky, par_each, sub_products_in_order, SquareMatrix, Strided};
+use super::linalg::{par_each, sub_products_in_order, SquareMatrix, Strided};
 use crate::{bail, Result};
 
 /// GPTQ's knobs beside the format.
@@ -128,7 +128,8 @@ impl GptqHessian {
         for i in 0..cols {
             hp.a[i * cols + i] += opt.damp * mean_diag;
         }
-        let u = inverse_upper_cholesky(&hp)
+        // The host's GPU does it when it offers to (ABI 1.4), this library's CPU code otherwise.
+        let u = crate::services::inverse_upper_cholesky(&hp)
             .map_err(|e| format!("gptq: the damped Hessian is not positive definite ({e})"))?;
         Ok(GptqHessian { cols, damp: opt.damp, act_order: opt.act_order, dead, perm, u })
     }
