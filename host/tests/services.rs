@@ -1,0 +1,137 @@
+//! The host's services to plugins (ABI 1.4, `llq_host::services`), in a process of their own:
+//! an installed backend is process-wide, so no other test may quantize while one is.
+
+mod common;
+
+use llq_host::services::{install, Solver, HOST_SERVICES};
+use llq_sdk::abi::{LlqErrorBuf, LlqStatus};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// A backend that writes a recognizable value, to see the ABI entry route to it.
+struct Marker;
+impl Solver for Marker {
+    fn inverse_upper_cholesky(&self, n: usize, _h: &[f64], u: &mut [f64]) -> anyhow::Result<()> {
+        if n == 3 {
+            return Err(anyhow::anyhow!("three is refused"));
+        }
+        u.fill(7.0);
+        Ok(())
+    }
+}
+
+fn call(n: usize) -> (LlqStatus, u32, Vec<f64>, String) {
+    let h = vec![1.0; n * n];
+    let mut u = vec![0.0; n * n];
+    let mut done = 9u32;
+    let mut msg = vec![0u8; 64];
+    let mut err = LlqErrorBuf { ptr: msg.as_mut_ptr(), cap: msg.len(), len: 0 };
+    // SAFETY: valid pointers for the call.
+    let s = unsafe {
+        (HOST_SERVICES.inverse_upper_cholesky)(n as u64, h.as_ptr(), u.as_mut_ptr(), &mut done, &mut err)
+    };
+    let m = String::from_utf8_lossy(&msg[..err.len]).into_owned();
+    (s, done, u, m)
+}
+
+/// Not done without a backend, the backend's answer with one, its error as an error, and
+/// "not done" again once the guard is dropped; a second install is refused.
+fn routes_to_the_installed_backend_only_while_installed() {
+    assert_eq!(call(2).1, 0);
+    let g = install(Arc::new(Marker)).unwrap();
+    assert!(install(Arc::new(Marker)).is_err());
+    let (s, d, u, _) = call(2);
+    assert_eq!((s, d), (LlqStatus::Ok, 1));
+    assert!(u.iter().all(|&v| v == 7.0));
+    let (s, _, _, m) = call(3);
+    assert_eq!(s, LlqStatus::Error);
+    assert!(m.contains("three is refused"), "{m}");
+    drop(g);
+    assert_eq!(call(2).1, 0);
+}
+
+/// A host backend for the ABI 1.4 factorization service, for the test below: the SDK's own
+/// CPU factorization (so the codes must not change) or a wrong answer (so they must), and
+/// a count of the calls.
+struct TestSolver {
+    calls: AtomicUsize,
+    wrong: bool,
+}
+
+impl Solver for TestSolver {
+    fn inverse_upper_cholesky(&self, n: usize, h: &[f64], u: &mut [f64]) -> anyhow::Result<()> {
+        self.calls.fetch_add(1, SeqCst);
+        if self.wrong {
+            u.fill(0.0);
+            (0..n).for_each(|i| u[i * n + i] = 1.0);
+            return Ok(());
+        }
+        let m = llq_sdk::quant::linalg::SquareMatrix { n, a: h.to_vec() };
+        let r = llq_sdk::quant::linalg::inverse_upper_cholesky(&m).map_err(anyhow::Error::msg)?;
+        u.copy_from_slice(&r.a);
+        Ok(())
+    }
+}
+
+/// ABI 1.4: the gptq plugin takes its factorization from the host while a backend is
+/// installed — one call for the layer, the same codes when the backend computes the same
+/// thing, other codes when it answers something else — and computes it itself otherwise.
+/// (The GPU backend differs from the CPU one only in rounding: `LLQ_SOLVE=check` on a GPU
+/// measures by how much.)
+fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
+    let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
+    let (rows, cols, n) = (16usize, 64usize, 256usize);
+    let mut s = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let w: Vec<f32> = (0..rows * cols).map(|_| next() as f32).collect();
+    let x: Vec<f64> = (0..n * cols).map(|_| next()).collect();
+    let mut hessian = vec![0f64; cols * cols];
+    for r in x.chunks(cols) {
+        for i in 0..cols {
+            for j in 0..cols {
+                hessian[i * cols + j] += 2.0 / n as f64 * r[i] * r[j];
+            }
+        }
+    }
+    let col = |f: &dyn Fn(usize) -> f32| (0..cols).map(f).collect::<Vec<f32>>();
+    let calib = llq_host::plugin::CalibrationData {
+        n_tokens: n as u64,
+        abs_max: col(&|c| x.iter().skip(c).step_by(cols).fold(0f64, |m, v| m.max(v.abs())) as f32),
+        mean_sq: col(&|c| (x.iter().skip(c).step_by(cols).map(|v| v * v).sum::<f64>() / n as f64) as f32),
+        samples: vec![],
+        n_samples: 0,
+        hessian,
+        abs_mean: col(&|c| (x.iter().skip(c).step_by(cols).map(|v| v.abs()).sum::<f64>() / n as f64) as f32),
+    };
+    let opts = r#"{"bits":4,"group_size":32}"#;
+    // The plugin keeps the last Hessian's factorization (q/k/v share one): quantizing with
+    // another Hessian in between makes each measured call factor its own.
+    let mut other = calib.clone();
+    other.hessian.iter_mut().step_by(cols + 1).for_each(|d| *d *= 2.0);
+    let quantize = |c| gptq.quantize("layer", rows, cols, &w, opts, Some(c)).unwrap();
+    let own = quantize(&calib);
+    for wrong in [false, true] {
+        let solver = Arc::new(TestSolver { calls: AtomicUsize::new(0), wrong });
+        quantize(&other);
+        let guard = install(solver.clone()).unwrap();
+        let hosted = quantize(&calib);
+        drop(guard);
+        assert_eq!(solver.calls.load(SeqCst), 1, "wrong={wrong}: one factorization for the layer");
+        assert_eq!(hosted == own, !wrong, "wrong={wrong}: the codes follow the host's answer");
+        quantize(&other);
+        assert!(quantize(&calib) == own, "after the guard, the plugin's own factorization again");
+        assert_eq!(solver.calls.load(SeqCst), 1);
+    }
+}
+
+/// Both checks in one test, one after the other: each installs a process-wide backend.
+#[test]
+fn host_services() {
+    routes_to_the_installed_backend_only_while_installed();
+    gptq_takes_its_factorization_from_the_host_while_one_is_installed();
+}
