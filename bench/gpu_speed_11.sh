@@ -10,7 +10,7 @@
 #    factorization against the CPU one (LLQ_SOLVE=check) on SmolLM2 shapes.
 #    Making dist/ftime (here, before the call): the recursive one is linalg.rs on the branch
 #      git show recursive-factorization:sdk/src/quant/linalg.rs > sdk/src/quant/linalg.rs
-#      cargo build --release -p llq-sdk --features gemm --example factor_time --example gptq_time
+#      cargo build --release -p llq-sdk --features gemm,testing --example factor_time --example gptq_time
 #      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_rec), git checkout
 #      sdk/src/quant/linalg.rs, build again into dist/ftime/*_old; tar cJf dist/ftime.tar.xz dist/ftime
 #      and `tar xJf dist/ftime.tar.xz` on the device (the tracked tree leaves ~22 MiB to carry).

@@ -81,13 +81,7 @@ impl Solver for TestSolver {
 fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
     let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
     let (rows, cols, n) = (16usize, 64usize, 256usize);
-    let mut s = 0x9e3779b97f4a7c15u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut next = llq_sdk::testing::uniform(0x9e3779b97f4a7c15);
     let w: Vec<f32> = (0..rows * cols).map(|_| next() as f32).collect();
     let x: Vec<f64> = (0..n * cols).map(|_| next()).collect();
     let mut hessian = vec![0f64; cols * cols];

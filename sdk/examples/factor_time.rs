@@ -1,19 +1,13 @@
 //! Times the two factorizations behind GPTQ's `Hinv` (the blocked Cholesky factor and the
 //! triangular inverse) beside one plain product of the same size, on all cores, as GF/s: how
 //! far the factorizations are from the rate the `gemm` crate reaches on this machine.
-//! `cargo run --release -p llq-sdk --example factor_time -- N`
+//! `cargo run --release -p llq-sdk --features testing --example factor_time -- N`
 use llq_sdk::quant::linalg::{cholesky_lower, lower_inverse, matmul, SquareMatrix};
 use std::time::Instant;
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2048);
-    let mut s = 0x9e37u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut next = llq_sdk::testing::uniform(0x9e37);
     let b: Vec<f64> = (0..n * n).map(|_| next()).collect();
     let t = Instant::now();
     let mut h = matmul(&b, n, n, &b, n);

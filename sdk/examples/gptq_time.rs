@@ -1,7 +1,7 @@
 //! Times the GPTQ solve alone (no model, no calibration pass) on one layer shape, with a
 //! synthetic Hessian (rank 64 plus a diagonal), on all cores: the CPU part of issue 11's
 //! "GPTQ for Llama-3.2-1B" target, split into its factorization and its column loop.
-//! `cargo run --release -p llq-sdk --example gptq_time -- ROWS COLS`
+//! `cargo run --release -p llq-sdk --features testing --example gptq_time -- ROWS COLS`
 use llq_sdk::quant::gptq::{gptq, GptqOptions};
 use llq_sdk::quant::intgroup::IntGroupSpec;
 use llq_sdk::quant::linalg::{
@@ -15,13 +15,7 @@ fn main() {
         eprintln!("usage: gptq_time ROWS COLS");
         std::process::exit(2);
     };
-    let mut s = 0x1234u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut next = llq_sdk::testing::uniform(0x1234);
     let k = 64;
     let b: Vec<f64> = (0..k * cols).map(|_| next()).collect();
     let bt: Vec<f64> = (0..cols * k).map(|i| b[(i % k) * cols + i / k]).collect();
