@@ -65,7 +65,7 @@ impl Accumulator {
             None => amax,
         });
         add(&mut self.sum_sq, x.sqr()?.sum(0)?)?;
-        if self.need == CalibrationNeed::Hessian && !self.add_gram_gpu(&raw)? {
+        if self.need == CalibrationNeed::Hessian && !self.add_gram_gpu(&raw, &x)? {
             add(&mut self.xtx, x.t()?.matmul(&x)?)?;
         }
         if self.need == CalibrationNeed::Samples && self.rows_per_window > 0 {
@@ -82,9 +82,9 @@ impl Accumulator {
 
     /// `Σ xᵀx` of bf16 rows on the GPU by tensor cores into an f32 sum (`gpu::gram`); false
     /// where that does not apply (CPU, f32 rows, `$LLQ_HESSIAN=f32`, the default until the GPU
-    /// check) and the f32 product runs.
+    /// check) and the f32 product runs. `x` is `raw` in f32 (the check's product reads it).
     #[cfg(feature = "cuda")]
-    fn add_gram_gpu(&mut self, raw: &Tensor) -> Result<bool> {
+    fn add_gram_gpu(&mut self, raw: &Tensor, x: &Tensor) -> Result<bool> {
         use crate::gpu::gram::{add_gram_bf16, GramMode};
         let mode = GramMode::from_env()?;
         if raw.dtype() != DType::BF16 || !raw.device().is_cuda() || mode == GramMode::F32 {
@@ -97,8 +97,7 @@ impl Accumulator {
             add_gram_bf16(raw, acc)?;
         }
         if mode == GramMode::Check {
-            let x = raw.to_dtype(DType::F32)?;
-            let p = x.t()?.matmul(&x)?;
+            let p = x.t()?.matmul(x)?;
             self.xtx_check = Some(match self.xtx_check.take() {
                 Some(a) => (a + p)?,
                 None => p,
@@ -108,7 +107,7 @@ impl Accumulator {
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn add_gram_gpu(&mut self, _raw: &Tensor) -> Result<bool> {
+    fn add_gram_gpu(&mut self, _raw: &Tensor, _x: &Tensor) -> Result<bool> {
         Ok(false)
     }
 
