@@ -3,17 +3,11 @@
 //! the H100 machine the SDK's blocked loop runs at ~67 GF/s, 5.5 s for one 8192-column
 //! `down_proj` of Llama-3.2-1B, 88 of calibration's 146 s; the H100's f64 rate is ~50 TF/s.
 //!
-//! The same route as the SDK's CPU code (`llq_sdk::quant::linalg::inverse_upper_cholesky`),
-//! so the two differ only in rounding: with `J` the reversal, `J h J = L Lᵀ`, and `U = J L⁻¹ J`.
-//! cuBLAS is column-major, so the row-major buffers are read transposed: the column-major
-//! view of the (symmetric) `R = J h J` is `R`; its upper Cholesky factor `V` (`R = Vᵀ V`) has
-//! the row-major view `Vᵀ = L`; and the column-major `V⁻¹` (from `V · Y = I`, one `trsm`) has
-//! the row-major view `V⁻ᵀ = L⁻¹`, whose reversed buffer is `U`.
-//!
-//! The Cholesky is right-looking in panels of [`PANEL`]: each diagonal block is copied out and
-//! factored on the CPU by the SDK (a 256 × 256 block is ~6 MFLOP), the panel's row block solved
-//! by `trsm`, and the trailing matrix updated by `syrk` (LAPACK's `dpotrf` shape, with the
-//! unblocked step on the host as in MAGMA's hybrid `dpotrf`).
+//! The route is the SDK's (`llq_sdk::quant::linalg::inverse_upper_cholesky_by`, tested there
+//! against the row-major CPU code with a plain-loop column-major stand-in); this file supplies
+//! its column-major steps on the device: the diagonal block copied out and back by `dgeam`
+//! (the SDK factors it on the CPU, as MAGMA's hybrid `dpotrf` does), the panel by `dtrsm`, the
+//! trailing matrix by `dsyrk`, and `V⁻¹` by one `dtrsm` against the identity.
 //!
 //! `$LLQ_SOLVE` picks what a calibrated run on the GPU installs ([`install`]): `gpu` (this),
 //! `cpu` (the plugins' own code; the default until a GPU call has checked this one), or
@@ -22,7 +16,7 @@
 
 use super::step::tensor_ptr;
 use crate::services::{Installed, Solver};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::cuda_backend::cudarc::cublas::sys::{
     self,
     cublasDiagType_t::CUBLAS_DIAG_NON_UNIT,
@@ -31,12 +25,11 @@ use candle_core::cuda_backend::cudarc::cublas::sys::{
     cublasSideMode_t::CUBLAS_SIDE_LEFT,
 };
 use candle_core::{CudaDevice, DType, Device, Tensor};
-use llq_sdk::quant::linalg::{cholesky_lower, SquareMatrix};
-use rayon::prelude::*;
+use llq_sdk::quant::linalg::{inverse_upper_cholesky_by, PanelOps, SquareMatrix};
 use std::sync::{Arc, Mutex};
 
-/// Columns per panel: large enough for `syrk`/`trsm` to fill the GPU, small enough that the
-/// CPU's unblocked step stays a few milliseconds.
+/// Columns per panel: large enough for `dsyrk`/`dtrsm` to fill the GPU, small enough that the
+/// CPU's unblocked step stays a few milliseconds (a 256 × 256 block is ~6 MFLOP).
 pub const PANEL: usize = 256;
 
 /// The factorization on one CUDA device; one call at a time (plugins may call from several
@@ -46,25 +39,169 @@ pub struct GpuSolver {
     lock: Mutex<()>,
 }
 
-fn check(status: sys::cublasStatus_t, what: &str) -> Result<()> {
+fn check(status: sys::cublasStatus_t, what: &str) -> Result<(), String> {
     if status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
         Ok(())
     } else {
-        bail!("cuBLAS {what} in the GPU factorization: {status:?}")
+        Err(format!("cuBLAS {what} in the GPU factorization: {status:?}"))
     }
 }
 
-/// `buf` reversed into a new vector, on all cores (an 8192² f64 matrix is 512 MB).
-fn reversed(buf: &[f64]) -> Vec<f64> {
-    let mut out = vec![0f64; buf.len()];
-    const CHUNK: usize = 1 << 16;
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
-        let (end, len) = (buf.len() - c * CHUNK, dst.len());
-        for (d, s) in dst.iter_mut().zip(buf[end - len..end].iter().rev()) {
-            *d = *s;
-        }
-    });
-    out
+fn text(e: impl std::fmt::Display) -> String {
+    format!("{e:#}")
+}
+
+/// The matrix on the device (column-major n × n, f64) and the steps on it.
+struct DeviceMatrix {
+    dev: Device,
+    blas: Arc<candle_core::cuda_backend::cudarc::cublas::CudaBlas>,
+    n: usize,
+    /// Keeps the buffer `a` points into alive.
+    _t: Tensor,
+    a: *mut f64,
+}
+
+impl DeviceMatrix {
+    fn load(cd: &CudaDevice, a: Vec<f64>, n: usize) -> Result<Self, String> {
+        let dev = Device::Cuda(cd.clone());
+        let t = Tensor::from_vec(a, (n, n), &dev).map_err(text)?;
+        let a = tensor_ptr(&t).map_err(text)? as *mut f64;
+        Ok(DeviceMatrix { dev, blas: cd.cublas_handle(), n, _t: t, a })
+    }
+
+    /// `A[i, j]`'s address (column-major); a device address, only handed to cuBLAS.
+    fn at(&self, i: usize, j: usize) -> *mut f64 {
+        self.a.wrapping_add(i + j * self.n)
+    }
+
+    /// `dst (ld ld_dst) := src (ld ld_src)`, w × w, by `dgeam` (β = 0: `src` passed twice).
+    fn copy(
+        &self,
+        w: usize,
+        src: *const f64,
+        ld_src: usize,
+        dst: *mut f64,
+        ld_dst: usize,
+        what: &str,
+    ) -> Result<(), String> {
+        let (one, zero) = (1f64, 0f64);
+        // SAFETY: both w × w views lie inside their buffers on candle's stream, which is
+        // cuBLAS's; alpha and beta are host values (the default pointer mode).
+        let s = unsafe {
+            sys::cublasDgeam(
+                *self.blas.handle(),
+                CUBLAS_OP_N,
+                CUBLAS_OP_N,
+                w as i32,
+                w as i32,
+                &one,
+                src,
+                ld_src as i32,
+                &zero,
+                src,
+                ld_src as i32,
+                dst,
+                ld_dst as i32,
+            )
+        };
+        check(s, what)
+    }
+}
+
+impl PanelOps for DeviceMatrix {
+    fn block(&mut self, k0: usize, w: usize) -> Result<Vec<f64>, String> {
+        let d = Tensor::zeros((w, w), DType::F64, &self.dev).map_err(text)?;
+        self.copy(
+            w,
+            self.at(k0, k0),
+            self.n,
+            tensor_ptr(&d).map_err(text)? as *mut f64,
+            w,
+            "geam (block out)",
+        )?;
+        d.flatten_all().and_then(|d| d.to_vec1::<f64>()).map_err(text)
+    }
+
+    fn set_block(&mut self, k0: usize, w: usize, v: &[f64]) -> Result<(), String> {
+        let d = Tensor::from_slice(v, (w, w), &self.dev).map_err(text)?;
+        self.copy(
+            w,
+            tensor_ptr(&d).map_err(text)? as *const f64,
+            w,
+            self.at(k0, k0),
+            self.n,
+            "geam (block in)",
+        )
+    }
+
+    fn solve_panel(&mut self, k0: usize, w: usize) -> Result<(), String> {
+        let (n, m, one) = (self.n, self.n - k0 - w, 1f64);
+        // SAFETY: V11 (w × w) and the panel (w × m) lie inside the matrix (ld n).
+        let s = unsafe {
+            sys::cublasDtrsm_v2(
+                *self.blas.handle(),
+                CUBLAS_SIDE_LEFT,
+                CUBLAS_FILL_MODE_UPPER,
+                CUBLAS_OP_T,
+                CUBLAS_DIAG_NON_UNIT,
+                w as i32,
+                m as i32,
+                &one,
+                self.at(k0, k0),
+                n as i32,
+                self.at(k0, k0 + w),
+                n as i32,
+            )
+        };
+        check(s, "trsm (panel)")
+    }
+
+    fn update_trailing(&mut self, k0: usize, w: usize) -> Result<(), String> {
+        let (n, m, k1) = (self.n, self.n - k0 - w, k0 + w);
+        let (one, minus_one) = (1f64, -1f64);
+        // SAFETY: the panel (w × m) and the trailing matrix (m × m) lie inside (ld n).
+        let s = unsafe {
+            sys::cublasDsyrk_v2(
+                *self.blas.handle(),
+                CUBLAS_FILL_MODE_UPPER,
+                CUBLAS_OP_T,
+                m as i32,
+                w as i32,
+                &minus_one,
+                self.at(k0, k1),
+                n as i32,
+                &one,
+                self.at(k1, k1),
+                n as i32,
+            )
+        };
+        check(s, "syrk (trailing update)")
+    }
+
+    fn upper_inverse(&mut self) -> Result<Vec<f64>, String> {
+        let n = self.n;
+        let y = Tensor::eye(n, DType::F64, &self.dev).and_then(|y| y.contiguous()).map_err(text)?;
+        let one = 1f64;
+        // SAFETY: V and Y are n × n (ld n) on the stream.
+        let s = unsafe {
+            sys::cublasDtrsm_v2(
+                *self.blas.handle(),
+                CUBLAS_SIDE_LEFT,
+                CUBLAS_FILL_MODE_UPPER,
+                CUBLAS_OP_N,
+                CUBLAS_DIAG_NON_UNIT,
+                n as i32,
+                n as i32,
+                &one,
+                self.a,
+                n as i32,
+                tensor_ptr(&y).map_err(text)? as *mut f64,
+                n as i32,
+            )
+        };
+        check(s, "trsm (inverse)")?;
+        y.flatten_all().and_then(|y| y.to_vec1::<f64>()).map_err(text)
+    }
 }
 
 impl GpuSolver {
@@ -80,149 +217,12 @@ impl GpuSolver {
             bail!("GPU factorization: {} and {} values for n = {n}", h.len(), u.len());
         }
         let _one = self.lock.lock().map_err(|_| anyhow!("GPU factorization: a previous call panicked"))?;
+        // Plugins call from their own threads: make the device's context current on this one.
         let stream = self.dev.cuda_stream();
         stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
-        let dev = Device::Cuda(self.dev.clone());
-        // cuBLAS's upper triangle of the column-major view is the row-major lower triangle of
-        // R, which is what the CPU code reads too.
-        let r = reversed(h);
-        let b = Tensor::from_vec(r, (n, n), &dev)?;
-        let bp = tensor_ptr(&b)? as *mut f64;
-        let blas = self.dev.cublas_handle();
-        let hd = *blas.handle();
-        let (one, minus_one, zero) = (1f64, -1f64, 0f64);
-        let at = |i: usize, j: usize| -> *mut f64 { bp.wrapping_add(i + j * n) };
-        for k0 in (0..n).step_by(PANEL) {
-            let w = PANEL.min(n - k0);
-            let m = n - k0 - w;
-            // The diagonal block, packed (ld w) and brought to the host.
-            let d = Tensor::zeros((w, w), DType::F64, &dev)?;
-            let dp = tensor_ptr(&d)? as *mut f64;
-            // SAFETY: both views lie inside their buffers (B: n × n, D: w × w), on candle's
-            // stream, which is cuBLAS's; alpha/beta are host values.
-            check(
-                unsafe {
-                    sys::cublasDgeam(
-                        hd,
-                        CUBLAS_OP_N,
-                        CUBLAS_OP_N,
-                        w as i32,
-                        w as i32,
-                        &one,
-                        at(k0, k0),
-                        n as i32,
-                        &zero,
-                        at(k0, k0),
-                        n as i32,
-                        dp,
-                        w as i32,
-                    )
-                },
-                "geam (copy out)",
-            )?;
-            let block = d.flatten_all()?.to_vec1::<f64>()?;
-            // Column-major upper of the block is its row-major lower: the SDK's L (row-major)
-            // read column-major is the upper factor V11 of this block.
-            let l = cholesky_lower(&SquareMatrix { n: w, a: block }).map_err(|e| {
-                let pivot =
-                    e.trim_start_matches("pivot ").split(' ').next().and_then(|p| p.parse::<usize>().ok());
-                match pivot {
-                    Some(p) => anyhow!("pivot {} is not positive ({e})", n - 1 - (k0 + p)),
-                    None => anyhow!("{e}"),
-                }
-            })?;
-            let v11 = Tensor::from_vec(l.a, (w, w), &dev)?;
-            let vp = tensor_ptr(&v11)? as *const f64;
-            check(
-                unsafe {
-                    sys::cublasDgeam(
-                        hd,
-                        CUBLAS_OP_N,
-                        CUBLAS_OP_N,
-                        w as i32,
-                        w as i32,
-                        &one,
-                        vp,
-                        w as i32,
-                        &zero,
-                        vp,
-                        w as i32,
-                        at(k0, k0),
-                        n as i32,
-                    )
-                },
-                "geam (copy in)",
-            )?;
-            if m == 0 {
-                break;
-            }
-            // V12 = V11⁻ᵀ A12, then A22 −= V12ᵀ V12 (upper triangle).
-            check(
-                unsafe {
-                    sys::cublasDtrsm_v2(
-                        hd,
-                        CUBLAS_SIDE_LEFT,
-                        CUBLAS_FILL_MODE_UPPER,
-                        CUBLAS_OP_T,
-                        CUBLAS_DIAG_NON_UNIT,
-                        w as i32,
-                        m as i32,
-                        &one,
-                        at(k0, k0),
-                        n as i32,
-                        at(k0, k0 + w),
-                        n as i32,
-                    )
-                },
-                "trsm (panel)",
-            )?;
-            check(
-                unsafe {
-                    sys::cublasDsyrk_v2(
-                        hd,
-                        CUBLAS_FILL_MODE_UPPER,
-                        CUBLAS_OP_T,
-                        m as i32,
-                        w as i32,
-                        &minus_one,
-                        at(k0, k0 + w),
-                        n as i32,
-                        &one,
-                        at(k0 + w, k0 + w),
-                        n as i32,
-                    )
-                },
-                "syrk (trailing update)",
-            )?;
-        }
-        // V · Y = I: Y = V⁻¹ (upper, column-major); its row-major view is L⁻¹.
-        let y = Tensor::eye(n, DType::F64, &dev)?.contiguous()?;
-        let yp = tensor_ptr(&y)? as *mut f64;
-        check(
-            unsafe {
-                sys::cublasDtrsm_v2(
-                    hd,
-                    CUBLAS_SIDE_LEFT,
-                    CUBLAS_FILL_MODE_UPPER,
-                    CUBLAS_OP_N,
-                    CUBLAS_DIAG_NON_UNIT,
-                    n as i32,
-                    n as i32,
-                    &one,
-                    bp,
-                    n as i32,
-                    yp,
-                    n as i32,
-                )
-            },
-            "trsm (inverse)",
-        )?;
-        let linv = y.flatten_all()?.to_vec1::<f64>().context("bringing the GPU factor back")?;
-        drop(b);
-        // U = J L⁻¹ J, upper: the strict lower triangle is exactly zero by construction
-        // (identity columns solved against an upper factor); set it so whatever cuBLAS did.
-        u.copy_from_slice(&reversed(&linv));
-        u.par_chunks_mut(n).enumerate().for_each(|(i, row)| row[..i].fill(0.0));
+        let r = inverse_upper_cholesky_by(n, h, PANEL, |a| DeviceMatrix::load(&self.dev, a, n))
+            .map_err(|e| anyhow!(e))?;
+        u.copy_from_slice(&r.a);
         Ok(())
     }
 }

@@ -407,6 +407,78 @@ pub fn inverse_upper_cholesky(h: &SquareMatrix) -> Result<SquareMatrix, String> 
     Ok(u)
 }
 
+/// The column-major steps of [`inverse_upper_cholesky_by`] on an n × n matrix held elsewhere
+/// (the host's GPU: `host/src/gpu/solve.rs` implements them with cuBLAS). `A` is the matrix
+/// as the implementation holds it, column-major; "the block at k0" is `A[k0..k0+w, k0..k0+w]`.
+pub trait PanelOps {
+    /// The block at `k0` (w × w), column-major.
+    fn block(&mut self, k0: usize, w: usize) -> Result<Vec<f64>, String>;
+    /// Overwrite the block at `k0` with `v` (w × w, column-major).
+    fn set_block(&mut self, k0: usize, w: usize, v: &[f64]) -> Result<(), String>;
+    /// `A[k0..k1, k1..] := V11⁻ᵀ · A[k0..k1, k1..]`, `V11` the upper triangle of the block at
+    /// `k0` and `k1 = k0 + w` (`dtrsm`: left, upper, transposed).
+    fn solve_panel(&mut self, k0: usize, w: usize) -> Result<(), String>;
+    /// The upper triangle of `A[k1.., k1..]` minus `Pᵀ P`, `P = A[k0..k1, k1..]` (`dsyrk`).
+    fn update_trailing(&mut self, k0: usize, w: usize) -> Result<(), String>;
+    /// `V⁻¹` (column-major, n × n) for `V` the upper triangle of `A` (`dtrsm` against `I`).
+    fn upper_inverse(&mut self) -> Result<Vec<f64>, String>;
+}
+
+/// [`inverse_upper_cholesky`] by column-major steps an implementation of [`PanelOps`] runs
+/// where it likes (cuBLAS on a GPU); `load` receives the matrix to hold (column-major) and
+/// returns the implementation. The same route, so only rounding differs: the column-major
+/// view of the reversed `R = J h J` is `R` itself, cuBLAS's upper triangle of it is the
+/// row-major lower triangle the CPU code reads, its upper Cholesky factor `V` (`R = Vᵀ V`,
+/// right-looking in panels of `nb`, each diagonal block factored here by
+/// [`cholesky_lower`]) has the row-major view `L`, the column-major `V⁻¹` has the row-major
+/// view `L⁻¹`, and `U = J L⁻¹ J` is that buffer reversed. The error names the first pivot (in
+/// `h`'s numbering) that is not positive, as [`inverse_upper_cholesky`]'s does.
+pub fn inverse_upper_cholesky_by<P: PanelOps>(
+    n: usize,
+    h: &[f64],
+    nb: usize,
+    load: impl FnOnce(Vec<f64>) -> Result<P, String>,
+) -> Result<SquareMatrix, String> {
+    if h.len() != n * n {
+        return Err(format!("{} values for an {n} × {n} matrix", h.len()));
+    }
+    let nb = nb.max(1);
+    let mut ops = load(reversed(h))?;
+    for k0 in (0..n).step_by(nb) {
+        let w = nb.min(n - k0);
+        // The block's column-major upper triangle is its row-major lower one: the SDK's `L`
+        // (row-major) is, read column-major, the upper factor `V11`.
+        let block = SquareMatrix { n: w, a: ops.block(k0, w)? };
+        let l =
+            cholesky_factor(block, PANEL).map_err(|(i, s)| format!("pivot {} is {s}", n - 1 - (k0 + i)))?;
+        ops.set_block(k0, w, &l.a)?;
+        if k0 + w < n {
+            ops.solve_panel(k0, w)?;
+            ops.update_trailing(k0, w)?;
+        }
+    }
+    let mut u = SquareMatrix { n, a: reversed(&ops.upper_inverse()?) };
+    // Upper triangular by construction (identity columns solved against an upper factor);
+    // set the zeros whatever the implementation's rounding left there.
+    let mut rows: Vec<&mut [f64]> = u.a.chunks_mut(n.max(1)).collect();
+    par_each(&mut rows, |i, row| row[..i].fill(0.0));
+    Ok(u)
+}
+
+/// `v` reversed into a new vector, in chunks on the pool (8192² values are 512 MB).
+fn reversed(v: &[f64]) -> Vec<f64> {
+    const CHUNK: usize = 1 << 16;
+    let mut out = vec![0f64; v.len()];
+    let mut chunks: Vec<&mut [f64]> = out.chunks_mut(CHUNK).collect();
+    par_each(&mut chunks, |c, dst| {
+        let (end, len) = (v.len() - c * CHUNK, dst.len());
+        for (d, s) in dst.iter_mut().zip(v[end - len..end].iter().rev()) {
+            *d = *s;
+        }
+    });
+    out
+}
+
 /// `a · b` for row-major `a` (m × k) and `b` (k × n), into a new row-major m × n matrix.
 pub fn matmul(a: &[f64], m: usize, k: usize, b: &[f64], n: usize) -> Vec<f64> {
     assert!(
@@ -579,5 +651,103 @@ mod tests {
                 assert!((c[i * n + j] - want).abs() < 1e-10, "[{i},{j}]");
             }
         }
+    }
+
+    /// [`PanelOps`] on a column-major buffer by the definitions (plain loops, nothing shared
+    /// with the code under test): the CPU stand-in for the host's cuBLAS steps.
+    struct ColumnMajor {
+        n: usize,
+        a: Vec<f64>,
+    }
+
+    impl ColumnMajor {
+        fn at(&self, i: usize, j: usize) -> f64 {
+            self.a[i + j * self.n]
+        }
+    }
+
+    impl PanelOps for ColumnMajor {
+        fn block(&mut self, k0: usize, w: usize) -> Result<Vec<f64>, String> {
+            Ok((0..w * w).map(|e| self.at(k0 + e % w, k0 + e / w)).collect())
+        }
+        fn set_block(&mut self, k0: usize, w: usize, v: &[f64]) -> Result<(), String> {
+            let n = self.n;
+            (0..w * w).for_each(|e| self.a[(k0 + e % w) + (k0 + e / w) * n] = v[e]);
+            Ok(())
+        }
+        fn solve_panel(&mut self, k0: usize, w: usize) -> Result<(), String> {
+            // V11ᵀ X = B, V11ᵀ lower: forward substitution, column by column of B.
+            let (n, k1) = (self.n, k0 + w);
+            for c in k1..n {
+                for i in 0..w {
+                    let mut s = self.at(k0 + i, c);
+                    for k in 0..i {
+                        s -= self.at(k0 + k, k0 + i) * self.at(k0 + k, c);
+                    }
+                    self.a[(k0 + i) + c * n] = s / self.at(k0 + i, k0 + i);
+                }
+            }
+            Ok(())
+        }
+        fn update_trailing(&mut self, k0: usize, w: usize) -> Result<(), String> {
+            let (n, k1) = (self.n, k0 + w);
+            for j in k1..n {
+                for i in k1..=j {
+                    let p: f64 = (k0..k1).map(|k| self.at(k, i) * self.at(k, j)).sum();
+                    self.a[i + j * n] -= p;
+                }
+            }
+            Ok(())
+        }
+        fn upper_inverse(&mut self) -> Result<Vec<f64>, String> {
+            // V Y = I by back substitution, column by column; only V's upper triangle is read.
+            let n = self.n;
+            let mut y = vec![0f64; n * n];
+            for c in 0..n {
+                for i in (0..n).rev() {
+                    let mut s = if i == c { 1.0 } else { 0.0 };
+                    for k in i + 1..n {
+                        s -= self.at(i, k) * y[k + c * n];
+                    }
+                    y[i + c * n] = s / self.at(i, i);
+                }
+            }
+            Ok(y)
+        }
+    }
+
+    /// The column-major route equals the row-major one (rounding apart), reads the same
+    /// triangle of `h` (the other one is spoiled here), and names the same failing pivot.
+    #[test]
+    fn inverse_upper_cholesky_by_column_major_steps_is_the_cpu_route() {
+        for (n, nb) in [(1, 4), (37, 8), (70, 16), (70, 70), (64, 100)] {
+            let mut h = spd(n);
+            let want = inverse_upper_cholesky(&h).unwrap();
+            // The CPU route reads h's upper triangle (the reversed matrix's lower one): spoil
+            // the lower one and the answer must not move.
+            for i in 0..n {
+                for j in 0..i {
+                    h.a[i * n + j] = f64::NAN;
+                }
+            }
+            assert_eq!(
+                inverse_upper_cholesky(&h).unwrap(),
+                want,
+                "n {n}: the CPU route reads h's upper triangle"
+            );
+            let got = inverse_upper_cholesky_by(n, &h.a, nb, |a| Ok(ColumnMajor { n, a })).unwrap();
+            let top = want.a.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let diff = want.a.iter().zip(&got.a).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-12 * top, "n {n} nb {nb}: {diff:e} of {top:e}");
+            assert!((0..n).all(|i| (0..i).all(|j| got.get(i, j) == 0.0)), "n {n}: upper triangular");
+        }
+        // A pivot that fails in the third panel is named as the CPU route names it.
+        let n = 40;
+        let mut h = spd(n);
+        h.set(5, 5, -1.0);
+        let cpu = inverse_upper_cholesky(&h).unwrap_err();
+        let by = inverse_upper_cholesky_by(n, &h.a, 8, |a| Ok(ColumnMajor { n, a })).unwrap_err();
+        assert_eq!(cpu.split(' ').nth(1), by.split(' ').nth(1), "{cpu} / {by}");
+        assert!(by.starts_with("pivot 5 "), "{by}");
     }
 }
