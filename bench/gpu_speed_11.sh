@@ -14,6 +14,8 @@
 #      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_rec), git checkout
 #      sdk/src/quant/linalg.rs, build again into dist/ftime/*_old; tar cJf dist/ftime.tar.xz dist/ftime
 #      and `tar xJf dist/ftime.tar.xz` on the device (the tracked tree leaves ~22 MiB to carry).
+# 5. GPTQ-1B with LLQ_SOLVE=gpu (the host's cuBLAS factorization), falling back to cpu if it fails;
+#    BOTH=1 runs both (the A/B in one call); LLQ_SOLVE="gpu cpu" or one of them narrows it.
 # Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar] [dist/ftime]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
 set -u
