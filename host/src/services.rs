@@ -74,16 +74,6 @@ unsafe extern "C" fn inverse_upper_cholesky(
         Err(_) => (LlqStatus::Panic, "the host's factorization panicked".to_string()),
     };
     // SAFETY: the plugin's error buffer (or null), valid for the call.
-    if let Some(e) = unsafe { err.as_mut() } {
-        if !e.ptr.is_null() {
-            let mut k = msg.len().min(e.cap);
-            while k > 0 && !msg.is_char_boundary(k) {
-                k -= 1;
-            }
-            // SAFETY: `k` ≤ the buffer's capacity.
-            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), e.ptr, k) };
-            e.len = k;
-        }
-    }
+    unsafe { LlqErrorBuf::write(err, &msg) };
     status
 }

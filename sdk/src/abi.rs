@@ -95,8 +95,31 @@ pub struct LlqBuffer {
 pub struct LlqErrorBuf {
     pub ptr: *mut u8,
     pub cap: usize,
-    /// Set by the plugin to the number of bytes written.
+    /// Set by the side that writes (the plugin; the host in a service call) to the number of
+    /// bytes written.
     pub len: usize,
+}
+
+impl LlqErrorBuf {
+    /// Write `text` into the buffer `buf` points to (null: nothing), truncated to its capacity
+    /// on a char boundary, and set `len`.
+    ///
+    /// # Safety
+    /// `buf` is null or points to a buffer whose `ptr` (or null) holds `cap` writable bytes.
+    pub unsafe fn write(buf: *mut LlqErrorBuf, text: &str) {
+        // SAFETY: the caller's promise.
+        let Some(e) = (unsafe { buf.as_mut() }) else { return };
+        if e.ptr.is_null() {
+            return;
+        }
+        let mut n = text.len().min(e.cap);
+        while n > 0 && !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: n ≤ cap bytes, as promised writable.
+        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), e.ptr, n) };
+        e.len = n;
+    }
 }
 
 /// One weight matrix to quantize: row-major f32, `rows` outputs × `cols` inputs

@@ -125,7 +125,7 @@ fn guard(err: *mut LlqErrorBuf, f: impl FnOnce() -> crate::Result<()>) -> LlqSta
         }
     };
     // SAFETY: the host passes a valid, writable error buffer (or null).
-    unsafe { write_text(err, &msg) };
+    unsafe { LlqErrorBuf::write(err, &msg) };
     status
 }
 
@@ -231,20 +231,6 @@ unsafe fn calibration_of<'a>(c: &LlqCalibration) -> crate::Result<Calibration<'a
     })
 }
 
-/// Write `text` into a host buffer, truncated on a char boundary.
-unsafe fn write_text(buf: *mut LlqErrorBuf, text: &str) {
-    if let Some(e) = unsafe { buf.as_mut() } {
-        if !e.ptr.is_null() {
-            let mut n = text.len().min(e.cap);
-            while n > 0 && !text.is_char_boundary(n) {
-                n -= 1;
-            }
-            unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), e.ptr, n) };
-            e.len = n;
-        }
-    }
-}
-
 unsafe extern "C" fn search_scales<T: QuantMethod>(
     group: *const LlqLayerGroup,
     options: LlqStr,
@@ -288,7 +274,7 @@ unsafe extern "C" fn search_scales<T: QuantMethod>(
             }
             // SAFETY: the host's `scales` holds `cols` f32s.
             unsafe { std::slice::from_raw_parts_mut(scales, cols) }.copy_from_slice(&s.scales);
-            unsafe { write_text(info, &s.info.to_string()) };
+            unsafe { LlqErrorBuf::write(info, &s.info.to_string()) };
         }
         Ok(())
     })
