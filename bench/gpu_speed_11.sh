@@ -14,8 +14,9 @@
 #      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_rec), git checkout
 #      sdk/src/quant/linalg.rs, build again into dist/ftime/*_old; tar cJf dist/ftime.tar.xz dist/ftime
 #      and `tar xJf dist/ftime.tar.xz` on the device (the tracked tree leaves ~22 MiB to carry).
-# 5. GPTQ-1B with LLQ_SOLVE=gpu (the host's cuBLAS factorization), falling back to cpu if it fails;
-#    BOTH=1 runs both (the A/B in one call); LLQ_SOLVE="gpu cpu" or one of them narrows it.
+# 5. GPTQ-1B per VARIANTS (`solve:lazy`, default "gpu:gpu gpu:cpu": the factorization and the
+#    lazy updates on the host's GPU, then the lazy updates in the plugin), stopping after the
+#    first success unless BOTH=1 (the A/B in one call); LLQ_LAZY=check runs in the step-4 check.
 # Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar] [dist/ftime]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
 set -u
@@ -44,11 +45,12 @@ fi
 # The bf16 GemmEx Hessian against the f32 product (LLQ_HESSIAN=check logs each layer group's
 # largest difference), on the synthetic SmolLM2-135M shapes: quick, every group checked.
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
-LLQ_HESSIAN=check LLQ_SOLVE=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
+LLQ_GPTQ_TIMING=1 LLQ_HESSIAN=check LLQ_SOLVE=check LLQ_LAZY=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
   --calib-samples 16 --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
   --out "$W/hcheck" > "$W/hcheck.txt" 2> "$W/hcheck.log"
 echo "hessian check: exit $?"; grep "LLQ_HESSIAN=check" "$W/hcheck.log" | sed 's/.*largest/largest/' | sort -t' ' -k3 -g | tail -3
 grep "LLQ_SOLVE=check" "$W/hcheck.log" | sed 's/.*LLQ_SOLVE/LLQ_SOLVE/' | sort -u -t' ' -k2,2 | head -4
+grep "LLQ_LAZY=check" "$W/hcheck.log" | sed 's/.*LLQ_LAZY/LLQ_LAZY/' | sort | uniq -c | head -6
 pack
 K="--shapes 2048x8192,8192x2048,2048x2048 --batch-sizes 1,8 --repeats 10"
 # Variants: `name plugin [options]`; dist/kvar/*.so (local builds of one plugin with other
@@ -63,13 +65,17 @@ for spec in "${specs[@]}"; do
 done
 pack
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
-# GPTQ-1B with the GPU factorization (LLQ_SOLVE=gpu), then, if that fails, with the CPU one.
-for solve in ${LLQ_SOLVE:-gpu cpu}; do
-name=gptq1b-4-$solve
-LLQ_SOLVE=$solve LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" "$BIN" run --model synthetic:llama-3.2-1b \
+# GPTQ-1B, one run per VARIANTS entry `solve:lazy` ($LLQ_SOLVE: the factorization, $LLQ_LAZY:
+# the column loop's lazy updates, each gpu or cpu), the plugin's own split logged
+# (LLQ_GPTQ_TIMING); BOTH=1 runs every variant, otherwise the first that succeeds ends it.
+for v in ${VARIANTS:-gpu:gpu gpu:cpu}; do
+solve=${v%%:*}; lazy=${v##*:}
+name=gptq1b-4-$solve-$lazy
+LLQ_GPTQ_TIMING=1 LLQ_SOLVE=$solve LLQ_LAZY=$lazy LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" timeout ${RUN_LIMIT:-300} "$BIN" run --model synthetic:llama-3.2-1b \
   --quant plugins/gptq.so --opt bits=4 --opt group_size=128 --task tasks/perplexity.wasm \
   --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$W/$name" > "$W/$name.txt" 2> "$W/$name.log"
 rc=$?; echo "$name: exit $rc"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400
+grep -E "^gptq .*(down_proj|gate_proj)" "$W/$name.log" | tail -2
 pack
 [ $rc = 0 ] && [ -z "${BOTH:-}" ] && break
 done

@@ -3,7 +3,7 @@
 
 mod common;
 
-use llq_host::services::{install, Solver, HOST_SERVICES};
+use llq_host::services::{install, LazyMatrix, Solver, HOST_SERVICES};
 use llq_sdk::abi::{LlqErrorBuf, LlqStatus};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -11,12 +11,12 @@ use std::sync::Arc;
 /// A backend that writes a recognizable value, to see the ABI entry route to it.
 struct Marker;
 impl Solver for Marker {
-    fn inverse_upper_cholesky(&self, n: usize, _h: &[f64], u: &mut [f64]) -> anyhow::Result<()> {
+    fn inverse_upper_cholesky(&self, n: usize, _h: &[f64], u: &mut [f64]) -> anyhow::Result<bool> {
         if n == 3 {
             return Err(anyhow::anyhow!("three is refused"));
         }
         u.fill(7.0);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -59,17 +59,17 @@ struct TestSolver {
 }
 
 impl Solver for TestSolver {
-    fn inverse_upper_cholesky(&self, n: usize, h: &[f64], u: &mut [f64]) -> anyhow::Result<()> {
+    fn inverse_upper_cholesky(&self, n: usize, h: &[f64], u: &mut [f64]) -> anyhow::Result<bool> {
         self.calls.fetch_add(1, SeqCst);
         if self.wrong {
             u.fill(0.0);
             (0..n).for_each(|i| u[i * n + i] = 1.0);
-            return Ok(());
+            return Ok(true);
         }
         let m = llq_sdk::quant::linalg::SquareMatrix { n, a: h.to_vec() };
         let r = llq_sdk::quant::linalg::inverse_upper_cholesky(&m).map_err(anyhow::Error::msg)?;
         u.copy_from_slice(&r.a);
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -123,9 +123,110 @@ fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
     }
 }
 
-/// Both checks in one test, one after the other: each installs a process-wide backend.
+/// A host backend for the ABI 1.5 lazy updates: its own copy of W and U updated by the SDK's
+/// in-order product (what the GPU kernel computes bit for bit), or left as it is (`wrong`),
+/// counting the matrices and updates; it leaves the factorization to the plugin.
+struct TestLazy {
+    begun: AtomicUsize,
+    updates: Arc<AtomicUsize>,
+    wrong: bool,
+}
+
+struct CopyLazy {
+    rows: usize,
+    cols: usize,
+    w: Vec<f64>,
+    u: Vec<f64>,
+    updates: Arc<AtomicUsize>,
+    wrong: bool,
+}
+
+impl Solver for TestLazy {
+    fn inverse_upper_cholesky(&self, _n: usize, _h: &[f64], _u: &mut [f64]) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+    fn lazy_begin(
+        &self,
+        rows: usize,
+        cols: usize,
+        w: &[f64],
+        u: &[f64],
+    ) -> anyhow::Result<Option<Box<dyn LazyMatrix>>> {
+        self.begun.fetch_add(1, SeqCst);
+        let (w, u) = (w.to_vec(), u.to_vec());
+        Ok(Some(Box::new(CopyLazy { rows, cols, w, u, updates: self.updates.clone(), wrong: self.wrong })))
+    }
+}
+
+impl LazyMatrix for CopyLazy {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn update(&mut self, i1: usize, i2: usize, e: &[f64], c1: usize, out: &mut [f64]) -> anyhow::Result<()> {
+        let (rows, cols) = (self.rows, self.cols);
+        self.updates.fetch_add(1, SeqCst);
+        if !self.wrong {
+            let d = llq_sdk::quant::linalg::Strided::rows(i2, rows, cols - i2, cols);
+            llq_sdk::quant::linalg::sub_products_in_order(&mut self.w, d, e, &self.u, i1 * cols + i2, cols);
+        }
+        for (o, r) in out.chunks_mut(c1 - i2).zip(self.w.chunks(cols)) {
+            o.copy_from_slice(&r[i2..c1]);
+        }
+        Ok(())
+    }
+}
+
+/// ABI 1.5: while a backend offers lazy updates, the gptq plugin hands each layer's working
+/// weights over and takes back only the columns it reads: one matrix per layer, one update per
+/// later block (64 columns in blocks of 16: 3), the same codes when the host's product is the
+/// SDK's, other codes when the host leaves the matrix as it was; and its own loop again after
+/// the guard. Dynamic groups of 32 over blocks of 16 read past their block (from the group's start).
+fn gptq_hands_its_lazy_updates_to_the_host_while_one_is_offered() {
+    let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
+    let (rows, cols, n) = (16usize, 64usize, 256usize);
+    let mut next = llq_sdk::testing::uniform(0x51ed27);
+    let w: Vec<f32> = (0..rows * cols).map(|_| next() as f32).collect();
+    let x: Vec<f64> = (0..n * cols).map(|_| next()).collect();
+    let mut hessian = vec![0f64; cols * cols];
+    for r in x.chunks(cols) {
+        for i in 0..cols {
+            for j in 0..cols {
+                hessian[i * cols + j] += 2.0 / n as f64 * r[i] * r[j];
+            }
+        }
+    }
+    let calib = llq_host::plugin::CalibrationData {
+        n_tokens: n as u64,
+        abs_max: vec![1.0; cols],
+        mean_sq: vec![1.0; cols],
+        samples: vec![],
+        n_samples: 0,
+        hessian,
+        abs_mean: vec![1.0; cols],
+    };
+    for opts in [
+        r#"{"bits":4,"group_size":32,"block_size":16}"#,
+        r#"{"bits":3,"group_size":32,"block_size":16,"act_order":true}"#,
+    ] {
+        let quantize = || gptq.quantize("layer", rows, cols, &w, opts, Some(&calib)).unwrap();
+        let own = quantize();
+        for wrong in [false, true] {
+            let solver = Arc::new(TestLazy { begun: AtomicUsize::new(0), updates: Arc::default(), wrong });
+            let guard = install(solver.clone()).unwrap();
+            let hosted = quantize();
+            drop(guard);
+            assert_eq!(solver.begun.load(SeqCst), 1, "{opts} wrong={wrong}: one matrix for the layer");
+            assert_eq!(solver.updates.load(SeqCst), 3, "{opts} wrong={wrong}: one update per later block");
+            assert_eq!(hosted == own, !wrong, "{opts} wrong={wrong}: the codes follow the host's product");
+            assert!(quantize() == own, "{opts}: after the guard, the plugin's own loop again");
+        }
+    }
+}
+
+/// The checks one after the other: each installs a process-wide backend.
 #[test]
 fn host_services() {
     routes_to_the_installed_backend_only_while_installed();
     gptq_takes_its_factorization_from_the_host_while_one_is_installed();
+    gptq_hands_its_lazy_updates_to_the_host_while_one_is_offered();
 }

@@ -45,7 +45,9 @@ fn main() {
     let by_gemm = t.elapsed().as_secs_f64();
     let gf = |s: f64| 2.0 * (rows * kb * (cols - kb)) as f64 / s / 1e9;
     println!(
-        "{rows}x{cols}: gptq {all:.2} s (Hinv factor {factor:.2} s of it), loss {:.6e}; one lazy update {:.1} GF/s in order, {:.1} GF/s by gemm",
+        "{rows}x{cols}: gptq {all:.2} s (Hinv factor {factor:.2} s, columns {:.2} s, lazy updates {:.2} s of it), loss {:.6e}; one lazy update {:.1} GF/s in order, {:.1} GF/s by gemm",
+        r.timing.columns_s,
+        r.timing.lazy_s,
         r.loss,
         gf(in_order),
         gf(by_gemm)

@@ -43,7 +43,11 @@ pub const ABI_VERSION: u32 = 1;
 ///   GPU). A 1.4 host hands its services to a plugin whose `struct_size` covers the extension,
 ///   once, right after loading it; a plugin that was never given any (an older host) or whose
 ///   host answers "not done" computes the same thing itself, so every pairing works as before.
-pub const ABI_MINOR: u32 = 4;
+/// * 1.5: [`LlqHostServices`] appends GPTQ's lazy updates on a matrix the host keeps
+///   (`lazy_begin`, `lazy_update`, `lazy_end`). A 1.4 plugin reads only the prefix it knows; a
+///   1.5 plugin under a 1.4 host sees a `struct_size` that stops before them and updates its own
+///   copy, as it does when a 1.5 host answers "not offered".
+pub const ABI_MINOR: u32 = 5;
 
 /// The exported symbol name (without NUL) that returns the plugin descriptor.
 pub const ENTRY_SYMBOL: &str = "llq_plugin_entry";
@@ -333,6 +337,36 @@ pub struct LlqHostServices {
         done: *mut u32,
         err: *mut LlqErrorBuf,
     ) -> LlqStatus,
+    /// GPTQ's lazy updates of later columns (since 1.5) on a copy of the layer's working weights
+    /// the host keeps (on the GPU): `w` (`rows × cols`, row-major f64) and `u` (`cols × cols`,
+    /// row-major f64, the factor above) are copied, and `*handle` is set to a non-zero handle,
+    /// or to 0 when the host does not offer it at the moment (the plugin updates its own copy).
+    /// Errors fail the plugin's call, as above. May be called from several threads at once,
+    /// each handle from one thread at a time.
+    pub lazy_begin: unsafe extern "C" fn(
+        rows: u64,
+        cols: u64,
+        w: *const f64,
+        u: *const f64,
+        handle: *mut u64,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+    /// `W[:, i2..] -= E · U[i1..i2, i2..]` with `E` (`rows × (i2 − i1)`, row-major) at `e`,
+    /// each element updated as the plain loop would — `v = v − e[r][t] · u[t][c]` for
+    /// t = i1, …, i2 − 1 in order, every multiply and subtraction rounded (no fusion), the
+    /// bits of `llq_sdk::quant::linalg::sub_products_in_order` — then `W[:, i2..c1]` written to
+    /// `out` (`rows × (c1 − i2)`, row-major): the columns the plugin reads next.
+    pub lazy_update: unsafe extern "C" fn(
+        handle: u64,
+        i1: u64,
+        i2: u64,
+        e: *const f64,
+        c1: u64,
+        out: *mut f64,
+        err: *mut LlqErrorBuf,
+    ) -> LlqStatus,
+    /// Free what `lazy_begin` kept (a handle of 0 is ignored). Cannot fail.
+    pub lazy_end: unsafe extern "C" fn(handle: u64),
 }
 
 /// The descriptor of ABI 1.4: the 1.3 descriptor, then the fields 1.4 appended. A plugin that

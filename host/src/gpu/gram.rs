@@ -26,7 +26,7 @@ pub enum GramMode {
 
 impl GramMode {
     pub fn from_env() -> Result<Self> {
-        super::nvrtc::env_choice(
+        crate::util::env::choice(
             "LLQ_HESSIAN",
             GramMode::F32,
             &[("bf16", GramMode::Bf16), ("f32", GramMode::F32), ("check", GramMode::Check)],

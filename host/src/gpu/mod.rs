@@ -5,6 +5,7 @@
 //! built-in method uses are in `sdk/src/cuda/llq_kernels.cuh`.
 
 pub mod gram;
+pub mod lazy;
 pub mod linear;
 pub mod nvrtc;
 pub mod prefill;

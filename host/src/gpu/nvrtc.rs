@@ -87,7 +87,7 @@ pub fn has_mma(dev: &CudaDevice) -> Result<bool> {
 /// `$LLQ_MMA_MIN_BATCH` (1–9 move the boundary; 65 turns the entries off, so batches above 8
 /// go back to dequantize + cuBLAS), the knob those measurements compare the drivers with.
 pub fn mma_min_batch() -> Result<usize> {
-    let Some(v) = env_var("LLQ_MMA_MIN_BATCH")? else { return Ok(2) };
+    let Some(v) = crate::util::env::var("LLQ_MMA_MIN_BATCH")? else { return Ok(2) };
     match v.trim().parse::<usize>() {
         Ok(n) if (1..=MATVEC_MAX_BATCH + 1).contains(&n) || n == MMA_MAX_BATCH + 1 => Ok(n),
         _ => bail!(
@@ -97,8 +97,6 @@ pub fn mma_min_batch() -> Result<usize> {
         ),
     }
 }
-
-pub(crate) use crate::util::env::{choice as env_choice, var as env_var};
 
 /// PTX for `source` from the on-disk cache or NVRTC (options: the device's architecture,
 /// C++17), with where it came from (`cache …` or `nvrtc N ms`) and the module name to load

@@ -5,8 +5,9 @@
 //! windows, scoring); single-token eager steps keep candle's ops, which the captured decode
 //! step is checked against.
 
-use super::nvrtc::{entry, env_choice, has_mma, ptx};
+use super::nvrtc::{entry, has_mma, ptx};
 use super::step::tensor_ptr;
+use crate::util::env::choice as env_choice;
 use anyhow::{anyhow, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::CudaDevice;

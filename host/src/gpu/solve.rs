@@ -237,7 +237,7 @@ pub enum SolveMode {
 
 impl SolveMode {
     pub fn from_env() -> Result<Self> {
-        super::nvrtc::env_choice(
+        crate::util::env::choice(
             "LLQ_SOLVE",
             SolveMode::Cpu,
             &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
@@ -245,28 +245,42 @@ impl SolveMode {
     }
 }
 
-/// The backend `$LLQ_SOLVE` names for a run on `dev`, installed until the guard drops
-/// (`None` for `cpu`).
+/// The backend `$LLQ_SOLVE` and `$LLQ_LAZY` name for a run on `dev`, installed until the
+/// guard drops (`None` when both are `cpu`).
 pub fn install(dev: &CudaDevice) -> Result<Option<Installed>> {
-    let mode = SolveMode::from_env()?;
-    if mode == SolveMode::Cpu {
+    let solve = SolveMode::from_env()?;
+    let lazy = crate::util::env::choice(
+        "LLQ_LAZY",
+        SolveMode::Cpu,
+        &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
+    )?;
+    if solve == SolveMode::Cpu && lazy == SolveMode::Cpu {
         return Ok(None);
     }
-    tracing::info!("GPTQ factorizations on the GPU (LLQ_SOLVE={mode:?})");
-    let solver = Checked { gpu: GpuSolver::new(dev.clone()), check: mode == SolveMode::Check };
+    tracing::info!("GPTQ on the GPU: factorizations LLQ_SOLVE={solve:?}, lazy updates LLQ_LAZY={lazy:?}");
+    let solver = Checked {
+        gpu: (solve != SolveMode::Cpu).then(|| GpuSolver::new(dev.clone())),
+        check: solve == SolveMode::Check,
+        lazy: match lazy {
+            SolveMode::Cpu => None,
+            m => Some(super::lazy::LazyKernels::compile(dev, m == SolveMode::Check)?),
+        },
+    };
     Ok(Some(crate::services::install(Arc::new(solver))?))
 }
 
-/// The GPU backend, optionally compared with the SDK's CPU factorization each call.
+/// The GPU backends, the factorization optionally compared with the SDK's CPU one each call.
 struct Checked {
-    gpu: GpuSolver,
+    gpu: Option<GpuSolver>,
     check: bool,
+    lazy: Option<Arc<super::lazy::LazyKernels>>,
 }
 
 impl Solver for Checked {
-    fn inverse_upper_cholesky(&self, n: usize, h: &[f64], u: &mut [f64]) -> Result<()> {
+    fn inverse_upper_cholesky(&self, n: usize, h: &[f64], u: &mut [f64]) -> Result<bool> {
+        let Some(gpu) = &self.gpu else { return Ok(false) };
         let t = std::time::Instant::now();
-        self.gpu.inverse_upper_cholesky(n, h, u)?;
+        gpu.inverse_upper_cholesky(n, h, u)?;
         let gpu_s = t.elapsed().as_secs_f64();
         tracing::debug!("GPU factorization n={n}: {gpu_s:.3} s");
         if self.check {
@@ -281,6 +295,16 @@ impl Solver for Checked {
                 t.elapsed().as_secs_f64()
             );
         }
-        Ok(())
+        Ok(true)
+    }
+
+    fn lazy_begin(
+        &self,
+        rows: usize,
+        cols: usize,
+        w: &[f64],
+        u: &[f64],
+    ) -> Result<Option<Box<dyn crate::services::LazyMatrix>>> {
+        self.lazy.as_ref().map(|k| k.begin(rows, cols, w, u)).transpose()
     }
 }

@@ -6,7 +6,8 @@
 //! What a step is made of (the model's layers) is the model's concern (`model::graph`).
 
 use super::linear::MatvecTarget;
-use super::nvrtc::{entry, env_choice, has_mma, mma_min_batch, ptx, Kernels};
+use super::nvrtc::{entry, has_mma, mma_min_batch, ptx, Kernels};
+use crate::util::env::choice as env_choice;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,

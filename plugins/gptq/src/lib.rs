@@ -29,7 +29,11 @@ fn factored(hessian: &[f64], cols: usize, opt: &GptqOptions) -> Result<Arc<GptqH
     }
     // Drop the old entry first: on 8192 columns it holds 1 GB.
     *last = None;
+    let t = std::time::Instant::now();
     let f = Arc::new(GptqHessian::new(hessian, cols, opt)?);
+    if std::env::var_os("LLQ_GPTQ_TIMING").is_some() {
+        eprintln!("gptq factorization n={cols}: {:.3} s", t.elapsed().as_secs_f64());
+    }
     *last = Some((hessian.to_vec(), f.clone()));
     Ok(f)
 }
@@ -86,7 +90,21 @@ impl QuantMethod for Gptq {
         };
         let opt = gptq_options(opts)?;
         let f = factored(h, w.cols, &opt)?;
-        Ok(gptq_prepared(w.data, w.rows, w.cols, &f, spec, opt)?.matrix.pack())
+        let r = gptq_prepared(w.data, w.rows, w.cols, &f, spec, opt)?;
+        // The speed study's split of a run (bench/gpu_speed_11.sh); plugins have no logger.
+        if std::env::var_os("LLQ_GPTQ_TIMING").is_some() {
+            let t = r.timing;
+            eprintln!(
+                "gptq {} {}x{}: columns {:.3} s, lazy updates {:.3} s ({})",
+                w.layer,
+                w.rows,
+                w.cols,
+                t.columns_s,
+                t.lazy_s,
+                if t.lazy_on_host { "host" } else { "plugin" }
+            );
+        }
+        Ok(r.matrix.pack())
     }
     fn dequantize(&self, p: &PackedView, out: &mut [f32]) -> Result<()> {
         intgroup::dequantize(p, out)

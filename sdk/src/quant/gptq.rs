@@ -15,8 +15,10 @@
 //!    lazily, one block at a time.
 
 use super::intgroup::{code, find_params, GroupParams, IntGroupMatrix, IntGroupSpec};
-use super::linalg::{par_each, sub_products_in_order, SquareMatrix, Strided};
+use super::linalg::{par_each, SquareMatrix};
+use crate::services::LazyUpdates;
 use crate::{bail, Result};
+use std::time::Instant;
 
 /// GPTQ's knobs beside the format.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +60,20 @@ pub struct GptqResult {
     pub matrix: IntGroupMatrix,
     /// `Σ (w − q)² / Hinv[i,i]² / 2` over all weights (the reference's printed `error`).
     pub loss: f64,
+    /// Where the column loop's time went.
+    pub timing: GptqTiming,
+}
+
+/// Host-clock seconds of one [`gptq_prepared`] call's column loop, for the speed study
+/// (`sdk/examples/gptq_time.rs`, `$LLQ_GPTQ_TIMING` in the plugin).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GptqTiming {
+    /// The columns quantized block by block, each error spread over its own block.
+    pub columns_s: f64,
+    /// The lazy updates of later blocks (and handing the matrix to the host, when it took it).
+    pub lazy_s: f64,
+    /// Whether the host ran the lazy updates (ABI 1.5).
+    pub lazy_on_host: bool,
 }
 
 /// One row's state while GPTQ runs: its codes (visiting order) and group parameters, the
@@ -248,7 +264,27 @@ pub fn gptq_prepared(
         .collect();
     let bs = opt.block_size;
     let mut err: Vec<f64> = vec![];
+    // The columns a block reads from `wp`: its own, and where a dynamic group starts inside
+    // it, the whole group (its parameters come from the weights at the block start).
+    let dynamic = !whole_row && static_params.is_none();
+    let reads_to = |i2: usize| {
+        let i3 = (i2 + bs).min(cols);
+        if !dynamic {
+            return i3;
+        }
+        let last_start = (i3 - 1) / gs * gs;
+        if last_start >= i2 {
+            i3.max((last_start + gs).min(cols))
+        } else {
+            i3
+        }
+    };
+    let mut timing = GptqTiming::default();
+    let t = Instant::now();
+    let mut lazy = if cols > bs { Some(LazyUpdates::begin(rows, cols, &wp, &u.a)?) } else { None };
+    timing.lazy_s += t.elapsed().as_secs_f64();
     for i1 in (0..cols).step_by(bs) {
+        let t = Instant::now();
         let i2 = (i1 + bs).min(cols);
         let count = i2 - i1;
         // Rows are independent inside a block: each quantizes its columns one by one, spreading
@@ -287,15 +323,19 @@ pub fn gptq_prepared(
                 }
             }
         });
+        timing.columns_s += t.elapsed().as_secs_f64();
         // Later blocks, lazily, as one product in the reference loop's order (see
         // `sub_products_in_order`): W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
-        if i2 < cols {
+        if let (true, Some(lazy)) = (i2 < cols, lazy.as_mut()) {
+            let t = Instant::now();
             err.clear();
             err.extend(work.iter().flat_map(|row| row.err.iter().copied()));
-            let d = Strided::rows(i2, rows, cols - i2, cols);
-            sub_products_in_order(&mut wp, d, &err, &u.a, i1 * cols + i2, cols);
+            lazy.update(&mut wp, &u.a, i1, i2, &err, reads_to(i2))?;
+            timing.lazy_s += t.elapsed().as_secs_f64();
         }
     }
+    timing.lazy_on_host = lazy.as_ref().is_some_and(|l| l.on_host());
+    drop(lazy);
     let loss = work.iter().map(|row| row.loss).sum();
     let mut params = Vec::with_capacity(rows * groups);
     let mut codes = vec![0u8; rows * cols];
@@ -317,7 +357,7 @@ pub fn gptq_prepared(
         g_idx: opt.has_g_idx().then_some(g_idx),
         zero_f16: false,
     };
-    Ok(GptqResult { matrix, loss })
+    Ok(GptqResult { matrix, loss, timing })
 }
 
 #[cfg(test)]

@@ -400,11 +400,9 @@ fn lower_inverse_with(l: &SquareMatrix, nb: usize) -> SquareMatrix {
 /// the reference's route: one factorization and one triangular inverse.
 pub fn inverse_upper_cholesky(h: &SquareMatrix) -> Result<SquareMatrix, String> {
     let n = h.n;
-    let reversed = SquareMatrix { n, a: h.a.iter().rev().copied().collect() };
-    let l = cholesky_factor(reversed, PANEL).map_err(|(i, s)| format!("pivot {} is {s}", n - 1 - i))?;
-    let mut u = lower_inverse(&l);
-    u.a.reverse();
-    Ok(u)
+    let r = SquareMatrix { n, a: reversed(&h.a) };
+    let l = cholesky_factor(r, PANEL).map_err(|(i, s)| format!("pivot {} is {s}", n - 1 - i))?;
+    Ok(SquareMatrix { n, a: reversed(&lower_inverse(&l).a) })
 }
 
 /// The column-major steps of [`inverse_upper_cholesky_by`] on an n × n matrix held elsewhere
