@@ -45,10 +45,11 @@
 //! the producer (divided) and the layers' input columns (multiplied), which leaves the
 //! unquantized model's function unchanged, and the layers are then quantized as usual.
 //!
-//! ## Host services (ABI 1.4)
+//! ## Host services (ABI 1.4, 1.5)
 //! A 1.4 host hands every plugin a table of services when it loads it ([`services`]); a
 //! method calls them through this crate (today [`services::inverse_upper_cholesky`], GPTQ's
-//! `Hinv`, which a host may compute on its GPU) and gets the crate's own CPU result whenever
+//! `Hinv`, and [`services::LazyUpdates`], GPTQ's lazy updates on a copy the host keeps; both
+//! on the host's GPU in a calibrated GPU run) and gets the crate's own CPU result whenever
 //! the host has no faster way or is older. Nothing to export: [`export_plugin!`] does it.
 //!
 //! ## GPU kernels

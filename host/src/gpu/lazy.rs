@@ -7,8 +7,10 @@
 //! the columns the plugin reads next.
 //!
 //! `$LLQ_LAZY` picks what a calibrated run on the GPU installs (see `gpu::solve::install`):
-//! `gpu` (this), `cpu` (the plugin's own loop; the default until a GPU call has checked this),
-//! or `check` (this, with the SDK's CPU product run on a host copy beside it and every
+//! `gpu` (this, the default: on the H100, 2026-12-07, `check` found 0 differing values over
+//! SmolLM2's 240 layers, and GPTQ-1B's `quantize` took 96.8 s against 154.1 s with the plugin's
+//! loop in the same call; results/h100/calibrated/speed/gpu-lazy), `cpu` (the plugin's own
+//! loop), or `check` (this, with the SDK's CPU product run on a host copy beside it and every
 //! returned value compared bit for bit; the count logged per layer).
 
 use super::nvrtc::{entry, ptx};

@@ -9,10 +9,10 @@
 //! (the SDK factors it on the CPU, as MAGMA's hybrid `dpotrf` does), the panel by `dtrsm`, the
 //! trailing matrix by `dsyrk`, and `V⁻¹` by one `dtrsm` against the identity.
 //!
-//! `$LLQ_SOLVE` picks what a calibrated run on the GPU installs ([`install`]): `gpu` (this),
-//! `cpu` (the plugins' own code; the default until a GPU call has checked this one), or
-//! `check` (this, with each result compared to the SDK's CPU one, the largest difference
-//! logged).
+//! `$LLQ_SOLVE` picks what a calibrated run on the GPU installs ([`install`]): `gpu` (this;
+//! the default since the H100 check of 2026-12-07, U within 6e-13 relative of the CPU's,
+//! results/h100/calibrated/speed/gpu-solve), `cpu` (the plugins' own code), or `check` (this,
+//! with each result compared to the SDK's CPU one, the largest difference logged).
 
 use super::step::tensor_ptr;
 use crate::services::{Installed, Solver};
@@ -220,9 +220,24 @@ impl GpuSolver {
         // Plugins call from their own threads: make the device's context current on this one.
         let stream = self.dev.cuda_stream();
         stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
-        let r = inverse_upper_cholesky_by(n, h, PANEL, |a| DeviceMatrix::load(&self.dev, a, n))
-            .map_err(|e| anyhow!(e))?;
+        // Host-clock marks for the speed study's split (debug log): the reversal and upload,
+        // the panel loop up to the inverse's result on the host, then the reversal back.
+        let t = std::time::Instant::now();
+        let loaded = std::cell::Cell::new(0f64);
+        let r = inverse_upper_cholesky_by(n, h, PANEL, |a| {
+            let m = DeviceMatrix::load(&self.dev, a, n);
+            loaded.set(t.elapsed().as_secs_f64());
+            m
+        })
+        .map_err(|e| anyhow!(e))?;
+        let solved = t.elapsed().as_secs_f64();
         u.copy_from_slice(&r.a);
+        tracing::debug!(
+            "GPU factorization n={n}: reverse + upload {:.3} s, panels + inverse + download + reverse {:.3} s, copy out {:.3} s",
+            loaded.get(),
+            solved - loaded.get(),
+            t.elapsed().as_secs_f64() - solved
+        );
         Ok(())
     }
 }
@@ -239,19 +254,19 @@ impl SolveMode {
     pub fn from_env() -> Result<Self> {
         crate::util::env::choice(
             "LLQ_SOLVE",
-            SolveMode::Cpu,
+            SolveMode::Gpu,
             &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
         )
     }
 }
 
-/// The backend `$LLQ_SOLVE` and `$LLQ_LAZY` name for a run on `dev`, installed until the
-/// guard drops (`None` when both are `cpu`).
+/// The backend `$LLQ_SOLVE` and `$LLQ_LAZY` name for a run on `dev` (both `gpu` by default),
+/// installed until the guard drops (`None` when both are `cpu`).
 pub fn install(dev: &CudaDevice) -> Result<Option<Installed>> {
     let solve = SolveMode::from_env()?;
     let lazy = crate::util::env::choice(
         "LLQ_LAZY",
-        SolveMode::Cpu,
+        SolveMode::Gpu,
         &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
     )?;
     if solve == SolveMode::Cpu && lazy == SolveMode::Cpu {

@@ -100,8 +100,15 @@ pub fn quantize_one(
     data: &[f32],
     calib: Option<&CalibrationData>,
 ) -> Result<(PackedMatrix, Vec<f32>)> {
+    let t = std::time::Instant::now();
     let p = q.quantize(name, rows, cols, data, calib)?;
+    let quantize_s = t.elapsed().as_secs_f64();
     let d = dequantize_finite(q.plugin, name, &p)?;
+    // The per-layer split of a calibrated run's `quantize` phase (bench/gpu_speed_11.sh).
+    tracing::debug!(
+        "{name}: the plugin's quantize {quantize_s:.3} s, dequantize {:.3} s",
+        t.elapsed().as_secs_f64() - quantize_s
+    );
     Ok((p, d))
 }
 
