@@ -3,7 +3,9 @@
 # (issue #13's "prefill 2048 no slower than SDPA"): Nsight Compute over `llq-host bench`
 # (one metric, gpu__time_duration, no replay; clocks left alone) and torch.profiler over the
 # peer (bench/peers/profile_prefill.py). Kernel durations under ncu are serialized launches,
-# so their sum is not the wall time; the shares are what this is for.
+# so their sum is not the wall time; the shares are what this is for. `--no-checks` keeps bench's
+# accuracy checks (the unfused f32 attention path, the CPU model) out of the profile: what it
+# lists is the warm-up and timed prefill (2 × each length) and one eager decode step.
 #   bench/gpu_profile_prefill.sh OUT     (carry dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz)
 set -u
 FINAL="${1:?usage: bench/gpu_profile_prefill.sh OUT}"
@@ -17,7 +19,7 @@ T=${TOKENS:-2048}
 echo "ncu: $NCU"
 timeout 240 "$NCU" --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
   "$BIN" bench --model synthetic:llama-3.2-1b --device cuda --prompt-lens $T --batch-sizes 1 \
-  --decode-steps 1 --repeats 1 --decode eager > "$OUT/ncu-llq.csv" 2> "$OUT/ncu-llq.log"
+  --decode-steps 1 --repeats 1 --decode eager --no-checks > "$OUT/ncu-llq.csv" 2> "$OUT/ncu-llq.log"
 echo "ncu llq: exit $?"; tail -3 "$OUT/ncu-llq.log"
 python3 - "$OUT/ncu-llq.csv" > "$OUT/llq-kernels.txt" <<'PY'
 import csv, sys, collections

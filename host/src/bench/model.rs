@@ -40,6 +40,9 @@ pub struct ModelBenchSettings {
     /// Decode step paths to time, each batch size through each (`--decode`; on the CPU only
     /// eager runs).
     pub decode_paths: Vec<DecodePath>,
+    /// Run the accuracy checks beside the timings (`--no-checks` turns them off for profilers):
+    /// GPU logits vs the CPU model, the prefill kernel vs f32 attention, the unfused prefill A/B.
+    pub checks: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +104,8 @@ pub struct ProfileEntry {
 pub struct ModelBenchReport {
     /// The llq build that measured (version, git revision).
     pub llq: Build,
+    /// Whether the accuracy checks ran (`--no-checks` turns them off).
+    pub checks: bool,
     pub model: String,
     pub precision: String,
     pub method: String,
@@ -223,7 +228,7 @@ pub fn model_bench(
     drop(packed);
     let device_memory_bytes = free_before.zip(free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
     let allocated_after_load_bytes = allocated_bytes(&dev).map(|(now, _)| now);
-    let (logits_rel_err_vs_cpu, padded_logits_rel_err_vs_cpu) = if dev.is_cuda() {
+    let (logits_rel_err_vs_cpu, padded_logits_rel_err_vs_cpu) = if dev.is_cuda() && settings.checks {
         let cpu = Llama::new(&m.config, &m.weights, &Device::Cpu)?;
         let rel = |rows: &[Vec<u32>], pad: &[usize]| -> Result<f64> {
             let a: Vec<f32> =
@@ -268,7 +273,7 @@ pub fn model_bench(
     let has_flash = llama.set_flash_prefill(true);
     #[cfg(feature = "cuda")]
     let prefill_attention_check = match &dev {
-        Device::Cuda(d) if has_flash => match crate::gpu::FlashAttention::compile(d)? {
+        Device::Cuda(d) if has_flash && settings.checks => match crate::gpu::FlashAttention::compile(d)? {
             Some(f) => super::attention::check(&f, &dev)?,
             None => vec![],
         },
@@ -280,7 +285,7 @@ pub fn model_bench(
     for &len in &settings.prompt_lens {
         let (s, logits) = time_prefill(len)?;
         track();
-        let unfused = if has_flash {
+        let unfused = if has_flash && settings.checks {
             llama.set_flash_prefill(false);
             let u = time_prefill(len);
             llama.set_flash_prefill(true);
@@ -375,6 +380,7 @@ pub fn model_bench(
         } else {
             format!("cpu ({threads} threads for quantization; candle's own for matmuls)")
         },
+        checks: settings.checks,
         logits_rel_err_vs_cpu,
         padded_logits_rel_err_vs_cpu,
         device_memory_bytes,

@@ -41,6 +41,11 @@ pub struct Args {
     /// batches ≤ 8). Each batch size runs through each, in the order given.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "eager,graph")]
     pub decode: Vec<DecodeArg>,
+    /// Skip the accuracy checks that run beside the timings (GPU logits vs the CPU model, the
+    /// prefill attention kernel vs f32 attention, each prefill again through the unfused
+    /// attention): for a profiler that should see only the timed work.
+    #[arg(long)]
+    pub no_checks: bool,
     #[command(flatten)]
     pub calib: CalibArgs,
 }
@@ -72,6 +77,7 @@ pub fn main(a: Args) -> Result<()> {
         layer_opts: a.plugin.all_layer_opts()?,
         native: a.plugin.native,
         decode_paths: a.decode.iter().map(|d| d.path()).collect(),
+        checks: !a.no_checks,
     };
     let r = model_bench(&a.model, q.as_ref(), &settings)?;
     print_report(&r);
@@ -85,6 +91,9 @@ fn print_report(r: &ModelBenchReport) {
     println!("{} [{}] {} {} on {}", r.model, r.precision, r.method, r.options, r.device);
     if let Some(n) = &r.numerics {
         println!("  {} is measured {n}", r.method);
+    }
+    if !r.checks {
+        println!("  accuracy checks skipped (--no-checks)");
     }
     if let Some(e) = r.logits_rel_err_vs_cpu {
         println!("  logits vs the CPU f32 model (32-token prompt): max relative error {e:.2e}");
