@@ -242,20 +242,24 @@ impl GpuSolver {
     }
 }
 
-/// How GPTQ's factorization runs in a calibrated quantization on the GPU (`$LLQ_SOLVE`).
+/// Where one of GPTQ's steps runs in a calibrated quantization on the GPU: the factorization
+/// (`$LLQ_SOLVE`) and the lazy updates (`$LLQ_LAZY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SolveMode {
+pub enum Offload {
+    /// The plugin's own CPU code.
     Cpu,
+    /// The host's GPU (the default for both).
     Gpu,
+    /// The GPU, compared with the CPU each call and logged.
     Check,
 }
 
-impl SolveMode {
-    pub fn from_env() -> Result<Self> {
+impl Offload {
+    pub fn from_env(name: &str) -> Result<Self> {
         crate::util::env::choice(
-            "LLQ_SOLVE",
-            SolveMode::Gpu,
-            &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
+            name,
+            Offload::Gpu,
+            &[("cpu", Offload::Cpu), ("gpu", Offload::Gpu), ("check", Offload::Check)],
         )
     }
 }
@@ -263,22 +267,17 @@ impl SolveMode {
 /// The backend `$LLQ_SOLVE` and `$LLQ_LAZY` name for a run on `dev` (both `gpu` by default),
 /// installed until the guard drops (`None` when both are `cpu`).
 pub fn install(dev: &CudaDevice) -> Result<Option<Installed>> {
-    let solve = SolveMode::from_env()?;
-    let lazy = crate::util::env::choice(
-        "LLQ_LAZY",
-        SolveMode::Gpu,
-        &[("cpu", SolveMode::Cpu), ("gpu", SolveMode::Gpu), ("check", SolveMode::Check)],
-    )?;
-    if solve == SolveMode::Cpu && lazy == SolveMode::Cpu {
+    let (solve, lazy) = (Offload::from_env("LLQ_SOLVE")?, Offload::from_env("LLQ_LAZY")?);
+    if solve == Offload::Cpu && lazy == Offload::Cpu {
         return Ok(None);
     }
     tracing::info!("GPTQ on the GPU: factorizations LLQ_SOLVE={solve:?}, lazy updates LLQ_LAZY={lazy:?}");
     let solver = Checked {
-        gpu: (solve != SolveMode::Cpu).then(|| GpuSolver::new(dev.clone())),
-        check: solve == SolveMode::Check,
+        gpu: (solve != Offload::Cpu).then(|| GpuSolver::new(dev.clone())),
+        check: solve == Offload::Check,
         lazy: match lazy {
-            SolveMode::Cpu => None,
-            m => Some(super::lazy::LazyKernels::compile(dev, m == SolveMode::Check)?),
+            Offload::Cpu => None,
+            m => Some(super::lazy::LazyKernels::compile(dev, m == Offload::Check)?),
         },
     };
     Ok(Some(crate::services::install(Arc::new(solver))?))
