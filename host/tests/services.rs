@@ -73,15 +73,11 @@ impl Solver for TestSolver {
     }
 }
 
-/// ABI 1.4: the gptq plugin takes its factorization from the host while a backend is
-/// installed — one call for the layer, the same codes when the backend computes the same
-/// thing, other codes when it answers something else — and computes it itself otherwise.
-/// (The GPU backend differs from the CPU one only in rounding: `LLQ_SOLVE=check` on a GPU
-/// measures by how much.)
-fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
-    let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
-    let (rows, cols, n) = (16usize, 64usize, 256usize);
-    let mut next = llq_sdk::testing::uniform(0x9e3779b97f4a7c15);
+/// A `rows × cols` layer of uniform weights and its calibration from 256 uniform input rows
+/// (the Hessian `2/n Σ x xᵀ` and the column statistics), from `seed`.
+fn layer(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, llq_host::plugin::CalibrationData) {
+    let n = 256usize;
+    let mut next = llq_sdk::testing::uniform(seed);
     let w: Vec<f32> = (0..rows * cols).map(|_| next() as f32).collect();
     let x: Vec<f64> = (0..n * cols).map(|_| next()).collect();
     let mut hessian = vec![0f64; cols * cols];
@@ -102,6 +98,18 @@ fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
         hessian,
         abs_mean: col(&|c| (x.iter().skip(c).step_by(cols).map(|v| v.abs()).sum::<f64>() / n as f64) as f32),
     };
+    (w, calib)
+}
+
+/// ABI 1.4: the gptq plugin takes its factorization from the host while a backend is
+/// installed — one call for the layer, the same codes when the backend computes the same
+/// thing, other codes when it answers something else — and computes it itself otherwise.
+/// (The GPU backend differs from the CPU one only in rounding: `LLQ_SOLVE=check` on a GPU
+/// measures by how much.)
+fn gptq_takes_its_factorization_from_the_host_while_one_is_installed() {
+    let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
+    let (rows, cols) = (16usize, 64usize);
+    let (w, calib) = layer(rows, cols, 0x9e3779b97f4a7c15);
     let opts = r#"{"bits":4,"group_size":32}"#;
     // The plugin keeps the last Hessian's factorization (q/k/v share one): quantizing with
     // another Hessian in between makes each measured call factor its own.
@@ -183,27 +191,8 @@ impl LazyMatrix for CopyLazy {
 /// the guard. Dynamic groups of 32 over blocks of 16 read past their block (from the group's start).
 fn gptq_hands_its_lazy_updates_to_the_host_while_one_is_offered() {
     let gptq = llq_host::plugin::Plugin::load(&common::so("gptq")).unwrap();
-    let (rows, cols, n) = (16usize, 64usize, 256usize);
-    let mut next = llq_sdk::testing::uniform(0x51ed27);
-    let w: Vec<f32> = (0..rows * cols).map(|_| next() as f32).collect();
-    let x: Vec<f64> = (0..n * cols).map(|_| next()).collect();
-    let mut hessian = vec![0f64; cols * cols];
-    for r in x.chunks(cols) {
-        for i in 0..cols {
-            for j in 0..cols {
-                hessian[i * cols + j] += 2.0 / n as f64 * r[i] * r[j];
-            }
-        }
-    }
-    let calib = llq_host::plugin::CalibrationData {
-        n_tokens: n as u64,
-        abs_max: vec![1.0; cols],
-        mean_sq: vec![1.0; cols],
-        samples: vec![],
-        n_samples: 0,
-        hessian,
-        abs_mean: vec![1.0; cols],
-    };
+    let (rows, cols) = (16usize, 64usize);
+    let (w, calib) = layer(rows, cols, 0x51ed27);
     for opts in [
         r#"{"bits":4,"group_size":32,"block_size":16}"#,
         r#"{"bits":3,"group_size":32,"block_size":16,"act_order":true}"#,

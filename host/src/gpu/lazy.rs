@@ -17,7 +17,7 @@ use super::nvrtc::{entry, ptx};
 use super::step::tensor_ptr;
 use crate::services::LazyMatrix;
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use candle_core::{CudaDevice, DType, Device, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -123,47 +123,35 @@ impl LazyMatrix for DeviceLazy {
         let dev = Device::Cuda(k.dev.clone());
         let et = Tensor::from_slice(e, (rows, i2 - i1), &dev)?;
         if i2 < cols {
-            let ptrs = [tensor_ptr(&self.w)?, tensor_ptr(&et)?, tensor_ptr(&self.u)?];
-            let dims = [rows as i32, cols as i32, i1 as i32, i2 as i32];
-            let mut l = stream.launch_builder(&k.update);
-            for p in &ptrs {
-                l.arg(p);
-            }
-            for d in &dims {
-                l.arg(d);
-            }
-            let cfg = LaunchConfig {
-                grid_dim: ((cols - i2).div_ceil(THREADS) as u32, rows.div_ceil(ROWS) as u32, 1),
-                block_dim: (THREADS as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let grid = ((cols - i2).div_ceil(THREADS) as u32, rows.div_ceil(ROWS) as u32);
             // SAFETY: W (rows × cols), E (rows × (i2 − i1)) and U (cols × cols) are live device
             // buffers of those sizes; the kernel reads and writes only inside them.
-            unsafe { l.launch(cfg) }
-                .map_err(|e| anyhow!("launching the lazy-update kernel failed: {e:?}"))?;
+            unsafe {
+                launch(
+                    &stream,
+                    &k.update,
+                    &[tensor_ptr(&self.w)?, tensor_ptr(&et)?, tensor_ptr(&self.u)?],
+                    &[rows as i32, cols as i32, i1 as i32, i2 as i32],
+                    grid,
+                    "lazy-update",
+                )?
+            };
         }
         let width = c1 - i2;
         if width > 0 {
             let o = Tensor::zeros((rows, width), DType::F64, &dev)?;
-            let (ptrs, dims) = (
-                [tensor_ptr(&self.w)?, tensor_ptr(&o)?],
-                [rows as i32, cols as i32, i2 as i32, width as i32],
-            );
-            let mut l = stream.launch_builder(&k.gather);
-            for p in &ptrs {
-                l.arg(p);
-            }
-            for d in &dims {
-                l.arg(d);
-            }
-            let cfg = LaunchConfig {
-                grid_dim: ((rows * width).div_ceil(256) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let grid = ((rows * width).div_ceil(THREADS) as u32, 1);
             // SAFETY: reads W's columns i2..c1, writes `o` (rows × width) whole.
-            unsafe { l.launch(cfg) }
-                .map_err(|e| anyhow!("launching the lazy-gather kernel failed: {e:?}"))?;
+            unsafe {
+                launch(
+                    &stream,
+                    &k.gather,
+                    &[tensor_ptr(&self.w)?, tensor_ptr(&o)?],
+                    &[rows as i32, cols as i32, i2 as i32, width as i32],
+                    grid,
+                    "lazy-gather",
+                )?
+            };
             out.copy_from_slice(&o.flatten_all()?.to_vec1::<f64>()?);
         }
         self.updates += 1;
@@ -177,6 +165,34 @@ impl LazyMatrix for DeviceLazy {
         }
         Ok(())
     }
+}
+
+/// Launch `f` with device pointers then `i32` dimensions as its arguments, [`THREADS`] a block.
+///
+/// # Safety
+/// The kernel must stay inside the buffers the pointers name, for these dimensions.
+unsafe fn launch(
+    stream: &CudaStream,
+    f: &CudaFunction,
+    ptrs: &[u64],
+    dims: &[i32],
+    grid: (u32, u32),
+    what: &str,
+) -> Result<()> {
+    let mut l = stream.launch_builder(f);
+    for p in ptrs {
+        l.arg(p);
+    }
+    for d in dims {
+        l.arg(d);
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe { l.launch(cfg) }.map_err(|e| anyhow!("launching the {what} kernel failed: {e:?}"))?;
+    Ok(())
 }
 
 impl Drop for DeviceLazy {
