@@ -337,15 +337,15 @@ pub fn gptq_prepared(
     timing.lazy_on_host = lazy.as_ref().is_some_and(|l| l.on_host());
     drop(lazy);
     let loss = work.iter().map(|row| row.loss).sum();
-    let mut params = Vec::with_capacity(rows * groups);
+    // Codes back in column order, rows on the pool.
     let mut codes = vec![0u8; rows * cols];
-    for (r, row) in work.into_iter().enumerate() {
-        params.extend(row.params);
-        // Codes back in column order.
+    let mut dst: Vec<(&mut [u8], &RowWork)> = codes.chunks_mut(cols.max(1)).zip(&work).collect();
+    par_each(&mut dst, |_, (d, row)| {
         for (j, &c) in perm.iter().enumerate() {
-            codes[r * cols + c] = row.codes[j];
+            d[c] = row.codes[j];
         }
-    }
+    });
+    let params: Vec<GroupParams> = work.into_iter().flat_map(|row| row.params).collect();
     // Groups follow column order unless act-order visited them in another one (decided by
     // the options alone, so the packed size is known before quantizing).
     let matrix = IntGroupMatrix {

@@ -22,6 +22,7 @@
 //! number) store `zeros` as f16 instead and say so in the metadata (`"zero": "f16"`); the
 //! weight is then `f32(scale_f16) · (q − f32(zero_f16))`.
 
+use super::linalg::par_each;
 use crate::{bail, OptionKind, OptionSpec, Options, PackedView, Quantized, Result};
 
 /// Bits a method may store per weight.
@@ -166,8 +167,10 @@ impl IntGroupMatrix {
         let (rows, cols, bits) = (self.rows, self.cols, self.spec.bits as usize);
         let words = words_per_row(cols, self.spec.bits);
         let mut codes = vec![0u32; rows * words];
-        for r in 0..rows {
-            let row = &mut codes[r * words..(r + 1) * words];
+        // Rows are independent: on the pool (a 2048 × 8192 layer is 16.7 M codes, and a
+        // calibrated run packs every layer between its calibration passes).
+        let mut packed_rows: Vec<&mut [u32]> = codes.chunks_mut(words.max(1)).collect();
+        par_each(&mut packed_rows, |r, row| {
             for c in 0..cols {
                 let (bit, v) = (c * bits, self.codes[r * cols + c] as u64);
                 let (w, off) = (bit / 32, bit % 32);
@@ -177,7 +180,7 @@ impl IntGroupMatrix {
                     row[w + 1] |= (spread >> 32) as u32;
                 }
             }
-        }
+        });
         let scales: Vec<u8> =
             self.params.iter().flat_map(|p| half::f16::from_f64(p.scale).to_le_bytes()).collect();
         let zeros: Vec<u8> = if self.zero_f16 {
@@ -300,13 +303,14 @@ pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
     {
         bail!("packed buffers do not fit a {rows}×{cols} matrix of {bits}-bit codes in groups of {gs}");
     }
-    let zero = |g: usize| {
-        if zero_f16 {
-            half::f16::from_le_bytes([zeros[2 * g], zeros[2 * g + 1]]).to_f32()
-        } else {
-            zeros[g] as f32
-        }
-    };
+    if out.len() != rows * cols {
+        bail!("an output of {} values for a {rows}×{cols} matrix", out.len());
+    }
+    // Each group's scale and zero point converted once (not once per weight).
+    let f16_at = |b: &[u8], i: usize| half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32();
+    let scale: Vec<f32> = (0..rows * groups).map(|g| f16_at(scales, g)).collect();
+    let zero: Vec<f32> =
+        (0..rows * groups).map(|g| if zero_f16 { f16_at(zeros, g) } else { zeros[g] as f32 }).collect();
     let g_idx: Option<Vec<u32>> = if p.meta_bool("g_idx")? {
         let b = p.buffer("g_idx")?;
         if b.len() != 4 * cols {
@@ -321,7 +325,9 @@ pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
         None
     };
     let mask = (1u64 << bits) - 1;
-    for r in 0..rows {
+    // Rows are independent: on the pool.
+    let mut out_rows: Vec<&mut [f32]> = out.chunks_mut(cols.max(1)).collect();
+    par_each(&mut out_rows, |r, orow| {
         let row = &codes[r * words * 4..(r + 1) * words * 4];
         let word = |i: usize| -> u64 {
             if i < words {
@@ -335,10 +341,9 @@ pub fn dequantize(p: &PackedView, out: &mut [f32]) -> Result<()> {
             let (w, off) = (bit / 32, bit % 32);
             let q = ((word(w) | (word(w + 1) << 32)) >> off) & mask;
             let g = r * groups + g_idx.as_ref().map_or(c / gs, |g| g[c] as usize);
-            let scale = half::f16::from_le_bytes([scales[2 * g], scales[2 * g + 1]]).to_f32();
-            out[r * cols + c] = scale * (q as f32 - zero(g));
+            orow[c] = scale[g] * (q as f32 - zero[g]);
         }
-    }
+    });
     Ok(())
 }
 
