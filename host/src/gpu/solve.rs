@@ -1,7 +1,10 @@
 //! GPTQ's factorization on the GPU (the host's ABI 1.4 service `inverse_upper_cholesky`):
 //! `U` with `h⁻¹ = Uᵀ U` for the damped Hessian, in f64 with cuBLAS. On the 16-core CPU of
-//! the H100 machine the SDK's blocked loop runs at ~67 GF/s, 5.5 s for one 8192-column
-//! `down_proj` of Llama-3.2-1B, 88 of calibration's 146 s; the H100's f64 rate is ~50 TF/s.
+//! the H100 machine the SDK's blocked loop runs at ~67 GF/s (5.5 s for one 8192-column
+//! `down_proj` of Llama-3.2-1B in `gptq_time`); the H100's f64 rate is ~50 TF/s. In a run this
+//! route takes 1.2–1.5 s for n = 8192 (host clock: mostly its 512 MB transfers and reversals;
+//! results/h100/calibrated/speed/gpu-solve), and the factorization was a smaller share of GPTQ's
+//! time than that figure suggested (bench/NOTES.md, "GPTQ's factorization on the GPU").
 //!
 //! The route is the SDK's (`llq_sdk::quant::linalg::inverse_upper_cholesky_by`, tested there
 //! against the row-major CPU code with a plain-loop column-major stand-in); this file supplies
