@@ -87,12 +87,8 @@ unsafe extern "C" fn inverse_upper_cholesky(
     let run = || -> Result<bool> {
         let Some(solver) = SOLVER.lock().ok().and_then(|s| s.clone()) else { return Ok(false) };
         let n = usize::try_from(n)?;
-        let len = n.checked_mul(n).ok_or_else(|| anyhow!("n = {n} is too large"))?;
-        if h.is_null() || u.is_null() {
-            return Err(anyhow!("null matrix"));
-        }
         // SAFETY: the plugin passes n² values at each pointer for the call (the ABI's contract).
-        let (h, u) = unsafe { (std::slice::from_raw_parts(h, len), std::slice::from_raw_parts_mut(u, len)) };
+        let (h, u) = unsafe { (slice(h, n.checked_mul(n), "h")?, slice_mut(u, n.checked_mul(n), "u")?) };
         solver.inverse_upper_cholesky(n, h, u)
     };
     answer("factorization", err, || {
@@ -118,16 +114,30 @@ fn answer(what: &str, err: *mut LlqErrorBuf, f: impl FnOnce() -> Result<()>) -> 
     status
 }
 
-/// `n` values at `p` for the call, refusing null and overflowing sizes.
+/// `len` values at `p` for the call, refusing overflowing sizes and null (unless empty).
 ///
 /// # Safety
 /// A non-null `p` must hold `len` values for the call (the ABI's contract).
 unsafe fn slice<'a>(p: *const f64, len: Option<usize>, what: &str) -> Result<&'a [f64]> {
     let len = len.ok_or_else(|| anyhow!("{what}: the size overflows"))?;
-    if p.is_null() {
-        return Err(anyhow!("{what}: null pointer"));
+    match (p.is_null(), len) {
+        (_, 0) => Ok(&[]),
+        (true, _) => Err(anyhow!("{what}: null pointer")),
+        (false, _) => Ok(unsafe { std::slice::from_raw_parts(p, len) }),
     }
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// [`slice`], writable.
+///
+/// # Safety
+/// As [`slice`], and nothing else reads or writes those values during the call.
+unsafe fn slice_mut<'a>(p: *mut f64, len: Option<usize>, what: &str) -> Result<&'a mut [f64]> {
+    let len = len.ok_or_else(|| anyhow!("{what}: the size overflows"))?;
+    match (p.is_null(), len) {
+        (_, 0) => Ok(&mut []),
+        (true, _) => Err(anyhow!("{what}: null pointer")),
+        (false, _) => Ok(unsafe { std::slice::from_raw_parts_mut(p, len) }),
+    }
 }
 
 /// ABI 1.5: keep `w` and `u` on the installed backend, or answer handle 0 ("not offered").
@@ -187,13 +197,12 @@ unsafe extern "C" fn lazy_update(
                 .ok_or_else(|| anyhow!("lazy_update: block {i1}..{i2}"))?;
             let width = c1.checked_sub(i2).ok_or_else(|| anyhow!("lazy_update: columns {i2}..{c1}"))?;
             // SAFETY: the plugin passes rows·k values at `e` and rows·width at `out`.
-            let e = unsafe { slice(e, rows.checked_mul(k), "lazy_update e")? };
-            let n_out = rows.checked_mul(width).ok_or_else(|| anyhow!("lazy_update: the size overflows"))?;
-            if out.is_null() && n_out > 0 {
-                return Err(anyhow!("lazy_update: null out"));
-            }
-            let out =
-                if n_out == 0 { &mut [][..] } else { unsafe { std::slice::from_raw_parts_mut(out, n_out) } };
+            let (e, out) = unsafe {
+                (
+                    slice(e, rows.checked_mul(k), "lazy_update e")?,
+                    slice_mut(out, rows.checked_mul(width), "lazy_update out")?,
+                )
+            };
             m.update(i1, i2, e, c1, out)
         })();
         if let Some(t) = table()?.as_mut() {

@@ -52,6 +52,8 @@ pub struct LazyUpdates {
     host: Option<(&'static LlqHostServices, u64)>,
     rows: usize,
     cols: usize,
+    /// The columns the host sends back, reused from block to block.
+    out: Vec<f64>,
 }
 
 /// A call into the host's services, its error buffer turned into a message.
@@ -71,7 +73,7 @@ impl LazyUpdates {
     pub fn begin(rows: usize, cols: usize, w: &[f64], u: &[f64]) -> Result<Self, String> {
         assert!(w.len() == rows * cols && u.len() == cols * cols, "LazyUpdates::begin: sizes");
         let end = std::mem::offset_of!(LlqHostServices, lazy_end) + std::mem::size_of::<usize>();
-        let mut me = LazyUpdates { host: None, rows, cols };
+        let mut me = LazyUpdates { host: None, rows, cols, out: vec![] };
         let Some(s) = services_covering(end) else { return Ok(me) };
         let mut handle = 0u64;
         // SAFETY: `w` and `u` hold the sizes passed for the call; `handle` is valid.
@@ -110,7 +112,8 @@ impl LazyUpdates {
             return Ok(());
         };
         let w = c1 - i2;
-        let mut out = vec![0f64; rows * w];
+        let out = &mut self.out;
+        out.resize(rows * w, 0.0);
         // SAFETY: `e` and `out` hold the sizes the ABI names for these bounds.
         call_host("lazy update", |err| unsafe {
             (s.lazy_update)(handle, i1 as u64, i2 as u64, e.as_ptr(), c1 as u64, out.as_mut_ptr(), err)

@@ -221,8 +221,7 @@ impl GpuSolver {
         }
         let _one = self.lock.lock().map_err(|_| anyhow!("GPU factorization: a previous call panicked"))?;
         // Plugins call from their own threads: make the device's context current on this one.
-        let stream = self.dev.cuda_stream();
-        stream.context().bind_to_thread().map_err(|e| anyhow!("binding the CUDA context: {e:?}"))?;
+        super::bind(&self.dev)?;
         // Host-clock marks for the speed study's split (debug log): the reversal and upload,
         // the panel loop up to the inverse's result on the host, then the reversal back.
         let t = std::time::Instant::now();

@@ -326,7 +326,8 @@ pub fn gptq_prepared(
         timing.columns_s += t.elapsed().as_secs_f64();
         // Later blocks, lazily, as one product in the reference loop's order (see
         // `sub_products_in_order`): W[:, i2:] -= Err1 · Hinv[i1:i2, i2:].
-        if let (true, Some(lazy)) = (i2 < cols, lazy.as_mut()) {
+        // (`lazy` is there whenever a later block is: `cols > bs`.)
+        if let Some(lazy) = lazy.as_mut().filter(|_| i2 < cols) {
             let t = Instant::now();
             err.clear();
             err.extend(work.iter().flat_map(|row| row.err.iter().copied()));
