@@ -629,6 +629,27 @@ fn decode_paths_are_recorded_and_the_cpu_runs_eager() {
     assert!(!o.status.success() && stderr(&o).contains("--decode"), "{}", stderr(&o));
 }
 
+/// `bench --no-checks` says so, on screen and in the report (`checks`), and a plain bench
+/// records that its checks were on (on the CPU they are the GPU-only ones, so none run there).
+#[test]
+fn bench_says_whether_its_accuracy_checks_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = p(STORIES);
+    for (flag, on) in [(None, true), (Some("--no-checks"), false)] {
+        let out = dir.path().join(format!("bench-{on}.json"));
+        let mut args = vec!["bench", "--model", &model, "--device", "cpu", "--prompt-lens", "8"];
+        args.extend(["--batch-sizes", "1", "--decode-steps", "1", "--repeats", "1", "--decode", "eager"]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(flag);
+        let o = llq(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let said = String::from_utf8_lossy(&o.stdout).contains("accuracy checks skipped (--no-checks)");
+        assert_eq!(said, !on, "{flag:?}");
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(r["checks"], on, "{flag:?}");
+    }
+}
+
 #[test]
 fn bench_times_each_decode_path_it_can_and_says_why_not_otherwise() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,7 +66,7 @@ impl LazyKernels {
             bail!("GPU lazy updates: {rows} × {cols} is too large");
         }
         let _one = self.lock.lock().map_err(|_| anyhow!("GPU lazy updates: a previous call panicked"))?;
-        super::bind(&self.dev)?;
+        super::nvrtc::bind(&self.dev)?;
         let dev = Device::Cuda(self.dev.clone());
         let host = self.check.then(|| (w.to_vec(), u.to_vec()));
         Ok(Box::new(DeviceLazy {
@@ -114,7 +114,7 @@ impl LazyMatrix for DeviceLazy {
         }
         let k = &self.k;
         let _one = k.lock.lock().map_err(|_| anyhow!("GPU lazy updates: a previous call panicked"))?;
-        let stream = super::bind(&k.dev)?;
+        let stream = super::nvrtc::bind(&k.dev)?;
         let dev = Device::Cuda(k.dev.clone());
         let et = Tensor::from_slice(e, (rows, i2 - i1), &dev)?;
         if i2 < cols {

@@ -192,3 +192,13 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         origin,
     }))
 }
+
+/// Make `dev`'s context current on the calling thread and return its stream: the host's
+/// services to plugins (`solve`, `lazy`) run on the plugins' own threads.
+pub fn bind(
+    dev: &candle_core::CudaDevice,
+) -> anyhow::Result<std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaStream>> {
+    let stream = dev.cuda_stream();
+    stream.context().bind_to_thread().map_err(|e| anyhow::anyhow!("binding the CUDA context: {e:?}"))?;
+    Ok(stream)
+}

@@ -221,7 +221,7 @@ impl GpuSolver {
         }
         let _one = self.lock.lock().map_err(|_| anyhow!("GPU factorization: a previous call panicked"))?;
         // Plugins call from their own threads: make the device's context current on this one.
-        super::bind(&self.dev)?;
+        super::nvrtc::bind(&self.dev)?;
         // Host-clock marks for the speed study's split (debug log): the reversal and upload,
         // the panel loop up to the inverse's result on the host, then the reversal back.
         let t = std::time::Instant::now();
