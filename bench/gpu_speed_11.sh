@@ -14,9 +14,10 @@
 #      (copy target/release/examples/{factor,gptq}_time to dist/ftime/*_rec), git checkout
 #      sdk/src/quant/linalg.rs, build again into dist/ftime/*_old; tar cJf dist/ftime.tar.xz dist/ftime
 #      and `tar xJf dist/ftime.tar.xz` on the device (the tracked tree leaves ~22 MiB to carry).
-# 5. GPTQ-1B per VARIANTS (`solve:lazy`, default "gpu:gpu gpu:cpu": the factorization and the
-#    lazy updates on the host's GPU, then the lazy updates in the plugin), stopping after the
-#    first success unless BOTH=1 (the A/B in one call); LLQ_LAZY=check runs in the step-4 check.
+# 5. GPTQ-1B per VARIANTS (`solve:lazy[:staging]`, default "gpu:gpu gpu:cpu": the factorization
+#    and the lazy updates on the host's GPU, then the lazy updates in the plugin; staging
+#    `pinned` (default) or `pageable`, $LLQ_STAGING), stopping after the first success unless
+#    BOTH=1 (the A/B in one call); LLQ_LAZY=check runs in the step-4 check.
 # Carry: dist/llq-host-cuda.xz dist/gpu-bundle.tar.xz [dist/gptq_time] [dist/kvar] [dist/ftime]
 #        models/llama-3.2/tokenizer.json. Everything lands in $1/speed.tgz.
 set -u
@@ -29,6 +30,23 @@ BIN=dist/llq-host-cuda
 [ -f data/gutenberg/calibration.txt ] || { tar xJf dist/gpu-bundle.tar.xz && xz -d -f data/gutenberg/calibration.txt.xz; }
 pack() { (cd "$W" && tar czf "$FINAL/speed.tgz" .); }
 lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400 > "$W/cpu.txt"
+# 0. Host↔device copy rates on this machine (torch, CUDA events around each copy): pageable and
+#    pinned, 8 MB and 512 MB, each way; what the host's services (gpu/staging.rs) choose between.
+python3 - > "$W/copy-rates.txt" 2>&1 <<'PY'
+import torch
+ev = lambda: torch.cuda.Event(enable_timing=True)
+for mb in (8, 512):
+    n = mb * 2**20 // 8
+    d = torch.empty(n, dtype=torch.float64, device="cuda")
+    for pinned in (False, True):
+        h = torch.ones(n, dtype=torch.float64).pin_memory() if pinned else torch.ones(n, dtype=torch.float64)
+        for name, f in (("h2d", lambda: d.copy_(h, non_blocking=pinned)), ("d2h", lambda: h.copy_(d, non_blocking=pinned))):
+            f(); torch.cuda.synchronize(); best = 1e9
+            for _ in range(5):
+                a, b = ev(), ev(); a.record(); f(); b.record(); torch.cuda.synchronize(); best = min(best, a.elapsed_time(b))
+            print(f"{mb:4d} MB {'pinned  ' if pinned else 'pageable'} {name}: {best:8.3f} ms, {mb / 1024 / (best / 1e3):6.1f} GiB/s (best of 5)")
+PY
+cat "$W/copy-rates.txt"
 # (1. is skipped when dist/gptq_time was not carried.)
 if [ -x dist/gptq_time ]; then
   for s in "2048 8192" "8192 2048" "2048 2048"; do dist/gptq_time $s 2>&1 | tr '\n' ' ' | tee -a "$W/gptq_time.txt"; echo | tee -a "$W/gptq_time.txt"; done
@@ -48,7 +66,8 @@ head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
 LLQ_GPTQ_TIMING=1 LLQ_HESSIAN=check LLQ_SOLVE=check LLQ_LAZY=check RUST_LOG=info "$BIN" run --model synthetic:smollm2-135m --quant plugins/gptq.so --opt bits=4 \
   --calib-samples 16 --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
   --out "$W/hcheck" > "$W/hcheck.txt" 2> "$W/hcheck.log"
-echo "hessian check: exit $?"; grep "LLQ_HESSIAN=check" "$W/hcheck.log" | sed 's/.*largest/largest/' | sort -t' ' -k3 -g | tail -3
+echo "hessian check: exit $?"; grep "LLQ_HESSIAN=check.*largest" "$W/hcheck.log" | sed 's/.*largest/largest/' | sort -t' ' -k3 -g | tail -3
+grep "scaled on the GPU" "$W/hcheck.log" | sed 's/.*columns: //' | awk '{d+=$1; n++} END {print "GPU-scaled Hessians: " n " checked, " d " values differ from the CPU widening"}'
 grep "LLQ_SOLVE=check" "$W/hcheck.log" | sed 's/.*LLQ_SOLVE/LLQ_SOLVE/' | sort -u -t' ' -k2,2 | head -4
 grep "LLQ_LAZY=check" "$W/hcheck.log" | sed 's/.*LLQ_LAZY/LLQ_LAZY/' | sort | uniq -c | head -6
 pack
@@ -67,11 +86,11 @@ pack
 head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
 # GPTQ-1B, one run per VARIANTS entry `solve:lazy` ($LLQ_SOLVE: the factorization, $LLQ_LAZY:
 # the column loop's lazy updates, each gpu or cpu), the plugin's own split logged
-# (LLQ_GPTQ_TIMING); BOTH=1 runs every variant, otherwise the first that succeeds ends it.
+# (LLQ_GPTQ_TIMING) and the host's per-layer and per-factorization split (debug); BOTH=1 runs every variant, otherwise the first that succeeds ends it.
 for v in ${VARIANTS:-gpu:gpu gpu:cpu}; do
-solve=${v%%:*}; lazy=${v##*:}
-name=gptq1b-4-$solve-$lazy
-LLQ_GPTQ_TIMING=1 LLQ_SOLVE=$solve LLQ_LAZY=$lazy LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" timeout ${RUN_LIMIT:-300} "$BIN" run --model synthetic:llama-3.2-1b \
+IFS=: read -r solve lazy staging <<< "$v"; staging=${staging:-pinned}
+name=gptq1b-4-$solve-$lazy-$staging
+LLQ_GPTQ_TIMING=1 LLQ_SOLVE=$solve LLQ_LAZY=$lazy LLQ_STAGING=$staging LLQ_HESSIAN=${LLQ_HESSIAN:-bf16} RUST_LOG=info,llq_host=debug /usr/bin/time -f "$name: %e s wall, %M KB peak RSS" timeout ${RUN_LIMIT:-300} "$BIN" run --model synthetic:llama-3.2-1b \
   --quant plugins/gptq.so --opt bits=4 --opt group_size=128 --task tasks/perplexity.wasm \
   --data /tmp/eval-short.txt --task-opt split=none --device cuda --out "$W/$name" > "$W/$name.txt" 2> "$W/$name.log"
 rc=$?; echo "$name: exit $rc"; grep -E "after block 15|calibration:|wall" "$W/$name.log" | cut -c1-400

@@ -134,10 +134,27 @@ impl Accumulator {
         let mean_sq = vec(self.sum_sq)?.into_iter().map(|s| (s as f64 / n) as f32).collect();
         let abs_mean = vec(self.sum_abs)?.into_iter().map(|s| (s as f64 / n) as f32).collect();
         // 8192² values on Llama-3.2-1B's down_proj: widened on all cores (with one thread this
-        // and the fresh pages it writes were the suspects for the 0.9 s a block of `transfer`).
-        let hessian = {
+        // and the fresh pages it writes were the suspects for the 0.9 s a block of `transfer`),
+        // or on the GPU where the sum is (`gpu::gram::scaled_to_host`, the same bits).
+        let widen = |v: Vec<f32>| -> Vec<f64> {
             use rayon::prelude::*;
-            vec(self.xtx)?.into_par_iter().with_min_len(1 << 16).map(|v| 2.0 * v as f64 / n).collect()
+            v.into_par_iter().with_min_len(1 << 16).map(|v| 2.0 * v as f64 / n).collect()
+        };
+        let hessian = match self.xtx {
+            #[cfg(feature = "cuda")]
+            Some(t) if t.device().is_cuda() => {
+                let h = crate::gpu::gram::scaled_to_host(&t, n)?;
+                if self.xtx_check.is_some() {
+                    let cpu = widen(vec(Some(t))?);
+                    let differ = cpu.iter().zip(&h).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                    tracing::info!(
+                        "LLQ_HESSIAN=check: {} columns: {differ} values of 2/n·Σxᵀx scaled on the GPU differ from the CPU's",
+                        self.cols
+                    );
+                }
+                h
+            }
+            t => widen(vec(t)?),
         };
         let n_samples = self.samples.len() / self.cols.max(1);
         Ok(CalibrationData {

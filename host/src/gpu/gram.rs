@@ -83,3 +83,29 @@ pub fn add_gram_bf16(x: &Tensor, acc: &Tensor) -> Result<()> {
     // (`cuMemFreeAsync`, or a synchronize first), after the product has read it.
     Ok(())
 }
+
+/// The Hessian as GPTQ scales it, `2/n · Σ xᵀx`, in f64 on the host: the CPU's
+/// `2.0 * v as f64 / n` operation for operation on the device (the f32 → f64 widening and × 2
+/// are exact, and the division is IEEE in f64 there as here, so the bits are the CPU's), then
+/// one download through the pinned halves (`super::staging`; pageable under
+/// `$LLQ_STAGING=pageable`). Before, the f32 sum came down into a fresh vector and was widened
+/// into another: 256 + 512 MB of fresh host memory per `down_proj` of Llama-3.2-1B.
+pub fn scaled_to_host(xtx: &Tensor, n: f64) -> Result<Vec<f64>> {
+    let Device::Cuda(cd) = xtx.device() else { bail!("scaled_to_host: the sum is not on the GPU") };
+    let dev = xtx.device();
+    let h = xtx
+        .to_dtype(DType::F64)?
+        .broadcast_mul(&Tensor::new(2f64, dev)?)?
+        .broadcast_div(&Tensor::new(n, dev)?)?
+        .flatten_all()?
+        .contiguous()?;
+    if !super::staging::pinned_from_env()? {
+        return Ok(h.to_vec1::<f64>()?);
+    }
+    let stream = cd.cuda_stream();
+    let mut out = vec![0f64; h.elem_count()];
+    let mut st = super::staging::Staging::new(&stream)?;
+    // SAFETY: `h` holds out.len() f64 on this stream's device, alive past the download.
+    unsafe { st.download(&stream, tensor_ptr(&h)?, &mut out) }?;
+    Ok(out)
+}

@@ -4,7 +4,8 @@
 //! order and rounding, so the codes are the CPU's bit for bit. On the H100 machine's 16 cores
 //! the in-order product runs at 56–93 GF/s (results/h100/calibrated/speed/final/gptq_time.txt),
 //! ~3.6 TFLOP over Llama-3.2-1B; each block sends only its errors (rows × 128) and takes back
-//! the columns the plugin reads next.
+//! the columns the plugin reads next, through device buffers kept from block to block and the
+//! pinned halves of [`super::staging`] (straight from and into the plugin's buffers).
 //!
 //! `$LLQ_LAZY` picks what a calibrated run on the GPU installs (see `gpu::solve::install`):
 //! `gpu` (this, the default: on the H100, 2026-12-07, `check` found 0 differing values over
@@ -13,11 +14,12 @@
 //! loop), or `check` (this, with the SDK's CPU product run on a host copy beside it and every
 //! returned value compared bit for bit; the count logged per layer).
 
-use super::nvrtc::{entry, ptx};
+use super::nvrtc::{entry, launch, ptx};
+use super::staging::{pinned_from_env, Staging};
 use super::step::tensor_ptr;
 use crate::services::LazyMatrix;
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaStream};
 use candle_core::{CudaDevice, DType, Device, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +34,8 @@ pub struct LazyKernels {
     dev: CudaDevice,
     update: CudaFunction,
     gather: CudaFunction,
-    lock: Mutex<()>,
+    /// The pinned copies (`None`: pageable, `$LLQ_STAGING`), and the device-work lock.
+    staging: Mutex<Option<Staging>>,
     check: bool,
 }
 
@@ -46,7 +49,11 @@ impl LazyKernels {
             dev: dev.clone(),
             update: load("llq_gptq_lazy_update")?,
             gather: load("llq_gptq_lazy_gather")?,
-            lock: Mutex::new(()),
+            staging: Mutex::new(if pinned_from_env()? {
+                Some(Staging::new(&dev.cuda_stream())?)
+            } else {
+                None
+            }),
             check,
         }))
     }
@@ -65,20 +72,26 @@ impl LazyKernels {
         if i32::try_from(rows).is_err() || i32::try_from(cols).is_err() {
             bail!("GPU lazy updates: {rows} × {cols} is too large");
         }
-        let _one = self.lock.lock().map_err(|_| anyhow!("GPU lazy updates: a previous call panicked"))?;
-        super::nvrtc::bind(&self.dev)?;
+        let mut staging = self.lock()?;
+        let stream = super::nvrtc::bind(&self.dev)?;
         let dev = Device::Cuda(self.dev.clone());
         let host = self.check.then(|| (w.to_vec(), u.to_vec()));
         Ok(Box::new(DeviceLazy {
             k: self.clone(),
             rows,
             cols,
-            w: Tensor::from_slice(w, (rows, cols), &dev)?,
-            u: Tensor::from_slice(u, (cols, cols), &dev)?,
+            w: upload(&mut staging, &stream, &dev, w, (rows, cols))?,
+            u: upload(&mut staging, &stream, &dev, u, (cols, cols))?,
+            e: None,
+            o: None,
             host,
             updates: 0,
             differ: 0,
         }))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Staging>>> {
+        self.staging.lock().map_err(|_| anyhow!("GPU lazy updates: a previous call panicked"))
     }
 }
 
@@ -89,6 +102,10 @@ struct DeviceLazy {
     cols: usize,
     w: Tensor,
     u: Tensor,
+    /// The errors' and the returned columns' device buffers, kept from block to block (grown
+    /// when a block needs more).
+    e: Option<Tensor>,
+    o: Option<Tensor>,
     /// Under `check`: the CPU's copy of W and U, updated by the SDK's own product.
     host: Option<(Vec<f64>, Vec<f64>)>,
     updates: usize,
@@ -112,11 +129,13 @@ impl LazyMatrix for DeviceLazy {
                 out.len()
             );
         }
-        let k = &self.k;
-        let _one = k.lock.lock().map_err(|_| anyhow!("GPU lazy updates: a previous call panicked"))?;
+        let k = self.k.clone();
+        let mut staging = k.lock()?;
         let stream = super::nvrtc::bind(&k.dev)?;
         let dev = Device::Cuda(k.dev.clone());
-        let et = Tensor::from_slice(e, (rows, i2 - i1), &dev)?;
+        let et = buffer(&mut self.e, e.len(), &dev)?;
+        // SAFETY: `et` holds at least e.len() values on this stream's device.
+        unsafe { copy_up(&mut staging, &stream, e, tensor_ptr(et)?) }?;
         if i2 < cols {
             let grid = ((cols - i2).div_ceil(THREADS) as u32, rows.div_ceil(ROWS) as u32);
             // SAFETY: W (rows × cols), E (rows × (i2 − i1)) and U (cols × cols) are live device
@@ -125,29 +144,32 @@ impl LazyMatrix for DeviceLazy {
                 launch(
                     &stream,
                     &k.update,
-                    &[tensor_ptr(&self.w)?, tensor_ptr(&et)?, tensor_ptr(&self.u)?],
+                    &[tensor_ptr(&self.w)?, tensor_ptr(et)?, tensor_ptr(&self.u)?],
                     &[rows as i32, cols as i32, i1 as i32, i2 as i32],
                     grid,
+                    THREADS,
                     "lazy-update",
                 )?
             };
         }
         let width = c1 - i2;
         if width > 0 {
-            let o = Tensor::zeros((rows, width), DType::F64, &dev)?;
+            let o = buffer(&mut self.o, out.len(), &dev)?;
             let grid = ((rows * width).div_ceil(THREADS) as u32, 1);
-            // SAFETY: reads W's columns i2..c1, writes `o` (rows × width) whole.
+            // SAFETY: reads W's columns i2..c1, writes `o`'s first rows × width values.
             unsafe {
                 launch(
                     &stream,
                     &k.gather,
-                    &[tensor_ptr(&self.w)?, tensor_ptr(&o)?],
+                    &[tensor_ptr(&self.w)?, tensor_ptr(o)?],
                     &[rows as i32, cols as i32, i2 as i32, width as i32],
                     grid,
+                    THREADS,
                     "lazy-gather",
                 )?
             };
-            out.copy_from_slice(&o.flatten_all()?.to_vec1::<f64>()?);
+            // SAFETY: `o` holds at least out.len() values on this stream's device.
+            unsafe { copy_down(&mut staging, &stream, tensor_ptr(o)?, out) }?;
         }
         self.updates += 1;
         if let Some((w, u)) = self.host.as_mut() {
@@ -162,32 +184,59 @@ impl LazyMatrix for DeviceLazy {
     }
 }
 
-/// Launch `f` with device pointers then `i32` dimensions as its arguments, [`THREADS`] a block.
+/// `v` on the device as a `shape` tensor, through the pinned halves when there are some.
+fn upload(
+    staging: &mut Option<Staging>,
+    stream: &CudaStream,
+    dev: &Device,
+    v: &[f64],
+    shape: (usize, usize),
+) -> Result<Tensor> {
+    if staging.is_none() {
+        return Ok(Tensor::from_slice(v, shape, dev)?);
+    }
+    let t = Tensor::zeros(shape, DType::F64, dev)?;
+    // SAFETY: `t` holds v.len() values on this stream's device.
+    unsafe { copy_up(staging, stream, v, tensor_ptr(&t)?) }?;
+    Ok(t)
+}
+
+/// A device buffer of at least `len` f64 in `slot`, made (or grown) on first need.
+fn buffer<'a>(slot: &'a mut Option<Tensor>, len: usize, dev: &Device) -> Result<&'a Tensor> {
+    if slot.as_ref().is_none_or(|t| t.elem_count() < len) {
+        *slot = Some(Tensor::zeros(len.max(1), DType::F64, dev)?);
+    }
+    slot.as_ref().ok_or_else(|| anyhow!("GPU lazy updates: no buffer"))
+}
+
+/// `dst` (device) := `src`, pinned or pageable.
 ///
 /// # Safety
-/// The kernel must stay inside the buffers the pointers name, for these dimensions.
-unsafe fn launch(
+/// `dst` must address `src.len()` values on `stream`'s device.
+unsafe fn copy_up(staging: &mut Option<Staging>, stream: &CudaStream, src: &[f64], dst: u64) -> Result<()> {
+    match staging {
+        Some(st) => unsafe { st.upload(stream, src, dst) },
+        None => unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+            .map_err(|e| anyhow!("GPU lazy updates: copy to the device: {e:?}")),
+    }
+}
+
+/// `dst` := `dst.len()` values at `src` (device), pinned or pageable; returns when they are there.
+///
+/// # Safety
+/// `src` must address `dst.len()` values on `stream`'s device.
+unsafe fn copy_down(
+    staging: &mut Option<Staging>,
     stream: &CudaStream,
-    f: &CudaFunction,
-    ptrs: &[u64],
-    dims: &[i32],
-    grid: (u32, u32),
-    what: &str,
+    src: u64,
+    dst: &mut [f64],
 ) -> Result<()> {
-    let mut l = stream.launch_builder(f);
-    for p in ptrs {
-        l.arg(p);
+    match staging {
+        Some(st) => unsafe { st.download(stream, src, dst) },
+        None => unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }
+            .and_then(|_| stream.synchronize())
+            .map_err(|e| anyhow!("GPU lazy updates: copy to the host: {e:?}")),
     }
-    for d in dims {
-        l.arg(d);
-    }
-    let cfg = LaunchConfig {
-        grid_dim: (grid.0, grid.1, 1),
-        block_dim: (THREADS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    unsafe { l.launch(cfg) }.map_err(|e| anyhow!("launching the {what} kernel failed: {e:?}"))?;
-    Ok(())
 }
 
 impl Drop for DeviceLazy {

@@ -1,7 +1,8 @@
 //! GPU execution of plugin kernels (feature `cuda`): NVRTC compilation with a PTX cache
 //! ([`nvrtc`]), packed weights resident on the device and the quantized linear layer
 //! ([`linear`]), the decode step's own kernels on raw pointers ([`step`]), the fused prefill
-//! attention ([`prefill`]), the calibration Hessian's product ([`gram`]), GPTQ's factorization ([`solve`]), and event timing and copy bandwidth ([`timing`]). The shared drivers every
+//! attention ([`prefill`]), the calibration Hessian's product ([`gram`]), GPTQ's factorization ([`solve`]) and lazy updates ([`lazy`]) with their
+//! pinned copies ([`staging`]), and event timing and copy bandwidth ([`timing`]). The shared drivers every
 //! built-in method uses are in `sdk/src/cuda/llq_kernels.cuh`.
 
 pub mod gram;
@@ -10,6 +11,7 @@ pub mod linear;
 pub mod nvrtc;
 pub mod prefill;
 pub mod solve;
+pub mod staging;
 pub mod step;
 pub mod timing;
 

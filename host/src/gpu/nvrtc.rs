@@ -202,3 +202,34 @@ pub fn bind(
     stream.context().bind_to_thread().map_err(|e| anyhow::anyhow!("binding the CUDA context: {e:?}"))?;
     Ok(stream)
 }
+
+/// Launch `f` on `stream` with device pointers then `i32` dimensions as its arguments,
+/// `threads` a block (the host's own kernels for its services: `lazy`, `solve`).
+///
+/// # Safety
+/// The kernel must stay inside the buffers the pointers name, for these dimensions.
+pub unsafe fn launch(
+    stream: &candle_core::cuda_backend::cudarc::driver::CudaStream,
+    f: &CudaFunction,
+    ptrs: &[u64],
+    dims: &[i32],
+    grid: (u32, u32),
+    threads: usize,
+    what: &str,
+) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    let mut l = stream.launch_builder(f);
+    for p in ptrs {
+        l.arg(p);
+    }
+    for d in dims {
+        l.arg(d);
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    unsafe { l.launch(cfg) }.map_err(|e| anyhow!("launching the {what} kernel failed: {e:?}"))?;
+    Ok(())
+}

@@ -1,10 +1,12 @@
 //! GPTQ's factorization on the GPU (the host's ABI 1.4 service `inverse_upper_cholesky`):
 //! `U` with `h⁻¹ = Uᵀ U` for the damped Hessian, in f64 with cuBLAS. On the 16-core CPU of
 //! the H100 machine the SDK's blocked loop runs at ~67 GF/s (5.5 s for one 8192-column
-//! `down_proj` of Llama-3.2-1B in `gptq_time`); the H100's f64 rate is ~50 TF/s. In a run this
-//! route takes 1.2–1.5 s for n = 8192 (host clock: mostly its 512 MB transfers and reversals;
-//! results/h100/calibrated/speed/gpu-solve), and the factorization was a smaller share of GPTQ's
-//! time than that figure suggested (bench/NOTES.md, "GPTQ's factorization on the GPU").
+//! `down_proj` of Llama-3.2-1B in `gptq_time`); the H100's f64 rate is ~50 TF/s. The first
+//! version of this route took 1.2–1.7 s for n = 8192 in a run (results/h100/calibrated/speed/
+//! gpu-solve, gpu-lazy), nearly all of it the host's side: two reversals, a download into a
+//! fresh vector and a copy out, ~4 fresh 512 MB host buffers a call. Now the reversals, the
+//! identity and the zeros below the diagonal are kernels (`solve.cu`): `h` goes up from the
+//! plugin's buffer and `U` comes down into the plugin's buffer, and nothing else crosses.
 //!
 //! The route is the SDK's (`llq_sdk::quant::linalg::inverse_upper_cholesky_by`, tested there
 //! against the row-major CPU code with a plain-loop column-major stand-in); this file supplies
@@ -17,9 +19,11 @@
 //! results/h100/calibrated/speed/gpu-solve), `cpu` (the plugins' own code), or `check` (this,
 //! with each result compared to the SDK's CPU one, the largest difference logged).
 
+use super::nvrtc::{entry, launch, ptx};
+use super::staging::{pinned_from_env, Staging};
 use super::step::tensor_ptr;
 use crate::services::{Installed, Solver};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::cublas::sys::{
     self,
     cublasDiagType_t::CUBLAS_DIAG_NON_UNIT,
@@ -27,7 +31,8 @@ use candle_core::cuda_backend::cudarc::cublas::sys::{
     cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T},
     cublasSideMode_t::CUBLAS_SIDE_LEFT,
 };
-use candle_core::{CudaDevice, DType, Device, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream};
+use candle_core::{CudaDevice, DType, Device, Storage, Tensor};
 use llq_sdk::quant::linalg::{inverse_upper_cholesky_by, PanelOps, SquareMatrix};
 use std::sync::{Arc, Mutex};
 
@@ -35,11 +40,24 @@ use std::sync::{Arc, Mutex};
 /// CPU's unblocked step stays a few milliseconds (a 256 × 256 block is ~6 MFLOP).
 pub const PANEL: usize = 256;
 
+const SOURCE: &str = include_str!("solve.cu");
+/// Threads a block of `solve.cu`'s kernels (one element a thread).
+const THREADS: usize = 256;
+
 /// The factorization on one CUDA device; one call at a time (plugins may call from several
 /// threads; the device work is serialized here).
 pub struct GpuSolver {
     dev: CudaDevice,
-    lock: Mutex<()>,
+    k: SolveKernels,
+    /// The pinned copies (`None`: pageable, `$LLQ_STAGING`), and the one-call-at-a-time lock.
+    staging: Mutex<Option<Staging>>,
+}
+
+/// `solve.cu`'s entries.
+struct SolveKernels {
+    reverse: CudaFunction,
+    eye: CudaFunction,
+    reverse_upper: CudaFunction,
 }
 
 fn check(status: sys::cublasStatus_t, what: &str) -> Result<(), String> {
@@ -55,21 +73,54 @@ fn text(e: impl std::fmt::Display) -> String {
 }
 
 /// The matrix on the device (column-major n × n, f64) and the steps on it.
-struct DeviceMatrix {
+struct DeviceMatrix<'k> {
     dev: Device,
+    stream: Arc<CudaStream>,
     blas: Arc<candle_core::cuda_backend::cudarc::cublas::CudaBlas>,
+    k: &'k SolveKernels,
+    staging: Option<&'k mut Staging>,
     n: usize,
-    /// Keeps the buffer `a` points into alive.
-    _t: Tensor,
+    /// The buffer `a` points into (kept alive), and a second n × n one: `h` as uploaded, then
+    /// the identity `V⁻¹` is solved into.
+    t: Tensor,
+    scratch: Tensor,
     a: *mut f64,
 }
 
-impl DeviceMatrix {
-    fn load(cd: &CudaDevice, a: Vec<f64>, n: usize) -> Result<Self, String> {
+impl<'k> DeviceMatrix<'k> {
+    /// `h` (row-major) up from the caller's buffer, reversed on the device into `A`.
+    fn load(
+        cd: &CudaDevice,
+        stream: Arc<CudaStream>,
+        k: &'k SolveKernels,
+        mut staging: Option<&'k mut Staging>,
+        h: &[f64],
+        n: usize,
+    ) -> Result<Self, String> {
         let dev = Device::Cuda(cd.clone());
-        let t = Tensor::from_vec(a, (n, n), &dev).map_err(text)?;
+        let scratch = match staging.as_mut() {
+            Some(st) => {
+                let s = Tensor::zeros((n, n), DType::F64, &dev).map_err(text)?;
+                // SAFETY: `s` holds n² values on this stream's device and outlives the copy
+                // (the matrix keeps it; later work on the stream follows the copy).
+                unsafe { st.upload(&stream, h, tensor_ptr(&s).map_err(text)?) }.map_err(text)?;
+                s
+            }
+            None => Tensor::from_slice(h, (n, n), &dev).map_err(text)?,
+        };
+        let t = Tensor::zeros((n, n), DType::F64, &dev).map_err(text)?;
         let a = tensor_ptr(&t).map_err(text)? as *mut f64;
-        Ok(DeviceMatrix { dev, blas: cd.cublas_handle(), n, _t: t, a })
+        let m = DeviceMatrix { dev, stream, blas: cd.cublas_handle(), k, staging, n, t, scratch, a };
+        m.run(&m.k.reverse, &m.scratch, &m.t, "reverse")?;
+        Ok(m)
+    }
+
+    /// One of `solve.cu`'s kernels over n² elements, from `src` into `dst`.
+    fn run(&self, f: &CudaFunction, src: &Tensor, dst: &Tensor, what: &str) -> Result<(), String> {
+        let blocks = u32::try_from((self.n * self.n).div_ceil(THREADS)).map_err(text)?;
+        let ptrs = [tensor_ptr(src).map_err(text)?, tensor_ptr(dst).map_err(text)?];
+        // SAFETY: both are n × n f64 buffers on this stream; the kernels touch only indices < n².
+        unsafe { launch(&self.stream, f, &ptrs, &[self.n as i32], (blocks, 1), THREADS, what) }.map_err(text)
     }
 
     /// `A[i, j]`'s address (column-major); a device address, only handed to cuBLAS.
@@ -111,7 +162,7 @@ impl DeviceMatrix {
     }
 }
 
-impl PanelOps for DeviceMatrix {
+impl PanelOps for DeviceMatrix<'_> {
     fn block(&mut self, k0: usize, w: usize) -> Result<Vec<f64>, String> {
         let d = Tensor::zeros((w, w), DType::F64, &self.dev).map_err(text)?;
         self.copy(
@@ -181,9 +232,14 @@ impl PanelOps for DeviceMatrix {
         check(s, "syrk (trailing update)")
     }
 
-    fn upper_inverse(&mut self) -> Result<Vec<f64>, String> {
+    fn reversed_upper_inverse(&mut self, u: &mut [f64]) -> Result<(), String> {
         let n = self.n;
-        let y = Tensor::eye(n, DType::F64, &self.dev).and_then(|y| y.contiguous()).map_err(text)?;
+        // `scratch` (h as uploaded, no longer needed) := I, then V⁻¹ solved into it.
+        let blocks = u32::try_from((n * n).div_ceil(THREADS)).map_err(text)?;
+        let y = tensor_ptr(&self.scratch).map_err(text)?;
+        // SAFETY: an n × n f64 buffer on this stream; the kernel writes indices < n² only.
+        unsafe { launch(&self.stream, &self.k.eye, &[y], &[n as i32], (blocks, 1), THREADS, "identity") }
+            .map_err(text)?;
         let one = 1f64;
         // SAFETY: V and Y are n × n (ld n) on the stream.
         let s = unsafe {
@@ -198,18 +254,38 @@ impl PanelOps for DeviceMatrix {
                 &one,
                 self.a,
                 n as i32,
-                tensor_ptr(&y).map_err(text)? as *mut f64,
+                y as *mut f64,
                 n as i32,
             )
         };
         check(s, "trsm (inverse)")?;
-        y.flatten_all().and_then(|y| y.to_vec1::<f64>()).map_err(text)
+        // U := Y reversed, zeros below the diagonal, into A (V is no longer needed), then
+        // straight into the caller's buffer (the copy synchronizes the stream).
+        self.run(&self.k.reverse_upper, &self.scratch, &self.t, "reverse (upper)")?;
+        if let Some(st) = self.staging.as_mut() {
+            // SAFETY: `t` holds n² values (= u.len()) on this stream's device.
+            return unsafe { st.download(&self.stream, tensor_ptr(&self.t).map_err(text)?, u) }.map_err(text);
+        }
+        let (storage, _) = self.t.storage_and_layout();
+        let Storage::Cuda(cs) = &*storage else { return Err("the factor is not on the GPU".into()) };
+        let src = cs.as_cuda_slice::<f64>().map_err(text)?;
+        self.stream.memcpy_dtoh(src, u).map_err(|e| format!("copying U to the host: {e:?}"))
     }
 }
 
 impl GpuSolver {
-    pub fn new(dev: CudaDevice) -> Self {
-        GpuSolver { dev, lock: Mutex::new(()) }
+    pub fn compile(dev: &CudaDevice) -> Result<Self> {
+        let (ptx, _origin, module) = ptx("gptq-solve", "llq-host's GPTQ factorization", SOURCE, dev)?;
+        let load = |name: &str| -> Result<CudaFunction> {
+            entry(dev, &module, &ptx, name).with_context(|| format!("factorization kernel `{name}` missing"))
+        };
+        let k = SolveKernels {
+            reverse: load("llq_solve_reverse")?,
+            eye: load("llq_solve_eye")?,
+            reverse_upper: load("llq_solve_reverse_upper")?,
+        };
+        let staging = if pinned_from_env()? { Some(Staging::new(&dev.cuda_stream())?) } else { None };
+        Ok(GpuSolver { dev: dev.clone(), k, staging: Mutex::new(staging) })
     }
 
     /// `u` (row-major n × n) := the upper Cholesky factor of `h⁻¹`, `h` row-major symmetric
@@ -219,26 +295,33 @@ impl GpuSolver {
         if h.len() != n * n || u.len() != n * n {
             bail!("GPU factorization: {} and {} values for n = {n}", h.len(), u.len());
         }
-        let _one = self.lock.lock().map_err(|_| anyhow!("GPU factorization: a previous call panicked"))?;
+        if i32::try_from(n).is_err() {
+            bail!("GPU factorization: n = {n} is too large");
+        }
+        let mut staging =
+            self.staging.lock().map_err(|_| anyhow!("GPU factorization: a previous call panicked"))?;
         // Plugins call from their own threads: make the device's context current on this one.
-        super::nvrtc::bind(&self.dev)?;
-        // Host-clock marks for the speed study's split (debug log): the reversal and upload,
-        // the panel loop up to the inverse's result on the host, then the reversal back.
+        let stream = super::nvrtc::bind(&self.dev)?;
+        // Host-clock marks for the speed study's split (debug log): the upload and reversal,
+        // then the panel loop, the inverse and the download into `u`.
         let t = std::time::Instant::now();
         let loaded = std::cell::Cell::new(0f64);
-        let r = inverse_upper_cholesky_by(n, h, PANEL, |a| {
-            let m = DeviceMatrix::load(&self.dev, a, n);
-            loaded.set(t.elapsed().as_secs_f64());
-            m
-        })
+        inverse_upper_cholesky_by(
+            n,
+            h,
+            PANEL,
+            |h| {
+                let m = DeviceMatrix::load(&self.dev, stream, &self.k, staging.as_mut(), h, n);
+                loaded.set(t.elapsed().as_secs_f64());
+                m
+            },
+            u,
+        )
         .map_err(|e| anyhow!(e))?;
-        let solved = t.elapsed().as_secs_f64();
-        u.copy_from_slice(&r.a);
         tracing::debug!(
-            "GPU factorization n={n}: reverse + upload {:.3} s, panels + inverse + download + reverse {:.3} s, copy out {:.3} s",
+            "GPU factorization n={n}: upload + reverse {:.3} s, panels + inverse + reverse + download {:.3} s",
             loaded.get(),
-            solved - loaded.get(),
-            t.elapsed().as_secs_f64() - solved
+            t.elapsed().as_secs_f64() - loaded.get()
         );
         Ok(())
     }
@@ -275,7 +358,7 @@ pub fn install(dev: &CudaDevice) -> Result<Option<Installed>> {
     }
     tracing::info!("GPTQ on the GPU: factorizations LLQ_SOLVE={solve:?}, lazy updates LLQ_LAZY={lazy:?}");
     let solver = Checked {
-        gpu: (solve != Offload::Cpu).then(|| GpuSolver::new(dev.clone())),
+        gpu: (solve != Offload::Cpu).then(|| GpuSolver::compile(dev)).transpose()?,
         check: solve == Offload::Check,
         lazy: match lazy {
             Offload::Cpu => None,

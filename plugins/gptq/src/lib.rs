@@ -16,6 +16,34 @@ use std::sync::{Arc, Mutex};
 /// A process-wide static because the SDK makes a fresh `Gptq` for every call.
 static LAST: Mutex<Option<(Vec<f64>, Arc<GptqHessian>)>> = Mutex::new(None);
 
+/// Buffers of earlier [`LAST`] entries, reused for the next copy: Llama-3.2-1B's `down_proj`
+/// Hessian is 512 MB, and a fresh one a block is ~0.2 s of page faults on one thread. At most
+/// [`SPARES`] are kept (one per Hessian size a model's blocks cycle through is enough).
+static SPARE: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
+const SPARES: usize = 2;
+
+/// A copy of `h` in a spare buffer (the smallest that holds it) or a new one.
+fn keep_copy(h: &[f64]) -> Vec<f64> {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let best =
+        (0..spare.len()).filter(|&i| spare[i].capacity() >= h.len()).min_by_key(|&i| spare[i].capacity());
+    let mut buf = best.map(|i| spare.swap_remove(i)).unwrap_or_default();
+    drop(spare);
+    buf.clear();
+    buf.extend_from_slice(h);
+    buf
+}
+
+/// Keep `buf` for [`keep_copy`], dropping the smallest spare beyond [`SPARES`].
+fn give_back(buf: Vec<f64>) {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    spare.push(buf);
+    if spare.len() > SPARES {
+        let i = (0..spare.len()).min_by_key(|&i| spare[i].capacity()).unwrap_or(0);
+        spare.swap_remove(i);
+    }
+}
+
 /// `hessian` factored for `opt`, from [`LAST`] when it holds the same values bit for bit.
 fn factored(hessian: &[f64], cols: usize, opt: &GptqOptions) -> Result<Arc<GptqHessian>> {
     // A panic elsewhere while holding the lock leaves nothing half-written: the entry is
@@ -27,14 +55,17 @@ fn factored(hessian: &[f64], cols: usize, opt: &GptqOptions) -> Result<Arc<GptqH
             return Ok(f.clone());
         }
     }
-    // Drop the old entry first: on 8192 columns it holds 1 GB.
-    *last = None;
+    // Drop the old factor first (on 8192 columns it holds 512 MB); its copy of the Hessian
+    // becomes a spare buffer.
+    if let Some((h, _)) = last.take() {
+        give_back(h);
+    }
     let t = std::time::Instant::now();
     let f = Arc::new(GptqHessian::new(hessian, cols, opt)?);
     if std::env::var_os("LLQ_GPTQ_TIMING").is_some() {
         eprintln!("gptq factorization n={cols}: {:.3} s", t.elapsed().as_secs_f64());
     }
-    *last = Some((hessian.to_vec(), f.clone()));
+    *last = Some((keep_copy(hessian), f.clone()));
     Ok(f)
 }
 
@@ -164,5 +195,16 @@ mod tests {
             }
             assert!(gptq_prepared(&w, rows, cols, &b, spec, opt).is_err());
         }
+    }
+
+    #[test]
+    fn spare_buffers_hold_exactly_the_new_copy() {
+        give_back(vec![7.0; 100]);
+        let h: Vec<f64> = (0..40).map(|i| i as f64 * 0.5).collect();
+        let c = keep_copy(&h);
+        assert_eq!(c, h);
+        give_back(c);
+        assert_eq!(keep_copy(&h[..10]), &h[..10]);
+        assert!(SPARE.lock().unwrap().len() <= SPARES);
     }
 }

@@ -189,12 +189,20 @@ pub fn gptq_prepared(
     }
     let (gs, maxq) = (spec.group_size, spec.maxq());
     let groups = spec.groups(cols);
-    // Working copy of W in f64, row-major; dead inputs zeroed.
-    let mut w: Vec<f64> = data.iter().map(|&v| v as f64).collect();
-    for (i, _) in prep.dead.iter().enumerate().filter(|(_, &d)| d) {
-        for r in 0..rows {
-            w[r * cols + i] = 0.0;
-        }
+    // Working copy of W in f64, row-major; dead inputs zeroed. Rows on the pool: on
+    // Llama-3.2-1B's 16M-weight layers one thread took ~0.1 s a layer here.
+    let dead: Vec<usize> = (0..cols).filter(|&i| prep.dead[i]).collect();
+    let mut w = vec![0f64; rows * cols];
+    {
+        let mut wrows: Vec<&mut [f64]> = w.chunks_mut(cols.max(1)).collect();
+        par_each(&mut wrows, |r, row| {
+            for (d, &v) in row.iter_mut().zip(&data[r * cols..(r + 1) * cols]) {
+                *d = v as f64;
+            }
+            for &i in &dead {
+                row[i] = 0.0;
+            }
+        });
     }
     // Static groups: parameters from the (dead-zeroed) weights in column order.
     let static_params: Option<Vec<GroupParams>> = opt.static_groups.then(|| {
@@ -211,11 +219,12 @@ pub fn gptq_prepared(
     // W in visiting order (moved as it is without act-order).
     let mut wp = if opt.act_order {
         let mut wp = vec![0f64; rows * cols];
-        for r in 0..rows {
-            for (j, &c) in perm.iter().enumerate() {
-                wp[r * cols + j] = w[r * cols + c];
+        let mut wrows: Vec<&mut [f64]> = wp.chunks_mut(cols.max(1)).collect();
+        par_each(&mut wrows, |r, row| {
+            for (d, &c) in row.iter_mut().zip(perm) {
+                *d = w[r * cols + c];
             }
-        }
+        });
         wp
     } else {
         w

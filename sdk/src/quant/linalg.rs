@@ -406,8 +406,10 @@ pub fn inverse_upper_cholesky(h: &SquareMatrix) -> Result<SquareMatrix, String> 
 }
 
 /// The column-major steps of [`inverse_upper_cholesky_by`] on an n × n matrix held elsewhere
-/// (the host's GPU: `host/src/gpu/solve.rs` implements them with cuBLAS). `A` is the matrix
-/// as the implementation holds it, column-major; "the block at k0" is `A[k0..k0+w, k0..k0+w]`.
+/// (the host's GPU: `host/src/gpu/solve.rs` implements them with cuBLAS and two kernels). `A`
+/// is the matrix as the implementation holds it, column-major; "the block at k0" is
+/// `A[k0..k0+w, k0..k0+w]`. The reversals at both ends are the implementation's, so a device
+/// never sends the n² values through the host more than once each way.
 pub trait PanelOps {
     /// The block at `k0` (w × w), column-major.
     fn block(&mut self, k0: usize, w: usize) -> Result<Vec<f64>, String>;
@@ -418,30 +420,33 @@ pub trait PanelOps {
     fn solve_panel(&mut self, k0: usize, w: usize) -> Result<(), String>;
     /// The upper triangle of `A[k1.., k1..]` minus `Pᵀ P`, `P = A[k0..k1, k1..]` (`dsyrk`).
     fn update_trailing(&mut self, k0: usize, w: usize) -> Result<(), String>;
-    /// `V⁻¹` (column-major, n × n) for `V` the upper triangle of `A` (`dtrsm` against `I`).
-    fn upper_inverse(&mut self) -> Result<Vec<f64>, String>;
+    /// `u` (row-major n × n) := `V⁻¹`'s column-major buffer reversed, with every entry below
+    /// the diagonal set to 0 (`V` the upper triangle of `A`; `V⁻¹` by `dtrsm` against `I`).
+    fn reversed_upper_inverse(&mut self, u: &mut [f64]) -> Result<(), String>;
 }
 
-/// [`inverse_upper_cholesky`] by column-major steps an implementation of [`PanelOps`] runs
-/// where it likes (cuBLAS on a GPU); `load` receives the matrix to hold (column-major) and
-/// returns the implementation. The same route, so only rounding differs: the column-major
-/// view of the reversed `R = J h J` is `R` itself, cuBLAS's upper triangle of it is the
-/// row-major lower triangle the CPU code reads, its upper Cholesky factor `V` (`R = Vᵀ V`,
-/// right-looking in panels of `nb`, each diagonal block factored here by
+/// [`inverse_upper_cholesky`] into `u` by column-major steps an implementation of [`PanelOps`]
+/// runs where it likes (cuBLAS on a GPU); `load` receives `h` and returns the implementation
+/// holding `R = J h J` column-major, which is `h`'s buffer reversed. The same route, so only
+/// rounding differs: the column-major view of `R` is `R` itself, cuBLAS's upper triangle of it
+/// is the row-major lower triangle the CPU code reads, its upper Cholesky factor `V`
+/// (`R = Vᵀ V`, right-looking in panels of `nb`, each diagonal block factored here by
 /// [`cholesky_lower`]) has the row-major view `L`, the column-major `V⁻¹` has the row-major
-/// view `L⁻¹`, and `U = J L⁻¹ J` is that buffer reversed. The error names the first pivot (in
-/// `h`'s numbering) that is not positive, as [`inverse_upper_cholesky`]'s does.
+/// view `L⁻¹`, and `U = J L⁻¹ J` is that buffer reversed (upper triangular by construction:
+/// the implementation writes the zeros whatever its rounding left there). The error names the
+/// first pivot (in `h`'s numbering) that is not positive, as [`inverse_upper_cholesky`]'s does.
 pub fn inverse_upper_cholesky_by<P: PanelOps>(
     n: usize,
     h: &[f64],
     nb: usize,
-    load: impl FnOnce(Vec<f64>) -> Result<P, String>,
-) -> Result<SquareMatrix, String> {
-    if h.len() != n * n {
-        return Err(format!("{} values for an {n} × {n} matrix", h.len()));
+    load: impl FnOnce(&[f64]) -> Result<P, String>,
+    u: &mut [f64],
+) -> Result<(), String> {
+    if h.len() != n * n || u.len() != n * n {
+        return Err(format!("{} and {} values for an {n} × {n} matrix", h.len(), u.len()));
     }
     let nb = nb.max(1);
-    let mut ops = load(reversed(h))?;
+    let mut ops = load(h)?;
     for k0 in (0..n).step_by(nb) {
         let w = nb.min(n - k0);
         // The block's column-major upper triangle is its row-major lower one: the SDK's `L`
@@ -455,12 +460,7 @@ pub fn inverse_upper_cholesky_by<P: PanelOps>(
             ops.update_trailing(k0, w)?;
         }
     }
-    let mut u = SquareMatrix { n, a: reversed(&ops.upper_inverse()?) };
-    // Upper triangular by construction (identity columns solved against an upper factor);
-    // set the zeros whatever the implementation's rounding left there.
-    let mut rows: Vec<&mut [f64]> = u.a.chunks_mut(n.max(1)).collect();
-    par_each(&mut rows, |i, row| row[..i].fill(0.0));
-    Ok(u)
+    ops.reversed_upper_inverse(u)
 }
 
 /// `v` reversed into a new vector, in chunks on the pool (8192² values are 512 MB).
@@ -659,6 +659,9 @@ mod tests {
     }
 
     impl ColumnMajor {
+        fn reversed(n: usize, h: &[f64]) -> Self {
+            ColumnMajor { n, a: h.iter().rev().copied().collect() }
+        }
         fn at(&self, i: usize, j: usize) -> f64 {
             self.a[i + j * self.n]
         }
@@ -697,7 +700,7 @@ mod tests {
             }
             Ok(())
         }
-        fn upper_inverse(&mut self) -> Result<Vec<f64>, String> {
+        fn reversed_upper_inverse(&mut self, u: &mut [f64]) -> Result<(), String> {
             // V Y = I by back substitution, column by column; only V's upper triangle is read.
             let n = self.n;
             let mut y = vec![0f64; n * n];
@@ -710,7 +713,10 @@ mod tests {
                     y[i + c * n] = s / self.at(i, i);
                 }
             }
-            Ok(y)
+            for (k, v) in u.iter_mut().enumerate() {
+                *v = if k % n < k / n { 0.0 } else { y[n * n - 1 - k] };
+            }
+            Ok(())
         }
     }
 
@@ -733,7 +739,8 @@ mod tests {
                 want,
                 "n {n}: the CPU route reads h's upper triangle"
             );
-            let got = inverse_upper_cholesky_by(n, &h.a, nb, |a| Ok(ColumnMajor { n, a })).unwrap();
+            let mut got = SquareMatrix::zeros(n);
+            inverse_upper_cholesky_by(n, &h.a, nb, |h| Ok(ColumnMajor::reversed(n, h)), &mut got.a).unwrap();
             let top = want.a.iter().fold(0f64, |m, v| m.max(v.abs()));
             let diff = want.a.iter().zip(&got.a).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
             assert!(diff <= 1e-12 * top, "n {n} nb {nb}: {diff:e} of {top:e}");
@@ -744,7 +751,9 @@ mod tests {
         let mut h = spd(n);
         h.set(5, 5, -1.0);
         let cpu = inverse_upper_cholesky(&h).unwrap_err();
-        let by = inverse_upper_cholesky_by(n, &h.a, 8, |a| Ok(ColumnMajor { n, a })).unwrap_err();
+        let mut u = vec![0f64; n * n];
+        let by =
+            inverse_upper_cholesky_by(n, &h.a, 8, |h| Ok(ColumnMajor::reversed(n, h)), &mut u).unwrap_err();
         assert_eq!(cpu.split(' ').nth(1), by.split(' ').nth(1), "{cpu} / {by}");
         assert!(by.starts_with("pivot 5 "), "{by}");
     }
