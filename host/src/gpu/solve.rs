@@ -6,7 +6,9 @@
 //! gpu-solve, gpu-lazy), nearly all of it the host's side: two reversals, a download into a
 //! fresh vector and a copy out, ~4 fresh 512 MB host buffers a call. Now the reversals, the
 //! identity and the zeros below the diagonal are kernels (`solve.cu`): `h` goes up from the
-//! plugin's buffer and `U` comes down into the plugin's buffer, and nothing else crosses.
+//! plugin's buffer and `U` comes down into the plugin's buffer, and nothing else crosses:
+//! 0.10–0.12 s for n = 8192 on the H100 (upload + reverse 0.02 s;
+//! results/h100/calibrated/speed/host-side).
 //!
 //! The route is the SDK's (`llq_sdk::quant::linalg::inverse_upper_cholesky_by`, tested there
 //! against the row-major CPU code with a plain-loop column-major stand-in); this file supplies
