@@ -99,13 +99,11 @@ pub fn scaled_to_host(xtx: &Tensor, n: f64) -> Result<Vec<f64>> {
         .broadcast_div(&Tensor::new(n, dev)?)?
         .flatten_all()?
         .contiguous()?;
-    if !super::staging::pinned_from_env()? {
-        return Ok(h.to_vec1::<f64>()?);
-    }
     let stream = cd.cuda_stream();
+    let mut staging =
+        if super::staging::pinned_from_env()? { Some(super::staging::Staging::new(&stream)?) } else { None };
     let mut out = vec![0f64; h.elem_count()];
-    let mut st = super::staging::Staging::new(&stream)?;
     // SAFETY: `h` holds out.len() f64 on this stream's device, alive past the download.
-    unsafe { st.download(&stream, tensor_ptr(&h)?, &mut out) }?;
+    unsafe { super::staging::copy_down(staging.as_mut(), &stream, tensor_ptr(&h)?, &mut out) }?;
     Ok(out)
 }

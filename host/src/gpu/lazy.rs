@@ -15,11 +15,11 @@
 //! returned value compared bit for bit; the count logged per layer).
 
 use super::nvrtc::{entry, launch, ptx};
-use super::staging::{pinned_from_env, Staging};
+use super::staging::{copy_down, copy_up, pinned_from_env, to_device, Staging};
 use super::step::tensor_ptr;
 use crate::services::LazyMatrix;
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaStream};
+use candle_core::cuda_backend::cudarc::driver::CudaFunction;
 use candle_core::{CudaDevice, DType, Device, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -80,8 +80,8 @@ impl LazyKernels {
             k: self.clone(),
             rows,
             cols,
-            w: upload(&mut staging, &stream, &dev, w, (rows, cols))?,
-            u: upload(&mut staging, &stream, &dev, u, (cols, cols))?,
+            w: to_device(staging.as_mut(), &stream, &dev, w, (rows, cols))?,
+            u: to_device(staging.as_mut(), &stream, &dev, u, (cols, cols))?,
             e: None,
             o: None,
             host,
@@ -135,7 +135,7 @@ impl LazyMatrix for DeviceLazy {
         let dev = Device::Cuda(k.dev.clone());
         let et = buffer(&mut self.e, e.len(), &dev)?;
         // SAFETY: `et` holds at least e.len() values on this stream's device.
-        unsafe { copy_up(&mut staging, &stream, e, tensor_ptr(et)?) }?;
+        unsafe { copy_up(staging.as_mut(), &stream, e, tensor_ptr(et)?) }?;
         if i2 < cols {
             let grid = ((cols - i2).div_ceil(THREADS) as u32, rows.div_ceil(ROWS) as u32);
             // SAFETY: W (rows × cols), E (rows × (i2 − i1)) and U (cols × cols) are live device
@@ -169,7 +169,7 @@ impl LazyMatrix for DeviceLazy {
                 )?
             };
             // SAFETY: `o` holds at least out.len() values on this stream's device.
-            unsafe { copy_down(&mut staging, &stream, tensor_ptr(o)?, out) }?;
+            unsafe { copy_down(staging.as_mut(), &stream, tensor_ptr(o)?, out) }?;
         }
         self.updates += 1;
         if let Some((w, u)) = self.host.as_mut() {
@@ -184,59 +184,12 @@ impl LazyMatrix for DeviceLazy {
     }
 }
 
-/// `v` on the device as a `shape` tensor, through the pinned halves when there are some.
-fn upload(
-    staging: &mut Option<Staging>,
-    stream: &CudaStream,
-    dev: &Device,
-    v: &[f64],
-    shape: (usize, usize),
-) -> Result<Tensor> {
-    if staging.is_none() {
-        return Ok(Tensor::from_slice(v, shape, dev)?);
-    }
-    let t = Tensor::zeros(shape, DType::F64, dev)?;
-    // SAFETY: `t` holds v.len() values on this stream's device.
-    unsafe { copy_up(staging, stream, v, tensor_ptr(&t)?) }?;
-    Ok(t)
-}
-
 /// A device buffer of at least `len` f64 in `slot`, made (or grown) on first need.
 fn buffer<'a>(slot: &'a mut Option<Tensor>, len: usize, dev: &Device) -> Result<&'a Tensor> {
     if slot.as_ref().is_none_or(|t| t.elem_count() < len) {
         *slot = Some(Tensor::zeros(len.max(1), DType::F64, dev)?);
     }
     slot.as_ref().ok_or_else(|| anyhow!("GPU lazy updates: no buffer"))
-}
-
-/// `dst` (device) := `src`, pinned or pageable.
-///
-/// # Safety
-/// `dst` must address `src.len()` values on `stream`'s device.
-unsafe fn copy_up(staging: &mut Option<Staging>, stream: &CudaStream, src: &[f64], dst: u64) -> Result<()> {
-    match staging {
-        Some(st) => unsafe { st.upload(stream, src, dst) },
-        None => unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
-            .map_err(|e| anyhow!("GPU lazy updates: copy to the device: {e:?}")),
-    }
-}
-
-/// `dst` := `dst.len()` values at `src` (device), pinned or pageable; returns when they are there.
-///
-/// # Safety
-/// `src` must address `dst.len()` values on `stream`'s device.
-unsafe fn copy_down(
-    staging: &mut Option<Staging>,
-    stream: &CudaStream,
-    src: u64,
-    dst: &mut [f64],
-) -> Result<()> {
-    match staging {
-        Some(st) => unsafe { st.download(stream, src, dst) },
-        None => unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }
-            .and_then(|_| stream.synchronize())
-            .map_err(|e| anyhow!("GPU lazy updates: copy to the host: {e:?}")),
-    }
 }
 
 impl Drop for DeviceLazy {

@@ -22,7 +22,7 @@
 //! with each result compared to the SDK's CPU one, the largest difference logged).
 
 use super::nvrtc::{entry, launch, ptx};
-use super::staging::{pinned_from_env, Staging};
+use super::staging::{copy_down, pinned_from_env, to_device, Staging};
 use super::step::tensor_ptr;
 use crate::services::{Installed, Solver};
 use anyhow::{anyhow, bail, Context, Result};
@@ -34,7 +34,7 @@ use candle_core::cuda_backend::cudarc::cublas::sys::{
     cublasSideMode_t::CUBLAS_SIDE_LEFT,
 };
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream};
-use candle_core::{CudaDevice, DType, Device, Storage, Tensor};
+use candle_core::{CudaDevice, DType, Device, Tensor};
 use llq_sdk::quant::linalg::{inverse_upper_cholesky_by, PanelOps, SquareMatrix};
 use std::sync::{Arc, Mutex};
 
@@ -100,16 +100,7 @@ impl<'k> DeviceMatrix<'k> {
         n: usize,
     ) -> Result<Self, String> {
         let dev = Device::Cuda(cd.clone());
-        let scratch = match staging.as_mut() {
-            Some(st) => {
-                let s = Tensor::zeros((n, n), DType::F64, &dev).map_err(text)?;
-                // SAFETY: `s` holds n² values on this stream's device and outlives the copy
-                // (the matrix keeps it; later work on the stream follows the copy).
-                unsafe { st.upload(&stream, h, tensor_ptr(&s).map_err(text)?) }.map_err(text)?;
-                s
-            }
-            None => Tensor::from_slice(h, (n, n), &dev).map_err(text)?,
-        };
+        let scratch = to_device(staging.as_deref_mut(), &stream, &dev, h, (n, n)).map_err(text)?;
         let t = Tensor::zeros((n, n), DType::F64, &dev).map_err(text)?;
         let a = tensor_ptr(&t).map_err(text)? as *mut f64;
         let m = DeviceMatrix { dev, stream, blas: cd.cublas_handle(), k, staging, n, t, scratch, a };
@@ -264,14 +255,9 @@ impl PanelOps for DeviceMatrix<'_> {
         // U := Y reversed, zeros below the diagonal, into A (V is no longer needed), then
         // straight into the caller's buffer (the copy synchronizes the stream).
         self.run(&self.k.reverse_upper, &self.scratch, &self.t, "reverse (upper)")?;
-        if let Some(st) = self.staging.as_mut() {
-            // SAFETY: `t` holds n² values (= u.len()) on this stream's device.
-            return unsafe { st.download(&self.stream, tensor_ptr(&self.t).map_err(text)?, u) }.map_err(text);
-        }
-        let (storage, _) = self.t.storage_and_layout();
-        let Storage::Cuda(cs) = &*storage else { return Err("the factor is not on the GPU".into()) };
-        let src = cs.as_cuda_slice::<f64>().map_err(text)?;
-        self.stream.memcpy_dtoh(src, u).map_err(|e| format!("copying U to the host: {e:?}"))
+        // SAFETY: `t` holds n² values (= u.len()) on this stream's device.
+        unsafe { copy_down(self.staging.as_deref_mut(), &self.stream, tensor_ptr(&self.t).map_err(text)?, u) }
+            .map_err(text)
     }
 }
 

@@ -9,8 +9,10 @@
 //! H100 machine torch measured pageable copies at 10–15 GiB/s and pinned ones at 46–51 GiB/s
 //! (results/h100/calibrated/speed/host-side/copy-rates.txt).
 
+use super::step::tensor_ptr;
 use anyhow::{anyhow, Result};
 use candle_core::cuda_backend::cudarc::driver::{result, CudaEvent, CudaStream, PinnedHostSlice};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 /// Values a half holds (8 MB): large enough for the DMA to run at full rate, small enough
@@ -115,6 +117,59 @@ impl Staging {
             par_copy(&mut dst[i * CHUNK..i * CHUNK + len], buf);
         }
         Ok(())
+    }
+}
+
+/// `v` on the device as a `shape` tensor: through `staging`'s pinned halves when given,
+/// else candle's own (pageable) upload.
+pub fn to_device(
+    staging: Option<&mut Staging>,
+    stream: &CudaStream,
+    dev: &Device,
+    v: &[f64],
+    shape: (usize, usize),
+) -> Result<Tensor> {
+    let Some(st) = staging else { return Ok(Tensor::from_slice(v, shape, dev)?) };
+    let t = Tensor::zeros(shape, DType::F64, dev)?;
+    // SAFETY: `t` holds v.len() values on this stream's device; later work on the stream
+    // follows the copy.
+    unsafe { st.upload(stream, v, tensor_ptr(&t)?) }?;
+    Ok(t)
+}
+
+/// `dst` (device) := `src`, pinned when `staging` is given, else pageable.
+///
+/// # Safety
+/// `dst` must address `src.len()` values on `stream`'s device.
+pub unsafe fn copy_up(
+    staging: Option<&mut Staging>,
+    stream: &CudaStream,
+    src: &[f64],
+    dst: u64,
+) -> Result<()> {
+    match staging {
+        Some(st) => unsafe { st.upload(stream, src, dst) },
+        None => unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
+            .map_err(err("copy to the device")),
+    }
+}
+
+/// `dst` := `dst.len()` values at `src` (device), after the work queued on `stream`, pinned
+/// when `staging` is given, else pageable; returns when they are there.
+///
+/// # Safety
+/// `src` must address `dst.len()` values on `stream`'s device.
+pub unsafe fn copy_down(
+    staging: Option<&mut Staging>,
+    stream: &CudaStream,
+    src: u64,
+    dst: &mut [f64],
+) -> Result<()> {
+    match staging {
+        Some(st) => unsafe { st.download(stream, src, dst) },
+        None => unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }
+            .and_then(|_| stream.synchronize())
+            .map_err(err("copy to the host")),
     }
 }
 
