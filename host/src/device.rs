@@ -7,6 +7,9 @@ use candle_core::Device;
 /// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when built with the `cuda` feature and
 /// one is present, else the CPU; said in the log).
 pub fn open(spec: &str) -> Result<Device> {
+    // Read before any device opens, so that a malformed value is an error under `auto` too.
+    #[cfg(feature = "cuda")]
+    let keep_pool = crate::gpu::timing::pool_keeps()?;
     let cuda = |n: usize| -> Result<Device> {
         let d = Device::new_cuda(n).with_context(|| {
             format!(
@@ -18,6 +21,7 @@ pub fn open(spec: &str) -> Result<Device> {
             // SAFETY: llq uses the one stream candle created, so the per-buffer events that
             // order work across streams are not needed; they cost driver calls on every launch.
             unsafe { c.disable_event_tracking() };
+            crate::gpu::timing::set_pool_release(c, keep_pool)?;
         }
         Ok(d)
     };
@@ -68,6 +72,18 @@ pub fn allocated_bytes(dev: &Device) -> Option<(u64, u64)> {
         Device::Cuda(d) => crate::gpu::timing::pool_bytes(d),
         _ => None,
     }
+}
+
+/// Return the device pool's unused reservation to the driver (CUDA only): before a free-memory
+/// count that should see live buffers only (the pool otherwise keeps what it had, see
+/// `$LLQ_POOL`).
+pub fn trim_pool(dev: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = dev {
+        crate::gpu::timing::trim_pool(d);
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = dev;
 }
 
 /// Start a new high-water mark for [`allocated_bytes`].

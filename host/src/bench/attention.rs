@@ -8,7 +8,7 @@
 use serde::Serialize;
 #[cfg(feature = "cuda")]
 use {
-    crate::gpu::FlashAttention,
+    crate::gpu::PrefillKernels,
     crate::model::Mask,
     anyhow::{bail, Result},
     candle_core::{DType, Device, Tensor, D},
@@ -47,7 +47,7 @@ const SHAPES: [Shape; 5] = [
 
 /// Every shape of [`SHAPES`] through `flash` against the f32 reference on `dev`.
 #[cfg(feature = "cuda")]
-pub fn check(flash: &FlashAttention, dev: &Device) -> Result<Vec<AttentionCheck>> {
+pub fn check(flash: &PrefillKernels, dev: &Device) -> Result<Vec<AttentionCheck>> {
     let mut out = vec![];
     for (i, &(b, h, kvh, t, past, d, pad)) in SHAPES.iter().enumerate() {
         let total = past + t;

@@ -2,9 +2,9 @@
 //! or a GPU (with the plugin's kernels), against the copy-bandwidth roofline.
 
 use super::attention::AttentionCheck;
-use crate::device::{allocated_bytes, copy_bandwidth, free_bytes, reset_peak};
+use crate::device::{allocated_bytes, copy_bandwidth, free_bytes, reset_peak, trim_pool};
 use crate::generate::DecodePath;
-use crate::model::Llama;
+use crate::model::{Llama, PrefillFusion};
 use crate::plugin::QuantConfig;
 use crate::quant::{model_size, prepare, CalibSettings, GpuPath, QuantizeOptions};
 use crate::results::schema::{Build, Size};
@@ -50,17 +50,27 @@ pub struct PrefillRow {
     pub prompt_tokens: usize,
     pub seconds: Spread,
     pub tokens_per_s: f64,
-    /// Where the model has the fused prefill attention (GPU, sm_80+): the same prefills
-    /// through candle's unfused attention, in the same process right after.
+    /// The fused GPU kernels this row's prefills took (GPU, sm_80+; `$LLQ_PREFILL_ATTENTION`,
+    /// `$LLQ_PREFILL_POINTWISE`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unfused: Option<UnfusedPrefill>,
+    pub fusion: Option<PrefillFusion>,
+    /// The same prefills through candle's ops alone (no fused kernel), in the same process
+    /// right after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfused: Option<PrefillAb>,
+    /// The same prefills with the element-wise kernels (q/k/v split with RoPE, SwiGLU) in the
+    /// other state, the attention as in the row: written to agree bit for bit, so
+    /// `logits_rel_err` is expected to be 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointwise_flipped: Option<PrefillAb>,
 }
 
-/// The A/B of one prefill length against the unfused attention.
+/// The A/B of one prefill length against another choice of kernels.
 #[derive(Debug, Serialize)]
-pub struct UnfusedPrefill {
+pub struct PrefillAb {
+    pub fusion: PrefillFusion,
     pub seconds: Spread,
-    /// max |Δ| / max |unfused| of the last position's logits (same prompt), and whether the
+    /// max |Δ| / max |other| of the last position's logits (same prompt), and whether the
     /// greedy token agreed.
     pub logits_rel_err: f64,
     pub greedy_agrees: bool,
@@ -129,8 +139,10 @@ pub struct ModelBenchReport {
     /// Device memory in use after loading the model (bytes), where the device reports it.
     pub device_memory_bytes: Option<u64>,
     /// Most device memory in use during the benchmark as sampled after every case (bytes
-    /// over the free memory before the model was loaded): temporaries freed within a case
-    /// are not seen — see `peak_allocated_bytes`.
+    /// over the free memory before the model was loaded). The device pool keeps what it
+    /// reserved (`$LLQ_POOL=keep`, the default), so this is its reservation's high-water mark,
+    /// temporaries within a case included; with `release` they are not seen. The allocator's
+    /// own count is `peak_allocated_bytes`.
     pub peak_device_memory_bytes: Option<u64>,
     /// Bytes allocated through the device's memory pool after loading (weights and every
     /// resident tensor) and their exact high-water mark over loading and all cases (the
@@ -226,6 +238,8 @@ pub fn model_bench(
     reset_peak(&dev);
     let llama = Llama::with_packed(&m.config, &m.weights, &dev, packed.as_ref())?;
     drop(packed);
+    // Loading's temporaries out of the pool first: this counts what stays resident.
+    trim_pool(&dev);
     let device_memory_bytes = free_before.zip(free_bytes(&dev)).map(|(a, b)| a.saturating_sub(b));
     let allocated_after_load_bytes = allocated_bytes(&dev).map(|(now, _)| now);
     let (logits_rel_err_vs_cpu, padded_logits_rel_err_vs_cpu) = if dev.is_cuda() && settings.checks {
@@ -270,40 +284,56 @@ pub fn model_bench(
         }
         Ok((spread(times), logits))
     };
-    let has_flash = llama.set_flash_prefill(true);
+    let fusion = llama.prefill_fusion();
     #[cfg(feature = "cuda")]
     let prefill_attention_check = match &dev {
-        Device::Cuda(d) if has_flash && settings.checks => match crate::gpu::FlashAttention::compile(d)? {
-            Some(f) => super::attention::check(&f, &dev)?,
-            None => vec![],
-        },
+        Device::Cuda(d) if fusion.is_some() && settings.checks => {
+            match crate::gpu::PrefillKernels::compile(d)? {
+                Some(f) => {
+                    f.set_enabled(true, false);
+                    super::attention::check(&f, &dev)?
+                }
+                None => vec![],
+            }
+        }
         _ => vec![],
     };
     #[cfg(not(feature = "cuda"))]
     let prefill_attention_check = vec![];
+    // The same prefills with other kernels, compared with the row's (`logits`).
+    let ab = |len: usize, with: PrefillFusion, logits: &[f32]| -> Result<PrefillAb> {
+        let row = llama.prefill_fusion();
+        llama.set_prefill_fusion(with);
+        let u = time_prefill(len);
+        if let Some(f) = row {
+            llama.set_prefill_fusion(f);
+        }
+        let (seconds, reference) = u?;
+        Ok(PrefillAb {
+            fusion: with,
+            seconds,
+            logits_rel_err: max_rel_err(logits, &reference),
+            greedy_agrees: crate::generate::argmax(logits) == crate::generate::argmax(&reference),
+        })
+    };
     let mut prefill = vec![];
     for &len in &settings.prompt_lens {
         let (s, logits) = time_prefill(len)?;
         track();
-        let unfused = if has_flash && settings.checks {
-            llama.set_flash_prefill(false);
-            let u = time_prefill(len);
-            llama.set_flash_prefill(true);
-            let (seconds, reference) = u?;
+        let (mut unfused, mut pointwise_flipped) = (None, None);
+        if let (Some(f), true) = (fusion, settings.checks) {
+            unfused = Some(ab(len, PrefillFusion { attention: false, pointwise: false }, &logits)?);
             track();
-            Some(UnfusedPrefill {
-                seconds,
-                logits_rel_err: max_rel_err(&logits, &reference),
-                greedy_agrees: crate::generate::argmax(&logits) == crate::generate::argmax(&reference),
-            })
-        } else {
-            None
-        };
+            pointwise_flipped = Some(ab(len, PrefillFusion { pointwise: !f.pointwise, ..f }, &logits)?);
+            track();
+        }
         prefill.push(PrefillRow {
             prompt_tokens: len,
             tokens_per_s: len as f64 / s.median,
             seconds: s,
+            fusion,
             unfused,
+            pointwise_flipped,
         });
     }
     let context = settings.context;

@@ -1,7 +1,7 @@
 //! `llq-host bench`: prefill and decode speed of a model, optionally quantized.
 
 use super::args::{CalibArgs, DecodeArg, MaybePluginArgs};
-use crate::bench::model::{model_bench, ModelBenchReport, ModelBenchSettings};
+use crate::bench::model::{model_bench, ModelBenchReport, ModelBenchSettings, PrefillAb};
 use crate::util::fs::write_json;
 use crate::util::par::default_threads;
 use anyhow::{bail, Result};
@@ -42,8 +42,9 @@ pub struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "eager,graph")]
     pub decode: Vec<DecodeArg>,
     /// Skip the accuracy checks that run beside the timings (GPU logits vs the CPU model, the
-    /// prefill attention kernel vs f32 attention, each prefill again through the unfused
-    /// attention): for a profiler that should see only the timed work.
+    /// prefill attention kernel vs f32 attention, each prefill again through candle's ops
+    /// alone and with the element-wise kernels flipped): for a profiler that should see only
+    /// the timed work.
     #[arg(long)]
     pub no_checks: bool,
     #[command(flatten)]
@@ -114,15 +115,28 @@ fn print_report(r: &ModelBenchReport) {
             s.max * 1e3,
             p.tokens_per_s
         );
-        if let Some(u) = &p.unfused {
+        let ab = |what: &str, u: &PrefillAb| {
             println!(
-                "    unfused attention: {:8.1} ms (min {:.1}, max {:.1}); fused vs unfused logits {:.2e}, greedy {}",
+                "    {what}: {:8.1} ms (min {:.1}, max {:.1}); logits vs the row's {:.2e}, greedy {}",
                 u.seconds.median * 1e3,
                 u.seconds.min * 1e3,
                 u.seconds.max * 1e3,
                 u.logits_rel_err,
                 if u.greedy_agrees { "agrees" } else { "differs" }
+            )
+        };
+        if let Some(f) = &p.fusion {
+            println!(
+                "    fused kernels: attention {}, element-wise (q/k/v RoPE, SwiGLU) {}",
+                if f.attention { "on" } else { "off" },
+                if f.pointwise { "on" } else { "off" }
             );
+        }
+        if let Some(u) = &p.unfused {
+            ab("candle's ops alone (no fused kernel)", u);
+        }
+        if let Some(u) = &p.pointwise_flipped {
+            ab(if u.fusion.pointwise { "element-wise kernels on" } else { "element-wise kernels off" }, u);
         }
     }
     for c in &r.prefill_attention_check {

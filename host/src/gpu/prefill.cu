@@ -6,7 +6,7 @@
 // f32 scores for every (head, query, key) and read them back four times (scale, mask,
 // softmax, bf16): at 2048 tokens that was 0.5 GB a layer and ~90% of the prefill
 // (bench/NOTES.md). Placed after llq_sdk's kernel header (bf16 helpers, `llq_mma_bf16`,
-// `llq_bf16x2`), compiled by NVRTC.
+// `llq_bf16x2`) and pointwise.cu (RoPE, SwiGLU, LLQ_NEG_INF), compiled by NVRTC.
 //
 // Layouts: q (rows, heads, t, D) after RoPE; k, v (rows, kv_heads, total, D) with the
 // prompt's keys last (total = past + t); out (rows, t, heads·D), what o_proj reads. The
@@ -26,15 +26,9 @@
 // two 8-key n-tiles of S is, packed to bf16, exactly the A fragment of one 16-key k-step of
 // P·V (the FlashAttention-2 register trick), and V's B fragments come from `ldmatrix.trans`.
 
-#ifndef LLQ_NEG_INF
-#define LLQ_NEG_INF __int_as_float(0xff800000)
-#endif
-
 #define LLQ_FA_ROWS 64
 #define LLQ_FA_KEYS 64
 #define LLQ_FA_THREADS 128
-
-static __device__ __forceinline__ float llq_fa_round(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
 
 static __device__ __forceinline__ unsigned llq_fa_ld32(const llq_bf16* p) {
   return *reinterpret_cast<const unsigned*>(p);
@@ -133,7 +127,7 @@ static __device__ __forceinline__ void llq_fa(const llq_bf16* __restrict__ q, co
       for (int j = 0; j < LLQ_FA_KEYS / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float x = llq_fa_round(sc[j][e]) * scale_log2;
+          const float x = llq_round_bf16(sc[j][e]) * scale_log2;
           sc[j][e] = x;
           mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
@@ -145,7 +139,7 @@ static __device__ __forceinline__ void llq_fa(const llq_bf16* __restrict__ q, co
         for (int e = 0; e < 4; ++e) {
           const int a = e < 2 ? abs0 : abs1, key = k0 + 8 * j + 2 * tq + (e & 1);
           const bool ok = a < p ? key == a : (key >= p && key <= a);
-          const float x = ok ? llq_fa_round(sc[j][e]) * scale_log2 : LLQ_NEG_INF;
+          const float x = ok ? llq_round_bf16(sc[j][e]) * scale_log2 : LLQ_NEG_INF;
           sc[j][e] = x;
           mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
@@ -175,7 +169,7 @@ static __device__ __forceinline__ void llq_fa(const llq_bf16* __restrict__ q, co
       float pr[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        pr[e] = llq_fa_round(exp2f(sc[j][e] - ref[e >> 1]));
+        pr[e] = llq_round_bf16(exp2f(sc[j][e] - ref[e >> 1]));
         l[e >> 1] += pr[e];
       }
       pa[j >> 1][(j & 1) * 2] = llq_bf16x2(pr[0], pr[1]);
@@ -220,3 +214,45 @@ static __device__ __forceinline__ void llq_fa(const llq_bf16* __restrict__ q, co
   }
 LLQ_FA_ENTRY(64)
 LLQ_FA_ENTRY(128)
+
+// The q, k and v projections' outputs, (rows, t, heads·D) and (rows, t, kv_heads·D) as the
+// linears write them, into the layouts the attention reads: q (rows, heads, t, D) and k
+// (rows, kv_heads, t, D) rotated (RoPE, rotate-half, llq_rope_pair: candle's bf16 `rope`),
+// v (rows, kv_heads, t, D) as is. cos/sin: (1 or rows, t, D/2), cs_stride elements apart a
+// row (0: one table for all rows). One launch and one pass over the three instead of
+// candle's reshape → transpose → contiguous (3 copies) and two `rope` launches, bit for bit
+// the same values. Grid (t, rows), a thread per rotated pair or v element of the token.
+extern "C" __global__ void llq_prefill_split_rope(const llq_bf16* __restrict__ q, const llq_bf16* __restrict__ k,
+                                                  const llq_bf16* __restrict__ v, const llq_bf16* __restrict__ cos,
+                                                  const llq_bf16* __restrict__ sin, llq_bf16* __restrict__ qo,
+                                                  llq_bf16* __restrict__ ko, llq_bf16* __restrict__ vo, int t,
+                                                  int heads, int kv_heads, int d, long long cs_stride) {
+  const int ti = blockIdx.x, r = blockIdx.y, half = d >> 1;
+  const long long tok = (long long)r * t + ti;
+  const llq_bf16* cr = cos + r * cs_stride + (long long)ti * half;
+  const llq_bf16* sr = sin + r * cs_stride + (long long)ti * half;
+  const int pairs = (heads + kv_heads) * half;
+  for (int idx = threadIdx.x; idx < pairs + kv_heads * d; idx += blockDim.x) {
+    if (idx < pairs) {
+      const int hh = idx / half, i = idx - hh * half;
+      const llq_bf16* src;
+      llq_bf16* dst;
+      if (hh < heads) {
+        src = q + (tok * heads + hh) * d;
+        dst = qo + (((long long)r * heads + hh) * t + ti) * d;
+      } else {
+        const int kh = hh - heads;
+        src = k + (tok * kv_heads + kh) * d;
+        dst = ko + (((long long)r * kv_heads + kh) * t + ti) * d;
+      }
+      float a, b;
+      llq_rope_pair(llq_bf16_to_f32(src[i]), llq_bf16_to_f32(src[i + half]), llq_bf16_to_f32(cr[i]),
+                    llq_bf16_to_f32(sr[i]), a, b);
+      dst[i] = llq_f32_to_bf16(a);
+      dst[i + half] = llq_f32_to_bf16(b);
+    } else {
+      const int j = idx - pairs, kh = j / d, i = j - kh * d;
+      vo[(((long long)r * kv_heads + kh) * t + ti) * d + i] = v[tok * kv_heads * d + j];
+    }
+  }
+}

@@ -11,9 +11,7 @@
 // scores rounded to bf16 before the scale (cuBLAS writes bf16), probabilities rounded to
 // bf16 before p·V.
 
-#define LLQ_NEG_INF __int_as_float(0xff800000)
-
-static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
+// LLQ_NEG_INF, llq_round_bf16, llq_aligned16 and the SwiGLU kernel come from pointwise.cu.
 
 // Dense bf16 rows (out, in), row-major, through the same driver as the plugins' kernels:
 // the unquantized layers and the lm_head (16-bit weights reach ~76% of copy bandwidth with
@@ -78,7 +76,6 @@ extern "C" __global__ void llq_step_embed(const llq_bf16* table, const unsigned*
 // memory instead of two with 2-byte accesses (the first version took ~9 µs a call at width
 // 2048, 0.3 ms a step, bench/NOTES.md).
 #define LLQ_NORM_CHUNKS 4
-static __device__ __forceinline__ bool llq_aligned16(const void* p) { return ((size_t)p & 15) == 0; }
 extern "C" __global__ void __launch_bounds__(256)
     llq_step_add_rmsnorm(llq_bf16* x, const llq_bf16* add, const llq_bf16* w, llq_bf16* out, int n, float eps) {
   __shared__ float scratch[32];
@@ -166,9 +163,8 @@ extern "C" __global__ void llq_step_rope_append(llq_bf16* q, const llq_bf16* k, 
       src = k + ((long long)r * kv_heads + kh) * d;
       dst = kc + (((long long)r * kv_heads + kh) * cap + s) * d;
     }
-    const float x1 = llq_bf16_to_f32(src[i]), x2 = llq_bf16_to_f32(src[i + half]);
-    const float a = llq_round_bf16(llq_round_bf16(x1 * c) - llq_round_bf16(x2 * sn));
-    const float b = llq_round_bf16(llq_round_bf16(x1 * sn) + llq_round_bf16(x2 * c));
+    float a, b;
+    llq_rope_pair(llq_bf16_to_f32(src[i]), llq_bf16_to_f32(src[i + half]), c, sn, a, b);
     dst[i] = llq_f32_to_bf16(a);
     dst[i + half] = llq_f32_to_bf16(b);
   }
@@ -356,15 +352,6 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
 #pragma unroll
     for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w * G * d + i];
     out[((long long)r * heads + (long long)kh * G) * d + i] = llq_f32_to_bf16(v);
-  }
-}
-
-// out = bf16(bf16(silu(g)) · u) over n elements (candle's `silu` then bf16 `mul`).
-extern "C" __global__ void llq_step_swiglu(const llq_bf16* g, const llq_bf16* u, llq_bf16* out, long long n) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    const float x = llq_bf16_to_f32(g[i]);
-    const float s = llq_round_bf16(x / (1.f + expf(-x)));
-    out[i] = llq_f32_to_bf16(s * llq_bf16_to_f32(u[i]));
   }
 }
 

@@ -111,7 +111,7 @@ pub fn tensor_ptr(t: &Tensor) -> Result<u64> {
 
 impl StepKernels {
     pub fn compile(dev: &CudaDevice) -> Result<Arc<Self>> {
-        let source = format!("{}\n{}", llq_sdk::cuda::HEADER, SOURCE);
+        let source = format!("{}\n{}\n{}", llq_sdk::cuda::HEADER, super::pointwise::SOURCE, SOURCE);
         let (ptx, origin, module) = ptx("step", "llq-host's decode-step kernels", &source, dev)?;
         let load = |name: &str| -> Result<CudaFunction> {
             entry(dev, &module, &ptx, name).with_context(|| format!("decode-step kernel `{name}` missing"))
@@ -140,7 +140,7 @@ impl StepKernels {
             attend_gqa: load("llq_step_attend_gqa")?,
             attention: Attention::from_env()?,
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
-            swiglu: load("llq_step_swiglu")?,
+            swiglu: load("llq_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
             rows,
             stream: dev.cuda_stream(),

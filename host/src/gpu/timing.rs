@@ -1,5 +1,6 @@
 //! Timing on the device: CUDA events around back-to-back launches, the device-to-device copy
-//! bandwidth every roofline is measured against, and free device memory.
+//! bandwidth every roofline is measured against, free device memory, and the memory pool's
+//! counters and release threshold.
 
 use crate::util::stats::{spread, Spread};
 use anyhow::Result;
@@ -44,7 +45,22 @@ pub fn copy_bandwidth(dev: &CudaDevice, repeats: usize) -> Result<f64> {
     let mut dst: CudaSlice<u8> = dev.alloc_zeros(n)?;
     let stream = dev.cuda_stream();
     let s = time_launches(&stream, repeats, 4, |_| Ok(dev.memcpy_dtod(&src, &mut dst)?))?;
+    drop((src, dst));
+    // A kept pool would hold the probe's 1 GiB for the next allocations, out of sight of
+    // free-memory counts taken after this.
+    trim_pool(dev);
     Ok(2.0 * n as f64 / s.median / 1e9)
+}
+
+/// Hand what the device's pool holds beyond its live allocations back to the driver (after
+/// the queued work), so that free device memory counts live buffers only.
+pub fn trim_pool(dev: &CudaDevice) {
+    if let Some(pool) = mem_pool(dev) {
+        if dev.cuda_stream().synchronize().is_ok() {
+            // SAFETY: a pool of this device; trimming frees only unused reserved memory.
+            let _ = unsafe { candle_core::cuda_backend::cudarc::driver::sys::cuMemPoolTrimTo(pool, 0) };
+        }
+    }
 }
 
 /// Free device memory in bytes, after the device's queued work has finished.
@@ -90,6 +106,37 @@ pub fn reset_pool_peak(dev: &CudaDevice) {
             )
         };
     }
+}
+
+/// Whether the device's memory pool keeps what it has reserved across synchronizations
+/// (`$LLQ_POOL=keep`, the default) or hands it back to the driver at each one (`release`: the
+/// CUDA default, release threshold 0). With `release` every synchronization — the bench's
+/// between two timed prefills, a generation's between steps — returns the pool's memory, and
+/// the next forward maps it again, allocation by allocation. Keeping it is what torch's
+/// caching allocator does and what the CUDA programming guide suggests for stream-ordered
+/// allocation ("Physical page caching behavior": raise `cudaMemPoolAttrReleaseThreshold`).
+/// The pool's `USED_MEM` counters, which the bench's peak reads, count allocations either way.
+pub fn pool_keeps() -> Result<bool> {
+    crate::util::env::choice("LLQ_POOL", true, &[("keep", true), ("release", false)])
+}
+
+/// Set the device pool's release threshold as [`pool_keeps`] said.
+pub fn set_pool_release(dev: &CudaDevice, keep: bool) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let Some(pool) = mem_pool(dev) else { return Ok(()) };
+    let mut threshold: u64 = if keep { u64::MAX } else { 0 };
+    // SAFETY: the release threshold is a cuuint64_t read from `threshold`.
+    let r = unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            &mut threshold as *mut u64 as *mut _,
+        )
+    };
+    if r != sys::CUresult::CUDA_SUCCESS {
+        anyhow::bail!("setting the device memory pool's release threshold failed: {r:?}");
+    }
+    Ok(())
 }
 
 fn mem_pool(dev: &CudaDevice) -> Option<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {

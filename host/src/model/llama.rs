@@ -59,6 +59,15 @@ impl Stage {
     }
 }
 
+/// Which of the GPU's fused kernels the eager model's forwards of many tokens take
+/// (`gpu::PrefillKernels`): the attention, and the element-wise ones (q/k/v split with RoPE,
+/// SwiGLU).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PrefillFusion {
+    pub attention: bool,
+    pub pointwise: bool,
+}
+
 /// RoPE tables and the causal mask for one unpadded sequence of `t` tokens at positions
 /// `0..t` (what calibration runs blocks on).
 pub struct SequenceContext {
@@ -165,9 +174,9 @@ pub struct WeightSource<'a> {
     weights: &'a Weights,
     device: &'a Device,
     dtype: DType,
-    /// The fused prefill attention every block shares (GPU, sm_80+).
+    /// The fused prefill kernels every block shares (GPU, sm_80+).
     #[cfg(feature = "cuda")]
-    flash: Option<std::sync::Arc<crate::gpu::FlashAttention>>,
+    fused: Option<std::sync::Arc<crate::gpu::PrefillKernels>>,
     #[cfg(feature = "cuda")]
     packed: Option<(
         &'a PackedLayers,
@@ -190,8 +199,8 @@ impl<'a> WeightSource<'a> {
             _ => None,
         };
         #[cfg(feature = "cuda")]
-        let flash = match device {
-            Device::Cuda(d) => crate::gpu::FlashAttention::compile(d)?,
+        let fused = match device {
+            Device::Cuda(d) => crate::gpu::PrefillKernels::compile(d)?,
             _ => None,
         };
         #[cfg(not(feature = "cuda"))]
@@ -203,7 +212,7 @@ impl<'a> WeightSource<'a> {
             #[cfg(feature = "cuda")]
             packed,
             #[cfg(feature = "cuda")]
-            flash,
+            fused,
         })
     }
 
@@ -261,7 +270,7 @@ pub struct Attention {
     head_dim: usize,
     dtype: DType,
     #[cfg(feature = "cuda")]
-    flash: Option<std::sync::Arc<crate::gpu::FlashAttention>>,
+    fused: Option<std::sync::Arc<crate::gpu::PrefillKernels>>,
 }
 
 impl Attention {
@@ -277,7 +286,7 @@ impl Attention {
             head_dim: cfg.head_dim(),
             dtype: w.dtype,
             #[cfg(feature = "cuda")]
-            flash: w.flash.clone(),
+            fused: w.fused.clone(),
         })
     }
 
@@ -293,19 +302,31 @@ impl Attention {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let rep = h / kvh;
-        let (cos, sin) = rope_cs;
-        let q = self.q.forward(x)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
-        let k = self.k.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-        let v = self.v.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-        let q = rope(&q, cos, sin)?;
-        let k = rope(&k, cos, sin)?;
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        #[cfg(feature = "cuda")]
+        let fused = match &self.fused {
+            Some(f) => f.split_rope((&q, &k, &v), rope_cs, h, kvh)?,
+            None => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let fused: Option<(Tensor, Tensor, Tensor)> = None;
+        let (q, k, v) = match fused {
+            Some(qkv) => qkv,
+            None => {
+                let (cos, sin) = rope_cs;
+                let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+                let k = k.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+                let v = v.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+                (rope(&q, cos, sin)?, rope(&k, cos, sin)?, v)
+            }
+        };
         let (k, v) = match kv.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
         };
         *kv = Some((k.clone(), v.clone()));
         #[cfg(feature = "cuda")]
-        if let Some(f) = &self.flash {
+        if let Some(f) = &self.fused {
             if let Some(out) = f.attend(&q, &k, &v, mask.pad_tensor()?)? {
                 return Ok(out);
             }
@@ -342,19 +363,33 @@ pub struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    #[cfg(feature = "cuda")]
+    fused: Option<std::sync::Arc<crate::gpu::PrefillKernels>>,
 }
 
 impl Mlp {
     pub fn load(w: &WeightSource, layer: usize) -> Result<Self> {
         let lin = |t| w.linear(&layer_tensor(layer, t));
-        Ok(Mlp { gate: lin(LayerTensor::Gate)?, up: lin(LayerTensor::Up)?, down: lin(LayerTensor::Down)? })
+        Ok(Mlp {
+            gate: lin(LayerTensor::Gate)?,
+            up: lin(LayerTensor::Up)?,
+            down: lin(LayerTensor::Down)?,
+            #[cfg(feature = "cuda")]
+            fused: w.fused.clone(),
+        })
     }
 
     /// silu(gate(x)) · up(x): the input of `down_proj`.
     pub fn hidden(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?.silu()?;
-        let u = self.up.forward(x)?;
-        Ok((g * u)?)
+        let (g, u) = (self.gate.forward(x)?, self.up.forward(x)?);
+        #[cfg(feature = "cuda")]
+        if let Some(h) = match &self.fused {
+            Some(f) => f.swiglu(&g, &u)?,
+            None => None,
+        } {
+            return Ok(h);
+        }
+        Ok((g.silu()? * u)?)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -649,17 +684,24 @@ impl Llama {
         self.blocks.get_mut(i)
     }
 
-    /// Take (true) or leave (false) the fused prefill attention from now on where this
-    /// model has it (GPU, sm_80+): the bench's A/B against candle's unfused ops. Returns
-    /// whether the model has it.
-    pub fn set_flash_prefill(&self, on: bool) -> bool {
+    /// Which fused prefill kernels forwards take, where this model has them (GPU, sm_80+).
+    pub fn prefill_fusion(&self) -> Option<PrefillFusion> {
         #[cfg(feature = "cuda")]
-        if let Some(f) = self.blocks.first().and_then(|b| b.attn.flash.as_ref()) {
-            f.set_enabled(on);
-            return true;
+        if let Some(f) = self.blocks.first().and_then(|b| b.attn.fused.as_ref()) {
+            let (attention, pointwise) = f.enabled();
+            return Some(PrefillFusion { attention, pointwise });
         }
-        let _ = on;
-        false
+        None
+    }
+
+    /// Take the fused prefill kernels `f` says from now on (the bench's A/Bs against candle's
+    /// ops on the same model); nothing where the model has none.
+    pub fn set_prefill_fusion(&self, f: PrefillFusion) {
+        #[cfg(feature = "cuda")]
+        if let Some(k) = self.blocks.first().and_then(|b| b.attn.fused.as_ref()) {
+            k.set_enabled(f.attention, f.pointwise);
+        }
+        let _ = f;
     }
 
     /// Run blocks `from..` on `x`, the input of block `from` of one unpadded sequence

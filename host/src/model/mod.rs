@@ -20,6 +20,8 @@ pub mod weights;
 
 pub use config::{Config, LayerTensor, RopeScaling};
 pub use linear::{Linear, PackedLayers};
-pub use llama::{Block, Cache, Llama, SequenceContext, Stage, StageState, WeightSource, MAX_POSITIONS};
+pub use llama::{
+    Block, Cache, Llama, PrefillFusion, SequenceContext, Stage, StageState, WeightSource, MAX_POSITIONS,
+};
 pub use mask::Mask;
 pub use weights::{check_weights, HostTensor, Weights};

@@ -3,6 +3,7 @@
 //! into the integer group format `rtn` shares (llq_sdk::quant::intgroup).
 use llq_sdk::quant::gptq::{gptq_prepared, GptqHessian, GptqOptions};
 use llq_sdk::quant::intgroup::{self, IntGroupSpec};
+use llq_sdk::quant::linalg::par_copy_into;
 use llq_sdk::{
     bail, export_plugin, Calibration, CalibrationNeed, CudaKernels, OptionKind, OptionSpec, Options,
     PackedView, QuantMethod, Quantized, Result, Weights,
@@ -29,8 +30,7 @@ fn keep_copy(h: &[f64]) -> Vec<f64> {
         (0..spare.len()).filter(|&i| spare[i].capacity() >= h.len()).min_by_key(|&i| spare[i].capacity());
     let mut buf = best.map(|i| spare.swap_remove(i)).unwrap_or_default();
     drop(spare);
-    buf.clear();
-    buf.extend_from_slice(h);
+    par_copy_into(&mut buf, h);
     buf
 }
 

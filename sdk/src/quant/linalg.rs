@@ -275,6 +275,42 @@ pub fn par_each<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Sen
     items.iter_mut().enumerate().for_each(|(i, t)| f(i, t));
 }
 
+/// Elements a pool task copies or scans at once in the whole-matrix helpers below.
+const CHUNK: usize = 1 << 16;
+
+/// `src` copied into `dst` (resized to it), in chunks on the pool: GPTQ's Hessians of 8192
+/// columns are 512 MB, and one thread copying into fresh pages took ~0.2 s of the plugin's
+/// time around each `down_proj` factorization (bench/NOTES.md).
+pub fn par_copy_into(dst: &mut Vec<f64>, src: &[f64]) {
+    if dst.len() != src.len() {
+        if dst.capacity() >= src.len() {
+            dst.resize(src.len(), 0.0);
+        } else {
+            // Zeroed pages from the allocator, first touched by the copy below on all threads.
+            *dst = vec![0.0; src.len()];
+        }
+    }
+    let mut chunks: Vec<&mut [f64]> = dst.chunks_mut(CHUNK).collect();
+    par_each(&mut chunks, |c, d| d.copy_from_slice(&src[c * CHUNK..c * CHUNK + d.len()]));
+}
+
+/// A copy of `src`, made on the pool ([`par_copy_into`]).
+pub fn par_copy(src: &[f64]) -> Vec<f64> {
+    let mut v = vec![];
+    par_copy_into(&mut v, src);
+    v
+}
+
+/// The index of the first value of `v` that is not finite, scanned on the pool.
+pub fn first_non_finite(v: &[f64]) -> Option<usize> {
+    let first =
+        |(c, chunk): (usize, &[f64])| chunk.iter().position(|x| !x.is_finite()).map(|i| c * CHUNK + i);
+    #[cfg(feature = "gemm")]
+    return v.par_chunks(CHUNK).enumerate().find_map_first(first);
+    #[cfg(not(feature = "gemm"))]
+    v.chunks(CHUNK).enumerate().find_map(first)
+}
+
 /// The lower Cholesky factor `L` of a symmetric positive definite `h` (`h = L Lᵀ`; only the
 /// lower triangle of `h` is read); the error names the first pivot that is not positive.
 /// Right-looking and blocked: a panel of [`PANEL`] columns is factored, the rows below it solved
@@ -465,7 +501,6 @@ pub fn inverse_upper_cholesky_by<P: PanelOps>(
 
 /// `v` reversed into a new vector, in chunks on the pool (8192² values are 512 MB).
 fn reversed(v: &[f64]) -> Vec<f64> {
-    const CHUNK: usize = 1 << 16;
     let mut out = vec![0f64; v.len()];
     let mut chunks: Vec<&mut [f64]> = out.chunks_mut(CHUNK).collect();
     par_each(&mut chunks, |c, dst| {
@@ -535,6 +570,28 @@ mod tests {
     fn max_off_identity(p: &SquareMatrix) -> f64 {
         let n = p.n;
         (0..n * n).map(|i| (p.a[i] - if i / n == i % n { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn pool_copies_and_scans_match_the_serial_ones() {
+        // Lengths around the chunk: a partial last chunk, exactly one, several.
+        for len in [0, 7, CHUNK, 3 * CHUNK + 11] {
+            let src: Vec<f64> = (0..len).map(|i| (i as f64).sin()).collect();
+            assert_eq!(par_copy(&src), src);
+            // Into buffers that are longer, shorter, or hold stale values.
+            for mut dst in [vec![9.0; len + 5], vec![9.0; len / 2], Vec::with_capacity(len + CHUNK)] {
+                par_copy_into(&mut dst, &src);
+                assert_eq!(dst, src);
+            }
+            assert_eq!(first_non_finite(&src), None);
+            if len > 0 {
+                let mut bad = src.clone();
+                // The first of two non-finite values is the one named.
+                bad[len - 1] = f64::INFINITY;
+                bad[len / 3] = f64::NAN;
+                assert_eq!(first_non_finite(&bad), Some(len / 3));
+            }
+        }
     }
 
     #[test]

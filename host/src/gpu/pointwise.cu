@@ -1,0 +1,49 @@
+// Element-wise pieces shared by the decode step (step.cu) and the eager prefill (prefill.cu):
+// each of those modules is compiled from llq_sdk's kernel header, this file and its own.
+// Rounding follows candle's bf16 ops op for op (each function cites the kernel it stands
+// in for), so a fused launch agrees with the unfused candle ops to the last bit: bf16 × bf16
+// is exact in f32 (8-bit significands), so rounding an f32 product once is the bf16 op.
+
+#ifndef LLQ_NEG_INF
+#define LLQ_NEG_INF __int_as_float(0xff800000)
+#endif
+
+static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
+static __device__ __forceinline__ bool llq_aligned16(const void* p) { return ((size_t)p & 15) == 0; }
+
+// RoPE on one pair (x1, x2) = (x[i], x[i + d/2]) as candle-kernels' bf16 `rope` (reduce.cu):
+// a = x1·c − x2·s, b = x1·s + x2·c, every product and the sum/difference a bf16 op.
+static __device__ __forceinline__ void llq_rope_pair(float x1, float x2, float c, float s, float& a, float& b) {
+  a = llq_round_bf16(llq_round_bf16(x1 * c) - llq_round_bf16(x2 * s));
+  b = llq_round_bf16(llq_round_bf16(x1 * s) + llq_round_bf16(x2 * c));
+}
+
+// silu(g)·u as candle's bf16 `silu` (unary.cu: g / (1 + expf(−g)) in f32, rounded to bf16)
+// then its bf16 `mul` (__hmul2): the f32 value the caller rounds once more.
+static __device__ __forceinline__ float llq_swiglu1(float g, float u) {
+  return llq_round_bf16(g / (1.f + expf(-g))) * u;
+}
+
+// out = bf16(bf16(silu(g)) · u) over n elements. 16-byte loads and stores where all three
+// are aligned (every fresh candle tensor is), a scalar loop for the rest.
+extern "C" __global__ void llq_swiglu(const llq_bf16* g, const llq_bf16* u, llq_bf16* out, long long n) {
+  const long long stride = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  long long done = 0;
+  if (llq_aligned16(g) && llq_aligned16(u) && llq_aligned16(out)) {
+    const long long n8 = n >> 3;
+    for (long long i = first; i < n8; i += stride) {
+      const uint4 gv = reinterpret_cast<const uint4*>(g)[i], uv = reinterpret_cast<const uint4*>(u)[i];
+      const unsigned gs[4] = {gv.x, gv.y, gv.z, gv.w}, us[4] = {uv.x, uv.y, uv.z, uv.w};
+      float o[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        o[2 * k] = llq_swiglu1(__uint_as_float(gs[k] << 16), __uint_as_float(us[k] << 16));
+        o[2 * k + 1] = llq_swiglu1(__uint_as_float(gs[k] & 0xffff0000u), __uint_as_float(us[k] & 0xffff0000u));
+      }
+      reinterpret_cast<uint4*>(out)[i] = llq_pack8(o);
+    }
+    done = n8 << 3;
+  }
+  for (long long i = done + first; i < n; i += stride)
+    out[i] = llq_f32_to_bf16(llq_swiglu1(llq_bf16_to_f32(g[i]), llq_bf16_to_f32(u[i])));
+}
