@@ -1,8 +1,9 @@
 // Element-wise pieces shared by the decode step (step.cu) and the eager prefill (prefill.cu):
 // each of those modules is compiled from llq_sdk's kernel header, this file and its own.
-// Rounding follows candle's bf16 ops op for op (each function cites the kernel it stands
-// in for), so a fused launch agrees with the unfused candle ops to the last bit: bf16 × bf16
-// is exact in f32 (8-bit significands), so rounding an f32 product once is the bf16 op.
+// Rounding follows candle's bf16 kernels as they run on the GPU (each function cites the
+// kernel it stands in for), so a fused launch agrees with the unfused candle ops to the last
+// bit: bf16 × bf16 is exact in f32 (8-bit significands), so rounding an f32 product once is
+// the bf16 product.
 
 #ifndef LLQ_NEG_INF
 #define LLQ_NEG_INF __int_as_float(0xff800000)
@@ -11,11 +12,31 @@
 static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
 static __device__ __forceinline__ bool llq_aligned16(const void* p) { return ((size_t)p & 15) == 0; }
 
-// RoPE on one pair (x1, x2) = (x[i], x[i + d/2]) as candle-kernels' bf16 `rope` (reduce.cu):
-// a = x1·c − x2·s, b = x1·s + x2·c, every product and the sum/difference a bf16 op.
+// One bf16 fused multiply-add, a·b + c rounded once (PTX `fma.rn.bf16`, sm_80+).
+static __device__ __forceinline__ llq_bf16 llq_fma_bf16(llq_bf16 a, llq_bf16 b, llq_bf16 c) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  llq_bf16 d;
+  asm("fma.rn.bf16 %0, %1, %2, %3;" : "=h"(d) : "h"(a), "h"(b), "h"(c));
+  return d;
+#else
+  // Older devices: f32 then bf16, which rounds twice where a·b + c does not fit 24 bits.
+  return llq_f32_to_bf16(fmaf(llq_bf16_to_f32(a), llq_bf16_to_f32(b), llq_bf16_to_f32(c)));
+#endif
+}
+
+// RoPE on one pair (x1, x2) = (x[i], x[i + d/2]) as candle-kernels' bf16 `rope` (reduce.cu)
+// computes it on the GPU: its source is x1·c − x2·s and x1·s + x2·c in bf16 operators, whose
+// `__hmul`/`__hsub` permit contraction (unlike `__hmul_rn`), and ptxas contracts each into
+// one product rounded to bf16 and one fused multiply-add: a = fma(x1, c, −bf16(x2·s)),
+// b = fma(x1, s, bf16(x2·c)) (its SASS for sm_90a: HMUL2.BF16 then HFMA2.BF16; read with
+// cuobjdump from the PTX candle ships). Torch's eager RoPE rounds each product and the sum
+// (three roundings): within a bf16 ulp of this, not equal to it.
 static __device__ __forceinline__ void llq_rope_pair(float x1, float x2, float c, float s, float& a, float& b) {
-  a = llq_round_bf16(llq_round_bf16(x1 * c) - llq_round_bf16(x2 * s));
-  b = llq_round_bf16(llq_round_bf16(x1 * s) + llq_round_bf16(x2 * c));
+  const llq_bf16 h1 = llq_f32_to_bf16(x1), hc = llq_f32_to_bf16(c), hs = llq_f32_to_bf16(s);
+  // bf16 × bf16 is exact in f32: rounding it once is the bf16 product.
+  const llq_bf16 x2s = llq_f32_to_bf16(x2 * s), x2c = llq_f32_to_bf16(x2 * c);
+  a = llq_bf16_to_f32(llq_fma_bf16(h1, hc, (llq_bf16)(x2s ^ 0x8000u)));
+  b = llq_bf16_to_f32(llq_fma_bf16(h1, hs, x2c));
 }
 
 // silu(g)·u as candle's bf16 `silu` (unary.cu: g / (1 + expf(−g)) in f32, rounded to bf16)
