@@ -16,3 +16,10 @@ for spec in "llama-3.2-1b none" "llama-3.2-1b nf4" "smollm2-135m nf4"; do
     --repeats 5 --decode graph --out "$OUT/verify-$1-$2.json" > "$OUT/verify-$1-$2.txt" 2>&1
   echo "== $1 $2: exit $?"; grep -E "prefill|fused kernels|candle|element-wise|CPU f32|decode batch" "$OUT/verify-$1-$2.txt"
 done
+# With dist/gpu-bundle.tar.xz carried: GPTQ-1B calibration with the pool released, then kept
+# (LLQ_POOL), the setup before block 0 included (a 7 s gap there in the call before).
+if [ -f dist/gpu-bundle.tar.xz ]; then
+  for pool in release keep; do
+    LLQ_POOL=$pool SKIP_KERNELS=1 RUN_LIMIT=120 VARIANTS="gpu:gpu:pinned" bash bench/gpu_speed_11.sh "$OUT/s11-$pool" 2>&1 | grep -E "calibration:|wall"
+  done
+fi
