@@ -19,7 +19,13 @@ done
 # With dist/gpu-bundle.tar.xz carried: GPTQ-1B calibration with the pool released, then kept
 # (LLQ_POOL), the setup before block 0 included (a 7 s gap there in the call before).
 if [ -f dist/gpu-bundle.tar.xz ]; then
+  unpack_bundle
+  head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
   for pool in release keep; do
-    LLQ_POOL=$pool SKIP_KERNELS=1 RUN_LIMIT=120 VARIANTS="gpu:gpu:pinned" bash bench/gpu_speed_11.sh "$OUT/s11-$pool" 2>&1 | grep -E "calibration:|wall"
+    LLQ_POOL=$pool RUST_LOG=info,llq_host=debug /usr/bin/time -f "pool $pool: %e s wall" timeout 120 "$BIN" run \
+      --model synthetic:llama-3.2-1b --quant plugins/gptq.so --opt bits=4 --opt group_size=128 \
+      --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
+      --out "$OUT/gptq1b-$pool" > "$OUT/gptq1b-$pool.txt" 2> "$OUT/gptq1b-$pool.log"
+    echo "gptq1b pool $pool: exit $?"; grep -E "synthetic:llama|GPTQ on the GPU|calibration:|wall" "$OUT/gptq1b-$pool.log" | cut -c1-200
   done
 fi
