@@ -22,10 +22,10 @@ if [ -f dist/gpu-bundle.tar.xz ]; then
   unpack_bundle
   head -c 20000 data/gutenberg/evaluation.txt > /tmp/eval-short.txt
   for pool in release keep; do
-    LLQ_POOL=$pool RUST_LOG=info,llq_host=debug /usr/bin/time -f "pool $pool: %e s wall" timeout 120 "$BIN" run \
+    LLQ_PREFILL_POINTWISE=unfused LLQ_POOL=$pool RUST_LOG=info,llq_host=debug /usr/bin/time -f "pool $pool: %e s wall" timeout 120 "$BIN" run \
       --model synthetic:llama-3.2-1b --quant plugins/gptq.so --opt bits=4 --opt group_size=128 \
       --task tasks/perplexity.wasm --data /tmp/eval-short.txt --task-opt split=none --device cuda \
       --out "$OUT/gptq1b-$pool" > "$OUT/gptq1b-$pool.txt" 2> "$OUT/gptq1b-$pool.log"
-    echo "gptq1b pool $pool: exit $?"; grep -E "synthetic:llama|GPTQ on the GPU|calibration:|wall" "$OUT/gptq1b-$pool.log" | cut -c1-200
+    echo "gptq1b pool $pool: exit $?"; grep -E "synthetic:llama|GPTQ on the GPU|calibration:|wall" "$OUT/gptq1b-$pool.log" | cut -c1-200; grep perplexity "$OUT/gptq1b-$pool.txt"
   done
 fi
