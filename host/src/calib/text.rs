@@ -83,8 +83,7 @@ pub fn windows(tok: &Tokenizer, t: &CalibText, n: usize, len: usize, seed: u64) 
     if n == 0 || len == 0 {
         bail!("--calib-samples and --calib-seq-len must be positive");
     }
-    let ids =
-        tok.encode_plain(&t.text).with_context(|| format!("tokenizing calibration text {}", t.source))?;
+    let ids = token_ids(tok, t, Some(&crate::util::cache::dir().join("tokens")))?;
     if ids.len() <= len {
         bail!(
             "calibration text {} has {} tokens, fewer than --calib-seq-len {len} + 1; pass more text or a shorter length",
@@ -100,6 +99,51 @@ pub fn windows(tok: &Tokenizer, t: &CalibText, n: usize, len: usize, seed: u64) 
             ids[start..start + len].to_vec()
         })
         .collect())
+}
+
+/// The whole calibration text's token ids, from `cache` when an earlier run tokenized the same
+/// text with the same tokenizer: one `encode` of the 14 Gutenberg calibration books takes ~7 s
+/// on one thread with Llama-3.2's tokenizer (bench/NOTES.md, GPTQ-1B's prologue), the same in
+/// every run of a sweep. Only HF tokenizers are cached (the others are fast). The file is keyed
+/// by the SHA-256 of the tokenizer's JSON and of the text, and ends with the SHA-256 of its ids,
+/// checked when read: a damaged or foreign file is tokenized again and replaced. A cache that
+/// cannot be written is logged and skipped.
+fn token_ids(tok: &Tokenizer, t: &CalibText, cache: Option<&Path>) -> Result<Vec<u32>> {
+    use sha2::{Digest, Sha256};
+    let encode =
+        || tok.encode_plain(&t.text).with_context(|| format!("tokenizing calibration text {}", t.source));
+    let (Some(dir), Some(json)) = (cache, tok.to_json()) else { return encode() };
+    let text_sha = if t.sha256.is_empty() { sha256_hex(t.text.as_bytes()) } else { t.sha256.clone() };
+    let key = sha256_hex(format!("{}:{text_sha}", sha256_hex(json.as_bytes())).as_bytes());
+    let path = dir.join(format!("{key}.u32"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        if bytes.len() >= 32 && (bytes.len() - 32) % 4 == 0 {
+            let (ids, sum) = bytes.split_at(bytes.len() - 32);
+            if Sha256::digest(ids).as_slice() == sum {
+                return Ok(ids
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect());
+            }
+        }
+        tracing::warn!("token cache {} is damaged: tokenizing again", path.display());
+    }
+    let ids = encode()?;
+    let mut bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let sum = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum);
+    // Written aside (a name no other writer uses) and renamed, so a reader never sees half a file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{key}.u32.{}-{n}.tmp", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&tmp, &bytes))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("could not keep the calibration tokens in {}: {e}", dir.display());
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -136,6 +180,54 @@ mod tests {
         assert!(e(w("c.txt", b"  \n\n")).contains("holds no text"));
         assert!(e(w("d.txt", b"ok \xff\xfe")).contains("not UTF-8 text (invalid byte at offset 3)"));
         assert!(e(w("e.jsonl", b"{\"text\": 1}\n")).contains("line 1 has no string `text`"));
+    }
+
+    #[test]
+    fn token_ids_are_cached_checked_and_remade() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"[UNK]":0,"one":1,"two":2,"three":3},"unk_token":"[UNK]"}}"#;
+        std::fs::write(dir.path().join("tokenizer.json"), json).unwrap();
+        let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        let text = "one two three four ".repeat(50);
+        let t = CalibText { source: "t".into(), sha256: sha256_hex(text.as_bytes()), text };
+        let cache = dir.path().join("tokens");
+        let fresh = tok.encode_plain(&t.text).unwrap();
+        assert_eq!(fresh.len(), 200);
+        // First run writes the file, the second reads it.
+        assert_eq!(token_ids(&tok, &t, Some(&cache)).unwrap(), fresh);
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let f = &files[0];
+        // What is read is what the file holds: change an id and its checksum, and it is served.
+        let mut bytes = std::fs::read(f).unwrap();
+        let n = bytes.len() - 32;
+        bytes[0] = 3;
+        let sum = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(&bytes[..n])
+        };
+        bytes[n..].copy_from_slice(&sum);
+        std::fs::write(f, &bytes).unwrap();
+        assert_eq!(token_ids(&tok, &t, Some(&cache)).unwrap()[0], 3);
+        // A damaged file (checksum off, or cut) is tokenized again and replaced.
+        bytes[1] ^= 1;
+        std::fs::write(f, &bytes).unwrap();
+        assert_eq!(token_ids(&tok, &t, Some(&cache)).unwrap(), fresh);
+        std::fs::write(f, &bytes[..7]).unwrap();
+        assert_eq!(token_ids(&tok, &t, Some(&cache)).unwrap(), fresh);
+        assert_eq!(token_ids(&tok, &t, Some(&cache)).unwrap(), fresh);
+        // Another text or another tokenizer is another file.
+        let t2 = CalibText { source: "t2".into(), sha256: String::new(), text: "two one ".repeat(9) };
+        assert_eq!(token_ids(&tok, &t2, Some(&cache)).unwrap().len(), 18);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        // Byte tokenizers are not cached; a cache that cannot be written is skipped.
+        let bytes_tok = Tokenizer::bytes(256);
+        assert_eq!(token_ids(&bytes_tok, &t2, Some(&cache)).unwrap().len(), t2.text.len());
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+        let blocked = dir.path().join("tokenizer.json").join("sub");
+        assert_eq!(token_ids(&tok, &t, Some(&blocked)).unwrap(), fresh);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use candle_core::cuda_backend::CudaDevice;
 use candle_core::Device;
 use llq_sdk::{CudaKernels, KernelParam};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Batch rows the fused matvec handles in one launch (`LLQ_MAX_BATCH` in the header).
@@ -41,18 +40,6 @@ pub struct Kernels {
     pub(crate) params: Vec<KernelParam>,
     /// Where the PTX came from: `cache` or `nvrtc` (with the compile time).
     pub origin: String,
-}
-
-/// `$LLQ_CACHE_DIR`, else `$XDG_CACHE_HOME/llq`, else `~/.cache/llq`.
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("LLQ_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("llq")
 }
 
 pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
@@ -110,7 +97,7 @@ pub fn ptx(stem: &str, who: &str, source: &str, dev: &CudaDevice) -> Result<(Str
     h.update([0]);
     h.update(options.join(" ").as_bytes());
     let key: String = h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let path = cache_dir().join("ptx").join(format!("{stem}-{key}.ptx"));
+    let path = crate::util::cache::dir().join("ptx").join(format!("{stem}-{key}.ptx"));
     if let Ok(p) = std::fs::read_to_string(&path) {
         if p.contains(".entry") {
             first_use::record(|c| c.ptx_cache_hits += 1);

@@ -1,6 +1,7 @@
 //! Small helpers shared by several concerns, each in its own named module. Nothing here
 //! depends on any other module of the host.
 
+pub mod cache;
 pub mod digest;
 pub mod env;
 pub mod first_use;
