@@ -94,6 +94,14 @@ pub struct DecodeRow {
     /// between launches issued one by one, largest first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub step_profile: Vec<ProfileEntry>,
+    /// Graph rows: whether the step's launches were programmatic dependents of the kernel
+    /// before (`$LLQ_PDL`, sm_90; `gpu::launch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programmatic: Option<bool>,
+    /// Graph rows where the device has programmatic launches: the same steps with them in
+    /// the other state, interleaved with this setting's (a paired comparison).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programmatic_flipped: Option<DecodeAb>,
     /// Seconds per decode step (one token for each of `batch` rows).
     pub step_seconds: Spread,
     pub tokens_per_s: f64,
@@ -102,6 +110,29 @@ pub struct DecodeRow {
     pub bytes_per_step: u64,
     pub roofline_s: Option<f64>,
     pub roofline_fraction: Option<f64>,
+}
+
+/// An interleaved A/B of the captured step against another launch setting: `pairs` rounds,
+/// each one timed run of `steps` steps per setting from the same prefill (the order alternating
+/// between rounds).
+#[derive(Debug, Serialize)]
+pub struct DecodeAb {
+    pub programmatic: bool,
+    pub pairs: usize,
+    /// Seconds per step of the row's own setting and of this one, over the same rounds.
+    pub row_step_seconds: Spread,
+    pub step_seconds: Spread,
+    /// Mean per-round difference (this setting − the row's), seconds per step, with a 95%
+    /// percentile-bootstrap interval, and the exact sign-flip test's two-sided p.
+    pub paired_diff_s: f64,
+    pub paired_diff_lo_s: f64,
+    pub paired_diff_hi_s: f64,
+    pub sign_flip_p: f64,
+    /// After `steps` steps from the same prefill: max |Δ| of the two settings' last logits
+    /// and whether every step's greedy tokens agreed. The launch setting changes no
+    /// arithmetic, so anything but 0 and true is a race.
+    pub logits_max_abs_diff: f64,
+    pub tokens_agree: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -350,6 +381,8 @@ pub fn model_bench(
             logits_rel_err_vs_eager: None,
             greedy_agrees_with_eager: None,
             step_profile: vec![],
+            programmatic: None,
+            programmatic_flipped: None,
             tokens_per_s: b as f64 / s.median,
             roofline_fraction: roofline_s.map(|r| r / s.median),
             step_seconds: s,
@@ -388,6 +421,8 @@ pub fn model_bench(
                             (r.logits_rel_err_vs_eager, r.greedy_agrees_with_eager) =
                                 (Some(g.logits_rel_err), Some(g.greedy_agrees));
                             r.step_profile = g.profile;
+                            (r.programmatic, r.programmatic_flipped) =
+                                (g.programmatic, g.programmatic_flipped);
                             decode.push(r);
                         }
                         Err(why) => decode_notes.push(format!("batch {b}, graph: {why}")),
@@ -442,6 +477,8 @@ struct GraphRow {
     logits_rel_err: f64,
     greedy_agrees: bool,
     profile: Vec<ProfileEntry>,
+    programmatic: Option<bool>,
+    programmatic_flipped: Option<DecodeAb>,
 }
 
 fn graph_decode(
@@ -495,6 +532,7 @@ fn graph_decode(
             Launch::Graph => "cuda-graph".to_string(),
             Launch::Direct(why) => format!("static cache, direct launches ({why})"),
         };
+        let programmatic_flipped = programmatic_ab(llama, &mut g, cap, steps, repeats, prompts, feed)?;
         let mut cache = llama.new_cache();
         llama.step(&prompts(0), &pad, &mut cache, true)?;
         g.start(&cache, &pad, &feed(0))?;
@@ -509,6 +547,8 @@ fn graph_decode(
             logits_rel_err: err,
             greedy_agrees: agree,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
+            programmatic: Some(g.programmatic()),
+            programmatic_flipped,
         }))
     }
     #[cfg(not(feature = "cuda"))]
@@ -516,4 +556,87 @@ fn graph_decode(
         let _ = (llama, b, context, steps, repeats, prompts, feed);
         Ok(Err("the graph step needs a CUDA build and device".into()))
     }
+}
+
+/// Rounds of the programmatic-launch A/B: at least 10, so the exact sign-flip test can reach
+/// p < 0.05 (its smallest p with n pairs is 2/2ⁿ).
+#[cfg(feature = "cuda")]
+const AB_MIN_PAIRS: usize = 10;
+
+/// The captured step `g` against a second one with programmatic launches flipped (`None`
+/// where the device has none): first the check — both run `steps` steps from the same
+/// prefill, every step's tokens and the last logits compared —, then interleaved timed
+/// rounds as in [`graph_decode`], a paired difference per round.
+#[cfg(feature = "cuda")]
+fn programmatic_ab(
+    llama: &Llama,
+    g: &mut crate::model::graph::GraphDecoder<'_>,
+    cap: usize,
+    steps: usize,
+    repeats: usize,
+    prompts: &dyn Fn(usize) -> Vec<Vec<u32>>,
+    feed: &dyn Fn(usize) -> Vec<u32>,
+) -> Result<Option<DecodeAb>> {
+    use crate::model::graph::GraphDecoder;
+    use crate::results::paired::{bootstrap_mean, sign_flip_p};
+    let b = g.batch();
+    let mut h = GraphDecoder::new(llama, b, cap)?;
+    h.set_programmatic(!g.programmatic());
+    if h.programmatic() == g.programmatic() {
+        return Ok(None);
+    }
+    let pad = vec![0; b];
+    let start = |d: &mut GraphDecoder<'_>, r: usize| -> Result<()> {
+        let mut cache = llama.new_cache();
+        llama.step(&prompts(r), &pad, &mut cache, true)?;
+        d.start(&cache, &pad, &feed(0))
+    };
+    // The check (this also captures both graphs before any timing).
+    let run = |d: &mut GraphDecoder<'_>| -> Result<(Vec<Vec<u32>>, Vec<f32>)> {
+        start(d, 0)?;
+        let mut toks = vec![];
+        for _ in 0..steps {
+            d.step()?;
+            toks.push(d.tokens()?);
+        }
+        Ok((toks, d.logits()?.flatten_all()?.to_vec1()?))
+    };
+    let (tg, lg) = run(g)?;
+    let (th, lh) = run(&mut h)?;
+    let logits_max_abs_diff = lg.iter().zip(&lh).fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+    let pairs = repeats.max(AB_MIN_PAIRS);
+    let time = |d: &mut GraphDecoder<'_>, r: usize| -> Result<f64> {
+        start(d, r)?;
+        llama.device.synchronize()?;
+        let t = Instant::now();
+        for _ in 0..steps {
+            d.step()?;
+        }
+        llama.device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() / steps as f64)
+    };
+    let (mut tr, mut tf) = (vec![], vec![]);
+    for r in 0..pairs {
+        if r % 2 == 0 {
+            tr.push(time(g, r)?);
+            tf.push(time(&mut h, r)?);
+        } else {
+            tf.push(time(&mut h, r)?);
+            tr.push(time(g, r)?);
+        }
+    }
+    let diffs: Vec<f64> = tf.iter().zip(&tr).map(|(f, r)| f - r).collect();
+    let ci = bootstrap_mean(&diffs, 1, 10_000, 13).expect("at least one pair");
+    Ok(Some(DecodeAb {
+        programmatic: h.programmatic(),
+        pairs,
+        row_step_seconds: spread(tr),
+        step_seconds: spread(tf),
+        paired_diff_s: ci.mean,
+        paired_diff_lo_s: ci.lo,
+        paired_diff_hi_s: ci.hi,
+        sign_flip_p: sign_flip_p(&diffs, 10_000, 13),
+        logits_max_abs_diff,
+        tokens_agree: tg == th,
+    }))
 }

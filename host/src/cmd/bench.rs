@@ -178,6 +178,24 @@ fn print_report(r: &ModelBenchReport) {
             s.max * 1e3,
             d.tokens_per_s
         );
+        if let Some(a) = &d.programmatic_flipped {
+            let on = |p: bool| if p { "on" } else { "off" };
+            println!(
+                "      programmatic launches {} (row) vs {}, {} interleaved rounds: {:.3} vs {:.3} ms/step, \
+                 difference {:+.3} ms [{:+.3}, {:+.3}], sign-flip p {:.3}; after the same steps logits max |Δ| {:.1e}, tokens {}",
+                on(!a.programmatic),
+                on(a.programmatic),
+                a.pairs,
+                a.row_step_seconds.median * 1e3,
+                a.step_seconds.median * 1e3,
+                a.paired_diff_s * 1e3,
+                a.paired_diff_lo_s * 1e3,
+                a.paired_diff_hi_s * 1e3,
+                a.sign_flip_p,
+                a.logits_max_abs_diff,
+                if a.tokens_agree { "agree" } else { "DIFFER" }
+            );
+        }
         if !d.step_profile.is_empty() {
             let parts: Vec<String> =
                 d.step_profile.iter().map(|p| format!("{} {:.0} µs", p.what, p.seconds * 1e6)).collect();

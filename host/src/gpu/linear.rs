@@ -2,11 +2,12 @@
 //! by the method's own kernels on candle's stream — the fused dequantize-matvec for decode,
 //! dequantize into a scratch matrix + cuBLAS for larger batches.
 
+use super::launch::Launch;
 use super::nvrtc::Kernels;
 use crate::plugin::PackedMatrix;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig,
 };
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
@@ -26,13 +27,6 @@ pub struct PackedLinear {
     dev: CudaDevice,
     /// The launch target on `bufs`' addresses, built once at upload.
     target: MatvecTarget,
-}
-
-fn launch_err(
-    what: &'static str,
-    method: String,
-) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> candle_core::Error {
-    move |e| candle_core::Error::Msg(format!("plugin {method}: launching its {what} kernel failed: {e:?}"))
 }
 
 impl PackedLinear {
@@ -108,15 +102,19 @@ impl PackedLinear {
     pub fn launch_dequantize(&self, out: &mut CudaSlice<bf16>) -> candle_core::Result<()> {
         let n = self.rows * self.cols;
         let stream = self.dev.cuda_stream();
-        let mut b = stream.launch_builder(&self.kernels.dequantize);
+        let out_ptr = out.device_ptr_mut(&stream).0;
+        let mut b = Launch::new(&stream, &self.kernels.dequantize);
         self.target.push_args(&mut b);
-        b.arg(out);
+        b.arg(out_ptr);
         let cfg = LaunchConfig {
             grid_dim: (n.div_ceil(256 * 8 * 4) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("dequantize", self.kernels.method.clone()))
+        // SAFETY: the convention's dequantize signature (b0..b3, rows, cols, p0..p3, out);
+        // `out` holds rows·cols bf16 (the caller's contract).
+        unsafe { b.run(cfg, &format!("plugin {}'s dequantize", self.kernels.method)) }
+            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
     }
 
     /// Launch the matvec kernel: `y` (batch × rows) from `x` (batch × cols).
@@ -128,7 +126,7 @@ impl PackedLinear {
     ) -> candle_core::Result<()> {
         let stream = self.dev.cuda_stream();
         let (xp, yp) = (x.device_ptr(&stream).0, y.device_ptr_mut(&stream).0);
-        self.target.launch(&stream, xp, yp, batch)
+        self.target.launch(&stream, xp, yp, batch, false)
     }
 }
 
@@ -185,19 +183,27 @@ impl MatvecTarget {
     }
 
     /// The convention's leading arguments: b0..b3, rows, cols, p0..p3.
-    fn push_args<'a>(&'a self, b: &mut candle_core::cuda_backend::cudarc::driver::LaunchArgs<'a>) {
-        for p in &self.bufs {
+    fn push_args(&self, b: &mut Launch<'_>) {
+        for &p in &self.bufs {
             b.arg(p);
         }
-        b.arg(&self.rc[0]).arg(&self.rc[1]);
-        for p in &self.params {
+        b.arg(self.rc[0]).arg(self.rc[1]);
+        for &p in &self.params {
             b.arg(p);
         }
     }
 
     /// `y` (batch × rows, bf16) = `x` (batch × cols, bf16) · Wᵀ, both device pointers,
-    /// 16-byte aligned, on `stream`.
-    pub fn launch(&self, stream: &Arc<CudaStream>, x: u64, y: u64, batch: usize) -> candle_core::Result<()> {
+    /// 16-byte aligned, on `stream`; `programmatic`: as a programmatic dependent of the kernel
+    /// before, where this method's module allows it (header v1.5, [`super::launch`]).
+    pub fn launch(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: u64,
+        y: u64,
+        batch: usize,
+        programmatic: bool,
+    ) -> candle_core::Result<()> {
         let k = &self.kernels;
         if batch == 0 || batch > self.max_batch() {
             return Err(candle_core::Error::Msg(format!(
@@ -222,13 +228,15 @@ impl MatvecTarget {
         };
         let f =
             f.ok_or_else(|| candle_core::Error::Msg(format!("plugin {} has no matvec kernel", k.method)))?;
-        let mut b = stream.launch_builder(f);
-        let batch32 = batch as i32;
+        let mut b = Launch::new(stream, f).programmatic(programmatic && k.pdl);
         self.push_args(&mut b);
-        b.arg(&x).arg(&y).arg(&batch32);
+        b.arg(x).arg(y).arg(batch as i32);
         let cfg =
             LaunchConfig { grid_dim: (self.blocks(mma), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("matvec", k.method.clone()))
+        // SAFETY: the convention's matvec signature (b0..b3, rows, cols, p0..p3, x, y, batch);
+        // the buffers are this matrix's and the caller's x and y of `batch` rows.
+        unsafe { b.run(cfg, &format!("plugin {}'s matvec", k.method)) }
+            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
     }
 }
 
@@ -241,6 +249,7 @@ pub fn launch_multi(
     x: u64,
     ys: &[u64],
     batch: usize,
+    programmatic: bool,
 ) -> candle_core::Result<()> {
     let first = match targets.first() {
         Some(t) if targets.len() == ys.len() && targets.len() <= 3 => *t,
@@ -260,7 +269,7 @@ pub fn launch_multi(
     };
     let Some(f) = f else {
         for (t, &y) in targets.iter().zip(ys) {
-            t.launch(stream, x, y, batch)?;
+            t.launch(stream, x, y, batch, programmatic)?;
         }
         return Ok(());
     };
@@ -274,15 +283,17 @@ pub fn launch_multi(
         })
         .collect();
     let total: u32 = slots.iter().map(|s| s.2).sum();
-    let batch32 = batch as i32;
-    let mut b = stream.launch_builder(f);
-    for (t, y, blocks) in &slots {
+    let mut b = Launch::new(stream, f).programmatic(programmatic && k.pdl);
+    for &(t, y, blocks) in &slots {
         t.push_args(&mut b);
         b.arg(y).arg(blocks);
     }
-    b.arg(&x).arg(&batch32);
+    b.arg(x).arg(batch as i32);
     let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    unsafe { b.launch(cfg) }.map(|_| ()).map_err(launch_err("fused matvec", k.method.clone()))
+    // SAFETY: the header v1.4 signature: three slots of (b0..b3, rows, cols, p0..p3, y,
+    // blocks), then x and batch; a slot's blocks are within its matrix.
+    unsafe { b.run(cfg, &format!("plugin {}'s fused matvec", k.method)) }
+        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
 }
 
 struct Matvec<'a>(&'a PackedLinear);

@@ -6,6 +6,7 @@
 //! built-in method uses are in `sdk/src/cuda/llq_kernels.cuh`.
 
 pub mod gram;
+pub mod launch;
 pub mod lazy;
 pub mod linear;
 pub mod nvrtc;

@@ -35,6 +35,9 @@ pub struct Kernels {
     pub(crate) matvec_b1_x3: Option<CudaFunction>,
     pub(crate) matvec_mma16_x3: Option<CudaFunction>,
     pub(crate) matvec_mma_x3: Option<CudaFunction>,
+    /// The module exports `<matvec>_pdl` (header v1.5): its entries wait for the kernel
+    /// before them (`llq_grid_enter`), so they may be launched as programmatic dependents.
+    pub(crate) pdl: bool,
     /// Batches from this size up take the tensor-core entries ([`mma_min_batch`]).
     pub(crate) mma_min_batch: usize,
     pub(crate) params: Vec<KernelParam>,
@@ -65,6 +68,11 @@ pub fn arch(dev: &CudaDevice) -> Result<String> {
 /// Whether the device runs the header's tensor-core matvec (bf16 mma needs sm_80).
 pub fn has_mma(dev: &CudaDevice) -> Result<bool> {
     Ok(compute_capability(dev)?.0 >= 8)
+}
+
+/// Whether the device has programmatic dependent launch (`griddepcontrol`, sm_90).
+pub fn has_programmatic_launch(dev: &CudaDevice) -> Result<bool> {
+    Ok(compute_capability(dev)?.0 >= 9)
 }
 
 /// The smallest batch that takes the tensor-core matvec where a matrix has one: 2 — on the
@@ -174,6 +182,7 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         matvec_b1_x3: special("_b1_x3"),
         matvec_mma16_x3,
         matvec_mma_x3,
+        pdl: special("_pdl").is_some(),
         mma_min_batch: mma_min_batch()?,
         params: k.params.clone(),
         origin,

@@ -46,8 +46,10 @@ static __device__ __forceinline__ float llq_swiglu1(float g, float u) {
 }
 
 // out = bf16(bf16(silu(g)) · u) over n elements. 16-byte loads and stores where all three
-// are aligned (every fresh candle tensor is), a scalar loop for the rest.
+// are aligned (every fresh candle tensor is), a scalar loop for the rest. Enters like the
+// decode step's kernels (a programmatic dependent there, step.cu).
 extern "C" __global__ void llq_swiglu(const llq_bf16* g, const llq_bf16* u, llq_bf16* out, long long n) {
+  llq_grid_enter();
   const long long stride = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   long long done = 0;
   if (llq_aligned16(g) && llq_aligned16(u) && llq_aligned16(out)) {

@@ -5,6 +5,10 @@
 // (argmax) advances them. Placed after llq_sdk's kernel header (for the bf16 helpers and the
 // matvec driver), compiled by NVRTC.
 //
+// Every kernel here starts with llq_grid_enter() (the header's, v1.5) before it reads or
+// writes anything, so the step may launch it as a programmatic dependent of the kernel before
+// (`LLQ_PDL`): its blocks are scheduled while that one drains, and wait there.
+//
 // Rounding follows the eager candle path it replaces, op for op, so the two agree to the
 // last bf16 bit wherever the order of a sum does not differ: bf16 results of bf16 ops
 // (residual adds, RoPE's products and sums, silu·up), f32 norms and softmax, attention
@@ -65,6 +69,7 @@ static __device__ __forceinline__ float llq_block_max(float v, float* scratch) {
 
 // x[r] = table[tokens[r]]: one block per row.
 extern "C" __global__ void llq_step_embed(const llq_bf16* table, const unsigned* tokens, llq_bf16* x, int n) {
+  llq_grid_enter();
   const long long r = blockIdx.x, t = tokens[r];
   for (int i = threadIdx.x; i < n; i += blockDim.x) x[r * n + i] = table[t * n + i];
 }
@@ -78,6 +83,7 @@ extern "C" __global__ void llq_step_embed(const llq_bf16* table, const unsigned*
 #define LLQ_NORM_CHUNKS 4
 extern "C" __global__ void __launch_bounds__(256)
     llq_step_add_rmsnorm(llq_bf16* x, const llq_bf16* add, const llq_bf16* w, llq_bf16* out, int n, float eps) {
+  llq_grid_enter();
   __shared__ float scratch[32];
   const long long base = (long long)blockIdx.x * n;
   if ((n & 7) == 0 && n <= (int)blockDim.x * 8 * LLQ_NORM_CHUNKS && llq_aligned16(x) && llq_aligned16(w) &&
@@ -148,6 +154,7 @@ extern "C" __global__ void llq_step_rope_append(llq_bf16* q, const llq_bf16* k, 
                                                 llq_bf16* vc, const llq_bf16* cos, const llq_bf16* sin,
                                                 const unsigned* pos, const unsigned* slot, int heads, int kv_heads,
                                                 int d, int cap) {
+  llq_grid_enter();
   const int r = blockIdx.x, half = d >> 1;
   const long long p = pos[r], s = *slot;
   for (int idx = threadIdx.x; idx < (heads + kv_heads) * half; idx += blockDim.x) {
@@ -196,6 +203,7 @@ static __device__ __forceinline__ void llq_att_key(const llq_bf16* K, int j, int
 extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     llq_step_attend(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
                     const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  llq_grid_enter();
   extern __shared__ float score[];
   __shared__ float qs[128];
   __shared__ float scratch[32];
@@ -263,6 +271,7 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
 extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     llq_step_attend_gqa(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
                         const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  llq_grid_enter();
   extern __shared__ float smem[];
   __shared__ float den[LLQ_ATT_WARPS];
   const int kh = blockIdx.x, r = blockIdx.y, G = heads / kv_heads;
@@ -365,6 +374,7 @@ static __device__ __forceinline__ void llq_better(float& best, long long& idx, f
 extern "C" __global__ void __launch_bounds__(1024)
     llq_step_argmax_advance(const llq_bf16* logits, long long vocab, unsigned* tokens, unsigned* out, unsigned* pos,
                             unsigned* slot) {
+  llq_grid_enter();
   __shared__ float bv[32];
   __shared__ long long bi[32];
   const int r = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;

@@ -5,15 +5,15 @@
 //! unquantized layers and the lm_head comes from the same source, through the SDK's driver.
 //! What a step is made of (the model's layers) is the model's concern (`model::graph`).
 
+use super::launch::Launch;
 use super::linear::MatvecTarget;
-use super::nvrtc::{entry, has_mma, mma_min_batch, ptx, Kernels};
+use super::nvrtc::{entry, has_mma, has_programmatic_launch, mma_min_batch, ptx, Kernels};
 use crate::util::env::choice as env_choice;
-use anyhow::{anyhow, bail, Context, Result};
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use anyhow::{bail, Context, Result};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Storage, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const SOURCE: &str = include_str!("step.cu");
@@ -70,15 +70,14 @@ pub struct StepKernels {
     fused_matvec: bool,
     swiglu: CudaFunction,
     argmax: CudaFunction,
+    /// Whether the step's kernels, and the matvecs whose modules allow it, are launched as
+    /// programmatic dependents of the kernel before ([`super::launch`]): `$LLQ_PDL`
+    /// (`on` | `off`), on by default where the device has it (sm_90 and later).
+    programmatic: AtomicBool,
+    supports_programmatic: bool,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
     rows: Arc<Kernels>,
     stream: Arc<CudaStream>,
-}
-
-fn err(
-    what: &'static str,
-) -> impl Fn(candle_core::cuda_backend::cudarc::driver::DriverError) -> anyhow::Error {
-    move |e| anyhow!("launching the decode step's {what} kernel failed: {e:?}")
 }
 
 fn grid(x: usize, y: usize, threads: usize, shared: usize) -> LaunchConfig {
@@ -116,7 +115,7 @@ impl StepKernels {
         let load = |name: &str| -> Result<CudaFunction> {
             entry(dev, &module, &ptx, name).with_context(|| format!("decode-step kernel `{name}` missing"))
         };
-        let mma = has_mma(dev)?;
+        let (mma, pdl) = (has_mma(dev)?, has_programmatic_launch(dev)?);
         let rows = Arc::new(Kernels {
             method: "bf16 (dense layers)".to_string(),
             dequantize: load("llq_bf16rows_dequantize")?,
@@ -128,6 +127,7 @@ impl StepKernels {
             matvec_b1_x3: Some(load("llq_bf16rows_matvec_b1_x3")?),
             matvec_mma16_x3: if mma { Some(load("llq_bf16rows_matvec_mma16_x3")?) } else { None },
             matvec_mma_x3: if mma { Some(load("llq_bf16rows_matvec_mma_x3")?) } else { None },
+            pdl: load("llq_bf16rows_matvec_pdl").is_ok(),
             mma_min_batch: mma_min_batch()?,
             params: vec![],
             origin,
@@ -142,6 +142,10 @@ impl StepKernels {
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
+            programmatic: AtomicBool::new(
+                pdl && env_choice("LLQ_PDL", true, &[("on", true), ("off", false)])?,
+            ),
+            supports_programmatic: pdl,
             rows,
             stream: dev.cuda_stream(),
         }))
@@ -150,6 +154,22 @@ impl StepKernels {
     /// A dense bf16 matrix (rows, cols) stored row-major at `w` as a matvec target.
     pub fn dense(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
         MatvecTarget::new(self.rows.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    /// Whether launches are programmatic dependents of the kernel before (where allowed).
+    pub fn programmatic(&self) -> bool {
+        self.programmatic.load(Ordering::Relaxed)
+    }
+
+    /// Turn programmatic launches on or off (for A/B runs; a captured graph keeps what it
+    /// was captured with). Off wherever the device lacks them (before sm_90).
+    pub fn set_programmatic(&self, on: bool) {
+        self.programmatic.store(on && self.supports_programmatic, Ordering::Relaxed);
+    }
+
+    /// Launch `f` from this step (programmatic where turned on).
+    fn launch<'a>(&'a self, f: &'a CudaFunction) -> Launch<'a> {
+        Launch::new(&self.stream, f).programmatic(self.programmatic())
     }
 
     /// Whether the step fuses the launches of matrices that read the same input.
@@ -164,9 +184,10 @@ impl StepKernels {
     /// x[r] = table[tokens[r]] for `batch` rows of `n`.
     pub fn embed(&self, table: u64, tokens: u64, x: u64, batch: usize, n: usize) -> Result<()> {
         let n32 = n as i32;
-        let mut b = self.stream.launch_builder(&self.embed);
-        b.arg(&table).arg(&tokens).arg(&x).arg(&n32);
-        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("embedding"))
+        let mut b = self.launch(&self.embed);
+        b.arg(table).arg(tokens).arg(x).arg(n32);
+        // SAFETY: step.cu's llq_step_embed(ptr, ptr, ptr, int); buffers sized by the step.
+        unsafe { b.run(grid(batch, 1, 256, 0), "decode step's embedding") }
     }
 
     /// With `add` (non-zero): x += add (bf16). Then out = rmsnorm(x) · w.
@@ -182,25 +203,19 @@ impl StepKernels {
         eps: f32,
     ) -> Result<()> {
         let n32 = n as i32;
-        let mut b = self.stream.launch_builder(&self.add_rmsnorm);
-        b.arg(&x).arg(&add).arg(&w).arg(&out).arg(&n32).arg(&eps);
-        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("add + RMSNorm"))
+        let mut b = self.launch(&self.add_rmsnorm);
+        b.arg(x).arg(add).arg(w).arg(out).arg(n32).arg(eps);
+        // SAFETY: llq_step_add_rmsnorm(ptr ×4, int, float).
+        unsafe { b.run(grid(batch, 1, 256, 0), "decode step's add + RMSNorm") }
     }
 
     /// RoPE on q (in place) and k at each row's position; k and v into the caches at the slot.
     pub fn rope_append(&self, a: &RopeArgs, batch: usize) -> Result<()> {
-        let mut b = self.stream.launch_builder(&self.rope_append);
-        b.arg(&a.q)
-            .arg(&a.k)
-            .arg(&a.v)
-            .arg(&a.kc)
-            .arg(&a.vc)
-            .arg(&a.cos)
-            .arg(&a.sin)
-            .arg(&a.pos)
-            .arg(&a.slot);
-        b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap);
-        unsafe { b.launch(grid(batch, 1, 256, 0)) }.map(|_| ()).map_err(err("RoPE + cache write"))
+        let mut b = self.launch(&self.rope_append);
+        b.arg(a.q).arg(a.k).arg(a.v).arg(a.kc).arg(a.vc).arg(a.cos).arg(a.sin).arg(a.pos).arg(a.slot);
+        b.arg(a.heads).arg(a.kv_heads).arg(a.d).arg(a.cap);
+        // SAFETY: llq_step_rope_append(ptr ×9, int ×4).
+        unsafe { b.run(grid(batch, 1, 256, 0), "decode step's RoPE + cache write") }
     }
 
     /// out (batch, heads·d) = attention of q over the caches up to the slot: the grouped
@@ -221,26 +236,29 @@ impl StepKernels {
         } else {
             (&self.attend, grid(heads, batch, ATTEND_THREADS, cap * 4))
         };
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&a.q).arg(&a.kc).arg(&a.vc).arg(&a.out).arg(&a.pad).arg(&a.slot);
-        b.arg(&a.heads).arg(&a.kv_heads).arg(&a.d).arg(&a.cap).arg(&a.scale);
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(err("attention"))
+        let mut b = self.launch(f);
+        b.arg(a.q).arg(a.kc).arg(a.vc).arg(a.out).arg(a.pad).arg(a.slot);
+        b.arg(a.heads).arg(a.kv_heads).arg(a.d).arg(a.cap).arg(a.scale);
+        // SAFETY: both attention kernels take (ptr ×6, int ×4, float).
+        unsafe { b.run(cfg, "decode step's attention") }
     }
 
     /// out = silu(g) · u over n elements.
     pub fn swiglu(&self, g: u64, u: u64, out: u64, n: usize) -> Result<()> {
         let n64 = n as i64;
-        let mut b = self.stream.launch_builder(&self.swiglu);
-        b.arg(&g).arg(&u).arg(&out).arg(&n64);
-        unsafe { b.launch(grid(n.div_ceil(256).min(1024), 1, 256, 0)) }.map(|_| ()).map_err(err("SwiGLU"))
+        let mut b = self.launch(&self.swiglu);
+        b.arg(g).arg(u).arg(out).arg(n64);
+        // SAFETY: llq_swiglu(ptr ×3, long long).
+        unsafe { b.run(grid(n.div_ceil(256).min(1024), 1, 256, 0), "decode step's SwiGLU") }
     }
 
     /// The greedy token of each row into `tokens` and `out`; positions and the slot advance.
     pub fn argmax_advance(&self, logits: u64, vocab: usize, s: &StepState, batch: usize) -> Result<()> {
         let v = vocab as i64;
-        let mut b = self.stream.launch_builder(&self.argmax);
-        b.arg(&logits).arg(&v).arg(&s.tokens).arg(&s.out).arg(&s.pos).arg(&s.slot);
-        unsafe { b.launch(grid(batch, 1, 1024, 0)) }.map(|_| ()).map_err(err("argmax"))
+        let mut b = self.launch(&self.argmax);
+        b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot);
+        // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×4).
+        unsafe { b.run(grid(batch, 1, 1024, 0), "decode step's argmax") }
     }
 }
 

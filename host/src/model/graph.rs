@@ -219,6 +219,20 @@ impl<'m> GraphDecoder<'m> {
         &self.launch
     }
 
+    /// Whether the step's launches are programmatic dependents of the kernel before
+    /// (`$LLQ_PDL`, sm_90; [`crate::gpu::launch`]).
+    pub fn programmatic(&self) -> bool {
+        self.k.programmatic()
+    }
+
+    /// Turn programmatic launches on or off; the next step captures the graph anew (A/B runs).
+    pub fn set_programmatic(&mut self, on: bool) {
+        if on != self.k.programmatic() {
+            self.k.set_programmatic(on);
+            self.graph = None;
+        }
+    }
+
     /// Continue from an eager prefill: its `cache` (every row `past` positions, left padding
     /// `pad[r]`) is copied into the static cache and `first` (one token a row) is the next
     /// step's input.
@@ -264,11 +278,13 @@ impl<'m> GraphDecoder<'m> {
         let [x, xn, q, kk, v, att, o, g, u, hm, dn] = self.act_ptr;
         let (hid, eps) = (c.hidden_size, c.rms_norm_eps as f32);
         let (h, kvh, d) = (c.num_attention_heads as i32, c.kv_heads() as i32, c.head_dim() as i32);
-        let mv = |t: &MatvecTarget, x: u64, y: u64| t.launch(stream, x, y, b).map_err(anyhow::Error::from);
+        let pdl = k.programmatic();
+        let mv =
+            |t: &MatvecTarget, x: u64, y: u64| t.launch(stream, x, y, b, pdl).map_err(anyhow::Error::from);
         // The matrices that read the same input in one launch where their kernels allow it.
         let mv3 = |t: &[&MatvecTarget], x: u64, y: &[u64]| -> Result<()> {
             if k.fused_matvec() {
-                launch_multi(t, stream, x, y, b)?;
+                launch_multi(t, stream, x, y, b, pdl)?;
             } else {
                 for (t, &y) in t.iter().zip(y) {
                     mv(t, x, y)?;
@@ -394,8 +410,17 @@ impl<'m> GraphDecoder<'m> {
     /// Where a step's device time goes: the step captured once more with a CUDA event
     /// after each launch (event records are graph nodes, so the times are the device's, with
     /// no host gaps), replayed `steps` times; seconds per step by kind of work, largest first.
-    /// Advances the state like [`Self::step`].
+    /// Advances the state like [`Self::step`]. Captured without programmatic launches: a
+    /// kernel that overlaps the one before has no time of its own to report.
     pub fn profile(&mut self, steps: usize) -> Result<Vec<(String, f64)>> {
+        let was = self.k.programmatic();
+        self.k.set_programmatic(false);
+        let out = self.profile_launches(steps);
+        self.k.set_programmatic(was);
+        out
+    }
+
+    fn profile_launches(&mut self, steps: usize) -> Result<Vec<(String, f64)>> {
         use candle_core::cuda_backend::cudarc::driver::sys;
         let stream = self.k.stream().clone();
         // Recorded as graph nodes only with CU_EVENT_RECORD_EXTERNAL: a plain record in a

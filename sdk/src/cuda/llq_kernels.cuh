@@ -47,6 +47,17 @@
 // Header v1.4, entries again: PREFIX_matvec_b1_x3, PREFIX_matvec_mma16_x3 and
 // PREFIX_matvec_mma_x3 run up to three matrices that read the same x in one launch
 // (LLQ_DEFINE_MULTI below).
+//
+// Header v1.5, programmatic dependent launch (sm_90 and later): every entry calls
+// llq_grid_enter() — griddepcontrol.wait, then griddepcontrol.launch_dependents — after what
+// it can do before the previous kernel has finished (issue the first weight loads, stage the
+// decoder's table: weights do not change during a forward pass) and before it reads x or
+// writes anything. LLQ_DEFINE_KERNELS also defines the empty PREFIX_matvec_pdl, never
+// launched: its presence tells the host that the module's entries keep this rule, so it may
+// launch them as programmatic dependents (CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+// and let a matvec's blocks start while the kernel before it drains. A kernel launched without
+// the attribute finds the wait already satisfied (CUDA Programming Guide, "Programmatic
+// Dependent Launch and Synchronization"; PTX ISA, griddepcontrol).
 
 typedef unsigned short llq_bf16;
 
@@ -57,6 +68,20 @@ struct LlqArgs {
 };
 
 #define LLQ_MAX_BATCH 8
+
+// Programmatic dependent launch (header v1.5, above): wait until the kernels this one depends
+// on have completed and their writes are visible, then let the next kernel's blocks be
+// scheduled. Every thread that reads a predecessor's output or writes memory calls it first.
+// Triggering only after the wait keeps at most one kernel ahead resident (each trigger needs
+// every block of its kernel to have passed its own wait), so early blocks do not crowd the
+// SMs the running kernel still needs. Before sm_90 (no griddepcontrol) it does nothing, and
+// the stream orders the kernels as always.
+static __device__ __forceinline__ void llq_grid_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 #define LLQ_LUT_MAX 512
 
 static __device__ __forceinline__ float llq_bf16_to_f32(llq_bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
@@ -145,6 +170,7 @@ template <class D>
 static __device__ void llq_dequantize(const LlqArgs& a, llq_bf16* out) {
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   llq_fill_lut<D>(lut, a);
+  llq_grid_enter();  // out may still be read by the kernel before
   const long long n = a.rows * a.cols;
   const long long g0 = (long long)blockIdx.x * blockDim.x * LLQ_DQ_GROUPS + threadIdx.x;
   if ((a.cols & 7) == 0) {
@@ -227,6 +253,7 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
     }
     if (!staged) {
       llq_fill_lut<D>(lut, a);
+      llq_grid_enter();  // the first codes are in flight and the table is staged; x is next
       staged = true;
     }
 #pragma unroll
@@ -244,6 +271,7 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
       }
     }
   }
+  if (!staged) llq_grid_enter();  // no columns: nothing was loaded, y is still written
 #pragma unroll
   for (int b = 0; b < MAXB; ++b) {
     if (b < batch) {
@@ -309,6 +337,7 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
       }
       if (!staged) {  // every thread of the block takes this branch on its first step
         llq_fill_lut<D>(lut, a);
+        llq_grid_enter();
         staged = true;
       }
 #pragma unroll
@@ -332,9 +361,13 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
         }
       }
     }
-    if (!staged) llq_fill_lut<D>(lut, a);  // not reached for cols > 0; kept for safety
+    if (!staged) {  // not reached for cols > 0; kept for safety
+      llq_fill_lut<D>(lut, a);
+      llq_grid_enter();
+    }
   } else {
     llq_fill_lut<D>(lut, a);
+    llq_grid_enter();
     for (long long c = threadIdx.x; c < cols; c += 256) {
 #pragma unroll
       for (int r = 0; r < RB; ++r) {
@@ -495,6 +528,7 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
 #pragma unroll
   for (int nt = 0; nt < MAXNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
   llq_fill_lut<D>(lut, a);
+  llq_grid_enter();
   bool wide = false;
   if constexpr (llq_has_wide<D>::value) wide = D::wide_ok(a);
   if constexpr (llq_has_wide<D>::value) {
@@ -616,4 +650,5 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
   }                                                                                              \
   LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_b1_x3, 0)                                          \
   LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma16_x3, 1)                                       \
-  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2)
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2)                                       \
+  extern "C" __global__ void PREFIX##_matvec_pdl() {}
