@@ -95,13 +95,16 @@ pub struct DecodeRow {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub step_profile: Vec<ProfileEntry>,
     /// Graph rows: whether the step's launches were programmatic dependents of the kernel
-    /// before (`$LLQ_PDL`, sm_90; `gpu::launch`).
+    /// before (`$LLQ_PDL`, sm_90; `gpu::launch`), and which attention kernel it took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub programmatic: Option<bool>,
-    /// Graph rows where the device has programmatic launches: the same steps with them in
-    /// the other state, interleaved with this setting's (a paired comparison).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub programmatic_flipped: Option<DecodeAb>,
+    pub attention_kernel: Option<String>,
+    /// Graph rows: the same steps with one setting changed, interleaved with the row's own
+    /// (paired comparisons): programmatic launches flipped where the device has them, and
+    /// the previous attention kernel where the row took v3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ab: Vec<DecodeAb>,
     /// Seconds per decode step (one token for each of `batch` rows).
     pub step_seconds: Spread,
     pub tokens_per_s: f64,
@@ -117,7 +120,8 @@ pub struct DecodeRow {
 /// between rounds).
 #[derive(Debug, Serialize)]
 pub struct DecodeAb {
-    pub programmatic: bool,
+    /// What the other side changed (`programmatic launches off`, `attention per-head-v2`, …).
+    pub other: String,
     pub pairs: usize,
     /// Seconds per step of the row's own setting and of this one, over the same rounds.
     pub row_step_seconds: Spread,
@@ -129,8 +133,9 @@ pub struct DecodeAb {
     pub paired_diff_hi_s: f64,
     pub sign_flip_p: f64,
     /// After `steps` steps from the same prefill: max |Δ| of the two settings' last logits
-    /// and whether every step's greedy tokens agreed. The launch setting changes no
-    /// arithmetic, so anything but 0 and true is a race.
+    /// and whether every step's greedy tokens agreed. A launch setting changes no
+    /// arithmetic, so anything but 0 and true there is a race; another kernel may differ by
+    /// its order of f32 sums.
     pub logits_max_abs_diff: f64,
     pub tokens_agree: bool,
 }
@@ -382,7 +387,8 @@ pub fn model_bench(
             greedy_agrees_with_eager: None,
             step_profile: vec![],
             programmatic: None,
-            programmatic_flipped: None,
+            attention_kernel: None,
+            ab: vec![],
             tokens_per_s: b as f64 / s.median,
             roofline_fraction: roofline_s.map(|r| r / s.median),
             step_seconds: s,
@@ -421,8 +427,8 @@ pub fn model_bench(
                             (r.logits_rel_err_vs_eager, r.greedy_agrees_with_eager) =
                                 (Some(g.logits_rel_err), Some(g.greedy_agrees));
                             r.step_profile = g.profile;
-                            (r.programmatic, r.programmatic_flipped) =
-                                (g.programmatic, g.programmatic_flipped);
+                            (r.programmatic, r.attention_kernel, r.ab) =
+                                (g.programmatic, g.attention_kernel, g.ab);
                             decode.push(r);
                         }
                         Err(why) => decode_notes.push(format!("batch {b}, graph: {why}")),
@@ -478,7 +484,8 @@ struct GraphRow {
     greedy_agrees: bool,
     profile: Vec<ProfileEntry>,
     programmatic: Option<bool>,
-    programmatic_flipped: Option<DecodeAb>,
+    attention_kernel: Option<String>,
+    ab: Vec<DecodeAb>,
 }
 
 fn graph_decode(
@@ -495,6 +502,7 @@ fn graph_decode(
     }
     #[cfg(feature = "cuda")]
     {
+        use crate::gpu::step::{Attention, AttentionKernel};
         use crate::model::graph::{GraphDecoder, Launch};
         let cap = context + steps + 1;
         if let Some(why) = GraphDecoder::supports(llama, b, cap) {
@@ -532,7 +540,19 @@ fn graph_decode(
             Launch::Graph => "cuda-graph".to_string(),
             Launch::Direct(why) => format!("static cache, direct launches ({why})"),
         };
-        let programmatic_flipped = programmatic_ab(llama, &mut g, cap, steps, repeats, prompts, feed)?;
+        let mut ab = vec![];
+        let here = |h: &GraphDecoder<'_>| (h.programmatic(), h.attention_kernel());
+        let (pdl, attention) = here(&g);
+        let flip = |h: &mut GraphDecoder<'_>| {
+            h.set_programmatic(!pdl);
+            (here(h).0 != pdl).then(|| format!("programmatic launches {}", if pdl { "off" } else { "on" }))
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &flip)?);
+        let v2 = |h: &mut GraphDecoder<'_>| {
+            h.set_attention(Attention::PerHeadV2);
+            (attention == AttentionKernel::PerHeadV3).then(|| "attention per-head-v2".to_string())
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &v2)?);
         let mut cache = llama.new_cache();
         llama.step(&prompts(0), &pad, &mut cache, true)?;
         g.start(&cache, &pad, &feed(0))?;
@@ -547,8 +567,9 @@ fn graph_decode(
             logits_rel_err: err,
             greedy_agrees: agree,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
-            programmatic: Some(g.programmatic()),
-            programmatic_flipped,
+            programmatic: Some(pdl),
+            attention_kernel: Some(attention.describe().to_string()),
+            ab,
         }))
     }
     #[cfg(not(feature = "cuda"))]
@@ -558,17 +579,18 @@ fn graph_decode(
     }
 }
 
-/// Rounds of the programmatic-launch A/B: at least 10, so the exact sign-flip test can reach
+/// Rounds of a decode A/B: at least 10, so the exact sign-flip test can reach
 /// p < 0.05 (its smallest p with n pairs is 2/2ⁿ).
 #[cfg(feature = "cuda")]
 const AB_MIN_PAIRS: usize = 10;
 
-/// The captured step `g` against a second one with programmatic launches flipped (`None`
-/// where the device has none): first the check — both run `steps` steps from the same
-/// prefill, every step's tokens and the last logits compared —, then interleaved timed
-/// rounds as in [`graph_decode`], a paired difference per round.
+/// The captured step `g` against a second one that `other` sets up (it names the change, or
+/// gives `None` where it does not apply here): first the check — both run `steps` steps from
+/// the same prefill, every step's tokens and the last logits compared —, then interleaved
+/// timed rounds as in [`graph_decode`], a paired difference per round.
 #[cfg(feature = "cuda")]
-fn programmatic_ab(
+#[allow(clippy::too_many_arguments)]
+fn decode_ab(
     llama: &Llama,
     g: &mut crate::model::graph::GraphDecoder<'_>,
     cap: usize,
@@ -576,15 +598,13 @@ fn programmatic_ab(
     repeats: usize,
     prompts: &dyn Fn(usize) -> Vec<Vec<u32>>,
     feed: &dyn Fn(usize) -> Vec<u32>,
+    other: &dyn Fn(&mut crate::model::graph::GraphDecoder<'_>) -> Option<String>,
 ) -> Result<Option<DecodeAb>> {
     use crate::model::graph::GraphDecoder;
     use crate::results::paired::{bootstrap_mean, sign_flip_p};
     let b = g.batch();
     let mut h = GraphDecoder::new(llama, b, cap)?;
-    h.set_programmatic(!g.programmatic());
-    if h.programmatic() == g.programmatic() {
-        return Ok(None);
-    }
+    let Some(what) = other(&mut h) else { return Ok(None) };
     let pad = vec![0; b];
     let start = |d: &mut GraphDecoder<'_>, r: usize| -> Result<()> {
         let mut cache = llama.new_cache();
@@ -628,7 +648,7 @@ fn programmatic_ab(
     let diffs: Vec<f64> = tf.iter().zip(&tr).map(|(f, r)| f - r).collect();
     let ci = bootstrap_mean(&diffs, 1, 10_000, 13).expect("at least one pair");
     Ok(Some(DecodeAb {
-        programmatic: h.programmatic(),
+        other: what,
         pairs,
         row_step_seconds: spread(tr),
         step_seconds: spread(tf),

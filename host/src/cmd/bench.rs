@@ -178,13 +178,14 @@ fn print_report(r: &ModelBenchReport) {
             s.max * 1e3,
             d.tokens_per_s
         );
-        if let Some(a) = &d.programmatic_flipped {
-            let on = |p: bool| if p { "on" } else { "off" };
+        if let (Some(p), Some(k)) = (d.programmatic, &d.attention_kernel) {
+            println!("      programmatic launches {}, attention {k}", if p { "on" } else { "off" });
+        }
+        for a in &d.ab {
             println!(
-                "      programmatic launches {} (row) vs {}, {} interleaved rounds: {:.3} vs {:.3} ms/step, \
+                "      vs {}, {} interleaved rounds: {:.3} (row) vs {:.3} ms/step, \
                  difference {:+.3} ms [{:+.3}, {:+.3}], sign-flip p {:.3}; after the same steps logits max |Δ| {:.1e}, tokens {}",
-                on(!a.programmatic),
-                on(a.programmatic),
+                a.other,
                 a.pairs,
                 a.row_step_seconds.median * 1e3,
                 a.step_seconds.median * 1e3,

@@ -259,6 +259,97 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   }
 }
 
+// v3 of the per-head attention, for head dimensions of 8, 16, 32, 64 or 128 (chunks = d / 8
+// divides a warp): the same scores, softmax and bf16 probabilities as above, in fewer
+// dependent round trips. Each thread's first key row and its first LLQ_ATT_VPRE value slices
+// are in flight before the query is staged, so the value loads overlap the scores and the
+// softmax (above, p·V issued its loads only after both barriers: at 160 positions a layer's
+// attention took ~15 µs, bench/NOTES.md). p·V: lane l of warp w takes the 8 dimensions
+// (l % chunks)·8… of the rows w·s + l / chunks + k·8s (s = 32 / chunks rows a warp at once,
+// each row read whole by its chunks lanes), accumulates in f32 and meets the warp's other
+// rows through shuffles, the warps in shared memory, in a fixed order.
+#define LLQ_ATT_VPRE 4
+static __device__ __forceinline__ void llq_att_pv(float acc[8], float p, uint4 v) {
+  const unsigned vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    acc[2 * k] = fmaf(p, __uint_as_float(vs[k] << 16), acc[2 * k]);
+    acc[2 * k + 1] = fmaf(p, __uint_as_float(vs[k] & 0xffff0000u), acc[2 * k + 1]);
+  }
+}
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_attend_v3(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
+                       const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  llq_grid_enter();
+  extern __shared__ float score[];
+  __shared__ float qs[128];
+  __shared__ float scratch[32];
+  __shared__ float part[LLQ_ATT_WARPS][128];
+  const int h = blockIdx.x, r = blockIdx.y, kh = h / (heads / kv_heads);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int first = pad[r], len = (int)*slot + 1;
+  const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
+  const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
+  const int chunks = d >> 3, sub = 32 / chunks;  // rows a warp reads at once in p·V
+  const int vc8 = lane % chunks, vrow = warp * sub + lane / chunks, vstep = LLQ_ATT_WARPS * sub;
+  uint4 vv[LLQ_ATT_VPRE];
+#pragma unroll
+  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
+    const int j = first + vrow + u * vstep;
+    if (j < len) vv[u] = __ldg(reinterpret_cast<const uint4*>(V + (long long)j * d) + vc8);
+  }
+  const int j0 = first + threadIdx.x;
+  uint4 kv[16];
+  if (j0 < len) llq_att_key(K, j0, d, chunks, kv);
+  for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(q[((long long)r * heads + h) * d + i]);
+  __syncthreads();
+  for (int j = j0; j < len; j += LLQ_ATT_THREADS) {
+    if (j != j0) llq_att_key(K, j, d, chunks, kv);
+    float s = 0.f;
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
+    score[j] = llq_round_bf16(s) * scale;
+  }
+  __syncthreads();
+  float m = LLQ_NEG_INF;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
+  m = llq_block_max(m, scratch);
+  float sum = 0.f;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const float e = expf(score[j] - m);
+    score[j] = e;
+    sum += e;
+  }
+  sum = llq_block_sum(sum, scratch);
+  const float den = sum;
+  __syncthreads();
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
+    const int j = first + vrow + u * vstep;
+    if (j < len) llq_att_pv(acc, llq_round_bf16(score[j] / den), vv[u]);
+  }
+#pragma unroll 4
+  for (int j = first + vrow + LLQ_ATT_VPRE * vstep; j < len; j += vstep)
+    llq_att_pv(acc, llq_round_bf16(score[j] / den), __ldg(reinterpret_cast<const uint4*>(V + (long long)j * d) + vc8));
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1)
+    if (o >= chunks)
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o);
+  if (lane < chunks)
+#pragma unroll
+    for (int k = 0; k < 8; ++k) part[warp][lane * 8 + k] = acc[k];
+  __syncthreads();
+  if (threadIdx.x < d) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w][threadIdx.x];
+    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(v);
+  }
+}
+
 // The same attention with one block per (kv head, row) for all G = heads / kv_heads query
 // heads that share it (G ≤ LLQ_ATT_WARPS): each key and value row is read once for the group
 // instead of once per query head — at batch 64 the per-head kernel above took 1.6 ms of a

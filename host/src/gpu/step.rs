@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Storage, Tensor};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 const SOURCE: &str = include_str!("step.cu");
@@ -35,20 +35,100 @@ const GROUPED_MIN_BLOCKS: usize = 128;
 /// Which attention kernel the step launches: `Auto` (grouped from [`GROUPED_MIN_BLOCKS`]
 /// blocks where its shared memory fits, else per head), `Grouped` (one block per kv head and
 /// row, for the query heads that share it, wherever it fits) or `PerHead` (one block per
-/// query head and row), by `$LLQ_ATTENTION` (`auto` | `grouped` | `per-head`) for A/B runs.
+/// query head and row: `llq_step_attend_v3` where the head dimension is a power of two, else
+/// the v2 kernel), `PerHeadV2` (always the v2 kernel, for A/B runs), by `$LLQ_ATTENTION`
+/// (`auto` | `grouped` | `per-head` | `per-head-v2`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Attention {
     Auto,
     Grouped,
     PerHead,
+    PerHeadV2,
 }
 
 impl Attention {
+    const NAMES: [(&'static str, Attention); 4] = [
+        ("auto", Attention::Auto),
+        ("grouped", Attention::Grouped),
+        ("per-head", Attention::PerHead),
+        ("per-head-v2", Attention::PerHeadV2),
+    ];
+
     fn from_env() -> Result<Self> {
-        use Attention::*;
-        env_choice("LLQ_ATTENTION", Auto, &[("auto", Auto), ("grouped", Grouped), ("per-head", PerHead)])
+        env_choice("LLQ_ATTENTION", Attention::Auto, &Self::NAMES)
+    }
+
+    /// The `$LLQ_ATTENTION` word for this choice.
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("auto")
+    }
+
+    fn code(self) -> u8 {
+        Self::NAMES.iter().position(|(_, a)| *a == self).unwrap_or(0) as u8
+    }
+
+    fn from_code(c: u8) -> Self {
+        Self::NAMES.get(c as usize).map(|(_, a)| *a).unwrap_or(Attention::Auto)
     }
 }
+
+/// The attention kernel one launch takes ([`StepKernels::attention_kernel`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttentionKernel {
+    /// One block per (kv head, row), with this many bytes of dynamic shared memory.
+    Grouped(usize),
+    /// One block per (head, row): `llq_step_attend_v3`.
+    PerHeadV3,
+    /// One block per (head, row): `llq_step_attend` (v2).
+    PerHeadV2,
+}
+
+impl AttentionKernel {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AttentionKernel::Grouped(_) => "grouped",
+            AttentionKernel::PerHeadV3 => "per head, v3",
+            AttentionKernel::PerHeadV2 => "per head, v2",
+        }
+    }
+}
+
+/// The head dimensions `llq_step_attend_v3` takes: d / 8 divides a warp.
+fn v3_head_dim(d: usize) -> bool {
+    matches!(d, 8 | 16 | 32 | 64 | 128)
+}
+
+/// Programmatic dependent launch in the captured step, by `$LLQ_PDL`: `auto` (the default:
+/// on for batches up to [`PROGRAMMATIC_MAX_BATCH`]), `on`, `off`; never before sm_90.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Programmatic {
+    Auto,
+    On,
+    Off,
+}
+
+impl Programmatic {
+    fn from_env() -> Result<Self> {
+        use Programmatic::*;
+        env_choice("LLQ_PDL", Auto, &[("auto", Auto), ("on", On), ("off", Off)])
+    }
+
+    /// Whether a step of `batch` rows launches programmatically under this setting.
+    pub fn wanted(self, batch: usize) -> bool {
+        match self {
+            Programmatic::Auto => batch <= PROGRAMMATIC_MAX_BATCH,
+            Programmatic::On => true,
+            Programmatic::Off => false,
+        }
+    }
+}
+
+/// The largest batch `auto` launches programmatically. On the H100 (synthetic Llama-3.2-1B,
+/// context 128, interleaved paired A/B, every difference's 95% interval clear of 0): batch 1
+/// gained 0.08 ms a step with NF4, 0.12 with bf16 and RTN-4; batch 4 0.02-0.03 ms; batch 16
+/// lost 0.01-0.06 ms and NF4 at batch 64 lost 0.27 ms (results/h100/speed13/pdl). Batches 5-15
+/// were not measured.
+pub const PROGRAMMATIC_MAX_BATCH: usize = 4;
 
 /// The head dimensions the attention kernel takes: multiples of 8 (16-byte key loads) up to
 /// 128 (its shared query and partial sums).
@@ -64,17 +144,19 @@ pub struct StepKernels {
     attend: CudaFunction,
     /// One block per (kv head, row) for the query heads sharing it ([`Attention::Grouped`]).
     attend_gqa: CudaFunction,
-    attention: Attention,
+    attend_v3: CudaFunction,
+    /// [`Attention`] as its code (settable for A/B runs).
+    attention: AtomicU8,
     /// Whether matrices reading the same input share one launch (`launch_multi`);
     /// `$LLQ_FUSED_MATVEC=0` turns it off for A/B runs.
     fused_matvec: bool,
     swiglu: CudaFunction,
     argmax: CudaFunction,
     /// Whether the step's kernels, and the matvecs whose modules allow it, are launched as
-    /// programmatic dependents of the kernel before ([`super::launch`]): `$LLQ_PDL`
-    /// (`on` | `off`), on by default where the device has it (sm_90 and later).
+    /// programmatic dependents of the kernel before ([`super::launch`]); never before sm_90.
     programmatic: AtomicBool,
     supports_programmatic: bool,
+    programmatic_mode: Programmatic,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
     rows: Arc<Kernels>,
     stream: Arc<CudaStream>,
@@ -116,6 +198,7 @@ impl StepKernels {
             entry(dev, &module, &ptx, name).with_context(|| format!("decode-step kernel `{name}` missing"))
         };
         let (mma, pdl) = (has_mma(dev)?, has_programmatic_launch(dev)?);
+        let mode = Programmatic::from_env()?;
         let rows = Arc::new(Kernels {
             method: "bf16 (dense layers)".to_string(),
             dequantize: load("llq_bf16rows_dequantize")?,
@@ -138,14 +221,14 @@ impl StepKernels {
             rope_append: load("llq_step_rope_append")?,
             attend: load("llq_step_attend")?,
             attend_gqa: load("llq_step_attend_gqa")?,
-            attention: Attention::from_env()?,
+            attend_v3: load("llq_step_attend_v3")?,
+            attention: AtomicU8::new(Attention::from_env()?.code()),
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
-            programmatic: AtomicBool::new(
-                pdl && env_choice("LLQ_PDL", true, &[("on", true), ("off", false)])?,
-            ),
+            programmatic: AtomicBool::new(pdl && mode != Programmatic::Off),
             supports_programmatic: pdl,
+            programmatic_mode: mode,
             rows,
             stream: dev.cuda_stream(),
         }))
@@ -154,6 +237,11 @@ impl StepKernels {
     /// A dense bf16 matrix (rows, cols) stored row-major at `w` as a matvec target.
     pub fn dense(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
         MatvecTarget::new(self.rows.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    /// What `$LLQ_PDL` asked for.
+    pub fn programmatic_mode(&self) -> Programmatic {
+        self.programmatic_mode
     }
 
     /// Whether launches are programmatic dependents of the kernel before (where allowed).
@@ -165,6 +253,43 @@ impl StepKernels {
     /// was captured with). Off wherever the device lacks them (before sm_90).
     pub fn set_programmatic(&self, on: bool) {
         self.programmatic.store(on && self.supports_programmatic, Ordering::Relaxed);
+    }
+
+    /// The attention kernel choice ([`Attention`]).
+    pub fn attention(&self) -> Attention {
+        Attention::from_code(self.attention.load(Ordering::Relaxed))
+    }
+
+    /// Choose the attention kernel (for A/B runs; a captured graph keeps what it was
+    /// captured with).
+    pub fn set_attention(&self, a: Attention) {
+        self.attention.store(a.code(), Ordering::Relaxed);
+    }
+
+    /// The attention kernel a step of these shapes launches under the current choice.
+    pub fn attention_kernel(
+        &self,
+        heads: usize,
+        kvh: usize,
+        d: usize,
+        cap: usize,
+        batch: usize,
+    ) -> AttentionKernel {
+        let g = if kvh > 0 && heads.is_multiple_of(kvh) { heads / kvh } else { 0 };
+        let grouped_shared = 4 * (g * d + (g * cap).max(ATTEND_WARPS * g * d));
+        let attention = self.attention();
+        let wanted = match attention {
+            Attention::Auto => kvh * batch >= GROUPED_MIN_BLOCKS,
+            Attention::Grouped => true,
+            Attention::PerHead | Attention::PerHeadV2 => false,
+        };
+        if wanted && (1..=ATTEND_WARPS).contains(&g) && grouped_shared <= DEFAULT_SHARED {
+            AttentionKernel::Grouped(grouped_shared)
+        } else if attention != Attention::PerHeadV2 && v3_head_dim(d) {
+            AttentionKernel::PerHeadV3
+        } else {
+            AttentionKernel::PerHeadV2
+        }
     }
 
     /// Launch `f` from this step (programmatic where turned on).
@@ -223,18 +348,10 @@ impl StepKernels {
     /// else one block per head.
     pub fn attend(&self, a: &AttendArgs, batch: usize) -> Result<()> {
         let (heads, kvh, d, cap) = (a.heads as usize, a.kv_heads as usize, a.d as usize, a.cap as usize);
-        let g = if kvh > 0 && heads.is_multiple_of(kvh) { heads / kvh } else { 0 };
-        let grouped_shared = 4 * (g * d + (g * cap).max(ATTEND_WARPS * g * d));
-        let wanted = match self.attention {
-            Attention::Auto => kvh * batch >= GROUPED_MIN_BLOCKS,
-            Attention::Grouped => true,
-            Attention::PerHead => false,
-        };
-        let grouped = wanted && (1..=ATTEND_WARPS).contains(&g) && grouped_shared <= DEFAULT_SHARED;
-        let (f, cfg) = if grouped {
-            (&self.attend_gqa, grid(kvh, batch, ATTEND_THREADS, grouped_shared))
-        } else {
-            (&self.attend, grid(heads, batch, ATTEND_THREADS, cap * 4))
+        let (f, cfg) = match self.attention_kernel(heads, kvh, d, cap, batch) {
+            AttentionKernel::Grouped(shared) => (&self.attend_gqa, grid(kvh, batch, ATTEND_THREADS, shared)),
+            AttentionKernel::PerHeadV3 => (&self.attend_v3, grid(heads, batch, ATTEND_THREADS, cap * 4)),
+            AttentionKernel::PerHeadV2 => (&self.attend, grid(heads, batch, ATTEND_THREADS, cap * 4)),
         };
         let mut b = self.launch(f);
         b.arg(a.q).arg(a.kc).arg(a.vc).arg(a.out).arg(a.pad).arg(a.slot);

@@ -15,7 +15,9 @@ use super::linear::Linear;
 use super::llama::{Cache, Llama};
 use crate::gpu::linear::{launch_multi, MMA_MAX_BATCH};
 use crate::gpu::nvrtc::has_mma;
-use crate::gpu::step::{head_dim_supported, tensor_ptr, AttendArgs, RopeArgs, StepKernels, StepState};
+use crate::gpu::step::{
+    head_dim_supported, tensor_ptr, AttendArgs, Attention, AttentionKernel, RopeArgs, StepKernels, StepState,
+};
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
 use crate::util::first_use;
 use anyhow::{anyhow, bail, Context, Result};
@@ -146,6 +148,7 @@ impl<'m> GraphDecoder<'m> {
         }
         let Device::Cuda(dev) = &model.device else { bail!("not on a GPU") };
         let k = StepKernels::compile(dev)?;
+        k.set_programmatic(k.programmatic_mode().wanted(batch));
         let c = &model.cfg;
         let (h, kvh, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let dev = &model.device;
@@ -229,6 +232,20 @@ impl<'m> GraphDecoder<'m> {
     pub fn set_programmatic(&mut self, on: bool) {
         if on != self.k.programmatic() {
             self.k.set_programmatic(on);
+            self.graph = None;
+        }
+    }
+
+    /// The attention kernel this step launches (its name, [`AttentionKernel::describe`]).
+    pub fn attention_kernel(&self) -> AttentionKernel {
+        let c = &self.model.cfg;
+        self.k.attention_kernel(c.num_attention_heads, c.kv_heads(), c.head_dim(), self.cap, self.batch)
+    }
+
+    /// Choose the attention kernel; the next step captures the graph anew (A/B runs).
+    pub fn set_attention(&mut self, a: Attention) {
+        if a != self.k.attention() {
+            self.k.set_attention(a);
             self.graph = None;
         }
     }
