@@ -90,6 +90,10 @@ pub struct DecodeRow {
     pub logits_rel_err_vs_eager: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub greedy_agrees_with_eager: Option<bool>,
+    /// Graph rows: whether the step's own greedy tokens (the device argmax) are the host's
+    /// argmax of the same step's logits, every row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_argmax_agrees: Option<bool>,
     /// Graph rows: the step's device time by kind of work (seconds per step, CUDA events
     /// between launches issued one by one, largest first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -132,10 +136,12 @@ pub struct DecodeAb {
     pub paired_diff_lo_s: f64,
     pub paired_diff_hi_s: f64,
     pub sign_flip_p: f64,
-    /// After `steps` steps from the same prefill: max |Δ| of the two settings' last logits
-    /// and whether every step's greedy tokens agreed. A launch setting changes no
-    /// arithmetic, so anything but 0 and true there is a race; another kernel may differ by
-    /// its order of f32 sums.
+    /// From the same prefill and token: max |Δ| / max |row's| of the first step's logits.
+    /// Then after `steps` steps: max |Δ| of the last logits and whether every step's greedy
+    /// tokens agreed. A launch setting changes no arithmetic, so anything but 0, 0 and true
+    /// is a race; another kernel may differ by its order of f32 sums, and once one greedy
+    /// token differs (random weights give nearly flat logits) the later steps differ.
+    pub first_step_logits_rel_err: f64,
     pub logits_max_abs_diff: f64,
     pub tokens_agree: bool,
 }
@@ -385,6 +391,7 @@ pub fn model_bench(
             path,
             logits_rel_err_vs_eager: None,
             greedy_agrees_with_eager: None,
+            device_argmax_agrees: None,
             step_profile: vec![],
             programmatic: None,
             attention_kernel: None,
@@ -427,6 +434,7 @@ pub fn model_bench(
                             (r.logits_rel_err_vs_eager, r.greedy_agrees_with_eager) =
                                 (Some(g.logits_rel_err), Some(g.greedy_agrees));
                             r.step_profile = g.profile;
+                            r.device_argmax_agrees = Some(g.device_argmax_agrees);
                             (r.programmatic, r.attention_kernel, r.ab) =
                                 (g.programmatic, g.attention_kernel, g.ab);
                             decode.push(r);
@@ -482,6 +490,7 @@ struct GraphRow {
     step_seconds: Spread,
     logits_rel_err: f64,
     greedy_agrees: bool,
+    device_argmax_agrees: bool,
     profile: Vec<ProfileEntry>,
     programmatic: Option<bool>,
     attention_kernel: Option<String>,
@@ -521,6 +530,8 @@ fn graph_decode(
         let err = max_rel_err(&graph.concat(), &eager.concat());
         let agree =
             eager.iter().zip(&graph).all(|(e, q)| crate::generate::argmax(e) == crate::generate::argmax(q));
+        let device_argmax_agrees =
+            g.tokens()?.iter().zip(&graph).all(|(&t, q)| crate::generate::argmax(q) == t);
         let mut times = vec![];
         for r in 0..=repeats {
             let mut cache = llama.new_cache();
@@ -566,6 +577,7 @@ fn graph_decode(
             step_seconds: spread(times),
             logits_rel_err: err,
             greedy_agrees: agree,
+            device_argmax_agrees,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
             programmatic: Some(pdl),
             attention_kernel: Some(attention.describe().to_string()),
@@ -612,17 +624,21 @@ fn decode_ab(
         d.start(&cache, &pad, &feed(0))
     };
     // The check (this also captures both graphs before any timing).
-    let run = |d: &mut GraphDecoder<'_>| -> Result<(Vec<Vec<u32>>, Vec<f32>)> {
+    let run = |d: &mut GraphDecoder<'_>| -> Result<(Vec<Vec<u32>>, Vec<f32>, Vec<f32>)> {
         start(d, 0)?;
         let mut toks = vec![];
-        for _ in 0..steps {
+        let mut first = vec![];
+        for s in 0..steps {
             d.step()?;
             toks.push(d.tokens()?);
+            if s == 0 {
+                first = d.logits()?.flatten_all()?.to_vec1()?;
+            }
         }
-        Ok((toks, d.logits()?.flatten_all()?.to_vec1()?))
+        Ok((toks, first, d.logits()?.flatten_all()?.to_vec1()?))
     };
-    let (tg, lg) = run(g)?;
-    let (th, lh) = run(&mut h)?;
+    let (tg, fg, lg) = run(g)?;
+    let (th, fh, lh) = run(&mut h)?;
     let logits_max_abs_diff = lg.iter().zip(&lh).fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
     let pairs = repeats.max(AB_MIN_PAIRS);
     let time = |d: &mut GraphDecoder<'_>, r: usize| -> Result<f64> {
@@ -656,6 +672,7 @@ fn decode_ab(
         paired_diff_lo_s: ci.lo,
         paired_diff_hi_s: ci.hi,
         sign_flip_p: sign_flip_p(&diffs, 10_000, 13),
+        first_step_logits_rel_err: max_rel_err(&fh, &fg),
         logits_max_abs_diff,
         tokens_agree: tg == th,
     }))

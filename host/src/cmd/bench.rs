@@ -165,7 +165,11 @@ fn print_report(r: &ModelBenchReport) {
             .logits_rel_err_vs_eager
             .map(|e| {
                 let agree = if d.greedy_agrees_with_eager == Some(true) { "same" } else { "DIFFERENT" };
-                format!("; vs eager: logits {e:.1e}, {agree} greedy tokens")
+                let argmax = match d.device_argmax_agrees {
+                    Some(false) => "; device argmax DIFFERS from the host's",
+                    _ => "",
+                };
+                format!("; vs eager: logits {e:.1e}, {agree} greedy tokens{argmax}")
             })
             .unwrap_or_default();
         println!(
@@ -184,7 +188,8 @@ fn print_report(r: &ModelBenchReport) {
         for a in &d.ab {
             println!(
                 "      vs {}, {} interleaved rounds: {:.3} (row) vs {:.3} ms/step, \
-                 difference {:+.3} ms [{:+.3}, {:+.3}], sign-flip p {:.3}; after the same steps logits max |Δ| {:.1e}, tokens {}",
+                 difference {:+.3} ms [{:+.3}, {:+.3}], sign-flip p {:.3}; first step's logits {:.1e} (relative), \
+                 after the same steps max |Δ| {:.1e}, tokens {}",
                 a.other,
                 a.pairs,
                 a.row_step_seconds.median * 1e3,
@@ -193,6 +198,7 @@ fn print_report(r: &ModelBenchReport) {
                 a.paired_diff_lo_s * 1e3,
                 a.paired_diff_hi_s * 1e3,
                 a.sign_flip_p,
+                a.first_step_logits_rel_err,
                 a.logits_max_abs_diff,
                 if a.tokens_agree { "agree" } else { "DIFFER" }
             );

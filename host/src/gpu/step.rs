@@ -373,14 +373,21 @@ impl StepKernels {
     pub fn argmax_advance(&self, logits: u64, vocab: usize, s: &StepState, batch: usize) -> Result<()> {
         let v = vocab as i64;
         let mut b = self.launch(&self.argmax);
-        b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot);
-        // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×4).
-        unsafe { b.run(grid(batch, 1, 1024, 0), "decode step's argmax") }
+        b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot).arg(s.scratch);
+        // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×5); the scratch holds
+        // ARGMAX_SCRATCH u32 a row (zeroed once: the kernel resets its counter).
+        unsafe { b.run(grid(ARGMAX_BLOCKS, batch, 1024, 0), "decode step's argmax") }
     }
 }
 
+/// Blocks per row of the greedy argmax (`LLQ_ARGMAX_BLOCKS` in step.cu) and the u32 of
+/// scratch each row needs: the blocks' best values and indices and a ticket counter.
+const ARGMAX_BLOCKS: usize = 32;
+pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_BLOCKS + 1;
+
 /// The step's state in device memory (u32 each): input tokens, greedy output, per-row RoPE
-/// position and left padding, and the cache slot this step writes.
+/// position and left padding, the cache slot this step writes, and the argmax's scratch
+/// ([`ARGMAX_SCRATCH`] a row, zeroed before the first step).
 #[derive(Clone, Copy)]
 pub struct StepState {
     pub tokens: u64,
@@ -388,6 +395,7 @@ pub struct StepState {
     pub pos: u64,
     pub pad: u64,
     pub slot: u64,
+    pub scratch: u64,
 }
 
 /// Arguments of [`StepKernels::rope_append`] (device pointers, then shapes as the kernel's ints).

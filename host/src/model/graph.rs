@@ -17,6 +17,7 @@ use crate::gpu::linear::{launch_multi, MMA_MAX_BATCH};
 use crate::gpu::nvrtc::has_mma;
 use crate::gpu::step::{
     head_dim_supported, tensor_ptr, AttendArgs, Attention, AttentionKernel, RopeArgs, StepKernels, StepState,
+    ARGMAX_SCRATCH,
 };
 use crate::gpu::{MatvecTarget, MATVEC_MAX_BATCH};
 use crate::util::first_use;
@@ -62,7 +63,8 @@ pub struct GraphDecoder<'m> {
     norm: u64,
     cos: u64,
     sin: u64,
-    /// tokens, out, pos, pad (batch each), slot (1): u32, held for its storage (`st`).
+    /// tokens, out, pos, pad (batch each), slot (1), the argmax scratch: u32, held for its
+    /// storage (`st`).
     _state: Tensor,
     st: StepState,
     /// x, xn, q, k, v, attention out, o, gate, up, silu·up, down: bf16 activations (held
@@ -181,10 +183,11 @@ impl<'m> GraphDecoder<'m> {
             *p = tensor_ptr(t)?;
         }
         let logits = zeros(batch * vocab)?;
-        let state = Tensor::zeros(4 * batch + 1, DType::U32, dev)?;
+        let state = Tensor::zeros(4 * batch + 1 + ARGMAX_SCRATCH * batch, DType::U32, dev)?;
         let base = tensor_ptr(&state)?;
         let at = |i: usize| base + (i * batch * 4) as u64;
-        let st = StepState { tokens: at(0), out: at(1), pos: at(2), pad: at(3), slot: at(4) };
+        let st =
+            StepState { tokens: at(0), out: at(1), pos: at(2), pad: at(3), slot: at(4), scratch: at(4) + 4 };
         Ok(GraphDecoder {
             model,
             batch,
