@@ -624,7 +624,9 @@ fn decode_ab(
         d.start(&cache, &pad, &feed(0))
     };
     // The check (this also captures both graphs before any timing).
-    let run = |d: &mut GraphDecoder<'_>| -> Result<(Vec<Vec<u32>>, Vec<f32>, Vec<f32>)> {
+    /// Every step's tokens, the first step's logits, the last step's.
+    type Trace = (Vec<Vec<u32>>, Vec<f32>, Vec<f32>);
+    let run = |d: &mut GraphDecoder<'_>| -> Result<Trace> {
         start(d, 0)?;
         let mut toks = vec![];
         let mut first = vec![];
