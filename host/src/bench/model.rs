@@ -559,11 +559,19 @@ fn graph_decode(
             (here(h).0 != pdl).then(|| format!("programmatic launches {}", if pdl { "off" } else { "on" }))
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &flip)?);
+        let folded = g.folds_rope();
+        // v2 never folds RoPE in: this side has both changes.
         let v2 = |h: &mut GraphDecoder<'_>| {
             h.set_attention(Attention::PerHeadV2);
-            (attention == AttentionKernel::PerHeadV3).then(|| "attention per-head-v2".to_string())
+            let rope = if folded { " (RoPE as its own launch)" } else { "" };
+            (attention == AttentionKernel::PerHeadV3).then(|| format!("attention per-head-v2{rope}"))
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &v2)?);
+        let separate = |h: &mut GraphDecoder<'_>| {
+            h.set_fold_rope(false);
+            folded.then(|| "RoPE as its own launch".to_string())
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &separate)?);
         let mut cache = llama.new_cache();
         llama.step(&prompts(0), &pad, &mut cache, true)?;
         g.start(&cache, &pad, &feed(0))?;
@@ -580,7 +588,11 @@ fn graph_decode(
             device_argmax_agrees,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
             programmatic: Some(pdl),
-            attention_kernel: Some(attention.describe().to_string()),
+            attention_kernel: Some(format!(
+                "{}{}",
+                attention.describe(),
+                if folded { ", RoPE folded in" } else { "" }
+            )),
             ab,
         }))
     }

@@ -350,6 +350,121 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   }
 }
 
+// v3 with RoPE and the cache write folded in (llq_step_rope_append's work for this head): the
+// block rotates its own query head and its kv head's new key (the same llq_rope_pair as
+// that kernel, rounded to bf16 alike), scores the newest position against that key from
+// shared memory and takes its value straight from this step's v; the first query head of
+// each group writes the rotated key and the value into the caches at the slot, which no
+// block of this step reads. So the scores and outputs are bit for bit those of the two
+// launches, one launch a layer fewer (RoPE took 104 µs a step at batch 1, bench/NOTES.md).
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_rope_attend_v3(const llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc, llq_bf16* vc,
+                            const llq_bf16* cos, const llq_bf16* sin, const unsigned* pos, llq_bf16* out,
+                            const unsigned* pad, const unsigned* slot, int heads, int kv_heads, int d, int cap,
+                            float scale) {
+  llq_grid_enter();
+  extern __shared__ float score[];
+  __shared__ float qs[128];
+  __shared__ __align__(16) llq_bf16 kr[128];
+  __shared__ float scratch[32];
+  __shared__ float part[LLQ_ATT_WARPS][128];
+  const int h = blockIdx.x, r = blockIdx.y, G = heads / kv_heads, kh = h / G;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int first = pad[r], sl = (int)*slot, len = sl + 1, half = d >> 1;
+  const long long p = pos[r];
+  const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
+  const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
+  const llq_bf16* vnew = v + ((long long)r * kv_heads + kh) * d;
+  const int chunks = d >> 3, sub = 32 / chunks;
+  const int vc8 = lane % chunks, vrow = warp * sub + lane / chunks, vstep = LLQ_ATT_WARPS * sub;
+  uint4 vv[LLQ_ATT_VPRE];
+#pragma unroll
+  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
+    const int j = first + vrow + u * vstep;
+    if (j < len) vv[u] = __ldg(reinterpret_cast<const uint4*>(j == sl ? vnew : V + (long long)j * d) + vc8);
+  }
+  const int j0 = first + threadIdx.x;
+  uint4 kv[16];
+  if (j0 < sl) llq_att_key(K, j0, d, chunks, kv);
+  const llq_bf16* qh = q + ((long long)r * heads + h) * d;
+  const llq_bf16* kn = k + ((long long)r * kv_heads + kh) * d;
+  for (int i = threadIdx.x; i < 2 * half; i += LLQ_ATT_THREADS) {
+    const int pi = i < half ? i : i - half;
+    const llq_bf16* src = i < half ? qh : kn;
+    const float c = llq_bf16_to_f32(cos[p * half + pi]), sn = llq_bf16_to_f32(sin[p * half + pi]);
+    float a, b;
+    llq_rope_pair(llq_bf16_to_f32(src[pi]), llq_bf16_to_f32(src[pi + half]), c, sn, a, b);
+    const llq_bf16 ha = llq_f32_to_bf16(a), hb = llq_f32_to_bf16(b);
+    if (i < half) {
+      qs[pi] = llq_bf16_to_f32(ha);
+      qs[pi + half] = llq_bf16_to_f32(hb);
+    } else {
+      kr[pi] = ha;
+      kr[pi + half] = hb;
+      if (h % G == 0) {
+        llq_bf16* dst = kc + (((long long)r * kv_heads + kh) * cap + sl) * d;
+        dst[pi] = ha;
+        dst[pi + half] = hb;
+      }
+    }
+  }
+  if (h % G == 0)
+    for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) vc[(((long long)r * kv_heads + kh) * cap + sl) * d + i] = vnew[i];
+  __syncthreads();
+  for (int j = j0; j < len; j += LLQ_ATT_THREADS) {
+    if (j == sl) {
+#pragma unroll
+      for (int c = 0; c < 16; ++c)
+        if (c < chunks) kv[c] = reinterpret_cast<const uint4*>(kr)[c];
+    } else if (j != j0) {
+      llq_att_key(K, j, d, chunks, kv);
+    }
+    float s = 0.f;
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
+    score[j] = llq_round_bf16(s) * scale;
+  }
+  __syncthreads();
+  float m = LLQ_NEG_INF;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
+  m = llq_block_max(m, scratch);
+  float sum = 0.f;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const float e = expf(score[j] - m);
+    score[j] = e;
+    sum += e;
+  }
+  sum = llq_block_sum(sum, scratch);
+  const float den = sum;
+  __syncthreads();
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
+    const int j = first + vrow + u * vstep;
+    if (j < len) llq_att_pv(acc, llq_round_bf16(score[j] / den), vv[u]);
+  }
+#pragma unroll 4
+  for (int j = first + vrow + LLQ_ATT_VPRE * vstep; j < len; j += vstep)
+    llq_att_pv(acc, llq_round_bf16(score[j] / den),
+               __ldg(reinterpret_cast<const uint4*>(j == sl ? vnew : V + (long long)j * d) + vc8));
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1)
+    if (o >= chunks)
+#pragma unroll
+      for (int k2 = 0; k2 < 8; ++k2) acc[k2] += __shfl_xor_sync(0xffffffffu, acc[k2], o);
+  if (lane < chunks)
+#pragma unroll
+    for (int k2 = 0; k2 < 8; ++k2) part[warp][lane * 8 + k2] = acc[k2];
+  __syncthreads();
+  if (threadIdx.x < d) {
+    float val = 0.f;
+#pragma unroll
+    for (int w = 0; w < LLQ_ATT_WARPS; ++w) val += part[w][threadIdx.x];
+    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(val);
+  }
+}
+
 // The same attention with one block per (kv head, row) for all G = heads / kv_heads query
 // heads that share it (G ≤ LLQ_ATT_WARPS): each key and value row is read once for the group
 // instead of once per query head — at batch 64 the per-head kernel above took 1.6 ms of a

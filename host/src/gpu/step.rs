@@ -145,6 +145,10 @@ pub struct StepKernels {
     /// One block per (kv head, row) for the query heads sharing it ([`Attention::Grouped`]).
     attend_gqa: CudaFunction,
     attend_v3: CudaFunction,
+    /// v3 with RoPE and the cache write folded in, taken where v3 is, unless
+    /// `$LLQ_STEP_ROPE=separate` (or [`Self::set_fold_rope`]) asks for the two launches.
+    rope_attend_v3: CudaFunction,
+    fold_rope: AtomicBool,
     /// [`Attention`] as its code (settable for A/B runs).
     attention: AtomicU8,
     /// Whether matrices reading the same input share one launch (`launch_multi`);
@@ -222,6 +226,12 @@ impl StepKernels {
             attend: load("llq_step_attend")?,
             attend_gqa: load("llq_step_attend_gqa")?,
             attend_v3: load("llq_step_attend_v3")?,
+            rope_attend_v3: load("llq_step_rope_attend_v3")?,
+            fold_rope: AtomicBool::new(env_choice(
+                "LLQ_STEP_ROPE",
+                true,
+                &[("folded", true), ("separate", false)],
+            )?),
             attention: AtomicU8::new(Attention::from_env()?.code()),
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_swiglu")?,
@@ -264,6 +274,32 @@ impl StepKernels {
     /// captured with).
     pub fn set_attention(&self, a: Attention) {
         self.attention.store(a.code(), Ordering::Relaxed);
+    }
+
+    /// Whether a step of these shapes folds RoPE and the cache write into its attention
+    /// launch ([`Self::rope_attend`]): where it takes the v3 kernel and folding is on.
+    pub fn folds_rope(&self, heads: usize, kvh: usize, d: usize, cap: usize, batch: usize) -> bool {
+        self.fold_rope.load(Ordering::Relaxed)
+            && self.attention_kernel(heads, kvh, d, cap, batch) == AttentionKernel::PerHeadV3
+    }
+
+    /// Fold RoPE into the v3 attention or not (A/B runs; a captured graph keeps what it was
+    /// captured with).
+    pub fn set_fold_rope(&self, on: bool) {
+        self.fold_rope.store(on, Ordering::Relaxed);
+    }
+
+    /// What [`Self::rope_append`] then [`Self::attend`] do, in one launch of the v3 kernel
+    /// (only where [`Self::folds_rope`]).
+    pub fn rope_attend(&self, ra: &RopeArgs, a: &AttendArgs, batch: usize) -> Result<()> {
+        let mut b = self.launch(&self.rope_attend_v3);
+        b.arg(ra.q).arg(ra.k).arg(ra.v).arg(ra.kc).arg(ra.vc).arg(ra.cos).arg(ra.sin).arg(ra.pos);
+        b.arg(a.out).arg(a.pad).arg(a.slot);
+        b.arg(a.heads).arg(a.kv_heads).arg(a.d).arg(a.cap).arg(a.scale);
+        let cfg = grid(a.heads as usize, batch, ATTEND_THREADS, a.cap as usize * 4);
+        // SAFETY: llq_step_rope_attend_v3(ptr ×11, int ×4, float); the caller's buffers are
+        // those the two separate launches take.
+        unsafe { b.run(cfg, "decode step's RoPE + attention") }
     }
 
     /// The attention kernel a step of these shapes launches under the current choice.

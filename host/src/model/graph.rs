@@ -245,6 +245,18 @@ impl<'m> GraphDecoder<'m> {
         self.k.attention_kernel(c.num_attention_heads, c.kv_heads(), c.head_dim(), self.cap, self.batch)
     }
 
+    /// Whether the step folds RoPE and the cache write into its attention launch.
+    pub fn folds_rope(&self) -> bool {
+        let c = &self.model.cfg;
+        self.k.folds_rope(c.num_attention_heads, c.kv_heads(), c.head_dim(), self.cap, self.batch)
+    }
+
+    /// Fold RoPE into the attention or not; the next step captures the graph anew (A/B runs).
+    pub fn set_fold_rope(&mut self, on: bool) {
+        self.k.set_fold_rope(on);
+        self.graph = None;
+    }
+
     /// Choose the attention kernel; the next step captures the graph anew (A/B runs).
     pub fn set_attention(&mut self, a: Attention) {
         if a != self.k.attention() {
@@ -321,43 +333,44 @@ impl<'m> GraphDecoder<'m> {
             mark("matvec q, k, v")?;
             let (kc, vc) = (l.kc_ptr, l.vc_ptr);
             let (cap, slot) = (self.cap as i32, self.st.slot);
-            k.rope_append(
-                &RopeArgs {
-                    q,
-                    k: kk,
-                    v,
-                    kc,
-                    vc,
-                    cos: self.cos,
-                    sin: self.sin,
-                    pos: self.st.pos,
-                    slot,
-                    heads: h,
-                    kv_heads: kvh,
-                    d,
-                    cap,
-                },
-                b,
-            )?;
-            mark("RoPE + cache write")?;
+            let rope = RopeArgs {
+                q,
+                k: kk,
+                v,
+                kc,
+                vc,
+                cos: self.cos,
+                sin: self.sin,
+                pos: self.st.pos,
+                slot,
+                heads: h,
+                kv_heads: kvh,
+                d,
+                cap,
+            };
             let scale = 1.0 / (d as f32).sqrt();
-            k.attend(
-                &AttendArgs {
-                    q,
-                    kc,
-                    vc,
-                    out: att,
-                    pad: self.st.pad,
-                    slot,
-                    heads: h,
-                    kv_heads: kvh,
-                    d,
-                    cap,
-                    scale,
-                },
-                b,
-            )?;
-            mark("attention")?;
+            let attend = AttendArgs {
+                q,
+                kc,
+                vc,
+                out: att,
+                pad: self.st.pad,
+                slot,
+                heads: h,
+                kv_heads: kvh,
+                d,
+                cap,
+                scale,
+            };
+            if k.folds_rope(h as usize, kvh as usize, d as usize, self.cap, b) {
+                k.rope_attend(&rope, &attend, b)?;
+                mark("RoPE + cache write + attention")?;
+            } else {
+                k.rope_append(&rope, b)?;
+                mark("RoPE + cache write")?;
+                k.attend(&attend, b)?;
+                mark("attention")?;
+            }
             mv(&l.mv[3], att, o)?;
             mark("matvec o")?;
             k.add_rmsnorm(x, o, l.post_norm, xn, b, hid, eps)?;
