@@ -7,7 +7,7 @@
 # and the sign-flip p; tokens and logits after the same steps) and the step profile (taken
 # without programmatic launches). PDLS="on off" runs every row under each `LLQ_PDL` setting;
 # the first call (PDLS="on off", BATCHES=1,4,16,64, before the v3 attention and `auto`) is in
-# results/h100/speed13/pdl/first.
+# results/h100/speed13/pdl/first. ROWS (lines of `TAG PLUGIN [K=V …]`) picks the rows.
 #   bench/gpu_pdl.sh OUT
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz
 set -u
@@ -20,14 +20,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 cat "$OUT/device.csv"
 A="--model synthetic:llama-3.2-1b --device cuda --prompt-lens 128 --batch-sizes ${BATCHES:-1,4,8,16} --context 128 --decode-steps 64 --repeats 5 --decode graph --no-checks"
 for pdl in ${PDLS:-auto}; do
-  for row in "nf4 nf4" "bf16 none" "rtn4 rtn bits=4 group_size=128"; do
+  while read -r row; do
     set -- $row; tag=$1 plugin=$2; shift 2
     q=""; [ "$plugin" = none ] || q="--quant plugins/$plugin.so"
     for o in "$@"; do q="$q --opt $o"; done
     date
-    LLQ_PDL=$pdl "$BIN" bench $A $q --out "$OUT/bench-$tag-pdl-$pdl.json" > "$OUT/bench-$tag-pdl-$pdl.txt" 2> "$OUT/bench-$tag-pdl-$pdl.log"
+    LLQ_PDL=$pdl "$BIN" bench $A $q --out "$OUT/bench-$tag-pdl-$pdl.json" < /dev/null > "$OUT/bench-$tag-pdl-$pdl.txt" 2> "$OUT/bench-$tag-pdl-$pdl.log"
     echo "bench $tag LLQ_PDL=$pdl: exit $?"; grep -A2 "decode batch" "$OUT/bench-$tag-pdl-$pdl.txt"
     tail -3 "$OUT/bench-$tag-pdl-$pdl.log"
-  done
+  done <<< "${ROWS:-$'nf4 nf4\nbf16 none\nrtn4 rtn bits=4 group_size=128'}"
 done
 date
