@@ -7,7 +7,10 @@
 # and the sign-flip p; tokens and logits after the same steps) and the step profile (taken
 # without programmatic launches). PDLS="on off" runs every row under each `LLQ_PDL` setting;
 # the first call (PDLS="on off", BATCHES=1,4,16,64, before the v3 attention and `auto`) is in
-# results/h100/speed13/pdl/first. ROWS (lines of `TAG PLUGIN [K=V …]`) picks the rows.
+# results/h100/speed13/pdl/first. ROWS (lines of `TAG PLUGIN [K=V …]`) picks the rows. The
+# rows run with RoPE folded into the attention and the argmax over 32 blocks a row
+# (STEP_ROPE, ARGMAX_BLOCKS; both off by default in llq until measured), each A/B'd against
+# the other setting.
 #   bench/gpu_pdl.sh OUT
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz
 set -u
@@ -25,7 +28,7 @@ for pdl in ${PDLS:-auto}; do
     q=""; [ "$plugin" = none ] || q="--quant plugins/$plugin.so"
     for o in "$@"; do q="$q --opt $o"; done
     date
-    LLQ_PDL=$pdl "$BIN" bench $A $q --out "$OUT/bench-$tag-pdl-$pdl.json" < /dev/null > "$OUT/bench-$tag-pdl-$pdl.txt" 2> "$OUT/bench-$tag-pdl-$pdl.log"
+    LLQ_STEP_ROPE=${STEP_ROPE:-folded} LLQ_ARGMAX_BLOCKS=${ARGMAX_BLOCKS:-32} LLQ_PDL=$pdl "$BIN" bench $A $q --out "$OUT/bench-$tag-pdl-$pdl.json" < /dev/null > "$OUT/bench-$tag-pdl-$pdl.txt" 2> "$OUT/bench-$tag-pdl-$pdl.log"
     echo "bench $tag LLQ_PDL=$pdl: exit $?"; grep -A2 "decode batch" "$OUT/bench-$tag-pdl-$pdl.txt"
     tail -3 "$OUT/bench-$tag-pdl-$pdl.log"
   done <<< "${ROWS:-$'nf4 nf4\nbf16 none\nrtn4 rtn bits=4 group_size=128'}"

@@ -99,11 +99,12 @@ pub struct DecodeRow {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub step_profile: Vec<ProfileEntry>,
     /// Graph rows: whether the step's launches were programmatic dependents of the kernel
-    /// before (`$LLQ_PDL`, sm_90; `gpu::launch`), and which attention kernel it took.
+    /// before (`$LLQ_PDL`, sm_90; `gpu::launch`), and which attention kernel (RoPE folded in or
+    /// not) and how many argmax blocks a row it took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub programmatic: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attention_kernel: Option<String>,
+    pub step_kernels: Option<String>,
     /// Graph rows: the same steps with one setting changed, interleaved with the row's own
     /// (paired comparisons): programmatic launches flipped where the device has them, and
     /// the previous attention kernel where the row took v3.
@@ -394,7 +395,7 @@ pub fn model_bench(
             device_argmax_agrees: None,
             step_profile: vec![],
             programmatic: None,
-            attention_kernel: None,
+            step_kernels: None,
             ab: vec![],
             tokens_per_s: b as f64 / s.median,
             roofline_fraction: roofline_s.map(|r| r / s.median),
@@ -435,8 +436,7 @@ pub fn model_bench(
                                 (Some(g.logits_rel_err), Some(g.greedy_agrees));
                             r.step_profile = g.profile;
                             r.device_argmax_agrees = Some(g.device_argmax_agrees);
-                            (r.programmatic, r.attention_kernel, r.ab) =
-                                (g.programmatic, g.attention_kernel, g.ab);
+                            (r.programmatic, r.step_kernels, r.ab) = (g.programmatic, g.step_kernels, g.ab);
                             decode.push(r);
                         }
                         Err(why) => decode_notes.push(format!("batch {b}, graph: {why}")),
@@ -493,7 +493,7 @@ struct GraphRow {
     device_argmax_agrees: bool,
     profile: Vec<ProfileEntry>,
     programmatic: Option<bool>,
-    attention_kernel: Option<String>,
+    step_kernels: Option<String>,
     ab: Vec<DecodeAb>,
 }
 
@@ -567,11 +567,20 @@ fn graph_decode(
             (attention == AttentionKernel::PerHeadV3).then(|| format!("attention per-head-v2{rope}"))
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &v2)?);
-        let separate = |h: &mut GraphDecoder<'_>| {
-            h.set_fold_rope(false);
-            folded.then(|| "RoPE as its own launch".to_string())
+        let rope = |h: &mut GraphDecoder<'_>| {
+            h.set_fold_rope(!folded);
+            let what = if folded { "RoPE as its own launch" } else { "RoPE folded into the attention" };
+            (h.folds_rope() != folded).then(|| what.to_string())
         };
-        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &separate)?);
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &rope)?);
+        // The argmax split over 32 blocks a row against one block (whichever the row is not).
+        let blocks = g.argmax_blocks();
+        let argmax = |h: &mut GraphDecoder<'_>| {
+            let other = if blocks == 1 { 32 } else { 1 };
+            h.set_argmax_blocks(other);
+            Some(format!("argmax over {other} block{} a row", if other == 1 { "" } else { "s" }))
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &argmax)?);
         let mut cache = llama.new_cache();
         llama.step(&prompts(0), &pad, &mut cache, true)?;
         g.start(&cache, &pad, &feed(0))?;
@@ -588,8 +597,8 @@ fn graph_decode(
             device_argmax_agrees,
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
             programmatic: Some(pdl),
-            attention_kernel: Some(format!(
-                "{}{}",
+            step_kernels: Some(format!(
+                "{}{}, argmax over {blocks} block(s) a row",
                 attention.describe(),
                 if folded { ", RoPE folded in" } else { "" }
             )),

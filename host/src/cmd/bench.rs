@@ -182,8 +182,8 @@ fn print_report(r: &ModelBenchReport) {
             s.max * 1e3,
             d.tokens_per_s
         );
-        if let (Some(p), Some(k)) = (d.programmatic, &d.attention_kernel) {
-            println!("      programmatic launches {}, attention {k}", if p { "on" } else { "off" });
+        if let (Some(p), Some(k)) = (d.programmatic, &d.step_kernels) {
+            println!("      programmatic launches {}; attention {k}", if p { "on" } else { "off" });
         }
         for a in &d.ab {
             println!(

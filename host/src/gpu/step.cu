@@ -573,13 +573,13 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
 // The greedy token of each row (the lowest index of the largest logit, as the host's argmax;
 // NaN and -inf are never taken, a row without a finite logit gives 0), written to tokens[r]
 // — the next step's input — and to out[r]; then the row's RoPE position and (row 0) the
-// cache slot advance: the step is ready to replay. LLQ_ARGMAX_BLOCKS blocks of 1024 threads
-// per row each take a slice of the vocabulary (one block per row read 128k logits in ~50 µs,
+// cache slot advance: the step is ready to replay. gridDim.x blocks of 1024 threads (1 to
+// 32, `$LLQ_ARGMAX_BLOCKS` on the host) per row each take a slice of the vocabulary (one block per row read 128k logits in ~50 µs,
 // bench/NOTES.md); each writes its best (value bits, index) to the row's scratch, and the
 // row's last block to finish (a ticket counter, reset for the next replay) combines them in
 // slice order — ties keep the lower index, so the token is the single-block kernel's.
-// scratch per row: LLQ_ARGMAX_BLOCKS value bits, LLQ_ARGMAX_BLOCKS indices, 1 counter.
-#define LLQ_ARGMAX_BLOCKS 32
+// scratch per row, rows 2·gridDim.x + 1 apart (the host allocates room for 32 blocks):
+// gridDim.x value bits, gridDim.x indices, 1 counter.
 static __device__ __forceinline__ void llq_better(float& best, long long& idx, float ov, long long oi) {
   if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
 }

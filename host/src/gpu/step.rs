@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Storage, Tensor};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const SOURCE: &str = include_str!("step.cu");
@@ -145,8 +145,9 @@ pub struct StepKernels {
     /// One block per (kv head, row) for the query heads sharing it ([`Attention::Grouped`]).
     attend_gqa: CudaFunction,
     attend_v3: CudaFunction,
-    /// v3 with RoPE and the cache write folded in, taken where v3 is, unless
-    /// `$LLQ_STEP_ROPE=separate` (or [`Self::set_fold_rope`]) asks for the two launches.
+    /// v3 with RoPE and the cache write folded in, taken where v3 is when
+    /// `$LLQ_STEP_ROPE=folded` (or [`Self::set_fold_rope`]) asks for it. Off by default until
+    /// a GPU has measured it (written 2026-12-07; the device was not lent again that day).
     rope_attend_v3: CudaFunction,
     fold_rope: AtomicBool,
     /// [`Attention`] as its code (settable for A/B runs).
@@ -156,6 +157,8 @@ pub struct StepKernels {
     fused_matvec: bool,
     swiglu: CudaFunction,
     argmax: CudaFunction,
+    /// Blocks per row of the argmax (`$LLQ_ARGMAX_BLOCKS`; settable for A/B runs).
+    argmax_blocks: AtomicUsize,
     /// Whether the step's kernels, and the matvecs whose modules allow it, are launched as
     /// programmatic dependents of the kernel before ([`super::launch`]); never before sm_90.
     programmatic: AtomicBool,
@@ -229,13 +232,14 @@ impl StepKernels {
             rope_attend_v3: load("llq_step_rope_attend_v3")?,
             fold_rope: AtomicBool::new(env_choice(
                 "LLQ_STEP_ROPE",
-                true,
+                false,
                 &[("folded", true), ("separate", false)],
             )?),
             attention: AtomicU8::new(Attention::from_env()?.code()),
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
+            argmax_blocks: AtomicUsize::new(argmax_blocks()?),
             programmatic: AtomicBool::new(pdl && mode != Programmatic::Off),
             supports_programmatic: pdl,
             programmatic_mode: mode,
@@ -274,6 +278,17 @@ impl StepKernels {
     /// captured with).
     pub fn set_attention(&self, a: Attention) {
         self.attention.store(a.code(), Ordering::Relaxed);
+    }
+
+    /// Blocks per row of the greedy argmax.
+    pub fn argmax_blocks(&self) -> usize {
+        self.argmax_blocks.load(Ordering::Relaxed)
+    }
+
+    /// Set the argmax's blocks per row (1 to 32; A/B runs; a captured graph keeps what it
+    /// was captured with).
+    pub fn set_argmax_blocks(&self, n: usize) {
+        self.argmax_blocks.store(n.clamp(1, ARGMAX_MAX_BLOCKS), Ordering::Relaxed);
     }
 
     /// Whether a step of these shapes folds RoPE and the cache write into its attention
@@ -412,14 +427,26 @@ impl StepKernels {
         b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot).arg(s.scratch);
         // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×5); the scratch holds
         // ARGMAX_SCRATCH u32 a row (zeroed once: the kernel resets its counter).
-        unsafe { b.run(grid(ARGMAX_BLOCKS, batch, 1024, 0), "decode step's argmax") }
+        unsafe { b.run(grid(self.argmax_blocks(), batch, 1024, 0), "decode step's argmax") }
     }
 }
 
-/// Blocks per row of the greedy argmax (`LLQ_ARGMAX_BLOCKS` in step.cu) and the u32 of
-/// scratch each row needs: the blocks' best values and indices and a ticket counter.
-const ARGMAX_BLOCKS: usize = 32;
-pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_BLOCKS + 1;
+/// The most blocks per row the greedy argmax takes, and the u32 of scratch each row holds for
+/// them: the blocks' best values and indices and a ticket counter.
+const ARGMAX_MAX_BLOCKS: usize = 32;
+pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_MAX_BLOCKS + 1;
+
+/// Blocks per row of the greedy argmax: `$LLQ_ARGMAX_BLOCKS` (1 to 32), default 1 — the
+/// one-block kernel measured so far (~50 µs a step over Llama's 128256 logits); 32 splits the
+/// vocabulary, written 2026-12-07 and not yet measured on a GPU (the bench's graph rows check
+/// the device's tokens against the host's argmax, `device_argmax_agrees`).
+fn argmax_blocks() -> Result<usize> {
+    let Some(v) = crate::util::env::var("LLQ_ARGMAX_BLOCKS")? else { return Ok(1) };
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=ARGMAX_MAX_BLOCKS).contains(&n) => Ok(n),
+        _ => bail!("LLQ_ARGMAX_BLOCKS={v:?}: expected a number of blocks from 1 to {ARGMAX_MAX_BLOCKS}"),
+    }
+}
 
 /// The step's state in device memory (u32 each): input tokens, greedy output, per-row RoPE
 /// position and left padding, the cache slot this step writes, and the argmax's scratch

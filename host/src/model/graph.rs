@@ -251,6 +251,17 @@ impl<'m> GraphDecoder<'m> {
         self.k.folds_rope(c.num_attention_heads, c.kv_heads(), c.head_dim(), self.cap, self.batch)
     }
 
+    /// Blocks per row of the greedy argmax.
+    pub fn argmax_blocks(&self) -> usize {
+        self.k.argmax_blocks()
+    }
+
+    /// Set the argmax's blocks per row; the next step captures the graph anew (A/B runs).
+    pub fn set_argmax_blocks(&mut self, n: usize) {
+        self.k.set_argmax_blocks(n);
+        self.graph = None;
+    }
+
     /// Fold RoPE into the attention or not; the next step captures the graph anew (A/B runs).
     pub fn set_fold_rope(&mut self, on: bool) {
         self.k.set_fold_rope(on);
