@@ -570,16 +570,6 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   }
 }
 
-// The greedy token of each row (the lowest index of the largest logit, as the host's argmax;
-// NaN and -inf are never taken, a row without a finite logit gives 0), written to tokens[r]
-// — the next step's input — and to out[r]; then the row's RoPE position and (row 0) the
-// cache slot advance: the step is ready to replay. gridDim.x blocks of 1024 threads (1 to
-// 32, `$LLQ_ARGMAX_BLOCKS` on the host) per row each take a slice of the vocabulary (one block per row read 128k logits in ~50 µs,
-// bench/NOTES.md); each writes its best (value bits, index) to the row's scratch, and the
-// row's last block to finish (a ticket counter, reset for the next replay) combines them in
-// slice order — ties keep the lower index, so the token is the single-block kernel's.
-// scratch per row, rows 2·gridDim.x + 1 apart (the host allocates room for 32 blocks):
-// gridDim.x value bits, gridDim.x indices, 1 counter.
 static __device__ __forceinline__ void llq_better(float& best, long long& idx, float ov, long long oi) {
   if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
 }
@@ -591,8 +581,51 @@ static __device__ __forceinline__ void llq_warp_best(float& best, long long& idx
     llq_better(best, idx, ov, oi);
   }
 }
+
+// The greedy token of each row (the lowest index of the largest logit, as the host's argmax;
+// NaN and -inf are never taken, a row without a finite logit gives 0), written to tokens[r]
+// — the next step's input — and to out[r]; then the row's RoPE position and (block 0) the
+// cache slot advance: the step is ready to replay. One block of 1024 threads per row.
 extern "C" __global__ void __launch_bounds__(1024)
     llq_step_argmax_advance(const llq_bf16* logits, long long vocab, unsigned* tokens, unsigned* out, unsigned* pos,
+                            unsigned* slot) {
+  llq_grid_enter();
+  __shared__ float bv[32];
+  __shared__ long long bi[32];
+  const int r = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  float best = LLQ_NEG_INF;
+  long long idx = 0x7fffffffffffffffLL;
+  for (long long i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = llq_bf16_to_f32(logits[r * vocab + i]);
+    if (v > best) { best = v; idx = i; }  // ascending i: the first of equal values stays
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const long long oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    llq_better(best, idx, ov, oi);
+  }
+  if (lane == 0) { bv[warp] = best; bi[warp] = idx; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; ++w) llq_better(best, idx, bv[w], bi[w]);
+    const unsigned t = idx < vocab ? (unsigned)idx : 0u;
+    tokens[r] = t;
+    out[r] = t;
+    pos[r] += 1;
+    if (r == 0) *slot += 1;
+  }
+}
+
+// The same over gridDim.x blocks of 1024 threads a row (2 to 32, `$LLQ_ARGMAX_BLOCKS` on the
+// host; the kernel above read Llama's 128256 logits in ~50 µs a step, bench/NOTES.md): each
+// block takes a slice of the vocabulary and writes its best (value bits, index) to the row's
+// scratch, and the row's last block to finish (a ticket counter, reset for the next replay)
+// combines them in slice order — ties keep the lower index, so the token is the one-block
+// kernel's. Scratch per row, rows 2·gridDim.x + 1 apart (the host allocates room for 32
+// blocks): gridDim.x value bits, gridDim.x indices, 1 counter.
+extern "C" __global__ void __launch_bounds__(1024)
+    llq_step_argmax_split(const llq_bf16* logits, long long vocab, unsigned* tokens, unsigned* out, unsigned* pos,
                             unsigned* slot, unsigned* scratch) {
   llq_grid_enter();
   __shared__ float bv[32];

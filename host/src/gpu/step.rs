@@ -157,6 +157,8 @@ pub struct StepKernels {
     fused_matvec: bool,
     swiglu: CudaFunction,
     argmax: CudaFunction,
+    /// The argmax over several blocks a row (`$LLQ_ARGMAX_BLOCKS` > 1).
+    argmax_split: CudaFunction,
     /// Blocks per row of the argmax (`$LLQ_ARGMAX_BLOCKS`; settable for A/B runs).
     argmax_blocks: AtomicUsize,
     /// Whether the step's kernels, and the matvecs whose modules allow it, are launched as
@@ -239,6 +241,7 @@ impl StepKernels {
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
             swiglu: load("llq_swiglu")?,
             argmax: load("llq_step_argmax_advance")?,
+            argmax_split: load("llq_step_argmax_split")?,
             argmax_blocks: AtomicUsize::new(argmax_blocks()?),
             programmatic: AtomicBool::new(pdl && mode != Programmatic::Off),
             supports_programmatic: pdl,
@@ -423,11 +426,18 @@ impl StepKernels {
     /// The greedy token of each row into `tokens` and `out`; positions and the slot advance.
     pub fn argmax_advance(&self, logits: u64, vocab: usize, s: &StepState, batch: usize) -> Result<()> {
         let v = vocab as i64;
-        let mut b = self.launch(&self.argmax);
-        b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot).arg(s.scratch);
-        // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×5); the scratch holds
-        // ARGMAX_SCRATCH u32 a row (zeroed once: the kernel resets its counter).
-        unsafe { b.run(grid(self.argmax_blocks(), batch, 1024, 0), "decode step's argmax") }
+        let blocks = self.argmax_blocks();
+        let mut b = self.launch(if blocks > 1 { &self.argmax_split } else { &self.argmax });
+        b.arg(logits).arg(v).arg(s.tokens).arg(s.out).arg(s.pos).arg(s.slot);
+        if blocks > 1 {
+            b.arg(s.scratch);
+        }
+        // The one-block kernel takes a row per block (x), the split one a row per y.
+        let cfg = if blocks > 1 { grid(blocks, batch, 1024, 0) } else { grid(batch, 1, 1024, 0) };
+        // SAFETY: llq_step_argmax_advance(ptr, long long, ptr ×4), llq_step_argmax_split the
+        // same and the scratch (ARGMAX_SCRATCH u32 a row, zeroed once: the kernel resets its
+        // counter).
+        unsafe { b.run(cfg, "decode step's argmax") }
     }
 }
 
@@ -437,9 +447,9 @@ const ARGMAX_MAX_BLOCKS: usize = 32;
 pub const ARGMAX_SCRATCH: usize = 2 * ARGMAX_MAX_BLOCKS + 1;
 
 /// Blocks per row of the greedy argmax: `$LLQ_ARGMAX_BLOCKS` (1 to 32), default 1 — the
-/// one-block kernel measured so far (~50 µs a step over Llama's 128256 logits); 32 splits the
-/// vocabulary, written 2026-12-07 and not yet measured on a GPU (the bench's graph rows check
-/// the device's tokens against the host's argmax, `device_argmax_agrees`).
+/// one-block kernel, as measured so far (~50 µs a step over Llama's 128256 logits); more take
+/// `llq_step_argmax_split`, written 2026-12-07 and not yet run on a GPU (the bench's graph
+/// rows check the device's tokens against the host's argmax, `device_argmax_agrees`).
 fn argmax_blocks() -> Result<usize> {
     let Some(v) = crate::util::env::var("LLQ_ARGMAX_BLOCKS")? else { return Ok(1) };
     match v.trim().parse::<usize>() {
