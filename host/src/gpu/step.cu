@@ -198,8 +198,36 @@ static __device__ __forceinline__ void llq_att_key(const llq_bf16* K, int j, int
     if (c < chunks) kv[c] = __ldg(row + c);
 }
 
+// q·k in f32 for a query (d = 8·chunks floats) and a key row in 16-byte loads, in order.
+static __device__ __forceinline__ float llq_att_dot(const float* qs, const uint4 kv[16], int chunks) {
+  float s = 0.f;
+#pragma unroll
+  for (int c = 0; c < 16; ++c)
+    if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
+  return s;
+}
+
 #define LLQ_ATT_THREADS 256
 #define LLQ_ATT_WARPS (LLQ_ATT_THREADS / 32)
+
+// After the scores of positions first..len-1 are in score[] (this waits for them): each
+// becomes exp(score − max) in f32 and the block's sum of them is returned, ready to divide by
+// (softmax divides, as candle's kernel does: no reciprocal).
+static __device__ __forceinline__ float llq_att_softmax(float* score, int first, int len, float* scratch) {
+  __syncthreads();
+  float m = LLQ_NEG_INF;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
+  m = llq_block_max(m, scratch);
+  float sum = 0.f;
+  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
+    const float e = expf(score[j] - m);
+    score[j] = e;
+    sum += e;
+  }
+  sum = llq_block_sum(sum, scratch);
+  __syncthreads();
+  return sum;
+}
 extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     llq_step_attend(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
                     const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
@@ -219,25 +247,9 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
     uint4 kv[16];
     llq_att_key(K, j, d, chunks, kv);
-    float s = 0.f;
-#pragma unroll
-    for (int c = 0; c < 16; ++c)
-      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
-    score[j] = llq_round_bf16(s) * scale;
+    score[j] = llq_round_bf16(llq_att_dot(qs, kv, chunks)) * scale;
   }
-  __syncthreads();
-  float m = LLQ_NEG_INF;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
-  m = llq_block_max(m, scratch);
-  float sum = 0.f;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    const float e = expf(score[j] - m);
-    score[j] = e;
-    sum += e;
-  }
-  sum = llq_block_sum(sum, scratch);
-  const float den = sum;  // softmax divides (as candle's kernel), no reciprocal
-  __syncthreads();
+  const float den = llq_att_softmax(score, first, len, scratch);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
   for (int j = first + warp; j < len; j += LLQ_ATT_WARPS) {
@@ -268,6 +280,14 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
 // (l % chunks)·8… of the rows w·s + l / chunks + k·8s (s = 32 / chunks rows a warp at once,
 // each row read whole by its chunks lanes), accumulates in f32 and meets the warp's other
 // rows through shuffles, the warps in shared memory, in a fixed order.
+//
+// With FOLD, RoPE and the cache write are folded in (llq_step_rope_append's work for this
+// head): the block rotates its own query head and its kv head's new key (the same
+// llq_rope_pair, rounded to bf16 alike), scores the newest position (the slot) against that
+// key from shared memory and takes its value straight from this step's v; the first query
+// head of each group writes the rotated key and the value into the caches at the slot, which
+// no block of this step reads. So its scores and outputs are bit for bit those of the two
+// launches, one launch a layer fewer (RoPE took 104 µs a step at batch 1, bench/NOTES.md).
 #define LLQ_ATT_VPRE 4
 static __device__ __forceinline__ void llq_att_pv(float acc[8], float p, uint4 v) {
   const unsigned vs[4] = {v.x, v.y, v.z, v.w};
@@ -277,105 +297,29 @@ static __device__ __forceinline__ void llq_att_pv(float acc[8], float p, uint4 v
     acc[2 * k + 1] = fmaf(p, __uint_as_float(vs[k] & 0xffff0000u), acc[2 * k + 1]);
   }
 }
-extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
-    llq_step_attend_v3(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
-                       const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+// Arguments: q, the caches and the output as llq_step_attend's; with FOLD also this step's
+// (unrotated) k and v, the RoPE tables and each row's position (unused without).
+template <bool FOLD>
+static __device__ __forceinline__ void llq_att_v3(const llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc,
+                                                  llq_bf16* vc, const llq_bf16* cos, const llq_bf16* sin,
+                                                  const unsigned* pos, llq_bf16* out, const unsigned* pad,
+                                                  const unsigned* slot, int heads, int kv_heads, int d, int cap,
+                                                  float scale) {
   llq_grid_enter();
   extern __shared__ float score[];
   __shared__ float qs[128];
-  __shared__ float scratch[32];
-  __shared__ float part[LLQ_ATT_WARPS][128];
-  const int h = blockIdx.x, r = blockIdx.y, kh = h / (heads / kv_heads);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int first = pad[r], len = (int)*slot + 1;
-  const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
-  const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
-  const int chunks = d >> 3, sub = 32 / chunks;  // rows a warp reads at once in p·V
-  const int vc8 = lane % chunks, vrow = warp * sub + lane / chunks, vstep = LLQ_ATT_WARPS * sub;
-  uint4 vv[LLQ_ATT_VPRE];
-#pragma unroll
-  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
-    const int j = first + vrow + u * vstep;
-    if (j < len) vv[u] = __ldg(reinterpret_cast<const uint4*>(V + (long long)j * d) + vc8);
-  }
-  const int j0 = first + threadIdx.x;
-  uint4 kv[16];
-  if (j0 < len) llq_att_key(K, j0, d, chunks, kv);
-  for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(q[((long long)r * heads + h) * d + i]);
-  __syncthreads();
-  for (int j = j0; j < len; j += LLQ_ATT_THREADS) {
-    if (j != j0) llq_att_key(K, j, d, chunks, kv);
-    float s = 0.f;
-#pragma unroll
-    for (int c = 0; c < 16; ++c)
-      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
-    score[j] = llq_round_bf16(s) * scale;
-  }
-  __syncthreads();
-  float m = LLQ_NEG_INF;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
-  m = llq_block_max(m, scratch);
-  float sum = 0.f;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    const float e = expf(score[j] - m);
-    score[j] = e;
-    sum += e;
-  }
-  sum = llq_block_sum(sum, scratch);
-  const float den = sum;
-  __syncthreads();
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-  for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
-    const int j = first + vrow + u * vstep;
-    if (j < len) llq_att_pv(acc, llq_round_bf16(score[j] / den), vv[u]);
-  }
-#pragma unroll 4
-  for (int j = first + vrow + LLQ_ATT_VPRE * vstep; j < len; j += vstep)
-    llq_att_pv(acc, llq_round_bf16(score[j] / den), __ldg(reinterpret_cast<const uint4*>(V + (long long)j * d) + vc8));
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1)
-    if (o >= chunks)
-#pragma unroll
-      for (int k = 0; k < 8; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o);
-  if (lane < chunks)
-#pragma unroll
-    for (int k = 0; k < 8; ++k) part[warp][lane * 8 + k] = acc[k];
-  __syncthreads();
-  if (threadIdx.x < d) {
-    float v = 0.f;
-#pragma unroll
-    for (int w = 0; w < LLQ_ATT_WARPS; ++w) v += part[w][threadIdx.x];
-    out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(v);
-  }
-}
-
-// v3 with RoPE and the cache write folded in (llq_step_rope_append's work for this head): the
-// block rotates its own query head and its kv head's new key (the same llq_rope_pair as
-// that kernel, rounded to bf16 alike), scores the newest position against that key from
-// shared memory and takes its value straight from this step's v; the first query head of
-// each group writes the rotated key and the value into the caches at the slot, which no
-// block of this step reads. So the scores and outputs are bit for bit those of the two
-// launches, one launch a layer fewer (RoPE took 104 µs a step at batch 1, bench/NOTES.md).
-extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
-    llq_step_rope_attend_v3(const llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc, llq_bf16* vc,
-                            const llq_bf16* cos, const llq_bf16* sin, const unsigned* pos, llq_bf16* out,
-                            const unsigned* pad, const unsigned* slot, int heads, int kv_heads, int d, int cap,
-                            float scale) {
-  llq_grid_enter();
-  extern __shared__ float score[];
-  __shared__ float qs[128];
-  __shared__ __align__(16) llq_bf16 kr[128];
+  __shared__ __align__(16) llq_bf16 kr[FOLD ? 128 : 8];
   __shared__ float scratch[32];
   __shared__ float part[LLQ_ATT_WARPS][128];
   const int h = blockIdx.x, r = blockIdx.y, G = heads / kv_heads, kh = h / G;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int first = pad[r], sl = (int)*slot, len = sl + 1, half = d >> 1;
-  const long long p = pos[r];
+  const int first = pad[r], len = (int)*slot + 1;
+  // The newest position, whose key and value come from this step's k and v (FOLD), or none.
+  const int sl = FOLD ? len - 1 : -1;
   const llq_bf16* K = kc + ((long long)r * kv_heads + kh) * cap * d;
   const llq_bf16* V = vc + ((long long)r * kv_heads + kh) * cap * d;
-  const llq_bf16* vnew = v + ((long long)r * kv_heads + kh) * d;
-  const int chunks = d >> 3, sub = 32 / chunks;
+  const llq_bf16* vnew = FOLD ? v + ((long long)r * kv_heads + kh) * d : V;
+  const int chunks = d >> 3, sub = 32 / chunks;  // rows a warp reads at once in p·V
   const int vc8 = lane % chunks, vrow = warp * sub + lane / chunks, vstep = LLQ_ATT_WARPS * sub;
   uint4 vv[LLQ_ATT_VPRE];
 #pragma unroll
@@ -385,31 +329,37 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   }
   const int j0 = first + threadIdx.x;
   uint4 kv[16];
-  if (j0 < sl) llq_att_key(K, j0, d, chunks, kv);
-  const llq_bf16* qh = q + ((long long)r * heads + h) * d;
-  const llq_bf16* kn = k + ((long long)r * kv_heads + kh) * d;
-  for (int i = threadIdx.x; i < 2 * half; i += LLQ_ATT_THREADS) {
-    const int pi = i < half ? i : i - half;
-    const llq_bf16* src = i < half ? qh : kn;
-    const float c = llq_bf16_to_f32(cos[p * half + pi]), sn = llq_bf16_to_f32(sin[p * half + pi]);
-    float a, b;
-    llq_rope_pair(llq_bf16_to_f32(src[pi]), llq_bf16_to_f32(src[pi + half]), c, sn, a, b);
-    const llq_bf16 ha = llq_f32_to_bf16(a), hb = llq_f32_to_bf16(b);
-    if (i < half) {
-      qs[pi] = llq_bf16_to_f32(ha);
-      qs[pi + half] = llq_bf16_to_f32(hb);
-    } else {
-      kr[pi] = ha;
-      kr[pi + half] = hb;
-      if (h % G == 0) {
-        llq_bf16* dst = kc + (((long long)r * kv_heads + kh) * cap + sl) * d;
-        dst[pi] = ha;
-        dst[pi + half] = hb;
+  if (j0 < len && j0 != sl) llq_att_key(K, j0, d, chunks, kv);
+  if constexpr (FOLD) {
+    const int half = d >> 1;
+    const long long p = pos[r];
+    const llq_bf16* qh = q + ((long long)r * heads + h) * d;
+    const llq_bf16* kn = k + ((long long)r * kv_heads + kh) * d;
+    llq_bf16* kdst = kc + (((long long)r * kv_heads + kh) * cap + sl) * d;
+    for (int i = threadIdx.x; i < 2 * half; i += LLQ_ATT_THREADS) {
+      const int pi = i < half ? i : i - half;
+      const llq_bf16* src = i < half ? qh : kn;
+      const float c = llq_bf16_to_f32(cos[p * half + pi]), sn = llq_bf16_to_f32(sin[p * half + pi]);
+      float a, b;
+      llq_rope_pair(llq_bf16_to_f32(src[pi]), llq_bf16_to_f32(src[pi + half]), c, sn, a, b);
+      const llq_bf16 ha = llq_f32_to_bf16(a), hb = llq_f32_to_bf16(b);
+      if (i < half) {
+        qs[pi] = llq_bf16_to_f32(ha);
+        qs[pi + half] = llq_bf16_to_f32(hb);
+      } else {
+        kr[pi] = ha;
+        kr[pi + half] = hb;
+        if (h % G == 0) {
+          kdst[pi] = ha;
+          kdst[pi + half] = hb;
+        }
       }
     }
+    if (h % G == 0)
+      for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) vc[(((long long)r * kv_heads + kh) * cap + sl) * d + i] = vnew[i];
+  } else {
+    for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) qs[i] = llq_bf16_to_f32(q[((long long)r * heads + h) * d + i]);
   }
-  if (h % G == 0)
-    for (int i = threadIdx.x; i < d; i += LLQ_ATT_THREADS) vc[(((long long)r * kv_heads + kh) * cap + sl) * d + i] = vnew[i];
   __syncthreads();
   for (int j = j0; j < len; j += LLQ_ATT_THREADS) {
     if (j == sl) {
@@ -419,25 +369,9 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     } else if (j != j0) {
       llq_att_key(K, j, d, chunks, kv);
     }
-    float s = 0.f;
-#pragma unroll
-    for (int c = 0; c < 16; ++c)
-      if (c < chunks) llq_dot8(s, qs + 8 * c, kv[c]);
-    score[j] = llq_round_bf16(s) * scale;
+    score[j] = llq_round_bf16(llq_att_dot(qs, kv, chunks)) * scale;
   }
-  __syncthreads();
-  float m = LLQ_NEG_INF;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) m = fmaxf(m, score[j]);
-  m = llq_block_max(m, scratch);
-  float sum = 0.f;
-  for (int j = first + threadIdx.x; j < len; j += LLQ_ATT_THREADS) {
-    const float e = expf(score[j] - m);
-    score[j] = e;
-    sum += e;
-  }
-  sum = llq_block_sum(sum, scratch);
-  const float den = sum;
-  __syncthreads();
+  const float den = llq_att_softmax(score, first, len, scratch);
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int u = 0; u < LLQ_ATT_VPRE; ++u) {
@@ -452,10 +386,10 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
   for (int o = 16; o >= 1; o >>= 1)
     if (o >= chunks)
 #pragma unroll
-      for (int k2 = 0; k2 < 8; ++k2) acc[k2] += __shfl_xor_sync(0xffffffffu, acc[k2], o);
+      for (int e = 0; e < 8; ++e) acc[e] += __shfl_xor_sync(0xffffffffu, acc[e], o);
   if (lane < chunks)
 #pragma unroll
-    for (int k2 = 0; k2 < 8; ++k2) part[warp][lane * 8 + k2] = acc[k2];
+    for (int e = 0; e < 8; ++e) part[warp][lane * 8 + e] = acc[e];
   __syncthreads();
   if (threadIdx.x < d) {
     float val = 0.f;
@@ -463,6 +397,21 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     for (int w = 0; w < LLQ_ATT_WARPS; ++w) val += part[w][threadIdx.x];
     out[((long long)r * heads + h) * d + threadIdx.x] = llq_f32_to_bf16(val);
   }
+}
+
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_attend_v3(const llq_bf16* q, const llq_bf16* kc, const llq_bf16* vc, llq_bf16* out, const unsigned* pad,
+                       const unsigned* slot, int heads, int kv_heads, int d, int cap, float scale) {
+  llq_att_v3<false>(q, nullptr, nullptr, const_cast<llq_bf16*>(kc), const_cast<llq_bf16*>(vc), nullptr, nullptr,
+                    nullptr, out, pad, slot, heads, kv_heads, d, cap, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
+    llq_step_rope_attend_v3(const llq_bf16* q, const llq_bf16* k, const llq_bf16* v, llq_bf16* kc, llq_bf16* vc,
+                            const llq_bf16* cos, const llq_bf16* sin, const unsigned* pos, llq_bf16* out,
+                            const unsigned* pad, const unsigned* slot, int heads, int kv_heads, int d, int cap,
+                            float scale) {
+  llq_att_v3<true>(q, k, v, kc, vc, cos, sin, pos, out, pad, slot, heads, kv_heads, d, cap, scale);
 }
 
 // The same attention with one block per (kv head, row) for all G = heads / kv_heads query
@@ -495,11 +444,7 @@ extern "C" __global__ void __launch_bounds__(LLQ_ATT_THREADS)
     uint4 kv[16];
     llq_att_key(K, j, d, chunks, kv);
     for (int g = 0; g < G; ++g) {
-      float s = 0.f;
-#pragma unroll
-      for (int c = 0; c < 16; ++c)
-        if (c < chunks) llq_dot8(s, qs + g * d + 8 * c, kv[c]);
-      score[g * cap + j] = llq_round_bf16(s) * scale;
+      score[g * cap + j] = llq_round_bf16(llq_att_dot(qs + g * d, kv, chunks)) * scale;
     }
   }
   __syncthreads();
