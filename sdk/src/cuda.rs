@@ -12,7 +12,10 @@
 //! (`wide_ok`/`load32_rc`/`decode32`: 32 weights from one 16-byte load, used for one row of
 //! x in the same launch shape) and `lut_len` (stage only the table entries a matrix reads);
 //! v1.3 adds entries, not decoder requirements: the tensor-core matvec `<prefix>_matvec_mma`
-//! (and `_mma16`) for 2–64 rows of x, built from the same decoder.
+//! (and `_mma16`) for 2–64 rows of x, built from the same decoder; v1.4 the three-matrix entries
+//! (`_b1_x3`, `_mma16_x3`, `_mma_x3`); v1.5 programmatic dependent launch (every driver waits
+//! for the kernel before with `llq_grid_enter` after its weight-only prologue, and the
+//! `<prefix>_matvec_pdl` marker says so).
 //!
 //! Constants are emitted as exact bit patterns ([`f32_table`], [`f32_define`]) so the GPU
 //! uses the very same values as the CPU reference.

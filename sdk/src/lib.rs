@@ -276,6 +276,11 @@ pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
 ///   sum of the slots' `blocks` (each what its own `_b1` / `_mma16` / `_mma` launch would
 ///   have had; an unused slot has 0). The captured decode step uses them for q, k, v and for
 ///   gate, up when all the matrices of a group share one method's kernels.
+/// * `<matvec>_pdl` (header v1.5, optional): an empty kernel, never launched. Its presence
+///   promises that every entry of the module calls `griddepcontrol.wait` (the header's
+///   `llq_grid_enter`) before it reads `x` or writes anything, so the host may launch them as
+///   programmatic dependents of the kernel before (sm_90; the captured decode step at small
+///   batches). Modules without it are launched as before.
 ///
 /// [`cuda::HEADER`] implements both for any packed format from a small decoder
 /// (`LLQ_DEFINE_KERNELS`); a method may also write them by hand. The kernels must compute
