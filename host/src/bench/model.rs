@@ -534,17 +534,9 @@ fn graph_decode(
             g.tokens()?.iter().zip(&graph).all(|(&t, q)| crate::generate::argmax(q) == t);
         let mut times = vec![];
         for r in 0..=repeats {
-            let mut cache = llama.new_cache();
-            llama.step(&prompts(r), &pad, &mut cache, true)?;
-            g.start(&cache, &pad, &feed(0))?;
-            llama.device.synchronize()?;
-            let t = Instant::now();
-            for _ in 0..steps {
-                g.step()?;
-            }
-            llama.device.synchronize()?;
+            let s = timed_graph_steps(llama, &mut g, r, steps, prompts, feed)?;
             if r > 0 {
-                times.push(t.elapsed().as_secs_f64() / steps as f64);
+                times.push(s);
             }
         }
         let path = match g.launch_mode() {
@@ -552,11 +544,11 @@ fn graph_decode(
             Launch::Direct(why) => format!("static cache, direct launches ({why})"),
         };
         let mut ab = vec![];
-        let here = |h: &GraphDecoder<'_>| (h.programmatic(), h.attention_kernel());
-        let (pdl, attention) = here(&g);
+        let (pdl, attention) = (g.programmatic(), g.attention_kernel());
         let flip = |h: &mut GraphDecoder<'_>| {
             h.set_programmatic(!pdl);
-            (here(h).0 != pdl).then(|| format!("programmatic launches {}", if pdl { "off" } else { "on" }))
+            (h.programmatic() != pdl)
+                .then(|| format!("programmatic launches {}", if pdl { "off" } else { "on" }))
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &flip)?);
         let folded = g.folds_rope();
@@ -581,9 +573,7 @@ fn graph_decode(
             Some(format!("argmax over {other} block{} a row", if other == 1 { "" } else { "s" }))
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &argmax)?);
-        let mut cache = llama.new_cache();
-        llama.step(&prompts(0), &pad, &mut cache, true)?;
-        g.start(&cache, &pad, &feed(0))?;
+        start_graph(llama, &mut g, prompts(0), feed)?;
         // The profile explains the row; its failure must not lose the row's timings.
         let profile = g.profile(steps).unwrap_or_else(|e| {
             tracing::warn!("batch {b}: profiling the captured step failed: {e:#}");
@@ -612,6 +602,42 @@ fn graph_decode(
     }
 }
 
+/// The captured step `d` continued from an eager prefill of `prompt` (no padding), `feed(0)`
+/// its first input.
+#[cfg(feature = "cuda")]
+fn start_graph(
+    llama: &Llama,
+    d: &mut crate::model::graph::GraphDecoder<'_>,
+    prompt: Vec<Vec<u32>>,
+    feed: &dyn Fn(usize) -> Vec<u32>,
+) -> Result<()> {
+    let pad = vec![0; d.batch()];
+    let mut cache = llama.new_cache();
+    llama.step(&prompt, &pad, &mut cache, true)?;
+    d.start(&cache, &pad, &feed(0))
+}
+
+/// Seconds per step of `steps` replays of `d` after a prefill of `prompts(r)`, timed like the
+/// eager rows (host clock, synchronized at both ends; the prefill outside).
+#[cfg(feature = "cuda")]
+fn timed_graph_steps(
+    llama: &Llama,
+    d: &mut crate::model::graph::GraphDecoder<'_>,
+    r: usize,
+    steps: usize,
+    prompts: &dyn Fn(usize) -> Vec<Vec<u32>>,
+    feed: &dyn Fn(usize) -> Vec<u32>,
+) -> Result<f64> {
+    start_graph(llama, d, prompts(r), feed)?;
+    llama.device.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        d.step()?;
+    }
+    llama.device.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / steps as f64)
+}
+
 /// Rounds of a decode A/B: at least 10, so the exact sign-flip test can reach
 /// p < 0.05 (its smallest p with n pairs is 2/2ⁿ).
 #[cfg(feature = "cuda")]
@@ -638,17 +664,11 @@ fn decode_ab(
     let b = g.batch();
     let mut h = GraphDecoder::new(llama, b, cap)?;
     let Some(what) = other(&mut h) else { return Ok(None) };
-    let pad = vec![0; b];
-    let start = |d: &mut GraphDecoder<'_>, r: usize| -> Result<()> {
-        let mut cache = llama.new_cache();
-        llama.step(&prompts(r), &pad, &mut cache, true)?;
-        d.start(&cache, &pad, &feed(0))
-    };
     // The check (this also captures both graphs before any timing).
     /// Every step's tokens, the first step's logits, the last step's.
     type Trace = (Vec<Vec<u32>>, Vec<f32>, Vec<f32>);
     let run = |d: &mut GraphDecoder<'_>| -> Result<Trace> {
-        start(d, 0)?;
+        start_graph(llama, d, prompts(0), feed)?;
         let mut toks = vec![];
         let mut first = vec![];
         for s in 0..steps {
@@ -664,16 +684,7 @@ fn decode_ab(
     let (th, fh, lh) = run(&mut h)?;
     let logits_max_abs_diff = lg.iter().zip(&lh).fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
     let pairs = repeats.max(AB_MIN_PAIRS);
-    let time = |d: &mut GraphDecoder<'_>, r: usize| -> Result<f64> {
-        start(d, r)?;
-        llama.device.synchronize()?;
-        let t = Instant::now();
-        for _ in 0..steps {
-            d.step()?;
-        }
-        llama.device.synchronize()?;
-        Ok(t.elapsed().as_secs_f64() / steps as f64)
-    };
+    let time = |d: &mut GraphDecoder<'_>, r: usize| timed_graph_steps(llama, d, r, steps, prompts, feed);
     let (mut tr, mut tf) = (vec![], vec![]);
     for r in 0..pairs {
         if r % 2 == 0 {

@@ -29,6 +29,11 @@ pub struct PackedLinear {
     target: MatvecTarget,
 }
 
+/// A launch error as candle's (the layer runs inside candle's ops), its context kept.
+fn candle_err(e: anyhow::Error) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{e:#}"))
+}
+
 impl PackedLinear {
     pub fn upload(p: &PackedMatrix, kernels: &Arc<Kernels>, dev: &CudaDevice) -> Result<Self> {
         if p.buffers.len() > 4 {
@@ -113,8 +118,7 @@ impl PackedLinear {
         };
         // SAFETY: the convention's dequantize signature (b0..b3, rows, cols, p0..p3, out);
         // `out` holds rows·cols bf16 (the caller's contract).
-        unsafe { b.run(cfg, &format!("plugin {}'s dequantize", self.kernels.method)) }
-            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+        unsafe { b.run(cfg, &format!("plugin {}'s dequantize", self.kernels.method)) }.map_err(candle_err)
     }
 
     /// Launch the matvec kernel: `y` (batch × rows) from `x` (batch × cols).
@@ -235,8 +239,7 @@ impl MatvecTarget {
             LaunchConfig { grid_dim: (self.blocks(mma), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: the convention's matvec signature (b0..b3, rows, cols, p0..p3, x, y, batch);
         // the buffers are this matrix's and the caller's x and y of `batch` rows.
-        unsafe { b.run(cfg, &format!("plugin {}'s matvec", k.method)) }
-            .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+        unsafe { b.run(cfg, &format!("plugin {}'s matvec", k.method)) }.map_err(candle_err)
     }
 }
 
@@ -292,8 +295,7 @@ pub fn launch_multi(
     let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: the header v1.4 signature: three slots of (b0..b3, rows, cols, p0..p3, y,
     // blocks), then x and batch; a slot's blocks are within its matrix.
-    unsafe { b.run(cfg, &format!("plugin {}'s fused matvec", k.method)) }
-        .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    unsafe { b.run(cfg, &format!("plugin {}'s fused matvec", k.method)) }.map_err(candle_err)
 }
 
 struct Matvec<'a>(&'a PackedLinear);

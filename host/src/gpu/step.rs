@@ -58,11 +58,6 @@ impl Attention {
         env_choice("LLQ_ATTENTION", Attention::Auto, &Self::NAMES)
     }
 
-    /// The `$LLQ_ATTENTION` word for this choice.
-    pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|(_, a)| *a == self).map(|(n, _)| *n).unwrap_or("auto")
-    }
-
     fn code(self) -> u8 {
         Self::NAMES.iter().position(|(_, a)| *a == self).unwrap_or(0) as u8
     }
@@ -297,8 +292,12 @@ impl StepKernels {
     /// Whether a step of these shapes folds RoPE and the cache write into its attention
     /// launch ([`Self::rope_attend`]): where it takes the v3 kernel and folding is on.
     pub fn folds_rope(&self, heads: usize, kvh: usize, d: usize, cap: usize, batch: usize) -> bool {
+        self.fold_rope() && self.attention_kernel(heads, kvh, d, cap, batch) == AttentionKernel::PerHeadV3
+    }
+
+    /// Whether folding RoPE into the v3 attention is asked for.
+    pub fn fold_rope(&self) -> bool {
         self.fold_rope.load(Ordering::Relaxed)
-            && self.attention_kernel(heads, kvh, d, cap, batch) == AttentionKernel::PerHeadV3
     }
 
     /// Fold RoPE into the v3 attention or not (A/B runs; a captured graph keeps what it was

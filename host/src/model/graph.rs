@@ -258,14 +258,18 @@ impl<'m> GraphDecoder<'m> {
 
     /// Set the argmax's blocks per row; the next step captures the graph anew (A/B runs).
     pub fn set_argmax_blocks(&mut self, n: usize) {
-        self.k.set_argmax_blocks(n);
-        self.graph = None;
+        if n != self.k.argmax_blocks() {
+            self.k.set_argmax_blocks(n);
+            self.graph = None;
+        }
     }
 
     /// Fold RoPE into the attention or not; the next step captures the graph anew (A/B runs).
     pub fn set_fold_rope(&mut self, on: bool) {
-        self.k.set_fold_rope(on);
-        self.graph = None;
+        if on != self.k.fold_rope() {
+            self.k.set_fold_rope(on);
+            self.graph = None;
+        }
     }
 
     /// Choose the attention kernel; the next step captures the graph anew (A/B runs).
@@ -373,7 +377,7 @@ impl<'m> GraphDecoder<'m> {
                 cap,
                 scale,
             };
-            if k.folds_rope(h as usize, kvh as usize, d as usize, self.cap, b) {
+            if self.folds_rope() {
                 k.rope_attend(&rope, &attend, b)?;
                 mark("RoPE + cache write + attention")?;
             } else {
