@@ -399,3 +399,30 @@ fn stop_strings_are_found_where_decoding_everything_finds_them() {
         assert!(stopped_rows > 500 && spanning > 10, "{stopped_rows} rows stopped, {spanning} across tokens");
     }
 }
+
+/// The captured decode step launches its own kernels as programmatic dependents (`LLQ_PDL`,
+/// `gpu::launch`), which is safe only if each waits for the kernel before it
+/// (`llq_grid_enter`) before touching memory: every entry point of the step's and the
+/// element-wise sources must call it first (the v3 attention entries through `llq_att_v3`,
+/// which does). A CPU-side check: the GPU runs are what measure the rest.
+#[test]
+fn every_decode_step_kernel_waits_for_the_kernel_before() {
+    let sources = [include_str!("../src/gpu/step.cu"), include_str!("../src/gpu/pointwise.cu")];
+    let mut entries = 0;
+    for src in sources {
+        for (at, _) in src.match_indices("extern \"C\" __global__") {
+            let open = at + src[at..].find('{').expect("a kernel body");
+            let first = src[open + 1..].trim_start();
+            let name = src[at..open].split('(').next().unwrap_or("").split_whitespace().last().unwrap_or("");
+            assert!(
+                first.starts_with("llq_grid_enter();") || first.starts_with("llq_att_v3<"),
+                "{name} does not start with llq_grid_enter()"
+            );
+            entries += 1;
+        }
+    }
+    assert!(entries >= 9, "only {entries} step kernels found");
+    let step = sources[0];
+    let v3 = &step[step.find("llq_att_v3(").expect("llq_att_v3")..];
+    assert!(v3[v3.find('{').unwrap() + 1..].trim_start().starts_with("llq_grid_enter();"));
+}

@@ -55,6 +55,35 @@ pub fn source(parts: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    /// The body of the first definition of `name(` in `src`: from there to the next line
+    /// holding only `}` (the header's functions are formatted that way).
+    fn body<'a>(src: &'a str, name: &str) -> &'a str {
+        let at = src.find(&format!("{name}(")).unwrap_or_else(|| panic!("{name} not in the header"));
+        let end = src[at..].find("\n}\n").map(|e| at + e).unwrap_or(src.len());
+        &src[at..end]
+    }
+
+    /// Header v1.5's promise (`<matvec>_pdl`): every driver waits for the kernel before it
+    /// (`llq_grid_enter`) before it reads x or writes, so the host may launch the entries as
+    /// programmatic dependents; and the entry macro exports the marker that says so.
+    #[test]
+    fn every_driver_waits_for_the_kernel_before_and_the_marker_is_exported() {
+        for d in ["llq_dequantize", "llq_matvec_w", "llq_matvec_b", "llq_matvec_mma"] {
+            let b = body(HEADER, d);
+            let enter = b.find("llq_grid_enter();").unwrap_or_else(|| panic!("{d} never waits"));
+            for first_use in ["__ldg(reinterpret_cast<const uint4*>(x", "x[", "y[", "out + i", "out[j]"] {
+                if let Some(at) = b.find(first_use) {
+                    assert!(enter < at, "{d} touches `{first_use}` before it waits");
+                }
+            }
+        }
+        let define = body(HEADER, "#define LLQ_DEFINE_KERNELS");
+        assert!(define.contains("PREFIX##_matvec_pdl()"), "LLQ_DEFINE_KERNELS does not export the marker");
+        assert!(
+            HEADER.contains("griddepcontrol.wait;") && HEADER.contains("griddepcontrol.launch_dependents;")
+        );
+    }
+
     #[test]
     fn constants_are_exact_bit_patterns() {
         assert_eq!(f32_define("X", 1.0), "#define X __uint_as_float(0x3f800000u)\n");
