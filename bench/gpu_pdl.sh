@@ -8,9 +8,10 @@
 # without programmatic launches). PDLS="on off" runs every row under each `LLQ_PDL` setting;
 # the first call (PDLS="on off", BATCHES=1,4,16,64, before the v3 attention and `auto`) is in
 # results/h100/speed13/pdl/first. ROWS (lines of `TAG PLUGIN [K=V …]`) picks the rows. The
-# rows run with RoPE folded into the attention and the argmax over 32 blocks a row
-# (STEP_ROPE, ARGMAX_BLOCKS; both off by default in llq until measured), each A/B'd against
-# the other setting.
+# rows run with RoPE folded into the attention, the argmax over 32 blocks a row, and at batch
+# 1 the norms and residual adds folded into the matvecs with gate, up and SwiGLU in one launch
+# (STEP_ROPE, ARGMAX_BLOCKS, STEP_NORM, STEP_GLU; off by default in llq until measured), each
+# A/B'd against the other setting. A row that fails with the folded norms runs again without.
 #   bench/gpu_pdl.sh OUT
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz
 set -u
@@ -28,9 +29,16 @@ for pdl in ${PDLS:-auto}; do
     q=""; [ "$plugin" = none ] || q="--quant plugins/$plugin.so"
     for o in "$@"; do q="$q --opt $o"; done
     date
-    LLQ_STEP_ROPE=${STEP_ROPE:-folded} LLQ_ARGMAX_BLOCKS=${ARGMAX_BLOCKS:-32} LLQ_PDL=$pdl "$BIN" bench $A $q --out "$OUT/bench-$tag-pdl-$pdl.json" < /dev/null > "$OUT/bench-$tag-pdl-$pdl.txt" 2> "$OUT/bench-$tag-pdl-$pdl.log"
-    echo "bench $tag LLQ_PDL=$pdl: exit $?"; grep -A2 "decode batch" "$OUT/bench-$tag-pdl-$pdl.txt"
-    tail -3 "$OUT/bench-$tag-pdl-$pdl.log"
+    f="$OUT/bench-$tag-pdl-$pdl"
+    LLQ_STEP_NORM=${STEP_NORM:-fused} LLQ_STEP_GLU=${STEP_GLU:-fused} LLQ_STEP_ROPE=${STEP_ROPE:-folded} LLQ_ARGMAX_BLOCKS=${ARGMAX_BLOCKS:-32} LLQ_PDL=$pdl "$BIN" bench $A $q --out "$f.json" < /dev/null > "$f.txt" 2> "$f.log"
+    rc=$?; echo "bench $tag LLQ_PDL=$pdl: exit $rc"; grep -A2 "decode batch" "$f.txt"
+    tail -3 "$f.log"
+    if [ $rc -ne 0 ] && [ "${STEP_NORM:-fused}" = fused ]; then
+      # The folded norms are new: without them, so the call still measures the rest.
+      f="$f-norm-separate"
+      LLQ_STEP_NORM=separate LLQ_STEP_ROPE=${STEP_ROPE:-folded} LLQ_ARGMAX_BLOCKS=${ARGMAX_BLOCKS:-32} LLQ_PDL=$pdl "$BIN" bench $A $q --out "$f.json" < /dev/null > "$f.txt" 2> "$f.log"
+      echo "bench $tag LLQ_PDL=$pdl LLQ_STEP_NORM=separate: exit $?"; grep -A2 "decode batch" "$f.txt"; tail -3 "$f.log"
+    fi
   done <<< "${ROWS:-$'nf4 nf4\nbf16 none\nrtn4 rtn bits=4 group_size=128'}"
 done
 date

@@ -426,3 +426,18 @@ fn every_decode_step_kernel_waits_for_the_kernel_before() {
     let v3 = &step[step.find("llq_att_v3(").expect("llq_att_v3")..];
     assert!(v3[v3.find('{').unwrap() + 1..].trim_start().starts_with("llq_grid_enter();"));
 }
+
+/// The step's norm kernel is the kernel header's llq_rmsnorm_row, kept in registers, the same
+/// function the 1-row matvec entries that normalize their own x run (header v1.6): a step
+/// with the norms folded into the matvecs computes the bits of the step without.
+#[test]
+fn the_norm_kernel_runs_the_headers_row_function() {
+    let step = include_str!("../src/gpu/step.cu");
+    let at = step.find("llq_step_add_rmsnorm(").expect("the norm kernel");
+    let body = &step[at..at + step[at..].find("\n}\n").expect("its end")];
+    assert!(body.contains("llq_rmsnorm_row<true>("), "the norm kernel does not run llq_rmsnorm_row");
+    assert!(!body.contains("rsqrtf"), "the norm kernel carries arithmetic of its own");
+    assert!(
+        llq_sdk::cuda::HEADER.contains("llq_rmsnorm_row<false>(const_cast<llq_bf16*>(x), nullptr, fx.norm")
+    );
+}

@@ -71,7 +71,16 @@ mod tests {
         for d in ["llq_dequantize", "llq_matvec_w", "llq_matvec_b", "llq_matvec_mma"] {
             let b = body(HEADER, d);
             let enter = b.find("llq_grid_enter();").unwrap_or_else(|| panic!("{d} never waits"));
-            for first_use in ["__ldg(reinterpret_cast<const uint4*>(x", "x[", "y[", "out + i", "out[j]"] {
+            for first_use in [
+                "llq_ldx8<FX>(x",
+                "llq_fx_stage(x",
+                "__ldg(reinterpret_cast<const uint4*>(x",
+                "x[",
+                "y[",
+                "llq_store_y<FX>(y",
+                "out + i",
+                "out[j]",
+            ] {
                 if let Some(at) = b.find(first_use) {
                     assert!(enter < at, "{d} touches `{first_use}` before it waits");
                 }
@@ -82,6 +91,45 @@ mod tests {
         assert!(
             HEADER.contains("griddepcontrol.wait;") && HEADER.contains("griddepcontrol.launch_dependents;")
         );
+    }
+
+    /// Header v1.6's promise: the 1-row entries that take x before its RMSNorm normalize it
+    /// with the function llq-host's norm kernel runs (so a step with and without them computes
+    /// the same bits), inside the driver after the wait and before any x is read; the residual
+    /// entry adds into y with the norm kernel's rounding, the gate/up entry rounds gate and up
+    /// as their stores would and runs the SwiGLU kernel's function; the entry macro exports all
+    /// four.
+    #[test]
+    fn the_folded_edges_share_the_norm_and_are_exported() {
+        let stage = body(HEADER, "static __device__ __forceinline__ void llq_fx_stage");
+        assert!(stage.contains("llq_rmsnorm_row<false>("), "the matvec's norm is not llq_rmsnorm_row");
+        for d in ["llq_matvec_w", "llq_matvec_b"] {
+            let b = body(HEADER, d);
+            let (enter, stage) = (b.find("llq_grid_enter();").unwrap(), b.find("llq_fx_stage(").unwrap());
+            let read =
+                b.find("llq_ldx8<FX>(").unwrap_or_else(|| panic!("{d} does not read x through llq_ldx8"));
+            assert!(enter < stage && stage < read, "{d}: wait, normalize, then read x");
+            assert!(b.contains("llq_store_y<FX>("), "{d} does not store through llq_store_y");
+        }
+        let store = body(HEADER, "static __device__ __forceinline__ void llq_store_y");
+        assert!(
+            store.contains("llq_bf16_to_f32(y[i]) + llq_round_bf16(v)"),
+            "the residual add rounds differently"
+        );
+        let define = body(HEADER, "#define LLQ_DEFINE_KERNELS");
+        let glu = body(HEADER, "static __device__ __forceinline__ void llq_store_glu");
+        assert!(
+            glu.contains("llq_swiglu1(llq_round_bf16(g), llq_round_bf16(u))"),
+            "gate/up not rounded as stored"
+        );
+        for e in [
+            "PREFIX##_matvec_b1_norm(",
+            "PREFIX##_matvec_b1_res(",
+            "PREFIX##_matvec_b1_x3_norm)",
+            "PREFIX##_matvec_b1_glu_norm(",
+        ] {
+            assert!(define.contains(e), "LLQ_DEFINE_KERNELS does not export {e}");
+        }
     }
 
     #[test]

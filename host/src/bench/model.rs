@@ -565,6 +565,27 @@ fn graph_decode(
             (h.folds_rope() != folded).then(|| what.to_string())
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &rope)?);
+        // The norms and residual adds folded into the 1-row matvecs against their own launches
+        // (only where the step can fold them: batch 1, header v1.6 entries everywhere).
+        let norm = g.folds_norm();
+        let fold_norm = |h: &mut GraphDecoder<'_>| {
+            h.set_fold_norm(!norm);
+            let what = if norm { "norms as their own launches" } else { "norms folded into the matvecs" };
+            (h.folds_norm() != norm).then(|| what.to_string())
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &fold_norm)?);
+        // Gate, up and SwiGLU in one launch against three (where the norms are folded).
+        let glu = g.folds_glu();
+        let fold_glu = |h: &mut GraphDecoder<'_>| {
+            h.set_fold_glu(!glu);
+            let what = if glu {
+                "gate, up and SwiGLU as three launches"
+            } else {
+                "gate, up and SwiGLU in one launch"
+            };
+            (h.folds_glu() != glu).then(|| what.to_string())
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &fold_glu)?);
         // The argmax split over 32 blocks a row against one block (whichever the row is not).
         let blocks = g.argmax_blocks();
         let argmax = |h: &mut GraphDecoder<'_>| {
@@ -588,9 +609,11 @@ fn graph_decode(
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
             programmatic: Some(pdl),
             step_kernels: Some(format!(
-                "{}{}, argmax over {blocks} block(s) a row",
+                "{}{}{}{}, argmax over {blocks} block(s) a row",
                 attention.describe(),
-                if folded { ", RoPE folded in" } else { "" }
+                if folded { ", RoPE folded in" } else { "" },
+                if norm { ", norms and residual adds folded into the matvecs" } else { "" },
+                if glu { ", gate, up and SwiGLU in one launch" } else { "" }
             )),
             ab,
         }))

@@ -134,6 +134,19 @@ impl PackedLinear {
     }
 }
 
+/// What a 1-row launch does besides `y = x · Wᵀ` (kernel header v1.6): normalize x first
+/// (the RMSNorm with weight `w` at a device address, and `eps`), or add its result into y
+/// (the residual stream: `y = bf16(y + bf16(x · Wᵀ))`).
+#[derive(Clone, Copy, Debug)]
+pub enum Edge {
+    Norm { w: u64, eps: f32 },
+    Residual,
+}
+
+/// The most dynamic shared memory a launch takes without opting in: a normalizing entry
+/// keeps x (cols bf16) there.
+const EDGE_MAX_SHARED: usize = 48 * 1024;
+
 /// One matrix's matvec on raw device pointers: a method's kernels (or the host's dense bf16
 /// rows) and the buffers and parameters they read. Nothing here owns the buffers: the
 /// caller keeps them alive (the model's layers) for as long as it launches.
@@ -197,6 +210,94 @@ impl MatvecTarget {
         }
     }
 
+    /// Whether one row of x can take the entries with the step's edges folded in: the module
+    /// has them (header v1.6), batch 1 goes to the 1-row driver, and x fits the launch's
+    /// shared memory.
+    pub fn edges_ok(&self) -> bool {
+        self.kernels.edges.is_some()
+            && self.max_batch() >= 1
+            && !self.uses_mma(1)
+            && (self.rc[1] as usize) * 2 <= EDGE_MAX_SHARED
+    }
+
+    /// One row: `y = x · Wᵀ` with `edge` ([`Edge`]), through the header v1.6 entries (the
+    /// caller checked [`Self::edges_ok`]).
+    pub fn launch_edge(
+        &self,
+        stream: &Arc<CudaStream>,
+        x: u64,
+        y: u64,
+        edge: Edge,
+        programmatic: bool,
+    ) -> candle_core::Result<()> {
+        let k = &self.kernels;
+        let e = match (&k.edges, self.edges_ok()) {
+            (Some(e), true) => e,
+            _ => candle_core::bail!("plugin {}: no 1-row matvec with folded edges for this matrix", k.method),
+        };
+        let (f, shared) = match edge {
+            Edge::Norm { .. } => (&e.norm, self.rc[1] as u32 * 2),
+            Edge::Residual => (&e.res, 0),
+        };
+        let mut b = Launch::new(stream, f).programmatic(programmatic && k.pdl);
+        self.push_args(&mut b);
+        b.arg(x).arg(y).arg(1i32);
+        if let Edge::Norm { w, eps } = edge {
+            b.arg(w).arg(eps);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (self.blocks(false), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: shared,
+        };
+        // SAFETY: the header v1.6 signatures: the convention's matvec arguments (b0..b3, rows,
+        // cols, p0..p3, x, y, batch = 1), then for `_b1_norm` the norm's weight (cols bf16)
+        // and eps, with cols · 2 bytes of dynamic shared memory.
+        unsafe { b.run(cfg, &format!("plugin {}'s 1-row matvec ({edge:?})", k.method)) }.map_err(candle_err)
+    }
+
+    /// Whether `up` can share one gate/up launch with this matrix (`self` the gate): the same
+    /// kernels and parameters, the same shape, both taking the folded edges.
+    pub fn glu_ok(&self, up: &MatvecTarget) -> bool {
+        Arc::ptr_eq(&self.kernels, &up.kernels)
+            && self.rc == up.rc
+            && self.params == up.params
+            && self.edges_ok()
+            && up.edges_ok()
+    }
+
+    /// One row: `y = silu(gate · n) · (up · n)` for `n` = RMSNorm(x) with weight `w` and
+    /// `eps`, `self` the gate (header v1.6 `_b1_glu_norm`, rows / 2 blocks; the caller
+    /// checked [`Self::glu_ok`]). y holds `rows` bf16.
+    pub fn launch_glu(
+        &self,
+        up: &MatvecTarget,
+        stream: &Arc<CudaStream>,
+        x: u64,
+        y: u64,
+        (w, eps): (u64, f32),
+        programmatic: bool,
+    ) -> candle_core::Result<()> {
+        let k = &self.kernels;
+        let e = match (&k.edges, self.glu_ok(up)) {
+            (Some(e), true) => e,
+            _ => candle_core::bail!("plugin {}: gate and up cannot share one launch", k.method),
+        };
+        let mut b = Launch::new(stream, &e.glu_norm).programmatic(programmatic && k.pdl);
+        self.push_args(&mut b);
+        up.push_args(&mut b);
+        b.arg(x).arg(y).arg(1i32).arg(w).arg(eps);
+        let cfg = LaunchConfig {
+            grid_dim: (self.rows().div_ceil(2) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: self.rc[1] as u32 * 2,
+        };
+        // SAFETY: the header v1.6 `_b1_glu_norm` signature: the gate's convention arguments,
+        // the up matrix's (same shape and parameters), x, y (rows bf16), batch = 1, the norm's
+        // weight (cols bf16) and eps, with cols · 2 bytes of dynamic shared memory.
+        unsafe { b.run(cfg, &format!("plugin {}'s gate/up matvec", k.method)) }.map_err(candle_err)
+    }
+
     /// `y` (batch × rows, bf16) = `x` (batch × cols, bf16) · Wᵀ, both device pointers,
     /// 16-byte aligned, on `stream`; `programmatic`: as a programmatic dependent of the kernel
     /// before, where this method's module allows it (header v1.5, [`super::launch`]).
@@ -254,6 +355,32 @@ pub fn launch_multi(
     batch: usize,
     programmatic: bool,
 ) -> candle_core::Result<()> {
+    launch_multi_with(targets, stream, x, ys, batch, programmatic, None)
+}
+
+/// [`launch_multi`] for one row of x before its RMSNorm (weight `w`, `eps`): each matrix
+/// normalizes x itself (header v1.6, `_b1_x3_norm`, or `_b1_norm` a matrix where they do not
+/// share one launch). The targets must pass [`MatvecTarget::edges_ok`].
+pub fn launch_multi_norm(
+    targets: &[&MatvecTarget],
+    stream: &Arc<CudaStream>,
+    x: u64,
+    ys: &[u64],
+    (w, eps): (u64, f32),
+    programmatic: bool,
+) -> candle_core::Result<()> {
+    launch_multi_with(targets, stream, x, ys, 1, programmatic, Some((w, eps)))
+}
+
+fn launch_multi_with(
+    targets: &[&MatvecTarget],
+    stream: &Arc<CudaStream>,
+    x: u64,
+    ys: &[u64],
+    batch: usize,
+    programmatic: bool,
+    norm: Option<(u64, f32)>,
+) -> candle_core::Result<()> {
     let first = match targets.first() {
         Some(t) if targets.len() == ys.len() && targets.len() <= 3 => *t,
         _ => candle_core::bail!("a fused matvec takes one to three targets and as many outputs"),
@@ -263,16 +390,20 @@ pub fn launch_multi(
     let same = targets
         .iter()
         .all(|t| Arc::ptr_eq(&t.kernels, k) && t.uses_mma(batch) == mma && batch <= t.max_batch());
-    let f = match (mma, batch) {
+    let f = match (mma, batch, norm) {
         _ if !same || targets.len() < 2 => None,
-        (true, ..=16) => k.matvec_mma16_x3.as_ref().or(k.matvec_mma_x3.as_ref()),
-        (true, _) => k.matvec_mma_x3.as_ref(),
-        (false, 1) => k.matvec_b1_x3.as_ref(),
-        (false, _) => None,
+        (_, _, Some(_)) => k.edges.as_ref().filter(|_| first.edges_ok() && batch == 1).map(|e| &e.norm_x3),
+        (true, ..=16, None) => k.matvec_mma16_x3.as_ref().or(k.matvec_mma_x3.as_ref()),
+        (true, _, None) => k.matvec_mma_x3.as_ref(),
+        (false, 1, None) => k.matvec_b1_x3.as_ref(),
+        (false, _, None) => None,
     };
     let Some(f) = f else {
         for (t, &y) in targets.iter().zip(ys) {
-            t.launch(stream, x, y, batch, programmatic)?;
+            match norm {
+                Some((w, eps)) => t.launch_edge(stream, x, y, Edge::Norm { w, eps }, programmatic)?,
+                None => t.launch(stream, x, y, batch, programmatic)?,
+            }
         }
         return Ok(());
     };
@@ -292,9 +423,16 @@ pub fn launch_multi(
         b.arg(y).arg(blocks);
     }
     b.arg(x).arg(batch as i32);
-    let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut shared = 0;
+    if let Some((w, eps)) = norm {
+        b.arg(w).arg(eps);
+        shared = first.rc[1] as u32 * 2;
+    }
+    let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: shared };
     // SAFETY: the header v1.4 signature: three slots of (b0..b3, rows, cols, p0..p3, y,
-    // blocks), then x and batch; a slot's blocks are within its matrix.
+    // blocks), then x and batch; a slot's blocks are within its matrix. With `norm`, the
+    // header v1.6 `_b1_x3_norm`: then the norm's weight (cols bf16) and eps, with cols · 2
+    // bytes of dynamic shared memory (every slot reads the same x, so the same cols).
     unsafe { b.run(cfg, &format!("plugin {}'s fused matvec", k.method)) }.map_err(candle_err)
 }
 

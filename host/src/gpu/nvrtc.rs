@@ -38,11 +38,36 @@ pub struct Kernels {
     /// The module exports `<matvec>_pdl` (header v1.5): its entries wait for the kernel
     /// before them (`llq_grid_enter`), so they may be launched as programmatic dependents.
     pub(crate) pdl: bool,
+    /// The 1-row entries with the decode step's edges folded in (header v1.6).
+    pub(crate) edges: Option<Edges>,
     /// Batches from this size up take the tensor-core entries ([`mma_min_batch`]).
     pub(crate) mma_min_batch: usize,
     pub(crate) params: Vec<KernelParam>,
     /// Where the PTX came from: `cache` or `nvrtc` (with the compile time).
     pub origin: String,
+}
+
+/// A module's 1-row matvec entries with the decode step's edges folded in (header v1.6):
+/// `<matvec>_b1_norm` and `<matvec>_b1_x3_norm` normalize x themselves (RMSNorm weight and
+/// eps as two more arguments), `<matvec>_b1_res` adds its result into y (the residual),
+/// `<matvec>_b1_glu_norm` runs gate and up on the normalized x and writes silu(gate)·up.
+pub(crate) struct Edges {
+    pub(crate) norm: CudaFunction,
+    pub(crate) norm_x3: CudaFunction,
+    pub(crate) res: CudaFunction,
+    pub(crate) glu_norm: CudaFunction,
+}
+
+impl Edges {
+    /// All four or none: a module of header v1.6 exports each.
+    pub(crate) fn of(
+        norm: Option<CudaFunction>,
+        norm_x3: Option<CudaFunction>,
+        res: Option<CudaFunction>,
+        glu_norm: Option<CudaFunction>,
+    ) -> Option<Self> {
+        Some(Edges { norm: norm?, norm_x3: norm_x3?, res: res?, glu_norm: glu_norm? })
+    }
 }
 
 pub fn cuda_device(dev: &Device) -> Result<&CudaDevice> {
@@ -183,6 +208,12 @@ pub fn compile(method: &str, k: &CudaKernels, dev: &CudaDevice) -> Result<Arc<Ke
         matvec_mma16_x3,
         matvec_mma_x3,
         pdl: special("_pdl").is_some(),
+        edges: Edges::of(
+            special("_b1_norm"),
+            special("_b1_x3_norm"),
+            special("_b1_res"),
+            special("_b1_glu_norm"),
+        ),
         mma_min_batch: mma_min_batch()?,
         params: k.params.clone(),
         origin,

@@ -9,8 +9,7 @@
 #define LLQ_NEG_INF __int_as_float(0xff800000)
 #endif
 
-static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
-static __device__ __forceinline__ bool llq_aligned16(const void* p) { return ((size_t)p & 15) == 0; }
+// llq_round_bf16, llq_aligned16: the kernel header's (v1.6).
 
 // One bf16 fused multiply-add, a·b + c rounded once (PTX `fma.rn.bf16`, sm_80+).
 static __device__ __forceinline__ llq_bf16 llq_fma_bf16(llq_bf16 a, llq_bf16 b, llq_bf16 c) {
@@ -39,11 +38,7 @@ static __device__ __forceinline__ void llq_rope_pair(float x1, float x2, float c
   b = llq_bf16_to_f32(llq_fma_bf16(h1, hs, x2c));
 }
 
-// silu(g)·u as candle's bf16 `silu` (unary.cu: g / (1 + expf(−g)) in f32, rounded to bf16)
-// then its bf16 `mul` (__hmul2): the f32 value the caller rounds once more.
-static __device__ __forceinline__ float llq_swiglu1(float g, float u) {
-  return llq_round_bf16(g / (1.f + expf(-g))) * u;
-}
+// llq_swiglu1: the kernel header's (v1.6), which the gate/up matvec entry runs too.
 
 // out = bf16(bf16(silu(g)) · u) over n elements. 16-byte loads and stores where all three
 // are aligned (every fresh candle tensor is), a scalar loop for the rest. Enters like the

@@ -39,20 +39,13 @@ struct LlqBf16Rows {
     return llq_bf16_to_f32(reinterpret_cast<const llq_bf16*>(a.b0)[i]);
   }
 };
+// Its 4 loads of 16 bytes a row in flight take the registers of two blocks an SM: bounded to
+// three, the normalizing entries (header v1.6) spilled 66-510 bytes.
+#undef LLQ_FX_MIN_BLOCKS
+#define LLQ_FX_MIN_BLOCKS 2
 LLQ_DEFINE_KERNELS(LlqBf16Rows, 4, llq_bf16rows)
 
-static __device__ __forceinline__ float llq_block_sum(float v, float* scratch) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < warps ? scratch[lane] : 0.f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+// llq_block_sum: the kernel header's (v1.6).
 
 static __device__ __forceinline__ float llq_block_max(float v, float* scratch) {
 #pragma unroll
@@ -75,76 +68,16 @@ extern "C" __global__ void llq_step_embed(const llq_bf16* table, const unsigned*
 }
 
 // With `add`: x = bf16(x + add) first (candle's bf16 add). Then out = bf16(x · rsqrt(mean(x²)
-// + eps) · w) with the mean square in f32 (candle-nn's rmsnorm kernel). One block per row.
-// Rows of up to 256 · 8 · LLQ_NORM_CHUNKS elements in multiples of 8 (every Llama width) stay
-// in registers between the two halves, read and written 16 bytes a thread: one pass over
-// memory instead of two with 2-byte accesses (the first version took ~9 µs a call at width
-// 2048, 0.3 ms a step, bench/NOTES.md).
-#define LLQ_NORM_CHUNKS 4
+// + eps) · w) with the mean square in f32 (candle-nn's rmsnorm kernel). One block of 256 a row,
+// through the kernel header's llq_rmsnorm_row: the 1-row matvec entries that normalize their
+// own x (header v1.6) run the same function, so a step with and without them computes the same
+// bits.
 extern "C" __global__ void __launch_bounds__(256)
     llq_step_add_rmsnorm(llq_bf16* x, const llq_bf16* add, const llq_bf16* w, llq_bf16* out, int n, float eps) {
   llq_grid_enter();
   __shared__ float scratch[32];
   const long long base = (long long)blockIdx.x * n;
-  if ((n & 7) == 0 && n <= (int)blockDim.x * 8 * LLQ_NORM_CHUNKS && llq_aligned16(x) && llq_aligned16(w) &&
-      llq_aligned16(out) && (!add || llq_aligned16(add))) {
-    float v[LLQ_NORM_CHUNKS][8];
-    float ss = 0.f;
-#pragma unroll
-    for (int c = 0; c < LLQ_NORM_CHUNKS; ++c) {
-      const int i = (threadIdx.x + c * blockDim.x) * 8;
-      if (i < n) {
-        uint4 xv = *reinterpret_cast<const uint4*>(x + base + i);
-        const unsigned xs[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          v[c][2 * k] = __uint_as_float(xs[k] << 16);
-          v[c][2 * k + 1] = __uint_as_float(xs[k] & 0xffff0000u);
-        }
-        if (add) {
-          const uint4 av = *reinterpret_cast<const uint4*>(add + base + i);
-          const unsigned as[4] = {av.x, av.y, av.z, av.w};
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            v[c][2 * k] = llq_round_bf16(v[c][2 * k] + __uint_as_float(as[k] << 16));
-            v[c][2 * k + 1] = llq_round_bf16(v[c][2 * k + 1] + __uint_as_float(as[k] & 0xffff0000u));
-          }
-          *reinterpret_cast<uint4*>(x + base + i) = llq_pack8(v[c]);
-        }
-#pragma unroll
-        for (int k = 0; k < 8; ++k) ss += v[c][k] * v[c][k];
-      }
-    }
-    const float scale = rsqrtf(llq_block_sum(ss, scratch) / n + eps);
-#pragma unroll
-    for (int c = 0; c < LLQ_NORM_CHUNKS; ++c) {
-      const int i = (threadIdx.x + c * blockDim.x) * 8;
-      if (i < n) {
-        const uint4 wv = *reinterpret_cast<const uint4*>(w + i);
-        const unsigned ws[4] = {wv.x, wv.y, wv.z, wv.w};
-        float o[8];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          o[2 * k] = scale * v[c][2 * k] * __uint_as_float(ws[k] << 16);
-          o[2 * k + 1] = scale * v[c][2 * k + 1] * __uint_as_float(ws[k] & 0xffff0000u);
-        }
-        *reinterpret_cast<uint4*>(out + base + i) = llq_pack8(o);
-      }
-    }
-    return;
-  }
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    float v = llq_bf16_to_f32(x[base + i]);
-    if (add) {
-      v = llq_round_bf16(v + llq_bf16_to_f32(add[base + i]));
-      x[base + i] = llq_f32_to_bf16(v);
-    }
-    ss += v * v;
-  }
-  const float scale = rsqrtf(llq_block_sum(ss, scratch) / n + eps);
-  for (int i = threadIdx.x; i < n; i += blockDim.x)
-    out[base + i] = llq_f32_to_bf16(scale * llq_bf16_to_f32(x[base + i]) * llq_bf16_to_f32(w[i]));
+  llq_rmsnorm_row<true>(x + base, add ? add + base : nullptr, w, out + base, n, eps, scratch);
 }
 
 // RoPE (rotate-half, candle's bf16 `rope`: each product and sum rounded to bf16) on this

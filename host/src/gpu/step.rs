@@ -7,7 +7,7 @@
 
 use super::launch::Launch;
 use super::linear::MatvecTarget;
-use super::nvrtc::{entry, has_mma, has_programmatic_launch, mma_min_batch, ptx, Kernels};
+use super::nvrtc::{entry, has_mma, has_programmatic_launch, mma_min_batch, ptx, Edges, Kernels};
 use crate::util::env::choice as env_choice;
 use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig};
@@ -145,6 +145,14 @@ pub struct StepKernels {
     /// a GPU has measured it (written 2026-12-07; the device was not lent again that day).
     rope_attend_v3: CudaFunction,
     fold_rope: AtomicBool,
+    /// Whether a step at batch 1 folds its RMSNorms and residual adds into the matvecs
+    /// (header v1.6 entries, where every matrix's module has them): `$LLQ_STEP_NORM=fused`
+    /// or [`Self::set_fold_norm`]. Off by default until a GPU has measured it (written
+    /// 2026-12-07, seventh session).
+    fold_norm: AtomicBool,
+    /// With the norms folded: gate and up in one launch that writes silu(gate)·up, no SwiGLU
+    /// kernel (`$LLQ_STEP_GLU=fused`, [`Self::set_fold_glu`]; off by default until measured).
+    fold_glu: AtomicBool,
     /// [`Attention`] as its code (settable for A/B runs).
     attention: AtomicU8,
     /// Whether matrices reading the same input share one launch (`launch_multi`);
@@ -215,6 +223,12 @@ impl StepKernels {
             matvec_mma16_x3: if mma { Some(load("llq_bf16rows_matvec_mma16_x3")?) } else { None },
             matvec_mma_x3: if mma { Some(load("llq_bf16rows_matvec_mma_x3")?) } else { None },
             pdl: load("llq_bf16rows_matvec_pdl").is_ok(),
+            edges: Some(Edges {
+                norm: load("llq_bf16rows_matvec_b1_norm")?,
+                norm_x3: load("llq_bf16rows_matvec_b1_x3_norm")?,
+                res: load("llq_bf16rows_matvec_b1_res")?,
+                glu_norm: load("llq_bf16rows_matvec_b1_glu_norm")?,
+            }),
             mma_min_batch: mma_min_batch()?,
             params: vec![],
             origin,
@@ -231,6 +245,16 @@ impl StepKernels {
                 "LLQ_STEP_ROPE",
                 false,
                 &[("folded", true), ("separate", false)],
+            )?),
+            fold_norm: AtomicBool::new(env_choice(
+                "LLQ_STEP_NORM",
+                false,
+                &[("fused", true), ("separate", false)],
+            )?),
+            fold_glu: AtomicBool::new(env_choice(
+                "LLQ_STEP_GLU",
+                false,
+                &[("fused", true), ("separate", false)],
             )?),
             attention: AtomicU8::new(Attention::from_env()?.code()),
             fused_matvec: env_choice("LLQ_FUSED_MATVEC", true, &[("1", true), ("0", false)])?,
@@ -293,6 +317,27 @@ impl StepKernels {
     /// launch ([`Self::rope_attend`]): where it takes the v3 kernel and folding is on.
     pub fn folds_rope(&self, heads: usize, kvh: usize, d: usize, cap: usize, batch: usize) -> bool {
         self.fold_rope() && self.attention_kernel(heads, kvh, d, cap, batch) == AttentionKernel::PerHeadV3
+    }
+
+    /// Whether folding the norms and residual adds into the 1-row matvecs is asked for.
+    pub fn fold_norm(&self) -> bool {
+        self.fold_norm.load(Ordering::Relaxed)
+    }
+
+    /// Fold the norms into the matvecs or not (for A/B runs; a captured graph keeps what it
+    /// was captured with).
+    pub fn set_fold_norm(&self, on: bool) {
+        self.fold_norm.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether gate, up and SwiGLU in one launch is asked for (where the norms are folded).
+    pub fn fold_glu(&self) -> bool {
+        self.fold_glu.load(Ordering::Relaxed)
+    }
+
+    /// Gate, up and SwiGLU in one launch or not (A/B runs).
+    pub fn set_fold_glu(&self, on: bool) {
+        self.fold_glu.store(on, Ordering::Relaxed);
     }
 
     /// Whether folding RoPE into the v3 attention is asked for.

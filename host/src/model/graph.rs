@@ -13,7 +13,7 @@
 
 use super::linear::Linear;
 use super::llama::{Cache, Llama};
-use crate::gpu::linear::{launch_multi, MMA_MAX_BATCH};
+use crate::gpu::linear::{launch_multi, launch_multi_norm, Edge, MMA_MAX_BATCH};
 use crate::gpu::nvrtc::has_mma;
 use crate::gpu::step::{
     head_dim_supported, tensor_ptr, AttendArgs, Attention, AttentionKernel, RopeArgs, StepKernels, StepState,
@@ -75,6 +75,9 @@ pub struct GraphDecoder<'m> {
     logits_ptr: u64,
     graph: Option<CudaGraph>,
     launch: Launch,
+    /// Every matrix of the step (and lm_head) takes the 1-row entries with the edges folded
+    /// in (header v1.6, [`MatvecTarget::edges_ok`]).
+    edges_ok: bool,
 }
 
 fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
@@ -175,6 +178,7 @@ impl<'m> GraphDecoder<'m> {
             });
         }
         let lm_head = rows_target(&k, parts.lm_head).context("lm_head")?;
+        let edges_ok = lm_head.edges_ok() && layers.iter().all(|l| l.mv.iter().all(MatvecTarget::edges_ok));
         let (hid, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let sizes = [hid, hid, h * d, kvh * d, kvh * d, h * d, hid, inter, inter, inter, hid];
         let act = sizes.iter().map(|&n| zeros(batch * n)).collect::<candle_core::Result<Vec<_>>>()?;
@@ -206,6 +210,7 @@ impl<'m> GraphDecoder<'m> {
             logits,
             graph: None,
             launch: Launch::Graph,
+            edges_ok,
             k,
         })
     }
@@ -249,6 +254,37 @@ impl<'m> GraphDecoder<'m> {
     pub fn folds_rope(&self) -> bool {
         let c = &self.model.cfg;
         self.k.folds_rope(c.num_attention_heads, c.kv_heads(), c.head_dim(), self.cap, self.batch)
+    }
+
+    /// Whether the step folds its RMSNorms into the matvecs that read them and its residual
+    /// adds into the matvecs that produce them (batch 1, header v1.6 entries everywhere,
+    /// `$LLQ_STEP_NORM=fused`): 2 · layers + 1 fewer launches.
+    pub fn folds_norm(&self) -> bool {
+        self.batch == 1 && self.edges_ok && self.k.fold_norm()
+    }
+
+    /// Whether a folded step (above) also runs gate, up and SwiGLU as one launch
+    /// (`$LLQ_STEP_GLU=fused`, every layer's gate and up of one kind and shape).
+    pub fn folds_glu(&self) -> bool {
+        self.folds_norm() && self.k.fold_glu() && self.layers.iter().all(|l| l.mv[4].glu_ok(&l.mv[5]))
+    }
+
+    /// Gate, up and SwiGLU in one launch or not; the next step captures the graph anew (A/B
+    /// runs).
+    pub fn set_fold_glu(&mut self, on: bool) {
+        if on != self.k.fold_glu() {
+            self.k.set_fold_glu(on);
+            self.graph = None;
+        }
+    }
+
+    /// Fold the norms into the matvecs or not; the next step captures the graph anew (A/B
+    /// runs).
+    pub fn set_fold_norm(&mut self, on: bool) {
+        if on != self.k.fold_norm() {
+            self.k.set_fold_norm(on);
+            self.graph = None;
+        }
     }
 
     /// Blocks per row of the greedy argmax.
@@ -339,12 +375,33 @@ impl<'m> GraphDecoder<'m> {
             }
             Ok(())
         };
+        // Folded (batch 1): x is the residual stream itself; the matvecs reading a norm's
+        // output normalize x themselves and o and down add into x, so neither `xn` nor `dn`
+        // is written and no norm kernel runs.
+        let (folded, glu) = (self.folds_norm(), self.folds_glu());
+        let res = |t: &MatvecTarget, a: u64| -> Result<()> {
+            Ok(t.launch_edge(stream, a, x, Edge::Residual, pdl)?)
+        };
+        let normed = |t: &MatvecTarget, w: u64, y: u64| -> Result<()> {
+            Ok(t.launch_edge(stream, x, y, Edge::Norm { w, eps }, pdl)?)
+        };
         k.embed(self.embed, self.st.tokens, x, b, hid)?;
         mark("embedding, argmax")?;
         for (i, l) in self.layers.iter().enumerate() {
-            k.add_rmsnorm(x, if i == 0 { 0 } else { dn }, l.input_norm, xn, b, hid, eps)?;
-            mark("add + RMSNorm")?;
-            mv3(&[&l.mv[0], &l.mv[1], &l.mv[2]], xn, &[q, kk, v])?;
+            let qkv = [&l.mv[0], &l.mv[1], &l.mv[2]];
+            if folded {
+                if k.fused_matvec() {
+                    launch_multi_norm(&qkv, stream, x, &[q, kk, v], (l.input_norm, eps), pdl)?;
+                } else {
+                    for (t, y) in qkv.into_iter().zip([q, kk, v]) {
+                        normed(t, l.input_norm, y)?;
+                    }
+                }
+            } else {
+                k.add_rmsnorm(x, if i == 0 { 0 } else { dn }, l.input_norm, xn, b, hid, eps)?;
+                mark("add + RMSNorm")?;
+                mv3(&qkv, xn, &[q, kk, v])?;
+            }
             mark("matvec q, k, v")?;
             let (kc, vc) = (l.kc_ptr, l.vc_ptr);
             let (cap, slot) = (self.cap as i32, self.st.slot);
@@ -386,6 +443,23 @@ impl<'m> GraphDecoder<'m> {
                 k.attend(&attend, b)?;
                 mark("attention")?;
             }
+            if folded {
+                res(&l.mv[3], att)?;
+                mark("matvec o")?;
+                if glu {
+                    l.mv[4].launch_glu(&l.mv[5], stream, x, hm, (l.post_norm, eps), pdl)?;
+                    mark("matvec gate, up")?;
+                } else {
+                    normed(&l.mv[4], l.post_norm, g)?;
+                    normed(&l.mv[5], l.post_norm, u)?;
+                    mark("matvec gate, up")?;
+                    k.swiglu(g, u, hm, c.intermediate_size)?;
+                    mark("SwiGLU")?;
+                }
+                res(&l.mv[6], hm)?;
+                mark("matvec down")?;
+                continue;
+            }
             mv(&l.mv[3], att, o)?;
             mark("matvec o")?;
             k.add_rmsnorm(x, o, l.post_norm, xn, b, hid, eps)?;
@@ -404,9 +478,13 @@ impl<'m> GraphDecoder<'m> {
             mv(&l.mv[6], hm, dn)?;
             mark("matvec down")?;
         }
-        k.add_rmsnorm(x, dn, self.norm, xn, b, hid, eps)?;
-        mark("add + RMSNorm")?;
-        mv(&self.lm_head, xn, self.logits_ptr)?;
+        if folded {
+            normed(&self.lm_head, self.norm, self.logits_ptr)?;
+        } else {
+            k.add_rmsnorm(x, dn, self.norm, xn, b, hid, eps)?;
+            mark("add + RMSNorm")?;
+            mv(&self.lm_head, xn, self.logits_ptr)?;
+        }
         mark("lm_head")?;
         k.argmax_advance(self.logits_ptr, c.vocab_size, &self.st, b)?;
         mark("embedding, argmax")

@@ -58,6 +58,17 @@
 // and let a matvec's blocks start while the kernel before it drains. A kernel launched without
 // the attribute finds the wait already satisfied (CUDA Programming Guide, "Programmatic
 // Dependent Launch and Synchronization"; PTX ISA, griddepcontrol).
+//
+// Header v1.6, the step's edges folded into the 1-row matvec (entries again, no decoder
+// requirement): PREFIX_matvec_b1_norm and PREFIX_matvec_b1_x3_norm take x before its RMSNorm
+// (two more arguments: the norm's weight and eps) and normalize it themselves, each block into
+// shared memory (the host gives the launch cols · 2 bytes of dynamic shared memory) with the
+// same arithmetic as llq-host's norm kernel (llq_rmsnorm_row); PREFIX_matvec_b1_res adds its
+// result into y, the residual stream (y = bf16(y + bf16(W·x)), candle's bf16 add). A decode
+// step at batch 1 then launches no norm kernels: 33 fewer launches for Llama-3.2-1B
+// (bench/NOTES.md, issue 13). PREFIX_matvec_b1_glu_norm takes the gate matrix's arguments and
+// then the up matrix's (same shape and parameters) and writes silu(gate · x)·(up · x) with the
+// SwiGLU kernel's roundings (llq_swiglu1): one launch, no SwiGLU kernel, rows/2 blocks.
 
 typedef unsigned short llq_bf16;
 
@@ -93,6 +104,9 @@ static __device__ __forceinline__ llq_bf16 llq_f32_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (llq_bf16)(u >> 16);
 }
+
+static __device__ __forceinline__ float llq_round_bf16(float f) { return llq_bf16_to_f32(llq_f32_to_bf16(f)); }
+static __device__ __forceinline__ bool llq_aligned16(const void* p) { return ((size_t)p & 15) == 0; }
 
 static __device__ __forceinline__ float llq_f16_to_f32(unsigned short h) {
   float f;
@@ -162,6 +176,182 @@ static __device__ __forceinline__ uint4 llq_pack8(const float w[8]) {
   return v;
 }
 
+// The sum of v over the block (any size up to 1024), in every thread; scratch: 32 floats of
+// shared memory. Synchronizes the block.
+static __device__ __forceinline__ float llq_block_sum(float v, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// One row of n elements through the decode step's add + RMSNorm, by the whole block: with
+// `add`, x = bf16(x + add) first, written back (candle's bf16 add); then out = bf16(x ·
+// rsqrt(mean(x²) + eps) · w) with the mean square in f32 (candle-nn's rmsnorm kernel). Rows
+// of up to blockDim · 8 · LLQ_NORM_CHUNKS elements in multiples of 8 (every Llama width) stay
+// in registers between the two halves, read and written 16 bytes a thread: one pass over
+// memory instead of two with 2-byte accesses (the first version took ~9 µs a call at width
+// 2048, bench/NOTES.md). llq-host's norm kernel runs it with one block a row; the matvec
+// entries that normalize their own x (header v1.6) run it into shared memory with the same
+// block size, so both compute the same bits. `out` may be shared memory (generic stores).
+#define LLQ_NORM_CHUNKS 4
+// 8 elements of the row at i as f32, with `add` added and written back (the first half).
+static __device__ __forceinline__ void llq_norm_in8(llq_bf16* x, const llq_bf16* add, int i, float v[8]) {
+  uint4 xv = *reinterpret_cast<const uint4*>(x + i);
+  const unsigned xs[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    v[2 * k] = __uint_as_float(xs[k] << 16);
+    v[2 * k + 1] = __uint_as_float(xs[k] & 0xffff0000u);
+  }
+  if (add) {
+    const uint4 av = *reinterpret_cast<const uint4*>(add + i);
+    const unsigned as[4] = {av.x, av.y, av.z, av.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v[2 * k] = llq_round_bf16(v[2 * k] + __uint_as_float(as[k] << 16));
+      v[2 * k + 1] = llq_round_bf16(v[2 * k + 1] + __uint_as_float(as[k] & 0xffff0000u));
+    }
+    *reinterpret_cast<uint4*>(x + i) = llq_pack8(v);
+  }
+}
+// out[i..i+8] = bf16(scale · v · w) (the second half).
+static __device__ __forceinline__ void llq_norm_out8(const float v[8], float scale, const llq_bf16* w, llq_bf16* out, int i) {
+  const uint4 wv = *reinterpret_cast<const uint4*>(w + i);
+  const unsigned ws[4] = {wv.x, wv.y, wv.z, wv.w};
+  float o[8];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    o[2 * k] = scale * v[2 * k] * __uint_as_float(ws[k] << 16);
+    o[2 * k + 1] = scale * v[2 * k + 1] * __uint_as_float(ws[k] & 0xffff0000u);
+  }
+  *reinterpret_cast<uint4*>(out + i) = llq_pack8(o);
+}
+// KEEP: the row stays in registers between the halves (the norm kernel); without it the
+// second half reads x again (the matvec entries, whose weight loads are in flight and
+// whose registers bound how many blocks an SM holds: 80 -> 128 for RTN's 1-row entry with the
+// row kept). The same operations in the same order either way.
+template <bool KEEP>
+static __device__ __forceinline__ void llq_rmsnorm_row(llq_bf16* x, const llq_bf16* add, const llq_bf16* w,
+                                                       llq_bf16* out, int n, float eps, float* scratch) {
+  if ((n & 7) == 0 && n <= (int)blockDim.x * 8 * LLQ_NORM_CHUNKS && llq_aligned16(x) && llq_aligned16(w) &&
+      llq_aligned16(out) && (!add || llq_aligned16(add))) {
+    float v[KEEP ? LLQ_NORM_CHUNKS : 1][8];
+    float ss = 0.f;
+#pragma unroll
+    for (int c = 0; c < LLQ_NORM_CHUNKS; ++c) {
+      const int i = (threadIdx.x + c * blockDim.x) * 8;
+      if (i < n) {
+        float* vc = v[KEEP ? c : 0];
+        llq_norm_in8(x, add, i, vc);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) ss += vc[k] * vc[k];
+      }
+    }
+    const float scale = rsqrtf(llq_block_sum(ss, scratch) / n + eps);
+#pragma unroll
+    for (int c = 0; c < LLQ_NORM_CHUNKS; ++c) {
+      const int i = (threadIdx.x + c * blockDim.x) * 8;
+      if (i < n) {
+        float* vc = v[KEEP ? c : 0];
+        if (!KEEP) llq_norm_in8(x, nullptr, i, vc);  // `add` was written back by now
+        llq_norm_out8(vc, scale, w, out, i);
+      }
+    }
+    return;
+  }
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float v = llq_bf16_to_f32(x[i]);
+    if (add) {
+      v = llq_round_bf16(v + llq_bf16_to_f32(add[i]));
+      x[i] = llq_f32_to_bf16(v);
+    }
+    ss += v * v;
+  }
+  const float scale = rsqrtf(llq_block_sum(ss, scratch) / n + eps);
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    out[i] = llq_f32_to_bf16(scale * llq_bf16_to_f32(x[i]) * llq_bf16_to_f32(w[i]));
+}
+
+// What a 1-row matvec entry does at its edges (header v1.6), a mask: nothing (LLQ_FX_NONE),
+// x normalized by the block first (LLQ_FX_NORM: `norm`, `eps`), y += the result (LLQ_FX_RES:
+// y holds the residual stream), or gate and up together (LLQ_FX_GLU: the block's rows 0-1 are
+// rows 2·blk, 2·blk + 1 of the gate matrix, rows 2-3 the same rows of the up matrix, and y
+// gets silu(gate)·up for its two rows).
+#define LLQ_FX_NONE 0
+#define LLQ_FX_NORM 1
+#define LLQ_FX_RES 2
+#define LLQ_FX_GLU 4
+
+// silu(g)·u as candle's bf16 `silu` (unary.cu: g / (1 + expf(−g)) in f32, rounded to bf16)
+// then its bf16 `mul` (__hmul2): the f32 value the caller rounds once more. llq-host's
+// SwiGLU kernel and the gate/up entry (LLQ_FX_GLU) both run it.
+static __device__ __forceinline__ float llq_swiglu1(float g, float u) {
+  return llq_round_bf16(g / (1.f + expf(-g))) * u;
+}
+struct LlqFx {
+  const llq_bf16* norm;
+  float eps;
+};
+
+// The block's normalized copy of x (cols bf16, the entry's dynamic shared memory), called
+// by every thread of the block after llq_grid_enter: x is the previous kernel's output.
+static __device__ __forceinline__ void llq_fx_stage(const llq_bf16* x, const LlqFx& fx, int cols, llq_bf16* xs) {
+  __shared__ float scratch[32];
+  // No `add`: x is only read.
+  llq_rmsnorm_row<false>(const_cast<llq_bf16*>(x), nullptr, fx.norm, xs, cols, fx.eps, scratch);
+  __syncthreads();
+}
+
+// 8 elements of x at p: from the block's shared copy under LLQ_FX_NORM, else through the
+// read-only data cache.
+template <int FX>
+static __device__ __forceinline__ uint4 llq_ldx8(const llq_bf16* __restrict__ x, const llq_bf16* xs, size_t off) {
+  if constexpr ((FX & LLQ_FX_NORM) != 0) return *reinterpret_cast<const uint4*>(xs + off);
+  else return __ldg(reinterpret_cast<const uint4*>(x + off));
+}
+
+// y[i] = v in bf16, or under LLQ_FX_RES y[i] = bf16(y[i] + bf16(v)) (the norm kernel's add).
+template <int FX>
+static __device__ __forceinline__ void llq_store_y(llq_bf16* __restrict__ y, size_t i, float v) {
+  if constexpr ((FX & LLQ_FX_RES) != 0) y[i] = llq_f32_to_bf16(llq_bf16_to_f32(y[i]) + llq_round_bf16(v));
+  else y[i] = llq_f32_to_bf16(v);
+}
+
+// y[i] = bf16(silu(bf16(g)) · bf16(u)): gate and up rounded as their own stores would be,
+// then the SwiGLU kernel's arithmetic (LLQ_FX_GLU).
+static __device__ __forceinline__ void llq_store_glu(llq_bf16* __restrict__ y, size_t i, float g, float u) {
+  y[i] = llq_f32_to_bf16(llq_swiglu1(llq_round_bf16(g), llq_round_bf16(u)));
+}
+
+// The matrix and the row of the block's local row r (0-3; two of each matrix under
+// LLQ_FX_GLU, else the block's four consecutive rows of `a`).
+// By value: a reference chosen at run time put both argument sets in local memory (160 bytes
+// of stack frame in ptxas' report).
+template <int FX>
+static __device__ __forceinline__ LlqArgs llq_fx_args(const LlqArgs& a, const LlqArgs* a1, int r) {
+  if constexpr ((FX & LLQ_FX_GLU) != 0) return r >= 2 ? *a1 : a;
+  else return a;
+}
+template <int FX>
+static __device__ __forceinline__ unsigned llq_fx_row(unsigned blk, int r) {
+  if constexpr ((FX & LLQ_FX_GLU) != 0) return blk * 2 + (r & 1);
+  else return blk * 4 + r;
+}
+
+// The dynamic shared memory of the LLQ_FX_NORM entries: x normalized, cols bf16.
+static __device__ __forceinline__ llq_bf16* llq_fx_smem() {
+  extern __shared__ __align__(16) unsigned char llq_fx_dyn[];
+  return reinterpret_cast<llq_bf16*>(llq_fx_dyn);
+}
+
 // out[i] = bf16(W[i]) for all rows*cols weights. 256 threads a block; a block covers
 // LLQ_DQ_GROUPS * 256 groups of 8 weights, each thread LLQ_DQ_GROUPS of them (strided by
 // the block, so every load instruction is coalesced), all loads issued before any use.
@@ -228,13 +418,17 @@ static __device__ __forceinline__ void llq_dot8(float& acc, const float w[8], ui
 // of partial sums: the row's two warps meet once, in shared memory, at the end. With 2048
 // columns every thread has exactly one chunk; the 4-row, 8-column driver below left 3/4 of
 // the 4-bit chunks' threads idle there.
-template <class D, int UNROLL, int MAXB>
-static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
-                                                    unsigned blk) {
+template <class D, int UNROLL, int MAXB, int FX = LLQ_FX_NONE>
+static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a0, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
+                                                    unsigned blk, const LlqFx& fx = LlqFx{}, const LlqArgs* a1 = nullptr) {
+  static_assert(FX == LLQ_FX_NONE || MAXB == 1, "the fused edges take one row of x");
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
+  llq_bf16* const xs = llq_fx_smem();
   __shared__ float part[8][MAXB];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const unsigned row = blk * LLQ_MV_ROWS + (threadIdx.x >> 6);
+  // This thread's matrix and row (LLQ_FX_GLU: the up matrix for the block's last two rows).
+  const LlqArgs a = llq_fx_args<FX>(a0, a1, threadIdx.x >> 6);
+  const unsigned row = llq_fx_row<FX>(blk, threadIdx.x >> 6);
   const unsigned j = threadIdx.x & 63u;
   const unsigned cols = (unsigned)a.cols, chunks = cols >> 5;
   const bool live = row < (unsigned)a.rows;
@@ -252,8 +446,9 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
       if (live && c < chunks) raw[u] = D::load32_rc(a, row, c << 5);
     }
     if (!staged) {
-      llq_fill_lut<D>(lut, a);
+      llq_fill_lut<D>(lut, a0);  // (LLQ_FX_GLU: the host pairs matrices of equal parameters)
       llq_grid_enter();  // the first codes are in flight and the table is staged; x is next
+      if constexpr ((FX & LLQ_FX_NORM) != 0) llq_fx_stage(x, fx, (int)cols, xs);
       staged = true;
     }
 #pragma unroll
@@ -267,7 +462,7 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
 #pragma unroll
           for (int b = 0; b < MAXB; ++b)
             if (b < batch)
-              llq_dot8(acc[b], w + 8 * k, __ldg(reinterpret_cast<const uint4*>(x + (size_t)b * cols + (c << 5) + 8 * k)));
+              llq_dot8(acc[b], w + 8 * k, llq_ldx8<FX>(x, xs, (size_t)b * cols + (c << 5) + 8 * k));
       }
     }
   }
@@ -282,11 +477,18 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
     }
   }
   __syncthreads();
-  if (threadIdx.x < LLQ_MV_ROWS * MAXB) {
+  if constexpr ((FX & LLQ_FX_GLU) != 0) {
+    // Local rows r and r + 2 are the same row of gate and up (two warps each).
+    if (threadIdx.x < 2) {
+      const unsigned out = llq_fx_row<FX>(blk, threadIdx.x);
+      const int r = threadIdx.x;
+      if (out < (unsigned)a0.rows)
+        llq_store_glu(y, out, part[2 * r][0] + part[2 * r + 1][0], part[2 * r + 4][0] + part[2 * r + 5][0]);
+    }
+  } else if (threadIdx.x < LLQ_MV_ROWS * MAXB) {
     const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
     const unsigned out = blk * LLQ_MV_ROWS + r;
-    if (b < batch && out < (unsigned)a.rows)
-      y[(size_t)b * a.rows + out] = llq_f32_to_bf16(part[2 * r][b] + part[2 * r + 1][b]);
+    if (b < batch && out < (unsigned)a.rows) llq_store_y<FX>(y, (size_t)b * a.rows + out, part[2 * r][b] + part[2 * r + 1][b]);
   }
 }
 
@@ -298,15 +500,17 @@ static __device__ __forceinline__ void llq_matvec_w(const LlqArgs& a, const llq_
 #define LLQ_MV_WIDE_MAXB 1
 #endif
 
-template <class D, int UNROLL, int MAXB>
+template <class D, int UNROLL, int MAXB, int FX = LLQ_FX_NONE>
 static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y, int batch,
-                                                    unsigned blk) {
+                                                    unsigned blk, const LlqFx& fx = LlqFx{}, const LlqArgs* a1 = nullptr) {
+  static_assert(FX == LLQ_FX_NONE || MAXB == 1, "the fused edges take one row of x");
   if constexpr (llq_has_wide<D>::value && MAXB <= LLQ_MV_WIDE_MAXB) {
     if ((a.cols & 31) == 0 && D::wide_ok(a)) {
-      llq_matvec_w<D, UNROLL, MAXB>(a, x, y, batch, blk);
+      llq_matvec_w<D, UNROLL, MAXB, FX>(a, x, y, batch, blk, fx, a1);
       return;
     }
   }
+  llq_bf16* const xs = llq_fx_smem();
   // Where the wide driver is compiled in, this one only serves shapes it cannot take (odd
   // column counts, 3-bit codes): one load a step keeps its registers from setting the whole
   // kernel's (the wide driver alone needs 64-80, this one at UNROLL 4 up to 128).
@@ -316,7 +520,10 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
   __shared__ float lut[D::LUT > 0 ? D::LUT : 1];
   __shared__ float part[8][RB][MAXB];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const long long r0 = (long long)blk * RB;
+  // Local row r is row rr(r) of matrix ar(r): the block's 4 consecutive rows, or under
+  // LLQ_FX_GLU two rows of gate then the same two of up.
+  auto ar = [&](int r) { return llq_fx_args<FX>(a, a1, r); };
+  auto rr = [&](int r) -> long long { return llq_fx_row<FX>(blk, r); };
   const long long cols = a.cols;
   float acc[RB][MAXB];
 #pragma unroll
@@ -333,11 +540,12 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
         const long long g = g0 + 256LL * u;
 #pragma unroll
         for (int r = 0; r < RB; ++r)
-          if (g < groups && r0 + r < a.rows) raw[u][r] = llq_load8<D>(a, (r0 + r) * cols + g * 8, r0 + r, g * 8);
+          if (g < groups && rr(r) < ar(r).rows) raw[u][r] = llq_load8<D>(ar(r), rr(r) * cols + g * 8, rr(r), g * 8);
       }
       if (!staged) {  // every thread of the block takes this branch on its first step
         llq_fill_lut<D>(lut, a);
         llq_grid_enter();
+        if constexpr ((FX & LLQ_FX_NORM) != 0) llq_fx_stage(x, fx, (int)cols, xs);
         staged = true;
       }
 #pragma unroll
@@ -347,12 +555,12 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
           uint4 xv[MAXB];
 #pragma unroll
           for (int b = 0; b < MAXB; ++b)
-            if (b < batch) xv[b] = __ldg(reinterpret_cast<const uint4*>(x + b * cols + g * 8));
+            if (b < batch) xv[b] = llq_ldx8<FX>(x, xs, b * cols + g * 8);
 #pragma unroll
           for (int r = 0; r < RB; ++r) {
-            if (r0 + r < a.rows) {
+            if (rr(r) < ar(r).rows) {
               float w[8];
-              llq_decode8<D>(a, lut, (r0 + r) * cols + g * 8, r0 + r, g * 8, raw[u][r], w);
+              llq_decode8<D>(ar(r), lut, rr(r) * cols + g * 8, rr(r), g * 8, raw[u][r], w);
 #pragma unroll
               for (int b = 0; b < MAXB; ++b)
                 if (b < batch) llq_dot8(acc[r][b], w, xv[b]);
@@ -368,14 +576,16 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
   } else {
     llq_fill_lut<D>(lut, a);
     llq_grid_enter();
+    if constexpr ((FX & LLQ_FX_NORM) != 0) llq_fx_stage(x, fx, (int)cols, xs);
     for (long long c = threadIdx.x; c < cols; c += 256) {
 #pragma unroll
       for (int r = 0; r < RB; ++r) {
-        if (r0 + r < a.rows) {
-          const float w = D::at(a, lut, (r0 + r) * cols + c, r0 + r);
+        if (rr(r) < ar(r).rows) {
+          const float w = D::at(ar(r), lut, rr(r) * cols + c, rr(r));
 #pragma unroll
           for (int b = 0; b < MAXB; ++b)
-            if (b < batch) acc[r][b] = fmaf(w, llq_bf16_to_f32(x[b * cols + c]), acc[r][b]);
+            if (b < batch)
+              acc[r][b] = fmaf(w, llq_bf16_to_f32((FX & LLQ_FX_NORM) != 0 ? xs[c] : x[b * cols + c]), acc[r][b]);
         }
       }
     }
@@ -392,14 +602,18 @@ static __device__ __forceinline__ void llq_matvec_b(const LlqArgs& a, const llq_
       }
     }
   __syncthreads();
-  if (threadIdx.x < RB * MAXB) {
-    const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
-    if (b < batch && r0 + r < a.rows) {
-      float v = 0.f;
+  auto total = [&](int r, int b) {
+    float v = 0.f;
 #pragma unroll
-      for (int w = 0; w < 8; ++w) v += part[w][r][b];
-      y[b * a.rows + r0 + r] = llq_f32_to_bf16(v);
-    }
+    for (int w = 0; w < 8; ++w) v += part[w][r][b];
+    return v;
+  };
+  if constexpr ((FX & LLQ_FX_GLU) != 0) {
+    if (threadIdx.x < 2 && rr(threadIdx.x) < a.rows)
+      llq_store_glu(y, rr(threadIdx.x), total(threadIdx.x, 0), total(threadIdx.x + 2, 0));
+  } else if (threadIdx.x < RB * MAXB) {
+    const int r = threadIdx.x / MAXB, b = threadIdx.x % MAXB;
+    if (b < batch && rr(r) < a.rows) llq_store_y<FX>(y, b * a.rows + rr(r), total(r, b));
   }
 }
 
@@ -565,6 +779,12 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
       const unsigned char *b3, long long rows, long long cols, long long p0, long long p1,       \
       long long p2, long long p3
 #define LLQ_ARGS_INIT {b0, b1, b2, b3, rows, cols, p0, p1, p2, p3}
+// A second matrix's arguments (header v1.6's gate/up entry).
+#define LLQ_ARGS_PARAMS(i)                                                                                   \
+  const unsigned char *b0_##i, const unsigned char *b1_##i, const unsigned char *b2_##i,                     \
+      const unsigned char *b3_##i, long long rows_##i, long long cols_##i, long long p0_##i, long long p1_##i, \
+      long long p2_##i, long long p3_##i
+#define LLQ_ARGS_OF(i) {b0_##i, b1_##i, b2_##i, b3_##i, rows_##i, cols_##i, p0_##i, p1_##i, p2_##i, p3_##i}
 
 // Several matrices that read the same x in one launch (header v1.4): q, k and v after the
 // input norm, gate and up after the post-attention norm. Each matrix's blocks follow the
@@ -573,10 +793,11 @@ static __device__ __forceinline__ void llq_matvec_mma(const LlqArgs& a, const ll
 // One launch instead of three saves the launch gaps and the tails of the small k and v
 // matrices (bench/NOTES.md, issue 13). KIND: 0 the 1-row driver, 1 the tensor-core driver up
 // to 16 rows, 2 up to 64.
-template <int KIND, class D, int UNROLL>
+template <int KIND, class D, int UNROLL, int FX>
 static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq_bf16* __restrict__ x, llq_bf16* __restrict__ y,
-                                                     int batch, unsigned blk) {
-  if constexpr (KIND == 0) llq_matvec_b<D, UNROLL, 1>(a, x, y, batch, blk);
+                                                     int batch, unsigned blk, const LlqFx& fx) {
+  static_assert(KIND == 0 || FX == LLQ_FX_NONE, "the fused edges are the 1-row driver's");
+  if constexpr (KIND == 0) llq_matvec_b<D, UNROLL, 1, FX>(a, x, y, batch, blk, fx);
   else if constexpr (KIND == 1) llq_matvec_mma<D, 2>(a, x, y, batch, blk);
   else llq_matvec_mma<D, LLQ_MMA_MAXB / 8>(a, x, y, batch, blk);
 }
@@ -588,25 +809,43 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
 #define LLQ_MULTI_ONE(i, D, UNROLL)                                                                          \
   {                                                                                                          \
     const LlqArgs a = {b0_##i, b1_##i, b2_##i, b3_##i, rows_##i, cols_##i, p0_##i, p1_##i, p2_##i, p3_##i};  \
-    llq_multi_one<KIND, D, UNROLL>(a, x, y_##i, batch, blk);                                                 \
+    llq_multi_one<KIND, D, UNROLL, FX>(a, x, y_##i, batch, blk, fx);                                         \
   }
 // Up to three matrices (a third with blocks_2 = 0 is never reached). The arguments of three
 // matrices take registers: NF4's 1-row entry needs 80 here against 64 alone (bounding it to 64
 // spilled the int-group and bf16 decoders).
+#define LLQ_MULTI_BODY(D, UNROLL)                                                                            \
+  unsigned blk = blockIdx.x;                                                                                 \
+  if (blk < blocks_0) {                                                                                      \
+    LLQ_MULTI_ONE(0, D, UNROLL) return;                                                                      \
+  }                                                                                                          \
+  blk -= blocks_0;                                                                                           \
+  if (blk < blocks_1) {                                                                                      \
+    LLQ_MULTI_ONE(1, D, UNROLL) return;                                                                      \
+  }                                                                                                          \
+  blk -= blocks_1;                                                                                           \
+  if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)
 #define LLQ_DEFINE_MULTI(D, UNROLL, NAME, KIND_)                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                                         \
       NAME(LLQ_MULTI_PARAMS(0), LLQ_MULTI_PARAMS(1), LLQ_MULTI_PARAMS(2), const llq_bf16* x, int batch) {     \
-    constexpr int KIND = KIND_;                                                                              \
-    unsigned blk = blockIdx.x;                                                                               \
-    if (blk < blocks_0) {                                                                                    \
-      LLQ_MULTI_ONE(0, D, UNROLL) return;                                                                               \
-    }                                                                                                        \
-    blk -= blocks_0;                                                                                         \
-    if (blk < blocks_1) {                                                                                    \
-      LLQ_MULTI_ONE(1, D, UNROLL) return;                                                                               \
-    }                                                                                                        \
-    blk -= blocks_1;                                                                                         \
-    if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)                                                          \
+    constexpr int KIND = KIND_, FX = LLQ_FX_NONE;                                                            \
+    const LlqFx fx{};                                                                                        \
+    LLQ_MULTI_BODY(D, UNROLL)                                                                                \
+  }
+// The same with x normalized first (header v1.6: q, k, v after the input norm at batch 1).
+// Blocks an SM must hold for the normalizing entries: the weight loads stay in flight across
+// the norm, and unbounded the bf16 rows' entry took 142-169 registers (one block an SM, where
+// the plain 1-row entry has 102, two); 3 bounds them at 85 (NF4's and RTN's need no more).
+#ifndef LLQ_FX_MIN_BLOCKS
+#define LLQ_FX_MIN_BLOCKS 3
+#endif
+#define LLQ_DEFINE_MULTI_NORM(D, UNROLL, NAME)                                                               \
+  extern "C" __global__ void __launch_bounds__(256, LLQ_FX_MIN_BLOCKS)                                      \
+      NAME(LLQ_MULTI_PARAMS(0), LLQ_MULTI_PARAMS(1), LLQ_MULTI_PARAMS(2), const llq_bf16* x, int batch,       \
+           const llq_bf16* norm, float eps) {                                                                \
+    constexpr int KIND = 0, FX = LLQ_FX_NORM;                                                                \
+    const LlqFx fx{norm, eps};                                                                               \
+    LLQ_MULTI_BODY(D, UNROLL)                                                                                \
   }
 
 // Weight loads in flight per thread for the 8-row entry: its 8 accumulators per row and 8 x
@@ -651,4 +890,21 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
   LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_b1_x3, 0)                                          \
   LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma16_x3, 1)                                       \
   LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2)                                       \
-  extern "C" __global__ void PREFIX##_matvec_pdl() {}
+  extern "C" __global__ void PREFIX##_matvec_pdl() {}                                            \
+  extern "C" __global__ void __launch_bounds__(256, LLQ_FX_MIN_BLOCKS) PREFIX##_matvec_b1_norm(                     \
+      LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch, const llq_bf16* norm, float eps) { \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_b<D, UNROLL, 1, LLQ_FX_NORM>(a, x, y, batch, blockIdx.x, LlqFx{norm, eps});       \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+      PREFIX##_matvec_b1_res(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {       \
+    const LlqArgs a = LLQ_ARGS_INIT;                                                             \
+    llq_matvec_b<D, UNROLL, 1, LLQ_FX_RES>(a, x, y, batch, blockIdx.x);                          \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256, LLQ_FX_MIN_BLOCKS) PREFIX##_matvec_b1_glu_norm( \
+      LLQ_KERNEL_ARGS, LLQ_ARGS_PARAMS(1), const llq_bf16* x, llq_bf16* y, int batch,            \
+      const llq_bf16* norm, float eps) {                                                         \
+    const LlqArgs a = LLQ_ARGS_INIT, a1 = LLQ_ARGS_OF(1);                                        \
+    llq_matvec_b<D, UNROLL, 1, LLQ_FX_NORM | LLQ_FX_GLU>(a, x, y, batch, blockIdx.x, LlqFx{norm, eps}, &a1); \
+  }                                                                                              \
+  LLQ_DEFINE_MULTI_NORM(D, UNROLL, PREFIX##_matvec_b1_x3_norm)
