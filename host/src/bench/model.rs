@@ -574,6 +574,14 @@ fn graph_decode(
             (h.folds_norm() != norm).then(|| what.to_string())
         };
         ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &fold_norm)?);
+        // A dense lm_head on the 1-row entries at UNROLL 1 against UNROLL 4.
+        let u1 = g.lm_head_u1();
+        let lm_head = |h: &mut GraphDecoder<'_>| {
+            h.set_lm_head_u1(!u1).ok()?;
+            let what = format!("lm_head on the UNROLL-{} entries", if u1 { 4 } else { 1 });
+            (h.lm_head_u1() != u1).then_some(what)
+        };
+        ab.extend(decode_ab(llama, &mut g, cap, steps, repeats, prompts, feed, &lm_head)?);
         // Gate, up and SwiGLU in one launch against three (where the norms are folded).
         let glu = g.folds_glu();
         let fold_glu = |h: &mut GraphDecoder<'_>| {
@@ -609,11 +617,12 @@ fn graph_decode(
             profile: profile.into_iter().map(|(what, seconds)| ProfileEntry { what, seconds }).collect(),
             programmatic: Some(pdl),
             step_kernels: Some(format!(
-                "{}{}{}{}, argmax over {blocks} block(s) a row",
+                "{}{}{}{}{}, argmax over {blocks} block(s) a row",
                 attention.describe(),
                 if folded { ", RoPE folded in" } else { "" },
                 if norm { ", norms and residual adds folded into the matvecs" } else { "" },
-                if glu { ", gate, up and SwiGLU in one launch" } else { "" }
+                if glu { ", gate, up and SwiGLU in one launch" } else { "" },
+                if u1 { ", lm_head at UNROLL 1" } else { "" }
             )),
             ab,
         }))

@@ -45,6 +45,20 @@ struct LlqBf16Rows {
 #define LLQ_FX_MIN_BLOCKS 2
 LLQ_DEFINE_KERNELS(LlqBf16Rows, 4, llq_bf16rows)
 
+// The 1-row entries at UNROLL 1, for a tied lm_head of few columns (Llama-3.2-1B: 2048, one
+// 8-column group a thread, so UNROLL 4 only holds registers: 86 against 38, two blocks an SM
+// against six; with the norm folded in 128 against 80). `$LLQ_LM_HEAD_UNROLL=1` takes them.
+extern "C" __global__ void __launch_bounds__(256)
+    llq_bf16rows_u1_matvec_b1(LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch) {
+  const LlqArgs a = LLQ_ARGS_INIT;
+  llq_matvec_b<LlqBf16Rows, 1, 1>(a, x, y, batch, blockIdx.x);
+}
+extern "C" __global__ void __launch_bounds__(256) llq_bf16rows_u1_matvec_b1_norm(
+    LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch, const llq_bf16* norm, float eps) {
+  const LlqArgs a = LLQ_ARGS_INIT;
+  llq_matvec_b<LlqBf16Rows, 1, 1, LLQ_FX_NORM>(a, x, y, batch, blockIdx.x, LlqFx{norm, eps});
+}
+
 // llq_block_sum: the kernel header's (v1.6).
 
 static __device__ __forceinline__ float llq_block_max(float v, float* scratch) {

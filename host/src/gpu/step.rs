@@ -171,6 +171,10 @@ pub struct StepKernels {
     programmatic_mode: Programmatic,
     /// The dense bf16 rows matvec, as a method's kernels (convention v1 entry points).
     rows: Arc<Kernels>,
+    /// The same with the 1-row entries at UNROLL 1 (`llq_bf16rows_u1_*`), for lm_head.
+    rows_u1: Arc<Kernels>,
+    /// Whether lm_head takes [`Self::rows_u1`] (`$LLQ_LM_HEAD_UNROLL=1`; 4, the default, not).
+    lm_head_u1: AtomicBool,
     stream: Arc<CudaStream>,
 }
 
@@ -233,6 +237,34 @@ impl StepKernels {
             params: vec![],
             origin,
         });
+        let rows_u1 = Arc::new(Kernels {
+            method: "bf16 (dense layers, 1-row entries at UNROLL 1)".to_string(),
+            dequantize: rows.dequantize.clone(),
+            matvec: rows.matvec.clone(),
+            matvec_b1: Some(load("llq_bf16rows_u1_matvec_b1")?),
+            matvec_b4: rows.matvec_b4.clone(),
+            matvec_mma: rows.matvec_mma.clone(),
+            matvec_mma16: rows.matvec_mma16.clone(),
+            matvec_b1_x3: rows.matvec_b1_x3.clone(),
+            matvec_mma16_x3: rows.matvec_mma16_x3.clone(),
+            matvec_mma_x3: rows.matvec_mma_x3.clone(),
+            pdl: rows.pdl,
+            edges: rows
+                .edges
+                .as_ref()
+                .map(|e| {
+                    Ok::<_, anyhow::Error>(Edges {
+                        norm: load("llq_bf16rows_u1_matvec_b1_norm")?,
+                        norm_x3: e.norm_x3.clone(),
+                        res: e.res.clone(),
+                        glu_norm: e.glu_norm.clone(),
+                    })
+                })
+                .transpose()?,
+            mma_min_batch: rows.mma_min_batch,
+            params: vec![],
+            origin: rows.origin.clone(),
+        });
         Ok(Arc::new(StepKernels {
             embed: load("llq_step_embed")?,
             add_rmsnorm: load("llq_step_add_rmsnorm")?,
@@ -266,6 +298,12 @@ impl StepKernels {
             supports_programmatic: pdl,
             programmatic_mode: mode,
             rows,
+            rows_u1,
+            lm_head_u1: AtomicBool::new(env_choice(
+                "LLQ_LM_HEAD_UNROLL",
+                false,
+                &[("1", true), ("4", false)],
+            )?),
             stream: dev.cuda_stream(),
         }))
     }
@@ -273,6 +311,24 @@ impl StepKernels {
     /// A dense bf16 matrix (rows, cols) stored row-major at `w` as a matvec target.
     pub fn dense(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
         MatvecTarget::new(self.rows.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    /// A dense lm_head (rows, cols) at `w`: [`Self::dense`], on the UNROLL-1 entries where
+    /// `$LLQ_LM_HEAD_UNROLL=1` (or [`Self::set_lm_head_u1`]) asks for them.
+    pub fn dense_lm_head(&self, w: u64, rows: usize, cols: usize) -> MatvecTarget {
+        let k = if self.lm_head_u1() { &self.rows_u1 } else { &self.rows };
+        MatvecTarget::new(k.clone(), [w, 0, 0, 0], rows, cols, [0; 4])
+    }
+
+    /// Whether a dense lm_head takes the UNROLL-1 entries.
+    pub fn lm_head_u1(&self) -> bool {
+        self.lm_head_u1.load(Ordering::Relaxed)
+    }
+
+    /// Take the UNROLL-1 entries for a dense lm_head or not (A/B runs: the decoder builds its
+    /// lm_head target anew).
+    pub fn set_lm_head_u1(&self, on: bool) {
+        self.lm_head_u1.store(on, Ordering::Relaxed);
     }
 
     /// What `$LLQ_PDL` asked for.

@@ -80,7 +80,8 @@ pub struct GraphDecoder<'m> {
     edges_ok: bool,
 }
 
-fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
+/// `l` as a launch target; `lm_head`: a dense one takes [`StepKernels::dense_lm_head`].
+fn rows_target(k: &StepKernels, l: &Linear, lm_head: bool) -> Result<MatvecTarget> {
     match l {
         Linear::Packed(p) if p.has_matvec() => Ok(p.target().clone()),
         Linear::Packed(_) => bail!("a packed layer has no matvec kernel"),
@@ -94,7 +95,8 @@ fn rows_target(k: &StepKernels, l: &Linear) -> Result<MatvecTarget> {
                 bail!("a dense layer is not stored as aligned bf16 rows");
             }
             let (out, inp) = rows.dims2()?;
-            Ok(k.dense(tensor_ptr(&rows)?, out, inp))
+            let w = tensor_ptr(&rows)?;
+            Ok(if lm_head { k.dense_lm_head(w, out, inp) } else { k.dense(w, out, inp) })
         }
     }
 }
@@ -161,7 +163,7 @@ impl<'m> GraphDecoder<'m> {
         let parts = model.parts();
         let mut layers = Vec::with_capacity(parts.blocks.len());
         for (i, b) in parts.blocks.iter().enumerate() {
-            let mv = b.linears.map(|l| rows_target(&k, l));
+            let mv = b.linears.map(|l| rows_target(&k, l, false));
             let mut it = mv.into_iter();
             let mut next = || it.next().expect("seven layers").with_context(|| format!("block {i}"));
             let mv = [next()?, next()?, next()?, next()?, next()?, next()?, next()?];
@@ -177,7 +179,7 @@ impl<'m> GraphDecoder<'m> {
                 vc,
             });
         }
-        let lm_head = rows_target(&k, parts.lm_head).context("lm_head")?;
+        let lm_head = rows_target(&k, parts.lm_head, true).context("lm_head")?;
         let edges_ok = lm_head.edges_ok() && layers.iter().all(|l| l.mv.iter().all(MatvecTarget::edges_ok));
         let (hid, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let sizes = [hid, hid, h * d, kvh * d, kvh * d, h * d, hid, inter, inter, inter, hid];
@@ -285,6 +287,22 @@ impl<'m> GraphDecoder<'m> {
             self.k.set_fold_norm(on);
             self.graph = None;
         }
+    }
+
+    /// Whether a dense lm_head runs on the UNROLL-1 entries (`$LLQ_LM_HEAD_UNROLL=1`).
+    pub fn lm_head_u1(&self) -> bool {
+        self.k.lm_head_u1() && matches!(self.model.parts().lm_head, Linear::Dense(_))
+    }
+
+    /// Put a dense lm_head on the UNROLL-1 entries or not; the next step captures the graph
+    /// anew (A/B runs).
+    pub fn set_lm_head_u1(&mut self, on: bool) -> Result<()> {
+        if on != self.k.lm_head_u1() {
+            self.k.set_lm_head_u1(on);
+            self.lm_head = rows_target(&self.k, self.model.parts().lm_head, true).context("lm_head")?;
+            self.graph = None;
+        }
+        Ok(())
     }
 
     /// Blocks per row of the greedy argmax.
