@@ -15,7 +15,10 @@
 //! (and `_mma16`) for 2–64 rows of x, built from the same decoder; v1.4 the three-matrix entries
 //! (`_b1_x3`, `_mma16_x3`, `_mma_x3`); v1.5 programmatic dependent launch (every driver waits
 //! for the kernel before with `llq_grid_enter` after its weight-only prologue, and the
-//! `<prefix>_matvec_pdl` marker says so).
+//! `<prefix>_matvec_pdl` marker says so); v1.6 the 1-row entries with the decode step's edges
+//! folded in (`_b1_norm`, `_b1_x3_norm`, `_b1_res`, `_b1_glu_norm`: the RMSNorm before, the
+//! residual add or SwiGLU after, with the host kernels' own arithmetic, which moved into the
+//! header as `llq_rmsnorm_row` and `llq_swiglu1`).
 //!
 //! Constants are emitted as exact bit patterns ([`f32_table`], [`f32_define`]) so the GPU
 //! uses the very same values as the CPU reference.

@@ -281,6 +281,16 @@ pub fn f32_to_bytes(v: &[f32]) -> Vec<u8> {
 ///   `llq_grid_enter`) before it reads `x` or writes anything, so the host may launch them as
 ///   programmatic dependents of the kernel before (sm_90; the captured decode step at small
 ///   batches). Modules without it are launched as before.
+/// * `<matvec>_b1_norm`, `<matvec>_b1_x3_norm`, `<matvec>_b1_res`, `<matvec>_b1_glu_norm`
+///   (header v1.6, optional, all four or none; one row of `x`): the decode step's edges folded
+///   in. `_b1_norm` and `_b1_x3_norm` take `x` before its RMSNorm and two more arguments
+///   (`const llq_bf16* norm, float eps`), normalize it per block into `cols · 2` bytes of
+///   dynamic shared memory with exactly the host norm kernel's arithmetic (the header's
+///   `llq_rmsnorm_row`), then multiply; `_b1_res` stores `y = bf16(y + bf16(W·x))` (the
+///   residual stream); `_b1_glu_norm` takes the gate matrix's arguments, then the up matrix's
+///   (same shape and parameters), then `x, y, batch, norm, eps`, and writes
+///   `bf16(silu(bf16(gate·n))·bf16(up·n))` over `ceil(rows / 2)` blocks. The host uses them at
+///   batch 1 only where every matrix of the step has them.
 ///
 /// [`cuda::HEADER`] implements both for any packed format from a small decoder
 /// (`LLQ_DEFINE_KERNELS`); a method may also write them by hand. The kernels must compute
