@@ -4,7 +4,13 @@
 // p2 != 0 a u32 group index per column (act-order). w = f32(scale) * (q - zero), rounded as the
 // CPU does (no FMA).
 // Buffers: b0 codes (u32 words), b1 scales (f16), b2 zeros (u8 or f16), b3 g_idx (u32) or null.
-struct LlqIntGroup {
+// F16Z: whether p3 (f16 zeros) is read at all. Methods that never store f16 zeros (rtn, gptq,
+// awq) take LlqIntGroupU8: with both zero kinds in the 1-row driver's unrolled loop the
+// compiler kept two decodes' registers (80 against 48 at UNROLL 4, ptxas for sm_90: three
+// blocks an SM instead of five; bench/NOTES.md, issue 11).
+template <bool F16Z>
+struct LlqIntGroupOf {
+  static __device__ __forceinline__ bool zf16(const LlqArgs& a) { return F16Z && a.p3 != 0; }
   enum { LUT = 0 };
   static __device__ float lut(int) { return 0.f; }
   static __device__ __forceinline__ long long words_per_row(const LlqArgs& a) { return (a.cols * a.p0 + 31) >> 5; }
@@ -15,10 +21,10 @@ struct LlqIntGroup {
     return __fmul_rn(s, __fsub_rn((float)q, zero(a, k)));
   }
   static __device__ __forceinline__ unsigned zero_bits(const LlqArgs& a, long long k) {
-    return a.p3 ? (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b2) + k) : (unsigned)__ldg(a.b2 + k);
+    return zf16(a) ? (unsigned)__ldg(reinterpret_cast<const unsigned short*>(a.b2) + k) : (unsigned)__ldg(a.b2 + k);
   }
   static __device__ __forceinline__ float zero_of(const LlqArgs& a, unsigned bits) {
-    return a.p3 ? llq_f16_to_f32((unsigned short)bits) : (float)bits;
+    return zf16(a) ? llq_f16_to_f32((unsigned short)bits) : (float)bits;
   }
   static __device__ __forceinline__ float zero(const LlqArgs& a, long long k) { return zero_of(a, zero_bits(a, k)); }
   static __device__ __forceinline__ unsigned group_of(const LlqArgs& a, unsigned c) {
@@ -84,7 +90,7 @@ struct LlqIntGroup {
     const float s = llq_f16_to_f32((unsigned short)(raw.sz & 0xffffu));
     const float z = zero_of(a, raw.sz >> 16);
     const unsigned q[4] = {raw.q.x, raw.q.y, raw.q.z, raw.q.w};
-    if (a.p3) {
+    if (zf16(a)) {
 #pragma unroll
       for (int j = 0; j < 32; ++j) w[j] = __fmul_rn(s, __fsub_rn((float)((q[j >> 3] >> (4 * (j & 7))) & 15u), z));
     } else {
@@ -106,3 +112,6 @@ struct LlqIntGroup {
     return weight(a, q, row, g);
   }
 };
+// Any int-group tensor (u8 or f16 zeros), and one with u8 zeros only (p3 is ignored).
+typedef LlqIntGroupOf<true> LlqIntGroup;
+typedef LlqIntGroupOf<false> LlqIntGroupU8;

@@ -212,13 +212,27 @@ impl IntGroupMatrix {
 /// GPU kernels (convention v1) for the format, shared by every method that stores it:
 /// entry points `<prefix>_dequantize` and `<prefix>_matvec` with `p0..p2` = bits,
 /// group_size, g_idx present, and `p3` = f16 zero points (methods that store them pass the
-/// metadata key with [`cuda_kernels_f16_zeros`]; for the others `p3` is 0).
+/// metadata key with [`cuda_kernels_f16_zeros`]; for the others `p3` is 0 and the kernels are
+/// built without the f16-zero decode, which cost the 1-row matvec 32 registers).
 pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
+    kernels_with("LlqIntGroupU8", prefix)
+}
+
+/// [`cuda_kernels`] for a method storing f16 zero points (`p3` from the metadata's `zero`).
+pub fn cuda_kernels_f16_zeros(prefix: &str) -> crate::CudaKernels {
+    let mut k = kernels_with("LlqIntGroup", prefix);
+    k.params.push(crate::KernelParam::Choice { key: "zero".into(), values: vec!["u8".into(), "f16".into()] });
+    k
+}
+
+/// The kernels of `cuda/intgroup.cu`'s decoder `decoder` (`LlqIntGroup` reads both zero kinds,
+/// `LlqIntGroupU8` only u8).
+fn kernels_with(decoder: &str, prefix: &str) -> crate::CudaKernels {
     use crate::cuda;
     crate::CudaKernels {
         source: cuda::source(&[
             cuda::INT_GROUP_DECODER,
-            &format!("LLQ_DEFINE_KERNELS(LlqIntGroup, 4, {prefix})\n"),
+            &format!("LLQ_DEFINE_KERNELS({decoder}, 4, {prefix})\n"),
         ]),
         dequantize: format!("{prefix}_dequantize"),
         matvec: Some(format!("{prefix}_matvec")),
@@ -228,13 +242,6 @@ pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
             crate::KernelParam::Key("g_idx".into()),
         ],
     }
-}
-
-/// [`cuda_kernels`] for a method storing f16 zero points (`p3` from the metadata's `zero`).
-pub fn cuda_kernels_f16_zeros(prefix: &str) -> crate::CudaKernels {
-    let mut k = cuda_kernels(prefix);
-    k.params.push(crate::KernelParam::Choice { key: "zero".into(), values: vec!["u8".into(), "f16".into()] });
-    k
 }
 
 /// u32 words one packed row takes.
