@@ -419,10 +419,8 @@ pub fn rolling(
     window: usize,
     mut save: Option<&mut logprobs::Writer>,
 ) -> Result<Rolling> {
-    let with_bos = tok.encode(text)?;
-    let plain = tok.encode_plain(text)?;
-    let prefix: Option<u32> = (with_bos.len() == plain.len() + 1).then(|| with_bos[0]);
-    let toks = plain;
+    let prefix = tok.bos();
+    let toks = tok.encode_long(text)?;
     if toks.is_empty() {
         bail!("the text encodes to no tokens");
     }

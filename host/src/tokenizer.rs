@@ -123,6 +123,15 @@ impl Tokenizer {
         }
     }
 
+    /// The id [`Self::encode`] puts first, where the model expects one.
+    pub fn bos(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Hf { bos, .. } => *bos,
+            Tokenizer::Llama2c(_) => Some(1),
+            Tokenizer::Bytes(_) => None,
+        }
+    }
+
     /// Ids of `text` without BOS (for continuations).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         match self {
@@ -132,6 +141,41 @@ impl Tokenizer {
             Tokenizer::Llama2c(t) => Ok(t.encode(text, false)),
             Tokenizer::Bytes(_) => Ok(text.bytes().map(u32::from).collect()),
         }
+    }
+
+    /// [`Self::encode_plain`] of a long text (calibration books, a perplexity text) in pieces on
+    /// the rayon pool: one `encode` of the 14 Gutenberg calibration books took 7.0 s on one
+    /// thread with Llama-3.2's tokenizer (bench/NOTES.md, GPTQ-1B's prologue). The ids are those
+    /// of one `encode`, because the text is cut only where the tokenizer itself does not join
+    /// across the cut: at a blank line before a letter, after its first or its second newline
+    /// (GPT-2's byte-level regex splits "\n\n" in two before a word, Llama-3's keeps it whole),
+    /// where the [`CUT_CHECK`] bytes either side encode to the same ids whole as in two halves.
+    /// Where no cut passes (SentencePiece's "▁" prepended to every encode, an added token made
+    /// of newlines) the text is encoded whole. Only HF tokenizers are split (the others are fast).
+    pub fn encode_long(&self, text: &str) -> Result<Vec<u32>> {
+        let Tokenizer::Hf { inner, .. } = self else { return self.encode_plain(text) };
+        let piece = (text.len() / (4 * rayon::current_num_threads())).max(LONG_PIECE);
+        if text.len() < 2 * piece {
+            return self.encode_plain(text);
+        }
+        let enc = |s: &str| -> Result<Vec<u32>> {
+            Ok(inner.encode(s, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
+        };
+        let mut cuts = vec![0usize];
+        let mut from = piece;
+        while from + piece / 2 < text.len() {
+            let Some(at) = next_cut(text, from, &enc)? else { break };
+            if text.len() - at < piece / 2 {
+                break;
+            }
+            cuts.push(at);
+            from = at + piece;
+        }
+        cuts.push(text.len());
+        use rayon::prelude::*;
+        let parts: Vec<Vec<u32>> =
+            cuts.par_windows(2).map(|w| enc(&text[w[0]..w[1]])).collect::<Result<_>>()?;
+        Ok(parts.concat())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -168,6 +212,53 @@ impl Tokenizer {
             _ => None,
         }
     }
+}
+
+/// The smallest piece [`Tokenizer::encode_long`] encodes on one thread (bytes).
+const LONG_PIECE: usize = 64 << 10;
+
+/// Bytes either side of a cut that must encode the same whole and halved.
+const CUT_CHECK: usize = 256;
+
+/// Blank lines [`next_cut`] tries before it gives up.
+const CUT_TRIES: usize = 8;
+
+/// The first cut at or after byte `from` that `enc` accepts (see [`Tokenizer::encode_long`]):
+/// after the first or the second newline of "\n\n" followed by a letter, where the
+/// [`CUT_CHECK`] bytes either side encode to the same ids whole as in two halves. After
+/// [`CUT_TRIES`] blank lines rejected, none (the rest is one piece).
+fn next_cut(text: &str, from: usize, enc: &impl Fn(&str) -> Result<Vec<u32>>) -> Result<Option<usize>> {
+    let bytes = text.as_bytes();
+    let mut tries = 0;
+    let mut i = from.max(1);
+    while i + 2 < bytes.len() && tries < CUT_TRIES {
+        // A blank line: bytes i-1.. = "\n\n" and a letter next (never inside a UTF-8 sequence).
+        if bytes[i - 1] == b'\n'
+            && bytes[i] == b'\n'
+            && text[i + 1..].chars().next().is_some_and(char::is_alphabetic)
+        {
+            for at in [i, i + 1] {
+                let lo = floor_char(text, at.saturating_sub(CUT_CHECK));
+                let hi = floor_char(text, (at + CUT_CHECK).min(text.len()));
+                let mut halves = enc(&text[lo..at])?;
+                halves.extend(enc(&text[at..hi])?);
+                if enc(&text[lo..hi])? == halves {
+                    return Ok(Some(at));
+                }
+            }
+            tries += 1;
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// llama2.c's tokenizer: pieces with merge scores; encode = bytes/codepoints to pieces, then

@@ -446,3 +446,50 @@ fn the_norm_kernel_runs_the_headers_row_function() {
         llq_sdk::cuda::HEADER.contains("llq_rmsnorm_row<false>(const_cast<llq_bf16*>(x), nullptr, fx.norm")
     );
 }
+
+/// `encode_long` (the text in pieces on the rayon pool, cut where the tokenizer's own check
+/// says it does not join across) gives exactly one `encode`'s ids: on the Gutenberg evaluation
+/// books with Llama-3.2's tokenizer (Llama-3 regex), SmolLM2's (GPT-2 regex, digits apart),
+/// and a SentencePiece-style one that prepends "▁" to every encode, where every cut must be
+/// refused.
+#[test]
+fn long_texts_encode_in_pieces_to_one_encodes_ids() {
+    use llq_host::tokenizer::Tokenizer;
+    let text =
+        std::fs::read_to_string(root().join("data/gutenberg/evaluation.txt")).expect("run `make data`");
+    let dir = tempfile::tempdir().unwrap();
+    // Metaspace with prepend_scheme "always" over a word-level vocabulary of the text's words.
+    let mut vocab = serde_json::Map::new();
+    vocab.insert("[UNK]".into(), 0.into());
+    for w in text.split(' ').take(20_000) {
+        let n = vocab.len();
+        vocab.entry(format!("▁{w}")).or_insert(n.into());
+    }
+    let spm = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    let spm_path = dir.path().join("spm.json");
+    std::fs::write(&spm_path, spm.to_string()).unwrap();
+    let toks = [
+        (
+            "llama-3.2",
+            Tokenizer::from_file(&root().join("models/llama-3.2/tokenizer.json")).expect("run `make models`"),
+        ),
+        ("smollm2", load(smollm2().to_str().unwrap()).unwrap().tokenizer),
+        ("metaspace", Tokenizer::from_file(&spm_path).unwrap()),
+    ];
+    for (name, tok) in &toks {
+        let t = std::time::Instant::now();
+        let whole = tok.encode_plain(&text).unwrap();
+        let t_whole = t.elapsed();
+        let t = std::time::Instant::now();
+        let long = tok.encode_long(&text).unwrap();
+        eprintln!("{name}: {} ids, whole {t_whole:?}, in pieces {:?}", whole.len(), t.elapsed());
+        assert_eq!(long.len(), whole.len(), "{name}");
+        let first = long.iter().zip(&whole).position(|(a, b)| a != b);
+        assert_eq!(first, None, "{name}: ids differ from position {first:?}");
+    }
+}
