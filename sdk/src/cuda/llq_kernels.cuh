@@ -704,14 +704,32 @@ static __device__ __forceinline__ void llq_matvec_mma_run(const LlqArgs& a, cons
   for (unsigned k0 = warp * 128u; k0 < cols; k0 += 8u * 128u) {
     const unsigned c = k0 + 32u * t;
     const bool live = c < cols;
-    LlqMmaRaw<D, WIDE> rawa, rawb;
-    if (live && la) llq_mma_load<D, WIDE>(a, ra, c, rawa);
-    if (live && lb) llq_mma_load<D, WIDE>(a, rb, c, rawb);
     unsigned pa[16], pb[16];
 #pragma unroll
     for (int j = 0; j < 16; ++j) pa[j] = pb[j] = 0u;
-    if (live && la) llq_mma_decode<D, WIDE>(a, lut, ra, c, rawa, pa);
-    if (live && lb) llq_mma_decode<D, WIDE>(a, lut, rb, c, rawb, pb);
+    if constexpr (WIDE || !llq_has_wide<D>::value) {
+      // Both rows' codes in flight before either is decoded.
+      LlqMmaRaw<D, WIDE> rawa, rawb;
+      if (live && la) llq_mma_load<D, WIDE>(a, ra, c, rawa);
+      if (live && lb) llq_mma_load<D, WIDE>(a, rb, c, rawb);
+      if (live && la) llq_mma_decode<D, WIDE>(a, lut, ra, c, rawa, pa);
+      if (live && lb) llq_mma_decode<D, WIDE>(a, lut, rb, c, rawb, pb);
+    } else {
+      // The fallback of a decoder with a wide path (3-bit codes, act-order), one row at a
+      // time: the 8-weight loads of two rows held together set the whole kernel's registers
+      // (int-group: 193 against 127 this way, one block an SM against two; ptxas sm_90), as
+      // in llq_matvec_b. Decoders without a wide path (the host's bf16 rows) keep both.
+      if (live && la) {
+        LlqMmaRaw<D, WIDE> raw;
+        llq_mma_load<D, WIDE>(a, ra, c, raw);
+        llq_mma_decode<D, WIDE>(a, lut, ra, c, raw, pa);
+      }
+      if (live && lb) {
+        LlqMmaRaw<D, WIDE> raw;
+        llq_mma_load<D, WIDE>(a, rb, c, raw);
+        llq_mma_decode<D, WIDE>(a, lut, rb, c, raw, pb);
+      }
+    }
 #pragma unroll
     for (int nt = 0; nt < MAXNT; ++nt) {
       if (nt < ntiles) {
