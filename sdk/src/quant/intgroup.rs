@@ -363,6 +363,29 @@ mod tests {
     }
 
     #[test]
+    fn only_kernels_that_read_f16_zeros_are_given_the_zero_kind() {
+        // LlqIntGroupU8 ignores p3: the kernels built on it must not be handed the `zero` key
+        // (p3 stays 0), and the f16 variant must be the decoder that reads it.
+        let decoder = |k: &crate::CudaKernels| {
+            let tail = k.source.rsplit("LLQ_DEFINE_KERNELS(").next().unwrap().to_string();
+            tail.split(',').next().unwrap().trim().to_string()
+        };
+        let zero_key = |k: &crate::CudaKernels| {
+            k.params.iter().any(|p| matches!(p, crate::KernelParam::Choice { key, .. } if key == "zero"))
+        };
+        let u8z = cuda_kernels("rtn");
+        assert_eq!((decoder(&u8z).as_str(), zero_key(&u8z)), ("LlqIntGroupU8", false));
+        let f16z = cuda_kernels_f16_zeros("hqq");
+        assert_eq!((decoder(&f16z).as_str(), zero_key(&f16z)), ("LlqIntGroup", true));
+        assert_eq!(f16z.params.len(), 4, "p3 is the fourth parameter");
+        // Both decoders are the one template, so they share every decode but the zero kind's.
+        let src = crate::cuda::INT_GROUP_DECODER;
+        assert!(src.contains("typedef LlqIntGroupOf<true> LlqIntGroup;"));
+        assert!(src.contains("typedef LlqIntGroupOf<false> LlqIntGroupU8;"));
+        assert!(!src.replace("a.p3 != 0", "").contains("a.p3"), "p3 is read only through zf16");
+    }
+
+    #[test]
     fn find_params_by_hand() {
         // Asymmetric 4-bit over [-1, 2]: scale 3/15 = 0.2, zero round(1/0.2) = 5.
         let p = find_params([-1.0, 0.5, 2.0].into_iter(), &spec(4, 3, false));
