@@ -829,20 +829,31 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
     const LlqArgs a = {b0_##i, b1_##i, b2_##i, b3_##i, rows_##i, cols_##i, p0_##i, p1_##i, p2_##i, p3_##i};  \
     llq_multi_one<KIND, D, UNROLL, FX>(a, x, y_##i, batch, blk, fx);                                         \
   }
-// Up to three matrices (a third with blocks_2 = 0 is never reached). The arguments of three
-// matrices take registers: NF4's 1-row entry needs 80 here against 64 alone (bounding it to 64
-// spilled the int-group and bf16 decoders).
+// Up to three matrices (a third with blocks_2 = 0 is never reached). The 1-row driver picks
+// its matrix's arguments by value and runs one inlined copy of the driver: with a copy per
+// matrix the three argument sets stayed live (ptxas sm_90: NF4 80 registers against 64 alone,
+// the host's bf16 rows 128 against 83). The tensor-core drivers keep a copy each (picking by
+// value took them from ~127 registers to 217-227).
+#define LLQ_MULTI_PICK(i) LlqArgs{b0_##i, b1_##i, b2_##i, b3_##i, rows_##i, cols_##i, p0_##i, p1_##i, p2_##i, p3_##i}
 #define LLQ_MULTI_BODY(D, UNROLL)                                                                            \
   unsigned blk = blockIdx.x;                                                                                 \
-  if (blk < blocks_0) {                                                                                      \
-    LLQ_MULTI_ONE(0, D, UNROLL) return;                                                                      \
-  }                                                                                                          \
-  blk -= blocks_0;                                                                                           \
-  if (blk < blocks_1) {                                                                                      \
-    LLQ_MULTI_ONE(1, D, UNROLL) return;                                                                      \
-  }                                                                                                          \
-  blk -= blocks_1;                                                                                           \
-  if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)
+  if constexpr (KIND == 0) {                                                                                 \
+    const int m = blk < blocks_0 ? 0 : blk - blocks_0 < blocks_1 ? 1 : 2;                                    \
+    blk -= m == 0 ? 0u : m == 1 ? blocks_0 : blocks_0 + blocks_1;                                            \
+    if (m == 2 && blk >= blocks_2) return;                                                                   \
+    const LlqArgs a = m == 0 ? LLQ_MULTI_PICK(0) : m == 1 ? LLQ_MULTI_PICK(1) : LLQ_MULTI_PICK(2);           \
+    llq_multi_one<KIND, D, UNROLL, FX>(a, x, m == 0 ? y_0 : m == 1 ? y_1 : y_2, batch, blk, fx);             \
+  } else {                                                                                                   \
+    if (blk < blocks_0) {                                                                                    \
+      LLQ_MULTI_ONE(0, D, UNROLL) return;                                                                    \
+    }                                                                                                        \
+    blk -= blocks_0;                                                                                         \
+    if (blk < blocks_1) {                                                                                    \
+      LLQ_MULTI_ONE(1, D, UNROLL) return;                                                                    \
+    }                                                                                                        \
+    blk -= blocks_1;                                                                                         \
+    if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)                                                          \
+  }
 #define LLQ_DEFINE_MULTI(D, UNROLL, NAME, KIND_)                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                                         \
       NAME(LLQ_MULTI_PARAMS(0), LLQ_MULTI_PARAMS(1), LLQ_MULTI_PARAMS(2), const llq_bf16* x, int batch) {     \
