@@ -12,6 +12,10 @@
 # 1 the norms and residual adds folded into the matvecs with gate, up and SwiGLU in one launch
 # (STEP_ROPE, ARGMAX_BLOCKS, STEP_NORM, STEP_GLU; off by default in llq until measured), each
 # A/B'd against the other setting. A row that fails with the folded norms runs again without.
+# A row may name an older plugin build beside the current one, e.g. `rtn4prev rtn-prev bits=4
+# group_size=128` with plugins/rtn-prev.so built at a822396 (before the int-group register
+# changes of 2026-12-08, bench/NOTES.md) and packed into the bundle: the two rows then compare
+# in one call.
 #   bench/gpu_pdl.sh OUT
 # Carry: dist/llq-host-cuda.xz dist/speed13-bundle.tar.xz
 set -u
