@@ -3,6 +3,10 @@
 // Buffers: b0 codes; b1 absmax (f32) or, with double quantization, b1 absmax codes (u8),
 // b2 the absmax offset (one f32), b3 absmax2 (f32, one per 256 absmax codes).
 // Needs LLQ_CODE_BITS[16] (the 4-bit table) and LLQ_DYN_BITS[256] (the dynamic 8-bit map).
+// q/k/v in one launch at four blocks an SM: 64 registers, no spill (80 unbounded; the header's
+// LLQ_X3_BOUNDS).
+#undef LLQ_X3_BOUNDS
+#define LLQ_X3_BOUNDS __launch_bounds__(256, 4)
 struct LlqFourBit {
   enum { LUT = 16 + 256 };
   static __device__ float lut(int i) { return __uint_as_float(i < 16 ? LLQ_CODE_BITS[i] : LLQ_DYN_BITS[i - 16]); }

@@ -854,13 +854,22 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
     blk -= blocks_1;                                                                                         \
     if (blk < blocks_2) LLQ_MULTI_ONE(2, D, UNROLL)                                                          \
   }
-#define LLQ_DEFINE_MULTI(D, UNROLL, NAME, KIND_)                                                             \
-  extern "C" __global__ void __launch_bounds__(256)                                                         \
+#define LLQ_DEFINE_MULTI(D, UNROLL, NAME, KIND_, BOUNDS)                                                     \
+  extern "C" __global__ void BOUNDS                                                                          \
       NAME(LLQ_MULTI_PARAMS(0), LLQ_MULTI_PARAMS(1), LLQ_MULTI_PARAMS(2), const llq_bf16* x, int batch) {     \
     constexpr int KIND = KIND_, FX = LLQ_FX_NONE;                                                            \
     const LlqFx fx{};                                                                                        \
     LLQ_MULTI_BODY(D, UNROLL)                                                                                \
   }
+// Launch bounds of the three-matrix 1-row entry (q/k/v at batch 1 without the folded norm).
+// A decoder may redefine it before LLQ_DEFINE_KERNELS: unbounded, ptxas (sm_90) gave NF4's
+// 80 registers and the u8 int-group's 98 where 64 hold them without a spill (four blocks an
+// SM against three and two, for a 768-block grid), so those two ask for four blocks; bounded
+// alike, the 16-bit, int8 and ggml decoders took more registers than unbounded (gguf 48 → 56),
+// hqq's spilled 18 bytes and the host's bf16 rows 142.
+#ifndef LLQ_X3_BOUNDS
+#define LLQ_X3_BOUNDS __launch_bounds__(256)
+#endif
 // The same with x normalized first (header v1.6: q, k, v after the input norm at batch 1).
 // Blocks an SM must hold for the normalizing entries: the weight loads stay in flight across
 // the norm, and unbounded the bf16 rows' entry took 142-169 registers (one block an SM, where
@@ -916,9 +925,9 @@ static __device__ __forceinline__ void llq_multi_one(const LlqArgs& a, const llq
     const LlqArgs a = LLQ_ARGS_INIT;                                                             \
     llq_matvec_mma<D, 2>(a, x, y, batch, blockIdx.x);                                                     \
   }                                                                                              \
-  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_b1_x3, 0)                                          \
-  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma16_x3, 1)                                       \
-  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2)                                       \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_b1_x3, 0, LLQ_X3_BOUNDS)                           \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma16_x3, 1, __launch_bounds__(256))               \
+  LLQ_DEFINE_MULTI(D, UNROLL, PREFIX##_matvec_mma_x3, 2, __launch_bounds__(256))                 \
   extern "C" __global__ void PREFIX##_matvec_pdl() {}                                            \
   extern "C" __global__ void __launch_bounds__(256, LLQ_FX_MIN_BLOCKS) PREFIX##_matvec_b1_norm(                     \
       LLQ_KERNEL_ARGS, const llq_bf16* x, llq_bf16* y, int batch, const llq_bf16* norm, float eps) { \

@@ -229,9 +229,17 @@ pub fn cuda_kernels_f16_zeros(prefix: &str) -> crate::CudaKernels {
 /// `LlqIntGroupU8` only u8).
 fn kernels_with(decoder: &str, prefix: &str) -> crate::CudaKernels {
     use crate::cuda;
+    // The u8-only decoder holds q/k/v's three-matrix entry in 64 registers at four blocks an SM
+    // (98 unbounded; ptxas sm_90); with both zero kinds it spilled there, so it stays unbounded.
+    let bounds = if decoder == "LlqIntGroupU8" {
+        "#undef LLQ_X3_BOUNDS\n#define LLQ_X3_BOUNDS __launch_bounds__(256, 4)\n"
+    } else {
+        ""
+    };
     crate::CudaKernels {
         source: cuda::source(&[
             cuda::INT_GROUP_DECODER,
+            bounds,
             &format!("LLQ_DEFINE_KERNELS({decoder}, 4, {prefix})\n"),
         ]),
         dequantize: format!("{prefix}_dequantize"),
@@ -378,6 +386,9 @@ mod tests {
         let f16z = cuda_kernels_f16_zeros("hqq");
         assert_eq!((decoder(&f16z).as_str(), zero_key(&f16z)), ("LlqIntGroup", true));
         assert_eq!(f16z.params.len(), 4, "p3 is the fourth parameter");
+        // Only the u8 decoder asks for four blocks an SM in q/k/v's entry (hqq's spilled there).
+        let bounded = "#define LLQ_X3_BOUNDS __launch_bounds__(256, 4)";
+        assert!(u8z.source.contains(bounded) && !f16z.source.contains(bounded));
         // Both decoders are the one template, so they share every decode but the zero kind's.
         let src = crate::cuda::INT_GROUP_DECODER;
         assert!(src.contains("typedef LlqIntGroupOf<true> LlqIntGroup;"));
