@@ -153,14 +153,11 @@ impl Tokenizer {
     /// Where no cut passes (SentencePiece's "▁" prepended to every encode, an added token made
     /// of newlines) the text is encoded whole. Only HF tokenizers are split (the others are fast).
     pub fn encode_long(&self, text: &str) -> Result<Vec<u32>> {
-        let Tokenizer::Hf { inner, .. } = self else { return self.encode_plain(text) };
         let piece = (text.len() / (4 * rayon::current_num_threads())).max(LONG_PIECE);
-        if text.len() < 2 * piece {
+        if !matches!(self, Tokenizer::Hf { .. }) || text.len() < 2 * piece {
             return self.encode_plain(text);
         }
-        let enc = |s: &str| -> Result<Vec<u32>> {
-            Ok(inner.encode(s, false).map_err(|e| anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
-        };
+        let enc = |s: &str| self.encode_plain(s);
         let mut cuts = vec![0usize];
         let mut from = piece;
         while from + piece / 2 < text.len() {

@@ -213,28 +213,28 @@ impl IntGroupMatrix {
 /// entry points `<prefix>_dequantize` and `<prefix>_matvec` with `p0..p2` = bits,
 /// group_size, g_idx present, and `p3` = f16 zero points (methods that store them pass the
 /// metadata key with [`cuda_kernels_f16_zeros`]; for the others `p3` is 0 and the kernels are
-/// built without the f16-zero decode, which cost the 1-row matvec 32 registers).
+/// built without the f16-zero decode: 64 registers for the 1-row entry against 80 with it).
 pub fn cuda_kernels(prefix: &str) -> crate::CudaKernels {
-    kernels_with("LlqIntGroupU8", prefix)
+    kernels_with(prefix, false)
 }
 
 /// [`cuda_kernels`] for a method storing f16 zero points (`p3` from the metadata's `zero`).
 pub fn cuda_kernels_f16_zeros(prefix: &str) -> crate::CudaKernels {
-    let mut k = kernels_with("LlqIntGroup", prefix);
+    let mut k = kernels_with(prefix, true);
     k.params.push(crate::KernelParam::Choice { key: "zero".into(), values: vec!["u8".into(), "f16".into()] });
     k
 }
 
-/// The kernels of `cuda/intgroup.cu`'s decoder `decoder` (`LlqIntGroup` reads both zero kinds,
-/// `LlqIntGroupU8` only u8).
-fn kernels_with(decoder: &str, prefix: &str) -> crate::CudaKernels {
+/// The kernels of `cuda/intgroup.cu`'s decoder: `LlqIntGroup` (both zero kinds) with
+/// `f16_zeros`, else `LlqIntGroupU8`, which also holds q/k/v's three-matrix entry in 64
+/// registers at four blocks an SM (98 unbounded; ptxas sm_90; with both zero kinds it spilled
+/// there, so that one stays unbounded).
+fn kernels_with(prefix: &str, f16_zeros: bool) -> crate::CudaKernels {
     use crate::cuda;
-    // The u8-only decoder holds q/k/v's three-matrix entry in 64 registers at four blocks an SM
-    // (98 unbounded; ptxas sm_90); with both zero kinds it spilled there, so it stays unbounded.
-    let bounds = if decoder == "LlqIntGroupU8" {
-        "#undef LLQ_X3_BOUNDS\n#define LLQ_X3_BOUNDS __launch_bounds__(256, 4)\n"
+    let (decoder, bounds) = if f16_zeros {
+        ("LlqIntGroup", "")
     } else {
-        ""
+        ("LlqIntGroupU8", "#undef LLQ_X3_BOUNDS\n#define LLQ_X3_BOUNDS __launch_bounds__(256, 4)\n")
     };
     crate::CudaKernels {
         source: cuda::source(&[
