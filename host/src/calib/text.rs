@@ -105,7 +105,8 @@ pub fn windows(tok: &Tokenizer, t: &CalibText, n: usize, len: usize, seed: u64) 
 /// text with the same tokenizer: one `encode` of the 14 Gutenberg calibration books takes ~7 s
 /// on one thread with Llama-3.2's tokenizer (bench/NOTES.md, GPTQ-1B's prologue), the same in
 /// every run of a sweep; a first run encodes it in pieces on all cores
-/// ([`Tokenizer::encode_long`], the same ids; 7.7 → 3.2 s on 2 cores). Only HF tokenizers are cached (the others are fast). The file is keyed
+/// ([`Tokenizer::encode_long`], the same ids; 7.5 → 3.1 s on 2 cores). Only HF tokenizers are
+/// cached (the others are fast). The file is keyed
 /// by the SHA-256 of the tokenizer's JSON and of the text, and ends with the SHA-256 of its ids,
 /// checked when read: a damaged or foreign file is tokenized again and replaced. A cache that
 /// cannot be written is logged and skipped.
