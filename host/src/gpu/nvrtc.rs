@@ -19,6 +19,7 @@ pub const MATVEC_MAX_BATCH: usize = 8;
 pub const MMA_MAX_BATCH: usize = 64;
 
 /// A method's kernels, compiled and loaded on one device.
+#[derive(Clone)]
 pub struct Kernels {
     pub method: String,
     pub(crate) dequantize: CudaFunction,
@@ -51,6 +52,7 @@ pub struct Kernels {
 /// `<matvec>_b1_norm` and `<matvec>_b1_x3_norm` normalize x themselves (RMSNorm weight and
 /// eps as two more arguments), `<matvec>_b1_res` adds its result into y (the residual),
 /// `<matvec>_b1_glu_norm` runs gate and up on the normalized x and writes silu(gate)·up.
+#[derive(Clone)]
 pub(crate) struct Edges {
     pub(crate) norm: CudaFunction,
     pub(crate) norm_x3: CudaFunction,

@@ -237,33 +237,15 @@ impl StepKernels {
             params: vec![],
             origin,
         });
+        // The dense rows with their two UNROLL-1 entries in place of the 1-row ones.
         let rows_u1 = Arc::new(Kernels {
             method: "bf16 (dense layers, 1-row entries at UNROLL 1)".to_string(),
-            dequantize: rows.dequantize.clone(),
-            matvec: rows.matvec.clone(),
             matvec_b1: Some(load("llq_bf16rows_u1_matvec_b1")?),
-            matvec_b4: rows.matvec_b4.clone(),
-            matvec_mma: rows.matvec_mma.clone(),
-            matvec_mma16: rows.matvec_mma16.clone(),
-            matvec_b1_x3: rows.matvec_b1_x3.clone(),
-            matvec_mma16_x3: rows.matvec_mma16_x3.clone(),
-            matvec_mma_x3: rows.matvec_mma_x3.clone(),
-            pdl: rows.pdl,
-            edges: rows
-                .edges
-                .as_ref()
-                .map(|e| {
-                    Ok::<_, anyhow::Error>(Edges {
-                        norm: load("llq_bf16rows_u1_matvec_b1_norm")?,
-                        norm_x3: e.norm_x3.clone(),
-                        res: e.res.clone(),
-                        glu_norm: e.glu_norm.clone(),
-                    })
-                })
-                .transpose()?,
-            mma_min_batch: rows.mma_min_batch,
-            params: vec![],
-            origin: rows.origin.clone(),
+            edges: match &rows.edges {
+                Some(e) => Some(Edges { norm: load("llq_bf16rows_u1_matvec_b1_norm")?, ..e.clone() }),
+                None => None,
+            },
+            ..Kernels::clone(&rows)
         });
         Ok(Arc::new(StepKernels {
             embed: load("llq_step_embed")?,
